@@ -1,0 +1,3 @@
+from p1evse.cli import main
+
+raise SystemExit(main())

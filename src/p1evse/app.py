@@ -1,0 +1,59 @@
+"""Wiring: one broker connection, one source, one pipeline, the sinks, in one TaskGroup.
+Leaving the TaskGroup is shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from p1evse import __version__
+from p1evse.bridge import Bridge
+from p1evse.config import Settings
+from p1evse.mqtt import Broker
+from p1evse.pipeline import Pipeline
+from p1evse.sinks import build_sinks
+from p1evse.sources import build_source
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.broker = Broker(settings.mqtt)
+        self.sinks = build_sinks(settings, self.broker)
+        self.bridge = Bridge(Pipeline(settings.publish, loop.time()), self.sinks, loop)
+        self.source = build_source(settings.source, self.broker)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then release claims, say offline and return."""
+        log.info("p1evse %s: %s", __version__, describe(self.settings))
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(self.broker.run(), name="mqtt"),
+                group.create_task(
+                    self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
+                ),
+            ]
+            self.bridge.start()
+            await stop.wait()
+            log.info("stopping")
+            self.bridge.stop()
+            for sink in self.sinks:
+                await sink.close()
+            await self.broker.close()
+            for task in tasks:
+                task.cancel()
+
+
+def describe(settings: Settings) -> str:
+    """One line that says what this configuration does."""
+    source = settings.source
+    publish = settings.publish
+    cadence = f"every {publish.interval:g} s" if publish.interval else "every reading"
+    return (
+        f"{source.type} {', '.join(source.subscriptions())} ({source.unit}) "
+        f"→ {settings.openevse.grid_ie_topic} {cadence}, reserve {publish.reserve_w} W; "
+        f"stale after {publish.stale_after:g} s → {publish.on_stale.value}; "
+        f"broker {settings.mqtt.host}:{settings.mqtt.port}"
+    )

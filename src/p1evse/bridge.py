@@ -1,0 +1,132 @@
+"""One meter's runtime: feeds its pipeline, fires the pipeline's timers on the event
+loop, and fans the resulting events out to sinks and observers.
+
+This is the only place where the pure pipeline meets the clock. Thousands of sites in
+one process will be thousands of bridges, one pipeline each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from p1evse.model import (
+    Event,
+    GridPower,
+    Reading,
+    Rejected,
+    Rejection,
+    Side,
+    StaleEntered,
+)
+from p1evse.pipeline import Pipeline
+from p1evse.ratelimit import RateLimiter
+from p1evse.sinks import Sink
+
+log = logging.getLogger(__name__)
+
+REJECTION_LOG_PERIOD_S = 60.0
+
+
+class Bridge:
+    """Implements the sources' `Intake`."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sinks: Sequence[Sink],
+        loop: asyncio.AbstractEventLoop,
+        name: str = "p1evse",
+    ) -> None:
+        self.pipeline = pipeline
+        self._sinks = sinks
+        self._loop = loop
+        self._name = name
+        self._timer: asyncio.TimerHandle | None = None
+        self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
+        self.observers: list[Callable[[Event], None]] = []
+
+    def start(self) -> None:
+        self._reschedule()
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- Intake ----------------------------------------------------------------------
+
+    def half(self, side: Side, watts: float) -> None:
+        self._dispatch(self.pipeline.half(side, watts, self._loop.time()))
+
+    def reading(self, reading: Reading) -> None:
+        self._dispatch(self.pipeline.reading(reading, self._loop.time()))
+
+    def reject(self, reason: Rejection, detail: str) -> None:
+        self._dispatch(self.pipeline.reject(reason, detail, self._loop.time()))
+
+    # -- events ----------------------------------------------------------------------
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if isinstance(event, GridPower):
+                for sink in self._sinks:
+                    sink.grid_power(event)
+            elif isinstance(event, Rejected):
+                self._log_rejection(event)
+            elif isinstance(event, StaleEntered):
+                self._log_stale(event)
+                for sink in self._sinks:
+                    sink.stale_entered(event)
+            else:
+                log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
+                for sink in self._sinks:
+                    sink.stale_left(event)
+            for observer in self.observers:
+                observer(event)
+        self._reschedule()
+
+    def _log_rejection(self, event: Rejected) -> None:
+        suppressed = self._rejection_log.allow(event.reason)
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        hint = ""
+        if event.reason is Rejection.IMPLAUSIBLE:
+            hint = f"; above publish.max_power_w = {self.pipeline.max_power_w:g} W — wrong unit?"
+        log.warning(
+            "%s: rejected input (%s): %s%s%s",
+            self._name,
+            event.reason.value,
+            event.detail,
+            hint,
+            more,
+        )
+
+    def _log_stale(self, event: StaleEntered) -> None:
+        if event.last_reading_at is None:
+            since = "since start-up"
+        else:
+            since = f"for {event.at - event.last_reading_at:.1f} s"
+        log.warning("%s: no valid reading %s; on_stale: %s", self._name, since, event.action.value)
+
+    # -- timers ----------------------------------------------------------------------
+
+    def _reschedule(self) -> None:
+        deadline = self.pipeline.next_deadline()
+        timer = self._timer
+        if deadline is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        if timer is not None:
+            if timer.when() <= deadline:
+                return  # it fires first; a too-early tick finds nothing and reschedules
+            timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._dispatch(self.pipeline.tick(self._loop.time()))

@@ -1,0 +1,188 @@
+"""`p1evse check`: validate, connect once, watch the source briefly, and say what
+p1evse would do and which usual mistakes the setup shows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from p1evse.app import describe
+from p1evse.config import Settings
+from p1evse.model import Rejection, Side, StaleAction
+from p1evse.mqtt import Broker, BrokerUnavailable
+from p1evse.sources import build_source
+
+Say = Callable[[str], None]
+
+# A kW-configured value this large is almost certainly W (no household draws 100 kW).
+KW_LOOKS_LIKE_W = 100_000.0
+# DSMR-reader publishes kW with three decimals; a W-configured source seeing only
+# values below this (and fractional) is probably publishing kW.
+W_LOOKS_LIKE_KW = 50.0
+
+
+@dataclass
+class _Recorder:
+    """An `Intake` that only remembers what the source delivered."""
+
+    clock: asyncio.AbstractEventLoop
+    halves: list[tuple[float, Side, float]] = field(default_factory=list)
+    rejections: dict[Rejection, int] = field(default_factory=dict)
+
+    def half(self, side: Side, watts: float) -> None:
+        self.halves.append((self.clock.time(), side, watts))
+
+    def reject(self, reason: Rejection, detail: str) -> None:
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+
+async def check(settings: Settings, path: Path | None, listen_s: float, out: TextIO) -> int:
+    def say(line: str = "") -> None:
+        print(line, file=out)
+
+    say(f"config: {path or 'built-in defaults'} (with P1EVSE_* environment overrides): valid")
+    say(f"  {describe(settings)}")
+    say("subscribes to:")
+    for topic in settings.source.subscriptions():
+        say(f"  {topic}")
+    openevse = settings.openevse
+    say("publishes to:")
+    say(f"  {openevse.grid_ie_topic}  whole watts, + import / - export, QoS 0, not retained")
+    say("    -> set OpenEVSE's 'grid import/export' MQTT topic to exactly this")
+    if settings.publish.on_stale is StaleAction.PAUSE:
+        say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
+    say(f"  {settings.mqtt.availability_topic}  online / offline, retained")
+    warnings = _config_warnings(settings)
+
+    broker = Broker(settings.mqtt)
+    try:
+        await broker.connect_once()
+    except BrokerUnavailable as exc:
+        say(f"broker {broker.address}: FAILED: {exc}")
+        _print_warnings(say, warnings)
+        return 1
+    say(f"broker {broker.address}: connected")
+    try:
+        if listen_s > 0:
+            warnings += await _watch_source(settings, broker, listen_s, say)
+    finally:
+        await broker.close()
+    _print_warnings(say, warnings)
+    return 0
+
+
+def _print_warnings(say: Say, warnings: list[str]) -> None:
+    for warning in warnings:
+        say(f"warning: {warning}")
+    if not warnings:
+        say("no warnings")
+
+
+def _config_warnings(settings: Settings) -> list[str]:
+    warnings = []
+    publish = settings.publish
+    if publish.interval == 0:
+        warnings.append(
+            "publish.interval is 0: every reading is relayed, but OpenEVSE's divert filter "
+            "wants one value every 5-10 s (a 1 Hz feed degrades its regulation)"
+        )
+    elif publish.interval > 10:
+        warnings.append(
+            f"publish.interval {publish.interval:g} s: OpenEVSE expects a value every 5-10 s"
+        )
+    if publish.on_stale is StaleAction.NONE:
+        warnings.append(
+            "publish.on_stale is none: when the meter goes quiet OpenEVSE keeps its last "
+            "charge rate indefinitely"
+        )
+    mqtt = settings.mqtt
+    if mqtt.password is not None and mqtt.tls is None and not _is_loopback(mqtt.host):
+        warnings.append(
+            f"the MQTT password crosses the network to {mqtt.host} unencrypted: set mqtt.tls"
+        )
+    if mqtt.tls is not None and mqtt.tls.insecure:
+        warnings.append("mqtt.tls.insecure: the broker's certificate name is not checked")
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _watch_source(settings: Settings, broker: Broker, listen_s: float, say: Say) -> list[str]:
+    loop = asyncio.get_running_loop()
+    recorder = _Recorder(loop)
+    task = loop.create_task(build_source(settings.source, broker).run(recorder))
+    await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    halves, warnings = recorder.halves, []
+    rejected = sum(recorder.rejections.values())
+    say(f"source: {len(halves)} values in {listen_s:g} s, {rejected} rejected")
+    for reason, count in recorder.rejections.items():
+        say(f"  rejected {count}x: {reason.value}")
+    if not halves:
+        warnings.append(
+            f"no data on the source topics within {listen_s:g} s: is the meter reader "
+            "publishing, and are the topics right?"
+        )
+        return warnings
+    latest = {side: watts for _, side, watts in halves}
+    for side in Side:
+        if side in latest:
+            say(f"  latest {side.value}: {latest[side]:g} W")
+    period = _telegram_period(halves, settings.publish.pair_window)
+    if period is not None:
+        say(f"  about one reading every {period:.1f} s")
+        if settings.publish.stale_after < 3 * period:
+            warnings.append(
+                f"publish.stale_after {settings.publish.stale_after:g} s is shorter than 3 "
+                f"source periods ({3 * period:.0f} s): one late reading would pause charging"
+            )
+    warnings += _unit_warnings(settings, [watts for _, _, watts in halves])
+    return warnings
+
+
+def _telegram_period(halves: list[tuple[float, Side, float]], pair_window: float) -> float | None:
+    starts: list[float] = []
+    for at, _, _ in halves:
+        if not starts or at - starts[-1] >= pair_window:
+            starts.append(at)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    return statistics.median(gaps) if gaps else None
+
+
+def _unit_warnings(settings: Settings, values: list[float]) -> list[str]:
+    unit = getattr(settings.source, "unit", None)
+    biggest = max(values)
+    if unit == "kW" and biggest > KW_LOOKS_LIKE_W:
+        return [
+            f"a value of {biggest / 1000:g} kW arrived: the source probably publishes W; "
+            "set source.unit: W"
+        ]
+    nonzero = [value for value in values if value]
+    if (
+        unit == "W"
+        and nonzero
+        and max(nonzero) < W_LOOKS_LIKE_KW
+        and any(value != int(value) for value in nonzero)
+    ):
+        return [
+            f"only small fractional values arrived (largest {max(nonzero):g} W): the source "
+            "probably publishes kW; set source.unit: kW"
+        ]
+    return []

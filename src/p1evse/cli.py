@@ -1,0 +1,127 @@
+"""Command line: `p1evse run | check | demo`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from p1evse import __version__
+from p1evse.config import Settings, load
+from p1evse.errors import ConfigError
+
+EXIT_CONFIG = 2
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        code: int = args.command(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"p1evse: config error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="p1evse",
+        description="Feed OpenEVSE's solar divert with grid power from a smart meter's P1 port.",
+    )
+    parser.add_argument("--version", action="version", version=f"p1evse {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    config_help = "YAML config file (default: $P1EVSE_CONFIG, else built-in defaults)"
+    run = commands.add_parser("run", help="run the bridge")
+    run.add_argument("-c", "--config", type=Path, help=config_help)
+    run.add_argument("--log-level", choices=LOG_LEVELS, help="override log.level")
+    run.set_defaults(command=_run)
+
+    check = commands.add_parser("check", help="validate the config and try every endpoint")
+    check.add_argument("-c", "--config", type=Path, help=config_help)
+    check.add_argument(
+        "--listen",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="seconds to watch the source's data (0: don't), default 12",
+    )
+    check.set_defaults(command=_check)
+
+    demo = commands.add_parser("demo", help="everything on this machine: broker, meter, bridge")
+    demo.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
+    demo.add_argument("--duration", type=float, help="stop after S seconds")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated seconds per real second of the sunny day (default 60)",
+    )
+    demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    demo.set_defaults(command=_demo)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
+    path = args.config
+    if path is None and os.environ.get("P1EVSE_CONFIG"):
+        path = Path(os.environ["P1EVSE_CONFIG"])
+    return load(path), path
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from p1evse.app import App
+
+    settings, _ = _settings(args)
+    _setup_logging(args.log_level or settings.log.level)
+
+    async def service() -> None:
+        loop = asyncio.get_running_loop()
+        stop = _stop_on_signals(loop)
+        await App(settings, loop).run(stop)
+
+    asyncio.run(service())
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from p1evse.check import check
+
+    settings, path = _settings(args)
+    _setup_logging("error")
+    return asyncio.run(check(settings, path, listen_s=args.listen, out=sys.stdout))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from p1evse.sim.demo import demo
+
+    _setup_logging(args.log_level)
+
+    async def main() -> None:
+        stop = _stop_on_signals(asyncio.get_running_loop())
+        await demo(port=args.port, duration=args.duration, speed=args.speed, stop=stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

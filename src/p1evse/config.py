@@ -1,0 +1,342 @@
+"""The configuration contract (DESIGN.md): one YAML file, every key overridable by
+`P1EVSE_<SECTION>__<KEY>`, defaults that reproduce the original script's setup.
+
+`load()` returns validated `Settings` or raises `ConfigError` with one line per problem
+naming the key, the bad value, what is allowed, and where it came from (file line or
+environment variable).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from paho.mqtt.client import topic_matches_sub
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from p1evse.errors import ConfigError
+from p1evse.model import StaleAction
+from p1evse.sources import SourceSettings
+
+ENV_PREFIX = "P1EVSE_"
+ENV_DELIMITER = "__"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+
+class MqttSettings(Section):
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TlsSettings | None = None
+    client_id: str = Field("p1evse", min_length=1, max_length=64)
+    keepalive: int = Field(30, ge=5, le=3600)
+    availability_topic: str = Field("p1evse/status", min_length=1)
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_flag(cls, value: object) -> object:
+        """`tls: true` means TLS with the system's CAs; `tls: false` means plain TCP."""
+        if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0"}:
+            value = value.strip().lower() in {"true", "1"}
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _password_from_file(self) -> MqttSettings:
+        if self.password_file is None:
+            return self
+        if self.password is not None:
+            raise ValueError("set password or password_file, not both")
+        try:
+            secret = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(
+                f"password_file: cannot read {self.password_file}: {exc.strerror}"
+            ) from None
+        object.__setattr__(self, "password", SecretStr(secret))
+        return self
+
+
+class PublishSettings(Section):
+    interval: float = Field(5.0, ge=0, le=300)
+    pair_window: float = Field(0.5, ge=0, le=5)
+    reserve_w: int = Field(0, ge=-10_000, le=10_000)
+    max_power_w: float = Field(50_000, gt=0, le=1_000_000)
+    stale_after: float = Field(30.0, gt=0, le=3600)
+    on_stale: StaleAction = StaleAction.PAUSE
+    failsafe_import_w: int = Field(10_000, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> PublishSettings:
+        if self.stale_after <= self.pair_window:
+            raise ValueError(
+                f"stale_after ({self.stale_after} s) must be longer than "
+                f"pair_window ({self.pair_window} s)"
+            )
+        return self
+
+
+class OpenevseSettings(Section):
+    grid_ie_topic: str = Field("p1evse/grid_ie", min_length=1)
+    base_topic: str = Field("openevse", min_length=1)
+
+    @field_validator("grid_ie_topic", "base_topic")
+    @classmethod
+    def _plain_topic(cls, topic: str) -> str:
+        if "+" in topic or "#" in topic:
+            raise ValueError(f"{topic!r} is a wildcard filter; a topic to publish to is needed")
+        return topic.rstrip("/")
+
+    @property
+    def claim_topic(self) -> str:
+        return f"{self.base_topic}/claim/set"
+
+
+class WebSettings(Section):
+    listen: str | None = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, listen: str | None) -> str | None:
+        if listen is None or not listen.strip():
+            return None  # empty = off
+        host, sep, port = listen.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
+        return listen.strip()
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, level: object) -> object:
+        return level.lower() if isinstance(level, str) else level
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    source: SourceSettings = Field(default_factory=lambda: _default_source())
+    publish: PublishSettings = PublishSettings()
+    openevse: OpenevseSettings = OpenevseSettings()
+    web: WebSettings = WebSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the file's contents come in as init arguments; the environment overrides them
+        return (env_settings, init_settings)
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _default_source_type(cls, value: object) -> object:
+        if isinstance(value, dict) and "type" not in value:
+            return {"type": "mqtt_split", **value}
+        return value
+
+
+def _default_source() -> SourceSettings:
+    from p1evse.sources.mqtt_split import MqttSplitSettings
+
+    return MqttSplitSettings()
+
+
+def load(path: Path | None) -> Settings:
+    """Read and validate the configuration; raise `ConfigError` listing every problem."""
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    if path is not None:
+        data, lines = _read_yaml(path)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        problems = [_describe(error, path, lines, os.environ) for error in exc.errors()]
+        raise ConfigError(problems) from None
+    loops = feedback_loops(settings)
+    if loops:
+        origin = _origin(("openevse", "grid_ie_topic"), path, lines, os.environ)
+        raise ConfigError([f"openevse.grid_ie_topic = {problem}{origin}" for problem in loops])
+    return settings
+
+
+def feedback_loops(settings: Settings) -> list[str]:
+    """Rule 8: never publish where p1evse or OpenEVSE would read it back in."""
+    out = settings.openevse.grid_ie_topic
+    problems = [
+        f"{out!r}: the source subscribes to {subscribed!r}; p1evse would read its own output"
+        for subscribed in settings.source.subscriptions()
+        if topic_matches_sub(subscribed, out)
+    ]
+    base = settings.openevse.base_topic
+    if out == base or out.startswith(base + "/"):
+        problems.append(
+            f"{out!r} is under OpenEVSE's base topic {base!r}; OpenEVSE echoes grid_ie "
+            f"to {base}/grid_ie and would feed itself"
+        )
+    if out == settings.mqtt.availability_topic:
+        problems.append(f"{out!r} is p1evse's availability topic (mqtt.availability_topic)")
+    return problems
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{path}{where}: not valid YAML: {problem}"]) from None
+    finally:
+        loader.dispose()
+    if data is None or node is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}: expected a mapping of sections (mqtt:, source:, …) at the top"]
+        )
+    lines: dict[tuple[str, ...], int] = {}
+    _collect_lines(node, (), lines)
+    return data, lines
+
+
+def _collect_lines(
+    node: yaml.Node, prefix: tuple[str, ...], lines: dict[tuple[str, ...], int]
+) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            lines[key] = key_node.start_mark.line + 1
+            _collect_lines(value_node, key, lines)
+
+
+def _describe(
+    error: Mapping[str, Any],
+    path: Path | None,
+    lines: Mapping[tuple[str, ...], int],
+    environ: Mapping[str, str],
+) -> str:
+    loc = _key_path(error["loc"])
+    key = ".".join(loc) if loc else "(config)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key" + _allowed_keys(loc[:-1])
+    shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
+    if error["type"] == "union_tag_invalid":
+        ctx = error["ctx"]
+        loc = (*loc, "type")
+        key, shown = ".".join(loc), f" = {ctx['tag']!r}"
+        message = f"unknown source type; expected one of {ctx['expected_tags']}"
+    return f"{key}{shown}: {message}{_origin(loc, path, lines, environ)}"
+
+
+def _key_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    parts = [str(part) for part in loc]
+    # a discriminated union puts its tag in the location: source.mqtt_split.unit
+    if len(parts) >= 2 and parts[0] == "source":
+        from p1evse.sources import SOURCE_TYPES
+
+        if parts[1] in SOURCE_TYPES:
+            del parts[1]
+    return tuple(parts)
+
+
+def _show_input(error: Mapping[str, Any]) -> str:
+    value = error.get("input")
+    if isinstance(value, dict | list) or value is None:
+        return ""
+    if isinstance(value, SecretStr):
+        return " = '**********'"
+    text = repr(value)
+    return f" = {text[:60]}…" if len(text) > 60 else f" = {text}"
+
+
+def _allowed_keys(section: tuple[str, ...]) -> str:
+    model: type[BaseModel] | None = Settings
+    for part in section:
+        field = model.model_fields.get(part) if model is not None else None
+        annotation = field.annotation if field is not None else None
+        model = (
+            annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+            else None
+        )
+    if model is None:
+        return ""
+    return "; allowed: " + ", ".join(model.model_fields)
+
+
+def _origin(
+    loc: tuple[str, ...],
+    path: Path | None,
+    lines: Mapping[tuple[str, ...], int],
+    environ: Mapping[str, str],
+) -> str:
+    for depth in range(len(loc), 0, -1):
+        wanted = (ENV_PREFIX + ENV_DELIMITER.join(loc[:depth])).upper()
+        for name in environ:
+            if name.upper() == wanted:
+                return f" (from environment variable {name})"
+        if path is not None and loc[:depth] in lines:
+            return f" ({path} line {lines[loc[:depth]]})"
+    return ""

@@ -1,0 +1,87 @@
+"""The values that flow from sources through the pipeline to sinks.
+
+Times are seconds on the pipeline's clock (the event loop's monotonic clock in the
+service, a virtual clock in tests and simulations). Power is in watts, always.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Side(enum.Enum):
+    """Which half of a meter telegram a value belongs to."""
+
+    IMPORT = "import"  # OBIS 1-0:1.7.0, DSMR-reader `electricity_currently_delivered`
+    EXPORT = "export"  # OBIS 1-0:2.7.0, DSMR-reader `electricity_currently_returned`
+
+    @property
+    def other(self) -> Side:
+        return Side.EXPORT if self is Side.IMPORT else Side.IMPORT
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One complete meter reading: import and export power, both >= 0."""
+
+    at: float
+    import_w: float
+    export_w: float
+
+    @property
+    def net_w(self) -> float:
+        """Grid power: positive when the house imports, negative when it exports."""
+        return self.import_w - self.export_w
+
+
+class Rejection(enum.Enum):
+    """Why an input value was refused. Each reason is counted and logged separately."""
+
+    NOT_UTF8 = "not_utf8"
+    TOO_LONG = "too_long"
+    NOT_A_NUMBER = "not_a_number"
+    NON_FINITE = "non_finite"
+    NEGATIVE = "negative"
+    IMPLAUSIBLE = "implausible"
+
+
+@dataclass(frozen=True, slots=True)
+class GridPower:
+    """A value for OpenEVSE: whole watts, + import / - export, reserve included."""
+
+    at: float
+    watts: int
+    readings: int  # how many readings the mean covers; 0 for a fail-safe value
+    failsafe: bool = False
+
+
+class StaleAction(enum.Enum):
+    PAUSE = "pause"
+    IMPORT = "import"
+    NONE = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class StaleEntered:
+    """No valid reading for `stale_after` seconds (or none since start-up)."""
+
+    at: float
+    last_reading_at: float | None
+    action: StaleAction
+
+
+@dataclass(frozen=True, slots=True)
+class StaleLeft:
+    at: float
+    gap_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    at: float
+    reason: Rejection
+    detail: str
+
+
+Event = GridPower | StaleEntered | StaleLeft | Rejected

@@ -1,0 +1,312 @@
+"""The one connection to the MQTT broker: paho-mqtt driven by the asyncio event loop.
+
+paho's protocol code is used as is; its socket is registered with the event loop
+(`add_reader`) instead of running paho's own network thread, so messages are handled on
+the loop with no thread hand-over and no queue between them. Only the blocking TCP/TLS
+connect runs in a worker thread. bench/relay.py measures this against bare paho.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from p1evse.backoff import Backoff
+from p1evse.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+PayloadHandler = Callable[[bytes | bytearray], None]
+
+CONNECT_TIMEOUT_S = 5.0
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+class BrokerUnavailable(Exception):
+    """The broker could not be reached, or refused the connection."""
+
+
+class BrokerRefused(BrokerUnavailable):
+    """The broker answered but refused us (credentials, client id): a configuration error."""
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    connects: int = 0
+    drops: int = 0  # connections lost after they were up
+    failed_attempts: int = 0
+    unsent: int = 0  # publishes dropped because the connection was down
+
+
+class Broker:
+    """Subscriptions survive reconnects; `publish` never blocks.
+
+    Call `run()` as a task: it connects, reconnects with capped jittered backoff, and
+    keeps the availability topic (retained `online`, last will `offline`) true.
+    """
+
+    def __init__(self, settings: MqttSettings, backoff: Backoff | None = None) -> None:
+        self._settings = settings
+        self._backoff = backoff or Backoff()
+        self.stats = BrokerStats()
+        self.connected = False
+        self._handlers: dict[str, PayloadHandler] = {}
+        self._wildcard_handlers: list[tuple[str, PayloadHandler]] = []
+        self._connected_listeners: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._lost = asyncio.Event()
+        self._lost_reason = ""
+        self._closing = False
+        self._flush_scheduled = False
+        self._writer_fd: int | None = None
+        self._client = self._make_client()
+
+    @property
+    def address(self) -> str:
+        return f"{self._settings.host}:{self._settings.port}"
+
+    # -- what sources and sinks use -------------------------------------------------
+
+    def subscribe(self, topic: str, handler: PayloadHandler) -> None:
+        if "+" in topic or "#" in topic:
+            self._wildcard_handlers.append((topic, handler))
+        else:
+            self._handlers[topic] = handler
+        if self.connected:
+            self._client.subscribe(topic, qos=0)
+
+    def on_connected(self, listener: Callable[[], None]) -> None:
+        """Called after every (re)connect, once subscriptions are renewed."""
+        self._connected_listeners.append(listener)
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message; False when the connection is down and it was dropped."""
+        if not self.connected:
+            self.stats.unsent += 1
+            return False
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self.stats.unsent += 1
+            return False
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected until `close()`; never raises for network trouble."""
+        reported_down = False
+        while not self._closing:
+            try:
+                await self.connect_once()
+            except BrokerUnavailable as exc:
+                self.stats.failed_attempts += 1
+                delay = self._backoff.next_delay()
+                if not reported_down:
+                    level = logging.ERROR if isinstance(exc, BrokerRefused) else logging.WARNING
+                    log.log(level, "MQTT broker %s: %s; retrying", self.address, exc)
+                    reported_down = True
+                else:
+                    log.debug("MQTT broker %s: %s; next try in %.1f s", self.address, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            reported_down = False
+            self._backoff.reset()
+            log.info("connected to MQTT broker %s", self.address)
+            await self._stay_connected()
+            if not self._closing:
+                self.stats.drops += 1
+                log.warning(
+                    "lost MQTT broker %s (%s); reconnecting", self.address, self._lost_reason
+                )
+
+    async def connect_once(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
+        """Connect and wait for the broker's answer; `BrokerUnavailable` says why not."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._lost.clear()
+        self._connack = loop.create_future()
+        settings = self._settings
+        try:
+            await asyncio.to_thread(
+                self._client.connect, settings.host, settings.port, settings.keepalive
+            )
+        except ssl.SSLError as exc:
+            raise BrokerUnavailable(f"TLS failed: {exc.reason or exc}") from None
+        except socket.gaierror as exc:
+            raise BrokerUnavailable(f"cannot resolve {settings.host!r}: {exc.strerror}") from None
+        except OSError as exc:
+            raise BrokerUnavailable(exc.strerror or str(exc) or type(exc).__name__) from None
+        try:
+            result = await asyncio.wait_for(asyncio.shield(self._connack), timeout)
+        except TimeoutError:
+            self._client.disconnect()
+            raise BrokerUnavailable(f"no answer to CONNECT within {timeout:g} s") from None
+        if result.is_failure:
+            raise BrokerRefused(_refusal(result, settings))
+
+    async def close(self, timeout: float = 1.0) -> None:
+        """Say `offline`, disconnect cleanly and stop reconnecting."""
+        self._closing = True
+        if not self.connected:
+            return
+        self._client.publish(self._settings.availability_topic, OFFLINE, qos=1, retain=True)
+        self._client.disconnect()
+        try:
+            await asyncio.wait_for(self._lost.wait(), timeout)
+        except TimeoutError:
+            log.warning("MQTT broker %s did not take the disconnect in time", self.address)
+
+    async def _stay_connected(self) -> None:
+        """Wait for the connection to drop, running paho's keepalive housekeeping."""
+        while not self._lost.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), 1.0)
+            except TimeoutError:
+                self._client.loop_misc()
+
+    # -- paho callbacks (on the loop thread unless noted) ----------------------------
+
+    def _make_client(self) -> paho.Client:
+        settings = self._settings
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=paho.MQTTv311,
+            clean_session=True,
+        )
+        client.connect_timeout = CONNECT_TIMEOUT_S
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else None
+            client.username_pw_set(settings.username, password)
+        if settings.tls is not None:
+            tls = settings.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+            )
+            client.tls_insecure_set(tls.insecure)
+        client.will_set(settings.availability_topic, OFFLINE, qos=1, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        return client
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if self._connack is not None and not self._connack.done():
+            self._connack.set_result(reason)
+        if reason.is_failure:
+            return
+        self.connected = True
+        self.stats.connects += 1
+        topics = [*self._handlers, *(topic for topic, _ in self._wildcard_handlers)]
+        if topics:
+            client.subscribe([(topic, 0) for topic in topics])
+        client.publish(self._settings.availability_topic, ONLINE, qos=1, retain=True)
+        for listener in self._connected_listeners:
+            listener()
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self.connected = False
+        self._lost_reason = str(reason)
+        self._lost.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        topic = message.topic
+        handler = self._handlers.get(topic)
+        try:
+            if handler is not None:
+                handler(message.payload)
+                return
+            for pattern, wildcard_handler in self._wildcard_handlers:
+                if paho.topic_matches_sub(pattern, topic):
+                    wildcard_handler(message.payload)
+        except Exception:
+            log.exception("handling a message on %s failed", topic)
+
+    # Socket callbacks: called on the worker thread during connect, so every change to
+    # the event loop's registrations is passed to the loop thread, in order.
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._add_reader, sock.fileno())
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._remove_socket, sock.fileno())
+
+    def _on_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._schedule_flush)
+
+    def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._in_loop(self._remove_writer)
+
+    def _in_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)
+        else:
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _add_reader(self, fd: int) -> None:
+        assert self._loop is not None
+        self._loop.add_reader(fd, self._client.loop_read)
+
+    def _remove_socket(self, fd: int) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(fd)
+        if self._writer_fd == fd:
+            self._remove_writer()
+
+    def _schedule_flush(self) -> None:
+        # Write on the next loop turn rather than registering for writability: the
+        # socket is almost always writable, and this saves two epoll_ctl calls per burst.
+        if not self._flush_scheduled:
+            assert self._loop is not None
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._client.loop_write()
+        sock = self._client.socket()
+        if self._client.want_write() and sock is not None and self._writer_fd is None:
+            assert self._loop is not None
+            self._writer_fd = sock.fileno()
+            self._loop.add_writer(self._writer_fd, self._client.loop_write)
+
+    def _remove_writer(self) -> None:
+        if self._writer_fd is not None:
+            assert self._loop is not None
+            self._loop.remove_writer(self._writer_fd)
+            self._writer_fd = None
+
+
+def _refusal(reason: ReasonCode, settings: MqttSettings) -> str:
+    text = str(reason)
+    if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorised
+        user = settings.username or "(anonymous)"
+        return f"refused the login as {user!r}: {text} (check mqtt.username and mqtt.password)"
+    if reason.value in (2, 133):
+        return f"refused client id {settings.client_id!r}: {text} (check mqtt.client_id)"
+    return f"refused the connection: {text}"

@@ -1,0 +1,288 @@
+"""The pure core: meter values in, OpenEVSE values and events out.
+
+No I/O, no asyncio, no wall clock. Every method takes the current time; the caller
+(`bridge.py` in the service, a loop in tests and simulations) calls `tick()` at
+`next_deadline()` so that timers (pair window, stale guard, fail-safe repeats) fire.
+The rules are DESIGN.md's "Pipeline rules"; the comments name them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from p1evse.config import PublishSettings
+from p1evse.model import (
+    Event,
+    GridPower,
+    Reading,
+    Rejected,
+    Rejection,
+    Side,
+    StaleAction,
+    StaleEntered,
+    StaleLeft,
+)
+
+# OpenEVSE expects a feed every 5-10 s; with `interval: 0` there is no interval to
+# repeat the fail-safe value at, so it repeats at this period.
+FAILSAFE_PERIOD_WHEN_RELAYING_S = 5.0
+
+
+@dataclass(slots=True)
+class Counters:
+    halves: int = 0
+    readings: int = 0
+    absorbed: int = 0
+    duplicates: int = 0
+    published: int = 0
+    stale_entered: int = 0
+    rejected: dict[Rejection, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """A zero half waiting up to `pair_window` for its partner (rule 1)."""
+
+    side: Side
+    at: float
+
+
+class Pipeline:
+    """All state of one meter: pairing halves, the averaging window, the stale guard."""
+
+    def __init__(self, settings: PublishSettings, now: float) -> None:
+        self._settings = settings
+        self.counters = Counters()
+        self._latest: dict[Side, float | None] = {Side.IMPORT: None, Side.EXPORT: None}
+        self._waiting: _Waiting | None = None
+        # after a non-zero half completed a reading: the other side's zero is absorbed
+        # until this time
+        self._absorb_side: Side | None = None
+        self._absorb_until = 0.0
+        # averaging window (rule 3); None = nothing published since start or stale
+        self._window_start: float | None = None
+        self._previous_at = 0.0
+        self._weighted_sum = 0.0
+        self._weight = 0.0
+        self._plain_sum = 0.0
+        self._count = 0
+        # stale guard (rule 6)
+        self._started = now
+        self._last_reading_at: float | None = None
+        self._stale_since: float | None = None
+        self._next_failsafe: float | None = None
+        self.last_published: GridPower | None = None
+
+    # -- state for observers -------------------------------------------------------
+
+    @property
+    def max_power_w(self) -> float:
+        return self._settings.max_power_w
+
+    @property
+    def stale(self) -> bool:
+        return self._stale_since is not None
+
+    @property
+    def last_reading_at(self) -> float | None:
+        return self._last_reading_at
+
+    def latest(self, side: Side) -> float | None:
+        return self._latest[side]
+
+    # -- inputs --------------------------------------------------------------------
+
+    def half(self, side: Side, watts: float, now: float) -> list[Event]:
+        """One half of a telegram (import or export power, W) arrived at `now`."""
+        events: list[Event] = []
+        self._expire(now, events)
+        self.counters.halves += 1
+        rejection = self._check_half(watts)
+        if rejection is not None:
+            self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
+            return events
+        if watts > 0:
+            self._nonzero_half(side, watts, now, events)
+        else:
+            self._zero_half(side, now, events)
+        return events
+
+    def reading(self, reading: Reading, now: float) -> list[Event]:
+        """A complete reading from a source that delivers both halves together."""
+        events: list[Event] = []
+        self._expire(now, events)
+        for side, watts in ((Side.IMPORT, reading.import_w), (Side.EXPORT, reading.export_w)):
+            rejection = self._check_half(watts)
+            if rejection is not None:
+                self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
+                return events
+        self._latest[Side.IMPORT] = reading.import_w
+        self._latest[Side.EXPORT] = reading.export_w
+        self._complete(reading.at, reading.net_w, now, events)
+        return events
+
+    def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
+        """A source could not turn a payload into a value; count it like any rejection."""
+        events: list[Event] = []
+        self._expire(now, events)
+        self._count_rejection(reason, detail, now, events)
+        return events
+
+    def tick(self, now: float) -> list[Event]:
+        """Fire the timers that are due at `now`."""
+        events: list[Event] = []
+        self._expire(now, events)
+        return events
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which `tick` has something to do."""
+        deadlines: list[float] = []
+        if self._waiting is not None:
+            deadlines.append(self._waiting.at + self._settings.pair_window)
+        if self._stale_since is None:
+            deadlines.append(self._stale_deadline())
+        elif self._next_failsafe is not None:
+            deadlines.append(self._next_failsafe)
+        return min(deadlines) if deadlines else None
+
+    # -- rule 1: pairing -----------------------------------------------------------
+
+    def _nonzero_half(self, side: Side, watts: float, now: float, events: list[Event]) -> None:
+        waiting = self._waiting
+        completes_partner = waiting is not None and waiting.side is side.other
+        if waiting is not None and waiting.side is side:
+            # the waiting zero's partner never came and a new telegram has begun
+            self._complete_waiting(events, now)
+        self._waiting = None
+        self._latest[side] = watts
+        self._latest[side.other] = 0.0  # the meter reports the totals exclusively
+        if completes_partner:
+            self._absorb_side = None
+        else:
+            self._absorb_side = side.other
+            self._absorb_until = now + self._settings.pair_window
+        net = watts if side is Side.IMPORT else -watts
+        self._complete(now, net, now, events)
+
+    def _zero_half(self, side: Side, now: float, events: list[Event]) -> None:
+        self._latest[side] = 0.0
+        waiting = self._waiting
+        if waiting is not None:
+            if waiting.side is side:
+                self.counters.duplicates += 1
+                return
+            self._waiting = None
+            self._complete(now, 0.0, now, events)
+            return
+        if self._absorb_side is side and now < self._absorb_until:
+            self._absorb_side = None
+            self.counters.absorbed += 1
+            return
+        self._absorb_side = None
+        self._waiting = _Waiting(side, now)
+
+    def _complete_waiting(self, events: list[Event], now: float) -> None:
+        """No partner within the window: the partner's latest value still holds, since
+        DSMR-reader does not re-send an unchanged payload (an unknown partner is 0)."""
+        waiting = self._waiting
+        assert waiting is not None
+        self._waiting = None
+        partner = self._latest[waiting.side.other] or 0.0
+        net = -partner if waiting.side is Side.IMPORT else partner
+        self._complete(waiting.at, net, now, events)
+
+    # -- rule 5: plausibility ------------------------------------------------------
+
+    def _check_half(self, watts: float) -> Rejection | None:
+        if not math.isfinite(watts):
+            return Rejection.NON_FINITE
+        if watts < 0:
+            return Rejection.NEGATIVE
+        if watts > self._settings.max_power_w:
+            return Rejection.IMPLAUSIBLE
+        return None
+
+    def _count_rejection(
+        self, reason: Rejection, detail: str, now: float, events: list[Event]
+    ) -> None:
+        rejected = self.counters.rejected
+        rejected[reason] = rejected.get(reason, 0) + 1
+        events.append(Rejected(now, reason, detail))
+
+    # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
+
+    def _complete(self, at: float, net_w: float, now: float, events: list[Event]) -> None:
+        self.counters.readings += 1
+        if self._stale_since is not None:
+            gap_from = self._last_reading_at if self._last_reading_at is not None else self._started
+            events.append(StaleLeft(now, now - gap_from))
+            self._stale_since = None
+            self._next_failsafe = None
+        self._last_reading_at = at
+        interval = self._settings.interval
+        if interval <= 0 or self._window_start is None:
+            self._publish(at, net_w, 1, events)
+            self._start_window(at)
+            return
+        weight = at - self._previous_at
+        self._weighted_sum += net_w * weight
+        self._weight += weight
+        self._plain_sum += net_w
+        self._count += 1
+        self._previous_at = at
+        if at - self._window_start >= interval:
+            # time-weighted: each reading stands for the time since the one before it
+            mean = (
+                self._weighted_sum / self._weight
+                if self._weight > 0
+                else self._plain_sum / self._count
+            )
+            self._publish(at, mean, self._count, events)
+            self._start_window(at)
+
+    def _start_window(self, at: float) -> None:
+        self._window_start = at
+        self._previous_at = at
+        self._weighted_sum = self._weight = self._plain_sum = 0.0
+        self._count = 0
+
+    def _publish(self, at: float, mean_w: float, readings: int, events: list[Event]) -> None:
+        # rule 2: zero is a value; rule 4: the reserve shifts every value
+        value = GridPower(at, round(mean_w) + self._settings.reserve_w, readings)
+        self._emit(value, events)
+
+    def _emit(self, value: GridPower, events: list[Event]) -> None:
+        self.counters.published += 1
+        self.last_published = value
+        events.append(value)
+
+    # -- timers: pair window, rule 6: entering stale, fail-safe repeats -------------
+
+    def _stale_deadline(self) -> float:
+        since = self._last_reading_at if self._last_reading_at is not None else self._started
+        return since + self._settings.stale_after
+
+    def _expire(self, now: float, events: list[Event]) -> None:
+        waiting = self._waiting
+        if waiting is not None and now >= waiting.at + self._settings.pair_window:
+            self._complete_waiting(events, now)
+        if self._stale_since is None:
+            if now >= self._stale_deadline():
+                self._enter_stale(now, events)
+        elif self._next_failsafe is not None and now >= self._next_failsafe:
+            self._publish_failsafe(now, events)
+
+    def _enter_stale(self, now: float, events: list[Event]) -> None:
+        action = self._settings.on_stale
+        self._stale_since = now
+        self._window_start = None  # a gap is never averaged over
+        self.counters.stale_entered += 1
+        events.append(StaleEntered(now, self._last_reading_at, action))
+        if action is StaleAction.IMPORT:
+            self._publish_failsafe(now, events)
+
+    def _publish_failsafe(self, now: float, events: list[Event]) -> None:
+        period = self._settings.interval or FAILSAFE_PERIOD_WHEN_RELAYING_S
+        self._next_failsafe = now + period
+        self._emit(GridPower(now, self._settings.failsafe_import_w, 0, failsafe=True), events)

@@ -1,0 +1,23 @@
+"""Log bad input at most once per period per kind, saying how much was suppressed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+
+class RateLimiter:
+    def __init__(self, period_s: float, clock: Callable[[], float]) -> None:
+        self._period = period_s
+        self._clock = clock
+        self._next_allowed: dict[Hashable, float] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def allow(self, key: Hashable) -> int | None:
+        """None when this occurrence should stay quiet; otherwise how many were
+        suppressed since the last one that was let through."""
+        now = self._clock()
+        if now < self._next_allowed.get(key, float("-inf")):
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._next_allowed[key] = now + self._period
+        return self._suppressed.pop(key, 0)

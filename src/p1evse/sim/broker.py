@@ -1,0 +1,52 @@
+"""An MQTT broker in pure Python (amqtt), for the demo and where mosquitto is missing.
+
+`python -m p1evse.sim.broker PORT` runs one in its own process, as the tests do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from amqtt.broker import Broker as AmqttBroker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def embedded_broker(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[int]:
+    """Run an anonymous broker on host:port (a free port for 0); yields the port."""
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    port = port or free_port(host)
+    broker = AmqttBroker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield port
+    finally:
+        await broker.shutdown()
+
+
+async def _serve(port: int) -> None:
+    async with embedded_broker(port):
+        print(f"listening on {port}", flush=True)
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1])))

@@ -1,0 +1,28 @@
+"""Sink registry: where grid power values and stale events go."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
+
+if TYPE_CHECKING:
+    from p1evse.config import Settings
+    from p1evse.model import GridPower, StaleEntered, StaleLeft
+    from p1evse.mqtt import Broker
+
+
+class Sink(Protocol):
+    """Methods are called on the event loop and must not block."""
+
+    def grid_power(self, value: GridPower) -> None: ...
+
+    def stale_entered(self, event: StaleEntered) -> None: ...
+
+    def stale_left(self, event: StaleLeft) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def build_sinks(settings: Settings, broker: Broker) -> list[Sink]:
+    return [OpenEvseMqttSink(settings.openevse, broker)]

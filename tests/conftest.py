@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p1evse.app import App
+from p1evse.config import Settings
+from tests.brokers import BrokerProcess, mosquitto_available
+
+BROKER_KINDS = ["mosquitto", "amqtt"]
+
+
+@pytest.fixture(autouse=True)
+def _no_p1evse_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests build their settings; the developer's own P1EVSE_* variables stay out."""
+    for name in list(os.environ):
+        if name.upper().startswith("P1EVSE_"):
+            monkeypatch.delenv(name)
+
+
+def _require(kind: str) -> None:
+    if kind == "mosquitto" and not mosquitto_available():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install mosquitto (.ci/run does)")
+        pytest.skip("mosquitto is not installed")
+
+
+@pytest.fixture(params=BROKER_KINDS)
+def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A real broker in its own process, on a free loopback port."""
+    _require(request.param)
+    process = BrokerProcess(request.param, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
+def settings_for(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    mqtt = {"port": broker.port, **sections.pop("mqtt", {})}
+    return Settings(mqtt=mqtt, web={"listen": None}, **sections)
+
+
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[App]:
+    """The service in this test's event loop, stopped as SIGTERM would stop it."""
+    app = App(settings, asyncio.get_running_loop())
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop), name="app")
+    try:
+        yield app
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)

@@ -1,0 +1,145 @@
+"""The whole bridge against a real broker (mosquitto and amqtt), driven by a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from p1evse.model import Rejection
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.probe import Probe
+
+DELIVERED = "dsmr/reading/electricity_currently_delivered"
+RETURNED = "dsmr/reading/electricity_currently_returned"
+GRID_IE = "p1evse/grid_ie"
+CLAIM = "openevse/claim/set"
+STATUS = "p1evse/status"
+
+
+async def ready(probe: Probe) -> None:
+    """The bridge's retained `online` follows its subscriptions on the same connection,
+    so once it is seen, the bridge receives what the probe publishes."""
+    await probe.subscribe(STATUS)
+    await probe.wait_for_payload(STATUS, "online")
+
+
+async def test_end_to_end_sign_and_format(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        probe.publish(DELIVERED, "1.234")
+        message = await probe.next(GRID_IE)
+        assert message.payload == b"1234"
+        if broker.kind == "mosquitto":  # amqtt delivers at the subscription's QoS
+            assert message.qos == 0  # subscribed at QoS 1: the bridge published at QoS 0
+        assert not message.retain
+        probe.publish(RETURNED, "0.567")
+        probe.publish(DELIVERED, "0.000")
+        assert await probe.next_payload(GRID_IE) == "-567"
+        probe.publish(RETURNED, "0.000")
+        assert await probe.next_payload(GRID_IE) == "0"
+
+
+async def test_watts_unit_and_reserve(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, source={"unit": "W"}, publish={"interval": 0, "reserve_w": 100})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        probe.publish(RETURNED, "2000")
+        assert await probe.next_payload(GRID_IE) == "-1900"
+
+
+async def test_one_hz_input_is_averaged_over_five_seconds(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 5})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        loop = asyncio.get_running_loop()
+        probe.publish(DELIVERED, "1.000")
+        assert await probe.next_payload(GRID_IE) == "1000"  # the first goes out at once
+        started = loop.time()
+        for kw in ("1.100", "1.200", "1.300", "1.400", "1.500"):
+            await asyncio.sleep(1.0)  # pacing the simulated 1 Hz meter
+            probe.publish(DELIVERED, kw)
+        mean = int(await probe.next_payload(GRID_IE, timeout=3))
+        assert loop.time() - started >= 5.0
+        assert abs(mean - 1300) <= 25  # time-weighted: equal spacing up to scheduling jitter
+        assert probe.pending(GRID_IE) == []
+
+
+async def test_stale_pause_claim_and_release_cycle(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0, "stale_after": 1.0, "pair_window": 0.1})
+    async with running(settings) as app, Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIM)
+        await ready(probe)
+        # no reading since start-up: paused
+        assert await probe.next_payload(CLAIM, timeout=4) == '{"state":"disabled"}'
+        for cycle in range(2):
+            probe.publish(RETURNED, f"0.{cycle + 3}00")
+            assert await probe.next_payload(CLAIM) == "release"
+            assert await probe.next_payload(GRID_IE) == f"-{cycle + 3}00"
+            assert await probe.next_payload(CLAIM, timeout=4) == '{"state":"disabled"}'
+        assert app.bridge.pipeline.counters.stale_entered == 3
+
+
+async def test_publishing_resumes_after_a_broker_restart(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0})
+    async with running(settings) as app:
+        async with Probe(broker.port) as probe:
+            await probe.subscribe(GRID_IE)
+            await ready(probe)
+            probe.publish(DELIVERED, "0.500")
+            assert await probe.next_payload(GRID_IE) == "500"
+        broker.stop()
+        broker.start()
+        loop = asyncio.get_running_loop()
+        restarted = loop.time()
+        async with Probe(broker.port) as probe:
+            await probe.subscribe(GRID_IE)
+            await probe.subscribe(STATUS)
+            await probe.wait_for_payload(STATUS, "online", timeout=10)
+            probe.publish(DELIVERED, "0.600")
+            assert await probe.next_payload(GRID_IE) == "600"
+        assert loop.time() - restarted < 10
+        assert app.broker.stats.drops == 1
+        assert app.broker.stats.connects == 2
+
+
+BAD_PAYLOADS = [
+    b"",
+    b"abc",
+    b"nan",
+    b"inf",
+    b"-1",
+    b"1e400",
+    b"1,5",
+    b"\x8f" * 10_000,
+    b"\xff\xfe\xfd",
+    b"99999",  # 99 999 kW: far above max_power_w
+]
+
+
+async def test_bad_payloads_never_reach_the_output(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="p1evse")
+    settings = settings_for(broker, publish={"interval": 0})
+    async with running(settings) as app, Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        for payload in BAD_PAYLOADS * 2:
+            probe.publish(DELIVERED, payload)
+        probe.publish(DELIVERED, "0.321")  # the messages of one client arrive in order
+        assert await probe.next_payload(GRID_IE) == "321"
+        assert probe.pending(GRID_IE) == []
+        rejected = app.bridge.pipeline.counters.rejected
+        assert sum(rejected.values()) == 2 * len(BAD_PAYLOADS)
+        assert set(rejected) == set(Rejection)
+    # each kind of rejection is logged once, not per message
+    reports = [r.getMessage() for r in caplog.records if "rejected input" in r.getMessage()]
+    assert len(reports) == len(Rejection)
+    assert any("wrong unit?" in report for report in reports)

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from p1evse.config import Settings, load
+from p1evse.errors import ConfigError
+from p1evse.model import StaleAction
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("P1EVSE_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(text)
+    return path
+
+
+def problems(path: Path | None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    return caught.value.problems
+
+
+def test_defaults_reproduce_the_original_script() -> None:
+    settings = load(None)
+    assert (settings.mqtt.host, settings.mqtt.port) == ("127.0.0.1", 1883)
+    assert settings.source.type == "mqtt_split"
+    assert settings.source.subscriptions() == [
+        "dsmr/reading/electricity_currently_delivered",
+        "dsmr/reading/electricity_currently_returned",
+    ]
+    assert settings.source.unit == "kW"
+    assert settings.openevse.grid_ie_topic == "p1evse/grid_ie"
+    assert settings.openevse.claim_topic == "openevse/claim/set"
+    publish = settings.publish
+    assert (publish.interval, publish.pair_window, publish.reserve_w) == (5, 0.5, 0)
+    assert (publish.max_power_w, publish.stale_after, publish.on_stale) == (
+        50_000,
+        30,
+        StaleAction.PAUSE,
+    )
+    assert publish.failsafe_import_w == 10_000
+    assert settings.web.listen == "127.0.0.1:8080"
+
+
+def test_file_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "mqtt:\n  host: nas.local\n  port: 1884\n  tls: true\n"
+        "source:\n  unit: W\npublish:\n  interval: 10\n  on_stale: import\n"
+        "openevse:\n  grid_ie_topic: DS220/POWER1\nweb:\n  listen: null\n",
+    )
+    settings = load(path)
+    assert settings.mqtt.host == "nas.local"
+    assert settings.mqtt.port == 1884
+    assert settings.mqtt.tls is not None
+    assert settings.mqtt.tls.ca_file is None
+    assert settings.source.unit == "W"
+    assert settings.publish.on_stale is StaleAction.IMPORT
+    assert settings.openevse.grid_ie_topic == "DS220/POWER1"
+    assert settings.web.listen is None
+
+
+def test_empty_file_means_defaults(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "# nothing\n")) == Settings()
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "mqtt:\n  port: 1884\n")
+    monkeypatch.setenv("P1EVSE_MQTT__PORT", "1885")
+    monkeypatch.setenv("P1EVSE_OPENEVSE__GRID_IE_TOPIC", "DS220/POWER1")
+    monkeypatch.setenv("P1EVSE_WEB__LISTEN", "")
+    monkeypatch.setenv("P1EVSE_SOURCE__UNIT", "W")
+    monkeypatch.setenv("P1EVSE_PUBLISH__ON_STALE", "none")
+    settings = load(path)
+    assert settings.mqtt.port == 1885
+    assert settings.openevse.grid_ie_topic == "DS220/POWER1"
+    assert settings.web.listen is None
+    assert settings.source.unit == "W"
+    assert settings.publish.on_stale is StaleAction.NONE
+
+
+def test_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    settings = load(write(tmp_path, f"mqtt:\n  username: evse\n  password_file: {secret}\n"))
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+def test_password_file_missing(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, "mqtt:\n  password_file: /nonexistent/pw\n"))
+    assert problem.startswith("mqtt: password_file: cannot read /nonexistent/pw")
+
+
+def test_each_problem_names_key_value_allowed_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "mqtt:\n  port: abc\n  prot: 3\nsource:\n  unit: MW\npublish:\n  on_stale: explode\n",
+    )
+    assert problems(path) == [
+        f"mqtt.port = 'abc': Input should be a valid integer, unable to parse string as an "
+        f"integer ({path} line 2)",
+        "mqtt.prot: unknown key; allowed: host, port, username, password, password_file, tls, "
+        f"client_id, keepalive, availability_topic ({path} line 3)",
+        f"source.unit = 'MW': Input should be 'kW' or 'W' ({path} line 5)",
+        f"publish.on_stale = 'explode': Input should be 'pause', 'import' or 'none' "
+        f"({path} line 7)",
+    ]
+
+
+def test_problem_from_the_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P1EVSE_MQTT__PORT", "99999")
+    [problem] = problems(None)
+    assert problem == (
+        "mqtt.port = '99999': Input should be less than or equal to 65535 "
+        "(from environment variable P1EVSE_MQTT__PORT)"
+    )
+
+
+def test_unknown_source_type(tmp_path: Path) -> None:
+    path = write(tmp_path, "source:\n  type: zigbee\n")
+    [problem] = problems(path)
+    assert problem == (
+        f"source.type = 'zigbee': unknown source type; expected one of 'mqtt_split' ({path} line 2)"
+    )
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, "mqttt:\n  host: x\n"))
+    assert problem.startswith(
+        "mqttt: unknown key; allowed: mqtt, source, publish, openevse, web, log"
+    )
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "mqtt:\n  host: [a,\n")
+    [problem] = problems(path)
+    assert problem.startswith(f"{path} line 3: not valid YAML")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path / "nope.yaml")
+    assert "cannot read the config file" in problem
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "fragment"),
+    [
+        ("openevse:\n  grid_ie_topic: openevse/grid\n", "under OpenEVSE's base topic"),
+        ("openevse:\n  grid_ie_topic: openevse\n", "under OpenEVSE's base topic"),
+        (
+            "openevse:\n  grid_ie_topic: dsmr/reading/electricity_currently_returned\n",
+            "p1evse would read its own output",
+        ),
+        (
+            "source:\n  delivered_topic: meter/#\nopenevse:\n  grid_ie_topic: meter/grid\n",
+            "p1evse would read its own output",
+        ),
+        ("openevse:\n  grid_ie_topic: p1evse/status\n", "availability topic"),
+    ],
+)
+def test_feedback_loops_are_refused(tmp_path: Path, yaml_text: str, fragment: str) -> None:
+    path = write(tmp_path, yaml_text)
+    [problem] = problems(path)
+    assert problem.startswith("openevse.grid_ie_topic = ")
+    assert fragment in problem
+    assert f"({path} line 2)" in problem or f"({path} line 4)" in problem
+
+
+def test_wildcard_output_topic_is_refused(tmp_path: Path) -> None:
+    [problem] = problems(write(tmp_path, "openevse:\n  grid_ie_topic: p1evse/+\n"))
+    assert "wildcard" in problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "publish:\n  interval: -1\n",
+        "publish:\n  stale_after: 0.2\n",
+        "web:\n  listen: localhost\n",
+        "mqtt:\n  tls:\n    cert_file: /x\n",
+        "mqtt:\n  password: a\n  password_file: /etc/hostname\n",
+        "log:\n  level: loud\n",
+    ],
+)
+def test_bad_values_are_refused(tmp_path: Path, text: str) -> None:
+    assert problems(write(tmp_path, text))

@@ -1,0 +1,396 @@
+"""DESIGN.md's pipeline rules, one table per rule, on an injected clock."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p1evse.config import PublishSettings
+from p1evse.model import (
+    Event,
+    GridPower,
+    Reading,
+    Rejected,
+    Rejection,
+    Side,
+    StaleAction,
+    StaleEntered,
+    StaleLeft,
+)
+from p1evse.pipeline import Pipeline
+
+IMP, EXP = Side.IMPORT, Side.EXPORT
+
+
+@dataclass
+class Run:
+    """Feeds a pipeline a script of (time, side, watts) and fires its timers in between,
+    as the bridge does on the event loop."""
+
+    pipeline: Pipeline
+    now: float = 0.0
+
+    def advance(self, until: float) -> list[Event]:
+        events: list[Event] = []
+        while (deadline := self.pipeline.next_deadline()) is not None and deadline <= until:
+            self.now = max(self.now, deadline)
+            events += self.pipeline.tick(self.now)
+        self.now = until
+        return events
+
+    def half(self, at: float, side: Side, watts: float) -> list[Event]:
+        events = self.advance(at)
+        return events + self.pipeline.half(side, watts, at)
+
+    def script(self, steps: list[tuple[float, Side, float]], until: float) -> list[Event]:
+        events: list[Event] = []
+        for at, side, watts in steps:
+            events += self.half(at, side, watts)
+        return events + self.advance(until)
+
+
+def make(**overrides: Any) -> Run:
+    options: dict[str, Any] = {"interval": 0, "stale_after": 1000}
+    options.update(overrides)
+    return Run(Pipeline(PublishSettings(**options), now=0.0))
+
+
+def published(events: list[Event]) -> list[tuple[float, int]]:
+    return [(round(e.at, 3), e.watts) for e in events if isinstance(e, GridPower)]
+
+
+# -- rule 1: pairing ----------------------------------------------------------------
+
+PAIRING = [
+    # (name, script, expected [(reading time, watts)])
+    ("non-zero import alone completes at once", [(0, IMP, 1500)], [(0, 1500)]),
+    ("non-zero export alone completes at once", [(0, EXP, 1500)], [(0, -1500)]),
+    (
+        "zero partner after a non-zero half is absorbed",
+        [(0, IMP, 1500), (0.02, EXP, 0)],
+        [(0, 1500)],
+    ),
+    (
+        "zero half first, non-zero partner completes it",
+        [(0, EXP, 0), (0.03, IMP, 1500)],
+        [(0.03, 1500)],
+    ),
+    (
+        "both halves zero: published as 0 when the partner arrives",
+        [(0, IMP, 0), (0.01, EXP, 0)],
+        [(0.01, 0)],
+    ),
+    (
+        "missing partner, never seen: completes after the window as 0",
+        [(0, IMP, 0)],
+        [(0, 0)],
+    ),
+    (
+        "missing partner: its latest value holds (DSMR-reader skips unchanged payloads)",
+        [(0, EXP, 800), (1, IMP, 0)],
+        [(0, -800), (1, -800)],
+    ),
+    (
+        "a new half never combines with an older non-zero partner",
+        [(0, EXP, 800), (1, IMP, 2000)],
+        [(0, -800), (1, 2000)],
+    ),
+    (
+        "transition import -> export, export first",
+        [(0, IMP, 2000), (1, EXP, 1200), (1.01, IMP, 0)],
+        [(0, 2000), (1, -1200)],
+    ),
+    (
+        "transition import -> export, zero import first",
+        [(0, IMP, 2000), (1, IMP, 0), (1.01, EXP, 1200)],
+        [(0, 2000), (1.01, -1200)],
+    ),
+    (
+        "duplicate zero half within the window counts once",
+        [(0, EXP, 0), (0.1, EXP, 0)],
+        [(0, 0)],
+    ),
+    (
+        "duplicate non-zero half is a second reading of the same value",
+        [(0, IMP, 900), (0.1, IMP, 900)],
+        [(0, 900), (0.1, 900)],
+    ),
+    (
+        "zero partner just after the window is a reading of its own",
+        [(0, IMP, 1500), (0.6, EXP, 0)],
+        [(0, 1500), (0.6, 1500)],
+    ),
+    (
+        "non-zero partner just after the window: the waiting half completed alone",
+        [(0, EXP, 700), (1, IMP, 0), (1.6, EXP, 900)],
+        [(0, -700), (1, -700), (1.6, -900)],
+    ),
+    (
+        "a zero half waiting when its own side turns non-zero completes first",
+        [(0, EXP, 700), (1, IMP, 0), (1.2, IMP, 300)],
+        [(0, -700), (1, -700), (1.2, 300)],
+    ),
+    (
+        "a waiting zero pairs with the partner before any absorb window",
+        [(0, IMP, 500), (0.1, IMP, 0), (0.2, EXP, 0)],
+        [(0, 500), (0.2, 0)],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"), [p[1:] for p in PAIRING], ids=[p[0] for p in PAIRING]
+)
+def test_pairing(
+    script: list[tuple[float, Side, float]], expected: list[tuple[float, int]]
+) -> None:
+    run = make(pair_window=0.5)
+    assert published(run.script(script, until=5)) == expected
+
+
+def test_partner_exactly_at_the_window_edge_is_too_late() -> None:
+    run = make(pair_window=0.5)
+    events = run.script([(0, EXP, 300), (1, IMP, 0), (1.5, EXP, 0)], until=3)
+    assert published(events) == [(0, -300), (1, -300), (1.5, 0)]
+
+
+def test_absorbed_and_duplicates_are_counted() -> None:
+    run = make()
+    run.script([(0, IMP, 1500), (0.1, EXP, 0), (1, EXP, 0), (1.1, EXP, 0)], until=3)
+    assert run.pipeline.counters.absorbed == 1
+    assert run.pipeline.counters.duplicates == 1
+
+
+def test_whole_reading_input() -> None:
+    run = make()
+    assert published(run.pipeline.reading(Reading(2.0, 300.0, 1000.0), 2.0)) == [(2.0, -700)]
+
+
+# -- rule 2: zero is a value; rule 7: whole watts --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("watts", "expected"),
+    [(0.0, 0), (0.4, 0), (1234.4, 1234), (1234.6, 1235), (49_999.9, 50_000)],
+)
+def test_whole_watts(watts: float, expected: int) -> None:
+    for side, sign in ((IMP, 1), (EXP, -1)):
+        run = make()
+        events = run.script([(0, side, watts)], until=1)
+        values = [e.watts for e in events if isinstance(e, GridPower)]
+        assert values == [sign * expected]
+        assert all(isinstance(v, int) for v in values)
+        assert str(values[0]) != "-0"
+
+
+# -- rule 3: cadence ---------------------------------------------------------------
+
+
+def test_one_hz_meter_gives_one_value_per_interval() -> None:
+    run = make(interval=5)
+    steps = [(float(t), IMP, 100.0 * t) for t in range(0, 16)]
+    assert published(run.script(steps, until=16)) == [
+        (0, 0),  # the first reading goes out at once
+        (5, 300),  # mean of 100..500
+        (10, 800),  # mean of 600..1000
+        (15, 1300),
+    ]
+
+
+def test_mean_is_time_weighted() -> None:
+    run = make(interval=5)
+    # each reading stands for the time since the one before it
+    events = run.script([(0, IMP, 0), (1, IMP, 100), (5, IMP, 500)], until=6)
+    assert published(events) == [(0, 0), (5, (100 * 1 + 500 * 4) // 5)]
+
+
+def test_mean_crosses_import_and_export() -> None:
+    run = make(interval=5)
+    steps = [
+        (0, IMP, 1000),
+        (1, IMP, 1000),
+        (2, EXP, 500),
+        (3, EXP, 500),
+        (4, EXP, 500),
+        (5, EXP, 500),
+    ]
+    assert published(run.script(steps, until=6)) == [(0, 1000), (5, (1000 - 2000) // 5)]
+
+
+def test_ten_second_source_passes_through_unchanged() -> None:
+    run = make(interval=5)
+    steps = [(10.0 * i, EXP, 100.0 + i) for i in range(5)]
+    assert published(run.script(steps, until=50)) == [(10.0 * i, -(100 + i)) for i in range(5)]
+
+
+def test_reading_just_before_the_interval_does_not_close_it() -> None:
+    run = make(interval=5)
+    events = run.script([(0, IMP, 10), (4.99, IMP, 20), (5.99, IMP, 30)], until=7)
+    assert published(events) == [(0, 10), (5.99, round((20 * 4.99 + 30 * 1) / 5.99))]
+
+
+def test_interval_zero_relays_every_reading() -> None:
+    run = make(interval=0)
+    steps = [(0.1 * i, IMP, 100.0 + i) for i in range(20)]
+    assert len(published(run.script(steps, until=3))) == 20
+
+
+# -- rule 4: reserve ---------------------------------------------------------------
+
+
+def test_reserve_is_added_to_every_value() -> None:
+    run = make(reserve_w=100)
+    events = run.script([(0, EXP, 1000), (1, IMP, 50), (2, IMP, 0), (2.01, EXP, 0)], until=3)
+    assert [w for _, w in published(events)] == [-900, 150, 100]
+
+
+# -- rule 5: plausibility ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("watts", "reason"),
+    [
+        (math.nan, Rejection.NON_FINITE),
+        (math.inf, Rejection.NON_FINITE),
+        (-math.inf, Rejection.NON_FINITE),
+        (-1.0, Rejection.NEGATIVE),
+        (50_000.1, Rejection.IMPLAUSIBLE),
+        (1e300, Rejection.IMPLAUSIBLE),
+    ],
+)
+def test_implausible_halves_are_rejected_and_counted(watts: float, reason: Rejection) -> None:
+    run = make()
+    events = run.script([(0, IMP, 400), (1, EXP, watts), (2, IMP, 500)], until=4)
+    assert published(events) == [(0, 400), (2, 500)]
+    assert [e.reason for e in events if isinstance(e, Rejected)] == [reason]
+    assert run.pipeline.counters.rejected == {reason: 1}
+    assert run.pipeline.latest(EXP) == 0  # the rejected value never replaced the last good one
+
+
+def test_max_power_is_configurable() -> None:
+    run = make(max_power_w=1000)
+    assert published(run.script([(0, IMP, 1000), (1, IMP, 1001)], until=2)) == [(0, 1000)]
+
+
+def test_source_rejections_are_counted() -> None:
+    run = make()
+    events = run.pipeline.reject(Rejection.NOT_A_NUMBER, "'abc'", 1.0)
+    assert events == [Rejected(1.0, Rejection.NOT_A_NUMBER, "'abc'")]
+    assert run.pipeline.counters.rejected == {Rejection.NOT_A_NUMBER: 1}
+
+
+# -- rule 6: stale guard -----------------------------------------------------------
+
+
+def stale_events(events: list[Event]) -> list[Event]:
+    return [e for e in events if isinstance(e, StaleEntered | StaleLeft)]
+
+
+def test_stale_at_start_up_when_no_reading_ever_came() -> None:
+    run = make(stale_after=30)
+    events = run.advance(100)
+    assert stale_events(events) == [StaleEntered(30, None, StaleAction.PAUSE)]
+    assert published(events) == []
+
+
+def test_stale_enters_once_and_leaves_with_the_gap() -> None:
+    run = make(stale_after=30, interval=5)
+    events = run.script([(0, IMP, 500), (1, IMP, 600)], until=80)
+    assert stale_events(events) == [StaleEntered(31, 1, StaleAction.PAUSE)]
+    events = run.half(90, EXP, 200)
+    assert stale_events(events) == [StaleLeft(90, 89)]
+    # the first fresh reading goes out at once; the gap is never averaged over
+    assert published(events) == [(90, -200)]
+    assert run.pipeline.counters.stale_entered == 1
+
+
+def test_readings_keep_the_stale_guard_away() -> None:
+    run = make(stale_after=30)
+    events = run.script([(float(t), IMP, 100) for t in range(0, 200, 20)], until=200)
+    assert stale_events(events) == []
+
+
+def test_rejected_input_does_not_count_as_fresh() -> None:
+    run = make(stale_after=30)
+    events = run.script([(0, IMP, 100), (20, IMP, math.nan), (29, IMP, -5)], until=31)
+    assert stale_events(events) == [StaleEntered(30, 0, StaleAction.PAUSE)]
+
+
+def test_on_stale_import_repeats_the_failsafe_every_interval() -> None:
+    run = make(stale_after=30, interval=5, on_stale="import", failsafe_import_w=7000)
+    events = run.script([(0, EXP, 3000)], until=46)
+    assert published(events) == [(0, -3000), (30, 7000), (35, 7000), (40, 7000), (45, 7000)]
+    assert all(e.failsafe for e in events if isinstance(e, GridPower) and e.at >= 30)
+    events = run.half(47, EXP, 1000)
+    assert published(events) == [(47, -1000)]
+    assert not any(isinstance(e, GridPower) and e.failsafe for e in run.advance(60))
+
+
+def test_on_stale_import_with_interval_zero_repeats_every_five_seconds() -> None:
+    run = make(stale_after=10, interval=0, on_stale="import")
+    assert [t for t, _ in published(run.advance(21))] == [10, 15, 20]
+
+
+def test_on_stale_none_publishes_nothing() -> None:
+    run = make(stale_after=10, on_stale="none")
+    events = run.advance(100)
+    assert published(events) == []
+    assert stale_events(events) == [StaleEntered(10, None, StaleAction.NONE)]
+
+
+def test_failsafe_value_has_no_reserve() -> None:
+    run = make(stale_after=10, on_stale="import", failsafe_import_w=5000, reserve_w=300)
+    assert published(run.advance(10)) == [(10, 5000)]
+
+
+# -- property: any input, no crash, nothing implausible published -----------------------
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=0, max_value=60_000),
+    st.just(0.0),
+)
+steps = st.lists(
+    st.tuples(st.floats(min_value=0, max_value=40), st.sampled_from([IMP, EXP]), values),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=steps,
+    interval=st.sampled_from([0, 1, 5]),
+    reserve=st.integers(-500, 500),
+    on_stale=st.sampled_from(["pause", "import", "none"]),
+)
+def test_any_input_never_crashes_nor_publishes_implausible_values(
+    steps: list[tuple[float, Side, float]], interval: int, reserve: int, on_stale: str
+) -> None:
+    run = make(interval=interval, reserve_w=reserve, stale_after=30, on_stale=on_stale)
+    accepted: list[float] = []
+    events: list[Event] = []
+    t = 0.0
+    for dt, side, watts in steps:
+        t += dt
+        events += run.half(t, side, watts)
+        if math.isfinite(watts) and 0 <= watts <= 50_000:
+            accepted.append(watts)
+    events += run.advance(t + 100)
+    for event in events:
+        if isinstance(event, GridPower):
+            assert isinstance(event.watts, int)
+            if event.failsafe:
+                assert event.watts == 10_000
+            else:
+                assert -50_000 + reserve <= event.watts <= 50_000 + reserve
+                assert event.readings >= 1
+    measured = [e for e in events if isinstance(e, GridPower) and not e.failsafe]
+    assert len(measured) <= run.pipeline.counters.readings
+    entered = [e for e in events if isinstance(e, StaleEntered)]
+    left = [e for e in events if isinstance(e, StaleLeft)]
+    assert len(entered) - len(left) in (0, 1)
