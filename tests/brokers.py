@@ -3,6 +3,7 @@ mosquitto when it is installed, and amqtt (pure Python) always."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -34,7 +35,10 @@ class BrokerProcess:
                 "persistence false\n"
                 "log_dest stderr\n"
                 "log_type error\nlog_type warning\nlog_type information\n"
-                "set_tcp_nodelay true\n" + (self._extra_config or "allow_anonymous true\n")
+                "set_tcp_nodelay true\n"
+                # as root mosquitto would switch to its own user, which cannot read
+                # the test's password and certificate files
+                f"user {getpass.getuser()}\n" + (self._extra_config or "allow_anonymous true\n")
             )
             mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             # mosquitto block-buffers its log into a pipe; line buffering lets start()

@@ -7,7 +7,6 @@ telegram; pairing the halves is the pipeline's job (rule 1).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,7 +15,7 @@ from p1evse.model import Side
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker
+    from p1evse.mqtt import Broker, PayloadHandler
     from p1evse.sources import Intake
 
 
@@ -37,10 +36,11 @@ class MqttSplitSource:
         self._settings = settings
         self._broker = broker
 
-    async def run(self, intake: Intake) -> None:
+    def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
+        """What to do with a payload on each subscribed topic."""
         factor = UNIT_FACTORS[self._settings.unit]
 
-        def handler(side: Side) -> Callable[[bytes | bytearray], None]:
+        def handler(side: Side) -> PayloadHandler:
             def on_payload(payload: bytes | bytearray) -> None:
                 try:
                     value = parse_number(payload)
@@ -51,6 +51,12 @@ class MqttSplitSource:
 
             return on_payload
 
-        self._broker.subscribe(self._settings.delivered_topic, handler(Side.IMPORT))
-        self._broker.subscribe(self._settings.returned_topic, handler(Side.EXPORT))
+        return {
+            self._settings.delivered_topic: handler(Side.IMPORT),
+            self._settings.returned_topic: handler(Side.EXPORT),
+        }
+
+    async def run(self, intake: Intake) -> None:
+        for topic, handler in self.handlers(intake).items():
+            self._broker.subscribe(topic, handler)
         await asyncio.Event().wait()  # the broker delivers; nothing else to do

@@ -1,0 +1,99 @@
+"""`p1evse check` against a real broker and a publishing meter."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any
+
+from p1evse.check import _config_warnings, check
+from p1evse.config import Settings
+from p1evse.sim.broker import free_port
+from tests.brokers import BrokerProcess
+from tests.conftest import settings_for
+from tests.probe import Probe
+
+DELIVERED = "dsmr/reading/electricity_currently_delivered"
+RETURNED = "dsmr/reading/electricity_currently_returned"
+
+
+async def run_check(settings: Settings, listen_s: float = 0.0) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await check(settings, None, listen_s=listen_s, out=out)
+    return code, out.getvalue()
+
+
+async def test_reports_topics_and_broker(broker: BrokerProcess) -> None:
+    code, output = await run_check(settings_for(broker))
+    assert code == 0
+    assert f"broker 127.0.0.1:{broker.port}: connected" in output
+    assert f"  {DELIVERED}\n  {RETURNED}\n" in output
+    assert "p1evse/grid_ie  whole watts" in output
+    assert "openevse/claim/set" in output
+
+
+async def test_unreachable_broker_fails() -> None:
+    settings = Settings(mqtt={"port": free_port()})
+    code, output = await run_check(settings)
+    assert code == 1
+    assert "FAILED" in output
+    assert "refused" in output.lower()
+
+
+async def test_watts_published_where_kilowatts_are_configured(broker: BrokerProcess) -> None:
+    async with Probe(broker.port) as probe:
+        probe.publish(DELIVERED, "1234", retain=True)  # DSMR-reader retains its values
+        probe.publish(RETURNED, "0", retain=True)
+        code, output = await run_check(settings_for(broker), listen_s=0.5)
+    assert code == 0
+    assert "source probably publishes W; set source.unit: W" in output
+
+
+async def test_kilowatts_published_where_watts_are_configured(broker: BrokerProcess) -> None:
+    async with Probe(broker.port) as probe:
+        probe.publish(DELIVERED, "1.234", retain=True)
+        code, output = await run_check(settings_for(broker, source={"unit": "W"}), listen_s=0.5)
+    assert code == 0
+    assert "probably publishes kW" in output
+
+
+async def test_silent_source_is_reported(broker: BrokerProcess) -> None:
+    code, output = await run_check(settings_for(broker), listen_s=0.3)
+    assert code == 0
+    assert "no data on the source topics" in output
+
+
+async def test_stale_after_shorter_than_three_source_periods(broker: BrokerProcess) -> None:
+    publish: dict[str, Any] = {"stale_after": 0.5, "pair_window": 0.05}
+    settings = settings_for(broker, publish=publish)
+    async with Probe(broker.port) as probe:
+
+        async def meter() -> None:
+            for i in range(40):
+                probe.publish(DELIVERED, f"{1 + i / 1000:.3f}")
+                await asyncio.sleep(0.2)  # pacing a 5 Hz meter
+
+        meter_task = asyncio.create_task(meter())
+        code, output = await run_check(settings, listen_s=1.5)
+        meter_task.cancel()
+    assert code == 0
+    assert "about one reading every 0.2 s" in output
+    assert "stale_after 0.5 s is shorter than 3 source periods" in output
+
+
+def test_config_warnings() -> None:
+    # only the configuration is looked at: nothing connects to the documentation address
+    settings = Settings(
+        mqtt={"host": "192.0.2.1", "username": "u", "password": "secret-pw"},
+        publish={"interval": 0, "on_stale": "none"},
+    )
+    warnings = "\n".join(_config_warnings(settings))
+    assert "interval is 0" in warnings
+    assert "on_stale is none" in warnings
+    assert "crosses the network to 192.0.2.1 unencrypted" in warnings
+    assert "secret-pw" not in warnings
+
+
+def test_no_password_warning_on_loopback() -> None:
+    settings = Settings(mqtt={"username": "u", "password": "pw"})
+    assert _config_warnings(settings) == []

@@ -1,0 +1,99 @@
+"""The command line as a user runs it: real processes, real signals, a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from p1evse import __version__
+from tests.brokers import BrokerProcess
+from tests.probe import Probe
+
+CLAIM = "openevse/claim/set"
+STATUS = "p1evse/status"
+
+
+def p1evse(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "p1evse", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version() -> None:
+    result = p1evse("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"p1evse {__version__}"
+
+
+def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    config = tmp_path / "p1evse.yaml"
+    config.write_text("mqtt:\n  port: abc\npublish:\n  on_stale: maybe\n")
+    result = p1evse("run", "-c", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "p1evse: config error: mqtt.port = 'abc': Input should be a valid integer, unable to "
+        f"parse string as an integer ({config} line 2)",
+        "p1evse: config error: publish.on_stale = 'maybe': Input should be 'pause', 'import' or "
+        f"'none' ({config} line 4)",
+    ]
+
+
+def test_config_path_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "p1evse.yaml"
+    config.write_text("openevse:\n  grid_ie_topic: openevse/grid_ie\n")
+    result = p1evse("check", env={"P1EVSE_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert "under OpenEVSE's base topic" in result.stderr
+
+
+def test_bad_environment_value_exits_2() -> None:
+    result = p1evse("run", env={"P1EVSE_PUBLISH__INTERVAL": "often"})
+    assert result.returncode == 2
+    assert "publish.interval = 'often'" in result.stderr
+    assert "P1EVSE_PUBLISH__INTERVAL" in result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
+    broker: BrokerProcess, sig: signal.Signals
+) -> None:
+    env = {
+        **os.environ,
+        "P1EVSE_MQTT__PORT": str(broker.port),
+        "P1EVSE_PUBLISH__STALE_AFTER": "0.6",
+        "P1EVSE_PUBLISH__PAIR_WINDOW": "0.1",
+        "P1EVSE_WEB__LISTEN": "",
+    }
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM, STATUS)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "p1evse", "run", env=env, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await probe.wait_for_payload(STATUS, "online")
+            assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+            loop = asyncio.get_running_loop()
+            signalled = loop.time()
+            process.send_signal(sig)
+            _, stderr = await asyncio.wait_for(process.communicate(), 5)
+            took = loop.time() - signalled
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode == 0, stderr.decode()
+        assert took < 2.0
+        assert await probe.next_payload(CLAIM) == "release"
+        assert await probe.next_payload(STATUS) == "offline"
+        assert b"Traceback" not in stderr

@@ -1,0 +1,165 @@
+"""Logins and TLS against a real mosquitto configured for them."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from p1evse.config import MqttSettings
+from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable
+from tests.brokers import BrokerProcess, mosquitto_available
+from tests.conftest import running, settings_for
+from tests.probe import Probe
+
+pytestmark = pytest.mark.skipif(
+    not mosquitto_available(), reason="needs mosquitto (CI installs it)"
+)
+
+USER, PASSWORD = "evse", "c0rrect-h0rse"
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    path = tmp_path / "passwords"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), USER, PASSWORD], check=True)
+    return path
+
+
+@pytest.fixture
+def locked_broker(tmp_path: Path, password_file: Path) -> Iterator[BrokerProcess]:
+    broker = BrokerProcess(
+        "mosquitto", tmp_path, f"allow_anonymous false\npassword_file {password_file}\n"
+    )
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_login_with_the_right_password(
+    locked_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    mqtt = {"username": USER, "password": PASSWORD}
+    settings = settings_for(locked_broker, mqtt=mqtt, publish={"interval": 0})
+    async with (
+        running(settings),
+        Probe(locked_broker.port, username=USER, password=PASSWORD) as probe,
+    ):
+        await probe.subscribe("p1evse/grid_ie", "p1evse/status")
+        await probe.wait_for_payload("p1evse/status", "online")
+        probe.publish("dsmr/reading/electricity_currently_delivered", "0.042")
+        assert await probe.next_payload("p1evse/grid_ie") == "42"
+    assert PASSWORD not in caplog.text
+
+
+async def test_a_wrong_password_is_a_clear_error(
+    locked_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = Broker(MqttSettings(port=locked_broker.port, username=USER, password="wrong-pw"))
+    with pytest.raises(BrokerRefused) as refused:
+        await broker.connect_once()
+    message = str(refused.value)
+    assert f"refused the login as {USER!r}" in message
+    assert "check mqtt.username and mqtt.password" in message
+    assert "wrong-pw" not in message + caplog.text
+
+
+# -- TLS ---------------------------------------------------------------------------
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_pem(path: Path, item: Any) -> Path:
+    if isinstance(item, x509.Certificate):
+        path.write_bytes(item.public_bytes(serialization.Encoding.PEM))
+    else:
+        path.write_bytes(
+            item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path
+
+
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: Any, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def make_ca(directory: Path, name: str) -> tuple[Path, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _certificate(name, key, name, key, ca=True)
+    return _write_pem(directory / f"{name}.pem", cert), key
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[BrokerProcess, Path]]:
+    ca_file, ca_key = make_ca(tmp_path, "test-ca")
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _certificate("127.0.0.1", server_key, "test-ca", ca_key, ca=False)
+    cert_file = _write_pem(tmp_path / "server.pem", server_cert)
+    key_file = _write_pem(tmp_path / "server.key", server_key)
+    broker = BrokerProcess(
+        "mosquitto",
+        tmp_path,
+        f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\nallow_anonymous true\n",
+    )
+    broker.start()
+    yield broker, ca_file
+    broker.stop()
+
+
+async def test_tls_with_the_right_ca(tls_broker: tuple[BrokerProcess, Path]) -> None:
+    broker_process, ca_file = tls_broker
+    broker = Broker(MqttSettings(port=broker_process.port, tls={"ca_file": ca_file}))
+    await broker.connect_once()
+    assert broker.connected
+    await broker.close()
+
+
+async def test_tls_refuses_a_server_signed_by_another_ca(
+    tls_broker: tuple[BrokerProcess, Path], tmp_path: Path
+) -> None:
+    broker_process, _ = tls_broker
+    other_ca, _ = make_ca(tmp_path, "other-ca")
+    broker = Broker(MqttSettings(port=broker_process.port, tls={"ca_file": other_ca}))
+    with pytest.raises(BrokerUnavailable, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+        await broker.connect_once()
+    assert not broker.connected
+
+
+async def test_plain_tcp_to_a_tls_listener_fails(tls_broker: tuple[BrokerProcess, Path]) -> None:
+    broker_process, _ = tls_broker
+    broker = Broker(MqttSettings(port=broker_process.port))
+    with pytest.raises(BrokerUnavailable):
+        await broker.connect_once(timeout=2)
