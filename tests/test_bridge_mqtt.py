@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,19 @@ RETURNED = "dsmr/reading/electricity_currently_returned"
 GRID_IE = "p1evse/grid_ie"
 CLAIM = "openevse/claim/set"
 STATUS = "p1evse/status"
+
+
+class LogEvent(logging.Handler):
+    """Sets an event when a log message containing `fragment` is emitted."""
+
+    def __init__(self, fragment: str, event: asyncio.Event) -> None:
+        super().__init__()
+        self._fragment = fragment
+        self._event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._fragment in record.getMessage():
+            self._event.set()
 
 
 async def ready(probe: Probe) -> None:
@@ -143,3 +157,43 @@ async def test_bad_payloads_never_reach_the_output(
     reports = [r.getMessage() for r in caplog.records if "rejected input" in r.getMessage()]
     assert len(reports) == len(Rejection)
     assert any("wrong unit?" in report for report in reports)
+
+
+async def test_debug_log_shows_every_message(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse")
+    settings = settings_for(broker, publish={"interval": 0})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        probe.publish(RETURNED, "0.250")
+        assert await probe.next_payload(GRID_IE) == "-250"
+    assert "export 250 W" in caplog.text
+    assert "publish -250 W (mean of 1 reading)" in caplog.text
+
+
+async def test_started_before_the_broker_it_connects_when_the_broker_appears(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="p1evse")
+    broker = BrokerProcess("amqtt", tmp_path)
+    settings = settings_for(broker, publish={"interval": 0})
+    refused = asyncio.Event()
+    on_retry = LogEvent("retrying", refused)
+    logging.getLogger("p1evse.mqtt").addHandler(on_retry)
+    async with running(settings):
+        await asyncio.wait_for(refused.wait(), 5)  # the first attempt found no broker
+        broker.start()
+        try:
+            async with Probe(broker.port) as probe:
+                await probe.subscribe(GRID_IE, STATUS)
+                await probe.wait_for_payload(STATUS, "online", timeout=10)
+                probe.publish(DELIVERED, "0.100")
+                assert await probe.next_payload(GRID_IE) == "100"
+        finally:
+            broker.stop()
+            logging.getLogger("p1evse.mqtt").removeHandler(on_retry)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if "retrying" in m]) == 1  # once per state change
+    assert any(m.startswith("connected to MQTT broker") for m in messages)

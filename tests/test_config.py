@@ -196,3 +196,8 @@ def test_wildcard_output_topic_is_refused(tmp_path: Path) -> None:
 )
 def test_bad_values_are_refused(tmp_path: Path, text: str) -> None:
     assert problems(write(tmp_path, text))
+
+
+def test_example_config_is_valid_and_lists_the_defaults() -> None:
+    examples = Path(__file__).parent.parent / "examples"
+    assert load(examples / "p1evse.yaml") == Settings()

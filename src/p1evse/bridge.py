@@ -46,6 +46,8 @@ class Bridge:
         self._timer: asyncio.TimerHandle | None = None
         self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
         self.observers: list[Callable[[Event], None]] = []
+        # `--log-level debug` shows every message; decided once, not per message
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     def start(self) -> None:
         self._reschedule()
@@ -58,6 +60,8 @@ class Bridge:
     # -- Intake ----------------------------------------------------------------------
 
     def half(self, side: Side, watts: float) -> None:
+        if self._debug:
+            log.debug("%s: %s %g W", self._name, side.value, watts)
         self._dispatch(self.pipeline.half(side, watts, self._loop.time()))
 
     def reading(self, reading: Reading) -> None:
@@ -71,6 +75,8 @@ class Bridge:
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, GridPower):
+                if self._debug:
+                    log.debug("%s: publish %d W (%s)", self._name, event.watts, _covers(event))
                 for sink in self._sinks:
                     sink.grid_power(event)
             elif isinstance(event, Rejected):
@@ -130,3 +136,9 @@ class Bridge:
     def _on_timer(self) -> None:
         self._timer = None
         self._dispatch(self.pipeline.tick(self._loop.time()))
+
+
+def _covers(value: GridPower) -> str:
+    if value.failsafe:
+        return "fail-safe"
+    return f"mean of {value.readings} reading{'s' if value.readings != 1 else ''}"

@@ -3,7 +3,20 @@
 No I/O, no asyncio, no wall clock. Every method takes the current time; the caller
 (`bridge.py` in the service, a loop in tests and simulations) calls `tick()` at
 `next_deadline()` so that timers (pair window, stale guard, fail-safe repeats) fire.
-The rules are DESIGN.md's "Pipeline rules"; the comments name them.
+The rules, numbered as the comments below name them:
+
+1. Pairing: net power = import - export from the two halves of one telegram (see
+   `_nonzero_half` / `_zero_half`).
+2. Zero is a value: a balanced house publishes 0.
+3. Cadence: at most one value per `interval`, the time-weighted mean of the readings
+   since the last one, sent when the reading that closes the interval arrives;
+   `interval: 0` relays every reading.
+4. Reserve: `reserve_w` is added to every published value.
+5. Plausibility: non-finite, negative or too large halves are rejected and counted.
+6. Stale guard: no valid reading for `stale_after` enters STALE once (pause / import /
+   none); the first fresh reading leaves it.
+7. (sinks) Integer watts as text, QoS 0, not retained.
+8. (config) No feedback loops.
 """
 
 from __future__ import annotations
