@@ -201,3 +201,11 @@ def test_bad_values_are_refused(tmp_path: Path, text: str) -> None:
 def test_example_config_is_valid_and_lists_the_defaults() -> None:
     examples = Path(__file__).parent.parent / "examples"
     assert load(examples / "p1evse.yaml") == Settings()
+
+
+def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "source:\n  delivered: x\n")
+    assert problems(path) == [
+        "source.delivered: unknown key; allowed: type, delivered_topic, returned_topic, unit "
+        f"({path} line 2)"
+    ]

@@ -28,7 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
-from p1evse.sources import SourceSettings
+from p1evse.sources import SOURCE_TYPES, SourceSettings
+from p1evse.sources.mqtt_split import MqttSplitSettings
 
 ENV_PREFIX = "P1EVSE_"
 ENV_DELIMITER = "__"
@@ -162,7 +163,7 @@ class Settings(BaseSettings):
     )
 
     mqtt: MqttSettings = MqttSettings()
-    source: SourceSettings = Field(default_factory=lambda: _default_source())
+    source: SourceSettings = Field(default_factory=MqttSplitSettings)
     publish: PublishSettings = PublishSettings()
     openevse: OpenevseSettings = OpenevseSettings()
     web: WebSettings = WebSettings()
@@ -186,12 +187,6 @@ class Settings(BaseSettings):
         if isinstance(value, dict) and "type" not in value:
             return {"type": "mqtt_split", **value}
         return value
-
-
-def _default_source() -> SourceSettings:
-    from p1evse.sources.mqtt_split import MqttSplitSettings
-
-    return MqttSplitSettings()
 
 
 def load(path: Path | None) -> Settings:
@@ -280,7 +275,7 @@ def _describe(
     key = ".".join(loc) if loc else "(config)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key" + _allowed_keys(loc[:-1])
+        message = "unknown key" + _allowed_keys(error["loc"][:-1])
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
@@ -293,11 +288,8 @@ def _describe(
 def _key_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     parts = [str(part) for part in loc]
     # a discriminated union puts its tag in the location: source.mqtt_split.unit
-    if len(parts) >= 2 and parts[0] == "source":
-        from p1evse.sources import SOURCE_TYPES
-
-        if parts[1] in SOURCE_TYPES:
-            del parts[1]
+    if len(parts) >= 2 and parts[0] == "source" and parts[1] in SOURCE_TYPES:
+        del parts[1]
     return tuple(parts)
 
 
@@ -311,10 +303,13 @@ def _show_input(error: Mapping[str, Any]) -> str:
     return f" = {text[:60]}…" if len(text) > 60 else f" = {text}"
 
 
-def _allowed_keys(section: tuple[str, ...]) -> str:
+def _allowed_keys(section: tuple[int | str, ...]) -> str:
     model: type[BaseModel] | None = Settings
+    if section[:1] == ("source",) and len(section) > 1 and section[1] in SOURCE_TYPES:
+        model, _ = SOURCE_TYPES[str(section[1])]
+        section = section[2:]
     for part in section:
-        field = model.model_fields.get(part) if model is not None else None
+        field = model.model_fields.get(str(part)) if model is not None else None
         annotation = field.annotation if field is not None else None
         model = (
             annotation

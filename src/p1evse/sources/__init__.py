@@ -5,9 +5,10 @@ Adding a source = one module + its settings model in the union + one registry li
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from p1evse.sources.mqtt_split import MqttSplitSettings, MqttSplitSource
 
@@ -16,8 +17,6 @@ if TYPE_CHECKING:
     from p1evse.mqtt import Broker
 
 SourceSettings = Annotated[MqttSplitSettings, Field(discriminator="type")]
-
-SOURCE_TYPES = {"mqtt_split": MqttSplitSource}
 
 
 class Intake(Protocol):
@@ -32,5 +31,15 @@ class Source(Protocol):
     async def run(self, intake: Intake) -> None: ...
 
 
+SourceFactory = Callable[[Any, "Broker"], Source]
+
+
+# type -> (settings model, source class)
+SOURCE_TYPES: dict[str, tuple[type[BaseModel], SourceFactory]] = {
+    "mqtt_split": (MqttSplitSettings, MqttSplitSource),
+}
+
+
 def build_source(settings: SourceSettings, broker: Broker) -> Source:
-    return SOURCE_TYPES[settings.type](settings, broker)
+    _, source_class = SOURCE_TYPES[settings.type]
+    return source_class(settings, broker)
