@@ -97,3 +97,21 @@ async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
         assert await probe.next_payload(CLAIM) == "release"
         assert await probe.next_payload(STATUS) == "offline"
         assert b"Traceback" not in stderr
+
+
+async def test_a_killed_process_is_reported_offline_by_its_last_will(
+    broker: BrokerProcess,
+) -> None:
+    env = {**os.environ, "P1EVSE_MQTT__PORT": str(broker.port), "P1EVSE_WEB__LISTEN": ""}
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(STATUS)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "p1evse", "run", env=env, stderr=asyncio.subprocess.DEVNULL
+        )
+        try:
+            await probe.wait_for_payload(STATUS, "online")
+        finally:
+            process.kill()
+            await process.wait()
+        message = await probe.next(STATUS)
+        assert message.payload == b"offline"

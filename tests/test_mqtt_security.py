@@ -7,6 +7,8 @@ import ipaddress
 import logging
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,12 @@ def _write_pem(path: Path, item: Any) -> Path:
 
 
 def _certificate(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: Any, ca: bool
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    issuer_key: Any,
+    ca: bool,
+    names: tuple[str, ...] = ("localhost", "127.0.0.1"),
 ) -> x509.Certificate:
     now = datetime.datetime.now(datetime.UTC)
     builder = (
@@ -111,9 +118,16 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        alt_names = [_alt_name(name) for name in names]
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def make_ca(directory: Path, name: str) -> tuple[Path, ec.EllipticCurvePrivateKey]:
@@ -122,44 +136,82 @@ def make_ca(directory: Path, name: str) -> tuple[Path, ec.EllipticCurvePrivateKe
     return _write_pem(directory / f"{name}.pem", cert), key
 
 
+@dataclass
+class Pki:
+    directory: Path
+    ca_file: Path
+    ca_key: ec.EllipticCurvePrivateKey
+
+    def issue(
+        self, name: str, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _certificate(name, key, "test-ca", self.ca_key, ca=False, names=names)
+        return (
+            _write_pem(self.directory / f"{name}.pem", cert),
+            _write_pem(self.directory / f"{name}.key", key),
+        )
+
+
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[BrokerProcess, Path]]:
+def pki(tmp_path: Path) -> Pki:
     ca_file, ca_key = make_ca(tmp_path, "test-ca")
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _certificate("127.0.0.1", server_key, "test-ca", ca_key, ca=False)
-    cert_file = _write_pem(tmp_path / "server.pem", server_cert)
-    key_file = _write_pem(tmp_path / "server.key", server_key)
+    return Pki(tmp_path, ca_file, ca_key)
+
+
+@contextmanager
+def tls_mosquitto(pki: Pki, server_names: tuple[str, ...], extra: str = "") -> Iterator[int]:
+    cert_file, key_file = pki.issue("server", server_names)
     broker = BrokerProcess(
         "mosquitto",
-        tmp_path,
-        f"cafile {ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\nallow_anonymous true\n",
+        pki.directory,
+        f"cafile {pki.ca_file}\ncertfile {cert_file}\nkeyfile {key_file}\n"
+        f"allow_anonymous true\n{extra}",
     )
     broker.start()
-    yield broker, ca_file
-    broker.stop()
+    try:
+        yield broker.port
+    finally:
+        broker.stop()
 
 
-async def test_tls_with_the_right_ca(tls_broker: tuple[BrokerProcess, Path]) -> None:
-    broker_process, ca_file = tls_broker
-    broker = Broker(MqttSettings(port=broker_process.port, tls={"ca_file": ca_file}))
-    await broker.connect_once()
-    assert broker.connected
+async def connects(**mqtt: Any) -> bool:
+    broker = Broker(MqttSettings(**mqtt))
+    await broker.connect_once(timeout=2)
+    connected = broker.connected
     await broker.close()
+    return connected
 
 
-async def test_tls_refuses_a_server_signed_by_another_ca(
-    tls_broker: tuple[BrokerProcess, Path], tmp_path: Path
-) -> None:
-    broker_process, _ = tls_broker
+async def test_tls_with_the_right_ca(pki: Pki) -> None:
+    with tls_mosquitto(pki, ("127.0.0.1",)) as port:
+        assert await connects(port=port, tls={"ca_file": pki.ca_file})
+
+
+async def test_tls_refuses_a_server_signed_by_another_ca(pki: Pki, tmp_path: Path) -> None:
     other_ca, _ = make_ca(tmp_path, "other-ca")
-    broker = Broker(MqttSettings(port=broker_process.port, tls={"ca_file": other_ca}))
-    with pytest.raises(BrokerUnavailable, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
-        await broker.connect_once()
-    assert not broker.connected
+    with tls_mosquitto(pki, ("127.0.0.1",)) as port:
+        with pytest.raises(BrokerUnavailable, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+            await connects(port=port, tls={"ca_file": other_ca})
 
 
-async def test_plain_tcp_to_a_tls_listener_fails(tls_broker: tuple[BrokerProcess, Path]) -> None:
-    broker_process, _ = tls_broker
-    broker = Broker(MqttSettings(port=broker_process.port))
-    with pytest.raises(BrokerUnavailable):
-        await broker.connect_once(timeout=2)
+async def test_tls_checks_the_server_name_unless_insecure(pki: Pki) -> None:
+    with tls_mosquitto(pki, ("mqtt.example.invalid",)) as port:
+        with pytest.raises(BrokerUnavailable, match="TLS failed"):
+            await connects(port=port, tls={"ca_file": pki.ca_file})
+        assert await connects(port=port, tls={"ca_file": pki.ca_file, "insecure": True})
+
+
+async def test_tls_client_certificate(pki: Pki) -> None:
+    cert_file, key_file = pki.issue("p1evse-client")
+    with tls_mosquitto(pki, ("127.0.0.1",), "require_certificate true\n") as port:
+        with pytest.raises(BrokerUnavailable):
+            await connects(port=port, tls={"ca_file": pki.ca_file})
+        tls = {"ca_file": pki.ca_file, "cert_file": cert_file, "key_file": key_file}
+        assert await connects(port=port, tls=tls)
+
+
+async def test_plain_tcp_to_a_tls_listener_fails(pki: Pki) -> None:
+    with tls_mosquitto(pki, ("127.0.0.1",)) as port:
+        with pytest.raises(BrokerUnavailable):
+            await connects(port=port)
