@@ -190,9 +190,9 @@ async def test_tls_with_the_right_ca(pki: Pki) -> None:
 
 async def test_tls_refuses_a_server_signed_by_another_ca(pki: Pki, tmp_path: Path) -> None:
     other_ca, _ = make_ca(tmp_path, "other-ca")
-    with tls_mosquitto(pki, ("127.0.0.1",)) as port:
-        with pytest.raises(BrokerUnavailable, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
-            await connects(port=port, tls={"ca_file": other_ca})
+    refused = pytest.raises(BrokerUnavailable, match="TLS failed: CERTIFICATE_VERIFY_FAILED")
+    with tls_mosquitto(pki, ("127.0.0.1",)) as port, refused:
+        await connects(port=port, tls={"ca_file": other_ca})
 
 
 async def test_tls_checks_the_server_name_unless_insecure(pki: Pki) -> None:
@@ -212,6 +212,5 @@ async def test_tls_client_certificate(pki: Pki) -> None:
 
 
 async def test_plain_tcp_to_a_tls_listener_fails(pki: Pki) -> None:
-    with tls_mosquitto(pki, ("127.0.0.1",)) as port:
-        with pytest.raises(BrokerUnavailable):
-            await connects(port=port)
+    with tls_mosquitto(pki, ("127.0.0.1",)) as port, pytest.raises(BrokerUnavailable):
+        await connects(port=port)
