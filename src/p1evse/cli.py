@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from p1evse import __version__
-from p1evse.config import Settings, load
+from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
 from p1evse.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
     path = args.config
-    if path is None and os.environ.get("P1EVSE_CONFIG"):
-        path = Path(os.environ["P1EVSE_CONFIG"])
+    if path is None and os.environ.get(CONFIG_PATH_VARIABLE):
+        path = Path(os.environ[CONFIG_PATH_VARIABLE])
     return load(path), path
 
 

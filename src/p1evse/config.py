@@ -24,7 +24,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
@@ -33,6 +32,7 @@ from p1evse.sources.mqtt_split import MqttSplitSettings
 
 ENV_PREFIX = "P1EVSE_"
 ENV_DELIMITER = "__"
+CONFIG_PATH_VARIABLE = "P1EVSE_CONFIG"
 
 
 class Section(BaseModel):
@@ -153,14 +153,7 @@ class LogSettings(Section):
         return level.lower() if isinstance(level, str) else level
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=ENV_DELIMITER,
-        case_sensitive=False,
-        extra="forbid",
-        frozen=True,
-    )
+class Settings(Section):
 
     mqtt: MqttSettings = MqttSettings()
     source: SourceSettings = Field(default_factory=MqttSplitSettings)
@@ -168,18 +161,6 @@ class Settings(BaseSettings):
     openevse: OpenevseSettings = OpenevseSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # the file's contents come in as init arguments; the environment overrides them
-        return (env_settings, init_settings)
 
     @field_validator("source", mode="before")
     @classmethod
@@ -195,6 +176,7 @@ def load(path: Path | None) -> Settings:
     lines: dict[tuple[str, ...], int] = {}
     if path is not None:
         data, lines = _read_yaml(path)
+    _merge(data, environment_overrides(os.environ))
     try:
         settings = Settings(**data)
     except ValidationError as exc:
@@ -205,6 +187,36 @@ def load(path: Path | None) -> Settings:
         origin = _origin(("openevse", "grid_ie_topic"), path, lines, os.environ)
         raise ConfigError([f"openevse.grid_ie_topic = {problem}{origin}" for problem in loops])
     return settings
+
+
+def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`P1EVSE_MQTT__PORT=1884` -> {"mqtt": {"port": "1884"}}; names are case-insensitive
+    and an empty value means null (`P1EVSE_WEB__LISTEN=` turns the web server off).
+
+    pydantic-settings does this too, but importing it costs 1.6 MB of the service's
+    40 MB memory budget (bench/relay.py), for these few lines.
+    """
+    overrides: dict[str, Any] = {}
+    for name, value in environ.items():
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_PATH_VARIABLE:
+            continue
+        *sections, key = upper.removeprefix(ENV_PREFIX).lower().split(ENV_DELIMITER)
+        node = overrides
+        for section in sections:
+            if not isinstance(node.get(section), dict):
+                node[section] = {}
+            node = node[section]
+        node[key] = value or None
+    return overrides
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
 
 
 def feedback_loops(settings: Settings) -> list[str]:

@@ -70,6 +70,8 @@ class Broker:
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._closing = False
+        self._reading = False
+        self._flush_wanted = False
         self._flush_scheduled = False
         self._writer_fd: int | None = None
         self._client = self._make_client()
@@ -250,6 +252,9 @@ class Broker:
     # the event loop's registrations is passed to the loop thread, in order.
 
     def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho leaves Nagle's algorithm on: each small publish would wait for the ACK of
+        # the previous one (bench/relay.py: p50 1.27 -> 0.5 ms at 1000 readings/s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._in_loop(self._add_reader, sock.fileno())
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -270,7 +275,18 @@ class Broker:
 
     def _add_reader(self, fd: int) -> None:
         assert self._loop is not None
-        self._loop.add_reader(fd, self._client.loop_read)
+        self._loop.add_reader(fd, self._read)
+
+    def _read(self) -> None:
+        """Read one packet, then write at once whatever handling it published: a relayed
+        value leaves in the same loop turn as the reading that caused it."""
+        self._reading = True
+        try:
+            self._client.loop_read()
+        finally:
+            self._reading = False
+        if self._flush_wanted:
+            self._flush()
 
     def _remove_socket(self, fd: int) -> None:
         assert self._loop is not None
@@ -279,15 +295,19 @@ class Broker:
             self._remove_writer()
 
     def _schedule_flush(self) -> None:
-        # Write on the next loop turn rather than registering for writability: the
-        # socket is almost always writable, and this saves two epoll_ctl calls per burst.
+        # Write right after the packet being read (see _read), or else on the next loop
+        # turn, rather than registering for writability: the socket is almost always
+        # writable, and this saves two epoll_ctl calls per burst.
+        self._flush_wanted = True
+        if self._reading:
+            return
         if not self._flush_scheduled:
             assert self._loop is not None
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_scheduled = self._flush_wanted = False
         self._client.loop_write()
         sock = self._client.socket()
         if self._client.want_write() and sock is not None and self._writer_fd is None:
