@@ -154,7 +154,6 @@ class LogSettings(Section):
 
 
 class Settings(Section):
-
     mqtt: MqttSettings = MqttSettings()
     source: SourceSettings = Field(default_factory=MqttSplitSettings)
     publish: PublishSettings = PublishSettings()
