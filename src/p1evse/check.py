@@ -32,12 +32,12 @@ W_LOOKS_LIKE_KW = 50.0
 class _Recorder:
     """An `Intake` that only remembers what the source delivered."""
 
-    clock: asyncio.AbstractEventLoop
+    loop: asyncio.AbstractEventLoop
     halves: list[tuple[float, Side, float]] = field(default_factory=list)
     rejections: dict[Rejection, int] = field(default_factory=dict)
 
     def half(self, side: Side, watts: float) -> None:
-        self.halves.append((self.clock.time(), side, watts))
+        self.halves.append((self.loop.time(), side, watts))
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
