@@ -60,7 +60,7 @@ async def test_kilowatts_published_where_watts_are_configured(broker: BrokerProc
 async def test_silent_source_is_reported(broker: BrokerProcess) -> None:
     code, output = await run_check(settings_for(broker), listen_s=0.3)
     assert code == 0
-    assert "no data on the source topics" in output
+    assert "no data from the source" in output
 
 
 async def test_stale_after_shorter_than_three_source_periods(broker: BrokerProcess) -> None:

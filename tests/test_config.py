@@ -132,7 +132,9 @@ def test_unknown_source_type(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  type: zigbee\n")
     [problem] = problems(path)
     assert problem == (
-        f"source.type = 'zigbee': unknown source type; expected one of 'mqtt_split' ({path} line 2)"
+        "source.type = 'zigbee': unknown source type; expected one of 'mqtt_split', "
+        "'mqtt_value', 'mqtt_json', 'mqtt_telegram', 'p1', 'homewizard' "
+        f"({path} line 2)"
     )
 
 
@@ -206,6 +208,7 @@ def test_example_config_is_valid_and_lists_the_defaults() -> None:
 def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  delivered: x\n")
     assert problems(path) == [
-        "source.delivered: unknown key; allowed: type, delivered_topic, returned_topic, unit "
+        "source.delivered: unknown key; allowed: type, delivered_topic, returned_topic, unit, "
+        "phase_delivered_topics, phase_returned_topics, phase_voltage_topics "
         f"({path} line 2)"
     ]
