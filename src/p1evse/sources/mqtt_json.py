@@ -128,9 +128,11 @@ def load_json(payload: bytes | bytearray) -> Any:
     if len(payload) > MAX_JSON_BYTES:
         raise FieldError(Rejection.TOO_LONG, f"{len(payload)} bytes")
     try:
-        return json.loads(payload)
+        text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
         raise FieldError(Rejection.NOT_UTF8, repr(bytes(payload[:32]))) from None
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise FieldError(Rejection.BAD_JSON, str(exc)[:80]) from None
 
