@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,67 +17,12 @@ from p1evse.sources.p1 import P1Settings, P1Source
 from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
+from tests.gateways import Gateway, SerialPort
 from tests.intakes import RecordingIntake
 from tests.probe import Probe
 
 HELLO_W = 1.0  # the value of the telegrams that only wait for the source to listen
 PACE_S = 0.05
-
-
-class SerialPort:
-    """A pseudo-terminal pair behind a stable path (a symlink, as /dev/serial/by-id/...
-    is): `unplug()` closes it, `plug()` makes a new one behind the same path."""
-
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / "ttyP1"
-        self._fds: tuple[int, int] | None = None
-
-    def plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)  # no line discipline on the way, whenever the source opens it
-        link = self.path.with_suffix(".new")
-        link.symlink_to(os.ttyname(slave))
-        link.replace(self.path)
-        self._fds = (master, slave)
-
-    def unplug(self) -> None:
-        if self._fds is not None:
-            for fd in self._fds:
-                os.close(fd)
-            self._fds = None
-
-    def write(self, data: bytes) -> None:
-        assert self._fds is not None
-        os.write(self._fds[0], data)
-
-
-class Gateway:
-    """A P1-to-TCP gateway on a free loopback port; each connection is handed to the test."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._connections: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
-
-    async def start(self) -> None:
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._connections.put(writer)
-
-        self._server = await asyncio.start_server(accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def connection(self, timeout: float = 5.0) -> asyncio.StreamWriter:
-        return await asyncio.wait_for(self._connections.get(), timeout)
-
-    @property
-    def url(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
 
 
 @contextlib.asynccontextmanager

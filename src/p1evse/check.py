@@ -61,8 +61,9 @@ async def check(settings: Settings, path: Path | None, listen_s: float, out: Tex
 
     say(f"config: {path or 'built-in defaults'} (with P1EVSE_* environment overrides): valid")
     say(f"  {describe(settings)}")
-    say("subscribes to:")
-    for topic in settings.source.subscriptions():
+    topics = settings.source.subscriptions()
+    say("subscribes to:" if topics else "subscribes to: nothing (the source is not MQTT)")
+    for topic in topics:
         say(f"  {topic}")
     openevse = settings.openevse
     say("publishes to:")

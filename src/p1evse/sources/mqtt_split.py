@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from p1evse.model import Side
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
@@ -34,6 +34,20 @@ class MqttSplitSettings(BaseModel):
     phase_delivered_topics: list[str] = Field(default_factory=list, max_length=3)
     phase_returned_topics: list[str] = Field(default_factory=list, max_length=3)
     phase_voltage_topics: list[str] = Field(default_factory=list, max_length=3)
+
+    @model_validator(mode="after")
+    def _topics_differ(self) -> MqttSplitSettings:
+        topics = [
+            self.delivered_topic,
+            self.returned_topic,
+            *self.phase_delivered_topics,
+            *self.phase_returned_topics,
+            *self.phase_voltage_topics,
+        ]
+        repeated = sorted({topic for topic in topics if topics.count(topic) > 1})
+        if repeated:
+            raise ValueError(f"each topic carries one value; used more than once: {repeated}")
+        return self
 
     def phase_topics(self) -> dict[str, tuple[int, int]]:
         """topic -> (kind: 0 import, 1 export, 2 voltage; phase index 0-2)"""
