@@ -198,12 +198,13 @@ async def test_the_service_publishes_from_a_tcp_gateway(
     source_settings = {"type": "p1", "url": gateway.url}
     settings = settings_for(broker, source=source_settings, publish={"interval": 0})
     async with running(settings) as app, Probe(broker.port) as probe:
-        await probe.subscribe("p1evse/grid_ie")
+        await probe.subscribe("p1evse/grid_ie", "p1evse/status")
+        await probe.wait_for_payload("p1evse/status", "online")  # it can publish
         connection = await gateway.connection()
         for watts in (0, 1234):
             connection.write(telegrams.dsmr5(import_w=0, export_w=watts))
-        # the first may have gone out before the probe subscribed
-        await probe.wait_for_payload("p1evse/grid_ie", "-1234")
+        assert await probe.next_payload("p1evse/grid_ie") == "0"
+        assert await probe.next_payload("p1evse/grid_ie") == "-1234"
         connection.write(telegrams.corrupt(telegrams.dsmr5(import_w=5000)))
         connection.write(telegrams.fluvius(import_w=0, export_w=0)[:200])
         connection.write(telegrams.dsmr5(import_w=321))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from p1evse.sources.framing import TelegramStream
-from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, FastDecoder
+from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
@@ -53,7 +53,7 @@ class MqttTelegramSource:
     def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
         """What to do with a payload; `clock` defaults to the running loop's."""
         now = clock or asyncio.get_running_loop().time
-        decoder = FastDecoder(DSMR_VERSIONS[self._settings.dsmr_version])
+        decoder = make_decoder(DSMR_VERSIONS[self._settings.dsmr_version])
         stream = TelegramStream(decoder, intake, now)
 
         def on_payload(payload: bytes | bytearray) -> None:

@@ -163,11 +163,11 @@ class P1Source:
             self._failures_in_a_row = 0
             log.info("p1: connected to %s", self._settings.url)
             exc = await self._until_closed_or_idle(link, transport, loop)
+            stream.end()  # a telegram begun is cut off: counted as truncated
             self.stats.drops += 1
             log.warning("p1: %s: connection lost (%s); reconnecting", self._settings.url, exc)
         finally:
             transport.close()
-            stream.end()
 
     async def _connect(self, link: _Link, loop: asyncio.AbstractEventLoop) -> asyncio.BaseTransport:
         import serialx
