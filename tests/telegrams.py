@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 CRLF = "\r\n"
 
 
@@ -181,4 +183,29 @@ def phases_only(
             *(f"1-0:{c}.7.0({kw(w)})" for c, w in zip((21, 41, 61), phases_import_w, strict=True)),
             *(f"1-0:{c}.7.0({kw(w)})" for c, w in zip((22, 42, 62), phases_export_w, strict=True)),
         ],
+    )
+
+
+def encrypted(
+    plain: bytes,
+    key: bytes,
+    authentication_key: bytes,
+    system_title: bytes = b"SAGY\x00\x01\x02\x03",
+    counter: int = 1,
+) -> bytes:
+    """A DLMS general-global-cipher frame, as Smarty and Sagemcom T210-D-r meters send:
+    AES-128-GCM, IV = system title + invocation counter, authenticated data = security
+    control byte + authentication key, a 12-byte tag."""
+    security_control = 0x30  # authenticated and encrypted, suite 0
+    iv = system_title + counter.to_bytes(4, "big")
+    encryptor = Cipher(algorithms.AES(key), modes.GCM(iv)).encryptor()
+    encryptor.authenticate_additional_data(bytes([security_control]) + authentication_key)
+    ciphertext = encryptor.update(plain) + encryptor.finalize()
+    body = bytes([security_control]) + counter.to_bytes(4, "big") + ciphertext + encryptor.tag[:12]
+    return (
+        bytes([0xDB, len(system_title)])
+        + system_title
+        + b"\x82"
+        + len(body).to_bytes(2, "big")
+        + body
     )

@@ -215,3 +215,34 @@ async def test_the_service_publishes_from_a_tcp_gateway(
         last = app.bridge.pipeline.last_reading
         assert last is not None
         assert last.phase_voltage_v == (230.0, 230.0, 229.0)
+
+
+KEY = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+SMARTY_AUTHENTICATION_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # public, fixed
+
+
+@pytest.mark.parametrize(
+    ("version", "authentication_key", "sent_with"),
+    [
+        ("MSn", None, SMARTY_AUTHENTICATION_KEY),  # the standard's key when none is set
+        ("SAGEMCOM_T210_D_R", "A1" * 16, bytes.fromhex("A1" * 16)),
+        ("SAGEMCOM_T210_D_R", None, bytes.fromhex("B2" * 16)),  # tag unchecked: CRC guards
+    ],
+)
+async def test_encrypted_meters_through_a_tcp_gateway(
+    gateway: Gateway, version: str, authentication_key: str | None, sent_with: bytes
+) -> None:
+    keys = {"decryption_key": KEY.hex()}
+    if authentication_key is not None:
+        keys["authentication_key"] = authentication_key
+    async with source(gateway.url, dsmr_version=version, **keys) as (_, intake):
+        connection = await gateway.connection()
+        frame = telegrams.encrypted(telegrams.dsmr5(import_w=1111), KEY, sent_with)
+        wrong_key = telegrams.encrypted(telegrams.dsmr5(import_w=9999), b"\x01" * 16, sent_with)
+        connection.write(b"\x00noise" + frame[:40])
+        connection.write(frame[40:] + wrong_key)
+        connection.write(telegrams.encrypted(telegrams.dsmr5(import_w=2222), KEY, sent_with))
+        assert (await intake.next_reading()).import_w == 1111
+        assert (await intake.next_reading()).import_w == 2222
+    # a wrong key fails the tag check, or (unchecked) gives no telegram text
+    assert [reason for reason, _ in intake.rejections] == [Rejection.DECRYPTION]

@@ -233,7 +233,8 @@ class ReferenceDecoder:
         except self._checksum_error as exc:
             raise TelegramError(Rejection.CRC, str(exc)) from None
         except self._decryption_error as exc:
-            raise TelegramError(Rejection.DECRYPTION, str(exc)) from None
+            detail = f"{exc} (check decryption_key and authentication_key)"
+            raise TelegramError(Rejection.DECRYPTION, detail) from None
         except Exception as exc:  # dsmr-parser raises what its value parsers raise
             raise TelegramError(Rejection.BAD_TELEGRAM, f"{type(exc).__name__}: {exc}") from None
         lines: dict[str, tuple[float, str | None]] = {}
