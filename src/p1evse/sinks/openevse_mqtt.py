@@ -27,14 +27,15 @@ class OpenEvseMqttSink:
     """
 
     def __init__(self, settings: OpenevseSettings, broker: Broker) -> None:
-        self._settings = settings
+        self._grid_ie_topic = settings.grid_ie_topic
+        self._claim_topic = settings.claim_topic
         self._broker = broker
         self._want_claim = False
         self.claim_sent = False
         broker.on_connected(self._sync_claim)
 
     def grid_power(self, value: GridPower) -> None:
-        self._broker.publish(self._settings.grid_ie_topic, str(value.watts))
+        self._broker.publish(self._grid_ie_topic, str(value.watts))
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
@@ -50,7 +51,7 @@ class OpenEvseMqttSink:
         self._sync_claim()
 
     def _sync_claim(self) -> None:
-        topic = self._settings.claim_topic
+        topic = self._claim_topic
         if self._want_claim == self.claim_sent:
             return
         payload = PAUSE_CLAIM if self._want_claim else RELEASE
