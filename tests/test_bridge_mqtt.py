@@ -197,3 +197,13 @@ async def test_started_before_the_broker_it_connects_when_the_broker_appears(
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "retrying" in m]) == 1  # once per state change
     assert any(m.startswith("connected to MQTT broker") for m in messages)
+
+
+async def test_shaper_gets_the_same_value(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0}, openevse={"shaper": True})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, "p1evse/live_pwr")
+        await ready(probe)
+        probe.publish(DELIVERED, "2.500")
+        assert await probe.next_payload(GRID_IE) == "2500"
+        assert await probe.next_payload("p1evse/live_pwr") == "2500"

@@ -34,6 +34,10 @@ class App:
                 group.create_task(
                     self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
                 ),
+                *(
+                    group.create_task(sink.run(), name=f"sink:{type(sink).__name__}")
+                    for sink in self.sinks
+                ),
             ]
             self.bridge.start()
             await stop.wait()

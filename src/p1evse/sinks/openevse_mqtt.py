@@ -27,7 +27,9 @@ class OpenEvseMqttSink:
     """
 
     def __init__(self, settings: OpenevseSettings, broker: Broker) -> None:
-        self._grid_ie_topic = settings.grid_ie_topic
+        self._value_topics = [settings.grid_ie_topic]
+        if settings.shaper:
+            self._value_topics.append(settings.live_pwr_topic)
         self._claim_topic = settings.claim_topic
         self._broker = broker
         self._want_claim = False
@@ -35,7 +37,9 @@ class OpenEvseMqttSink:
         broker.on_connected(self._sync_claim)
 
     def grid_power(self, value: GridPower) -> None:
-        self._broker.publish(self._grid_ie_topic, str(value.watts))
+        payload = str(value.watts)
+        for topic in self._value_topics:
+            self._broker.publish(topic, payload)
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
@@ -45,6 +49,9 @@ class OpenEvseMqttSink:
     def stale_left(self, event: StaleLeft) -> None:
         self._want_claim = False
         self._sync_claim()
+
+    async def run(self) -> None:
+        """Nothing of its own to run: the broker connection carries everything."""
 
     async def close(self) -> None:
         self._want_claim = False

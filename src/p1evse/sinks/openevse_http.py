@@ -1,0 +1,156 @@
+"""OpenEVSE over its HTTP API, for chargers whose MQTT is off or Home Assistant-only setups.
+
+Values go out as `POST /status {"grid_ie": W}` (plus `shaper_live_pwr` when the shaper is
+fed); the stale guard's pause is a claim of our own, `POST /claims/<id>
+{"state":"disabled"}`, released with `DELETE /claims/<id>` on recovery and on shutdown.
+
+Only the newest value matters: while a request is under way, newer values replace the
+waiting one instead of queueing, so a slow charger never builds a backlog and never
+delays the event loop. Claims are state, not messages: a failed claim or release is
+retried with backoff until the charger has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from p1evse.backoff import Backoff
+from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from p1evse.config import OpenevseSettings
+
+log = logging.getLogger(__name__)
+
+PAUSE = {"state": "disabled"}
+CLOSE_TIMEOUT_S = 1.0
+
+
+class ChargerError(Exception):
+    """The charger could not be reached or refused a request."""
+
+
+class OpenEvseHttpSink:
+    def __init__(self, settings: OpenevseSettings, backoff: Backoff | None = None) -> None:
+        self._settings = settings
+        self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
+        self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
+        self._status_url = f"{settings.url}/status"
+        self._waiting_value: GridPower | None = None
+        self._want_claim = False
+        self.claim_sent = False
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._client_error: type[Exception] = OSError  # aiohttp.ClientError once imported
+        self._reported: str | None = None  # the failure last logged, to log once per change
+        self.failures = 0
+
+    def grid_power(self, value: GridPower) -> None:
+        self._waiting_value = value
+        self._wake.set()
+
+    def stale_entered(self, event: StaleEntered) -> None:
+        if event.action is StaleAction.PAUSE:
+            self._want_claim = True
+            self._wake.set()
+
+    def stale_left(self, event: StaleLeft) -> None:
+        self._want_claim = False
+        self._wake.set()
+
+    async def run(self) -> None:
+        import aiohttp  # only HTTP users pay for it
+
+        self._client_error = aiohttp.ClientError
+        settings = self._settings
+        headers = {}
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else ""
+            headers["Authorization"] = aiohttp.encode_basic_auth(settings.username, password)
+        timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+            self._session = session
+            try:
+                await self._serve()
+            finally:
+                self._session = None
+
+    async def close(self) -> None:
+        """Release our claim before the process goes (bounded: shutdown takes < 2 s)."""
+        self._want_claim = False
+        if self._session is None or not self.claim_sent:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._sync_claim()
+        except (ChargerError, TimeoutError) as exc:
+            log.warning("could not release the claim on %s: %s", self._claim_url, exc)
+
+    async def _serve(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._sync_claim()
+                value, self._waiting_value = self._waiting_value, None
+                if value is not None:
+                    await self._post_status(value)
+            except ChargerError as exc:
+                self.failures += 1
+                self._report(str(exc))
+                if self._want_claim != self.claim_sent:
+                    await asyncio.sleep(self._backoff.next_delay())
+                    self._wake.set()  # claims are retried; values are superseded anyway
+                continue
+            self._backoff.reset()
+            if self._reported is not None:
+                log.info("OpenEVSE at %s answers again", self._settings.url)
+                self._reported = None
+
+    async def _sync_claim(self) -> None:
+        if self._want_claim and not self.claim_sent:
+            await self._request("POST", self._claim_url, PAUSE)
+            self.claim_sent = True
+            log.warning("paused charging: claimed %s %s", self._claim_url, json.dumps(PAUSE))
+        elif not self._want_claim and self.claim_sent:
+            await self._request("DELETE", self._claim_url)
+            self.claim_sent = False
+            log.info("released the pause claim on %s", self._claim_url)
+
+    async def _post_status(self, value: GridPower) -> None:
+        body: dict[str, Any] = {"grid_ie": value.watts}
+        if self._settings.shaper:
+            body["shaper_live_pwr"] = value.watts
+        await self._request("POST", self._status_url, body)
+
+    async def _request(self, method: str, url: str, body: object = None) -> None:
+        assert self._session is not None
+        try:
+            async with self._session.request(method, url, json=body) as response:
+                if response.status == 401:
+                    raise ChargerError(
+                        f"OpenEVSE at {self._settings.url} refused the login (HTTP 401): "
+                        "check openevse.username and openevse.password"
+                    )
+                if response.status >= 400:
+                    raise ChargerError(f"{method} {url}: HTTP {response.status}")
+                await response.read()
+        except self._client_error as exc:
+            raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
+        except TimeoutError:
+            raise ChargerError(
+                f"{method} {url}: no answer within {self._settings.timeout:g} s"
+            ) from None
+
+    def _report(self, failure: str) -> None:
+        if failure == self._reported:
+            log.debug("%s", failure)
+            return
+        self._reported = failure
+        level = logging.ERROR if "HTTP 401" in failure else logging.WARNING
+        log.log(level, "%s", failure)
