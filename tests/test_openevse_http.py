@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from p1evse.config import HTTP_CLAIM_CLIENT_ID
+from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.fake_openevse import FakeOpenEvse, Request
@@ -110,9 +111,10 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
         async with running(settings) as app:
             for _ in range(3):  # 500, 503, then accepted
                 await expect(charger, "POST", CLAIM_PATH)
-            sink = app.sinks[0]
+            [sink] = app.sinks
+            assert isinstance(sink, OpenEvseHttpSink)
             assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
-            assert getattr(sink, "failures") == 2
+            assert sink.failures == 2
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
