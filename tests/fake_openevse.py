@@ -36,7 +36,8 @@ class FakeOpenEvse:
         }
     )
     claims: dict[int, dict[str, Any]] = field(default_factory=dict)
-    fail_with: list[int] = field(default_factory=list)  # statuses for the next requests
+    # path -> HTTP statuses to answer its next requests with
+    fail: dict[str, list[int]] = field(default_factory=dict)
     stall: asyncio.Event | None = None  # requests wait for it while it is set up
     port: int = 0
 
@@ -77,8 +78,8 @@ class FakeOpenEvse:
             await self.stall.wait()
         if self.username is not None and not self._authorised(recorded.authorization):
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="openevse"'})
-        if self.fail_with:
-            return web.Response(status=self.fail_with.pop(0))
+        if self.fail.get(request.path):
+            return web.Response(status=self.fail[request.path].pop(0))
         response: web.StreamResponse = await handler(request)
         return response
 

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 
 from p1evse.config import HTTP_CLAIM_CLIENT_ID
+from p1evse.sinks.charger import DivertMode
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.fake_openevse import FakeOpenEvse, Request
+from tests.logs import log_event
 from tests.probe import Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
@@ -105,7 +107,7 @@ async def test_a_refused_login_is_one_clear_error_without_the_password(
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: BrokerProcess) -> None:
-    async with FakeOpenEvse(fail_with=[500, 503]) as charger:
+    async with FakeOpenEvse(fail={CLAIM_PATH: [500, 503]}) as charger:
         publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
         settings = http_settings(broker, charger, publish=publish)
         async with running(settings) as app:
@@ -135,7 +137,36 @@ async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) 
             charger.stall.set()
             request = await expect(charger, "POST", "/status")
         assert request.body == {"grid_ie": 120}  # only the newest of the 20 waiting values
-        assert [r.body for r in charger.log if r.path == "/status"] == [
+        assert [r.body for r in charger.log if (r.method, r.path) == ("POST", "/status")] == [
             {"grid_ie": 100},
             {"grid_ie": 120},
         ]
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_the_charger_is_read_back(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        charger.status.update(amp=9800, pilot=10, state=3, divert_active=True, charge_rate=10)
+        async with running(http_settings(broker, charger, poll_interval=1)) as app:
+            await expect(charger, "GET", "/status")
+            await expect(charger, "GET", "/status")  # the first answer has been taken in
+    assert app.charger.amp == 9800
+    assert app.charger.pilot == 10
+    assert app.charger.state == 3
+    assert app.charger.divertmode is DivertMode.ECO
+    assert app.charger.divert_active is True
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_charger_in_normal_mode_is_not_paused(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        charger.status["divertmode"] = 1
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        settings = http_settings(broker, charger, poll_interval=1, publish=publish)
+        with log_event("OpenEVSE is in normal mode: not pausing it") as spared:
+            async with running(settings):
+                await asyncio.wait_for(spared.wait(), 5)
+                charger.status["divertmode"] = 2  # switched to Eco: now it is paused
+                claim = await expect(charger, "POST", CLAIM_PATH)
+    assert claim.body == {"state": "disabled"}
+    assert [r.path for r in charger.log if r.method == "POST"].count(CLAIM_PATH) == 1

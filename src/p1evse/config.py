@@ -140,6 +140,7 @@ class OpenevseSettings(Section):
     password_file: Path | None = None
     claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=0xFFFF_FFFF)
     timeout: float = Field(5.0, gt=0, le=60)
+    poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
 
     @field_validator("grid_ie_topic", "base_topic", "live_pwr_topic")
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from p1evse.sinks.charger import ChargerState
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 
@@ -29,7 +31,9 @@ class Sink(Protocol):
         """Undo what the sink holds (claims) before the process goes."""
 
 
-def build_sinks(settings: Settings, broker: Broker) -> list[Sink]:
+def build_sinks(
+    settings: Settings, broker: Broker, charger: ChargerState, clock: Callable[[], float]
+) -> list[Sink]:
     if settings.openevse.transport == "http":
-        return [OpenEvseHttpSink(settings.openevse)]
-    return [OpenEvseMqttSink(settings.openevse, broker)]
+        return [OpenEvseHttpSink(settings.openevse, charger, clock)]
+    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock)]

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
+from p1evse.sinks.charger import ChargerState, PauseIntent
 
 if TYPE_CHECKING:
     import aiohttp
@@ -36,13 +38,21 @@ class ChargerError(Exception):
 
 
 class OpenEvseHttpSink:
-    def __init__(self, settings: OpenevseSettings, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: OpenevseSettings,
+        charger: ChargerState,
+        clock: Callable[[], float],
+        backoff: Backoff | None = None,
+    ) -> None:
         self._settings = settings
+        self.charger = charger
+        self._clock = clock
+        self._pause = PauseIntent(charger)
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
         self._status_url = f"{settings.url}/status"
         self._waiting_value: GridPower | None = None
-        self._want_claim = False
         self.claim_sent = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -56,11 +66,11 @@ class OpenEvseHttpSink:
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
-            self._want_claim = True
+            self._pause.stale = True
             self._wake.set()
 
     def stale_left(self, event: StaleLeft) -> None:
-        self._want_claim = False
+        self._pause.stale = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -76,13 +86,15 @@ class OpenEvseHttpSink:
         async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
             self._session = session
             try:
-                await self._serve()
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._serve(), name="openevse-http-feed")
+                    group.create_task(self._poll(), name="openevse-http-status")
             finally:
                 self._session = None
 
     async def close(self) -> None:
         """Release our claim before the process goes (bounded: shutdown takes < 2 s)."""
-        self._want_claim = False
+        self._pause.stale = False
         if self._session is None or not self.claim_sent:
             return
         try:
@@ -103,7 +115,7 @@ class OpenEvseHttpSink:
             except ChargerError as exc:
                 self.failures += 1
                 self._report(str(exc))
-                if self._want_claim != self.claim_sent:
+                if self._pause.wanted() != self.claim_sent:
                     await asyncio.sleep(self._backoff.next_delay())
                     self._wake.set()  # claims are retried; values are superseded anyway
                 continue
@@ -112,12 +124,30 @@ class OpenEvseHttpSink:
                 log.info("OpenEVSE at %s answers again", self._settings.url)
                 self._reported = None
 
+    async def _poll(self) -> None:
+        """Read the charger back: what the car draws, the divert mode (normal mode is
+        never paused), the state."""
+        while True:
+            try:
+                status = await self._request("GET", self._status_url)
+            except ChargerError as exc:
+                self.failures += 1
+                self._report(str(exc))
+            else:
+                mode = self.charger.divertmode
+                if isinstance(status, dict):
+                    self.charger.update_all(status, self._clock())
+                if self.charger.divertmode is not mode:
+                    self._wake.set()
+            await asyncio.sleep(self._settings.poll_interval)
+
     async def _sync_claim(self) -> None:
-        if self._want_claim and not self.claim_sent:
+        wanted = self._pause.wanted()
+        if wanted and not self.claim_sent:
             await self._request("POST", self._claim_url, PAUSE)
             self.claim_sent = True
             log.warning("paused charging: claimed %s %s", self._claim_url, json.dumps(PAUSE))
-        elif not self._want_claim and self.claim_sent:
+        elif not wanted and self.claim_sent:
             await self._request("DELETE", self._claim_url)
             self.claim_sent = False
             log.info("released the pause claim on %s", self._claim_url)
@@ -128,7 +158,8 @@ class OpenEvseHttpSink:
             body["shaper_live_pwr"] = value.watts
         await self._request("POST", self._status_url, body)
 
-    async def _request(self, method: str, url: str, body: object = None) -> None:
+    async def _request(self, method: str, url: str, body: object = None) -> Any:
+        """The answer's JSON (None if it has none); `ChargerError` says what failed."""
         assert self._session is not None
         try:
             async with self._session.request(method, url, json=body) as response:
@@ -139,13 +170,17 @@ class OpenEvseHttpSink:
                     )
                 if response.status >= 400:
                     raise ChargerError(f"{method} {url}: HTTP {response.status}")
-                await response.read()
+                text = await response.text()
         except self._client_error as exc:
             raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
         except TimeoutError:
             raise ChargerError(
                 f"{method} {url}: no answer within {self._settings.timeout:g} s"
             ) from None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            return None
 
     def _report(self, failure: str) -> None:
         if failure == self._reported:
