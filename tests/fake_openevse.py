@@ -35,6 +35,9 @@ class FakeOpenEvse:
             "state": 1,
         }
     )
+    config: dict[str, Any] = field(
+        default_factory=lambda: {"divert_type": 1, "mqtt_grid_ie": "p1evse/grid_ie"}
+    )
     claims: dict[int, dict[str, Any]] = field(default_factory=dict)
     # path -> HTTP statuses to answer its next requests with
     fail: dict[str, list[int]] = field(default_factory=dict)
@@ -46,6 +49,7 @@ class FakeOpenEvse:
         self.log: list[Request] = []
         app = web.Application(middlewares=[self._record])
         app.router.add_get("/status", self._get_status)
+        app.router.add_get("/config", self._get_config)
         app.router.add_post("/status", self._post_status)
         app.router.add_post("/claims/{client}", self._post_claim)
         app.router.add_delete("/claims/{client}", self._delete_claim)
@@ -89,6 +93,9 @@ class FakeOpenEvse:
 
     async def _get_status(self, request: web.Request) -> web.Response:
         return web.json_response(self.status)
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(self.config)
 
     async def _post_status(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -37,6 +37,44 @@ class ChargerError(Exception):
     """The charger could not be reached or refused a request."""
 
 
+def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
+    """An HTTP session for the charger: its login and timeout on every request."""
+    import aiohttp  # only HTTP users pay for it
+
+    headers = {}
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else ""
+        headers["Authorization"] = aiohttp.encode_basic_auth(settings.username, password)
+    return aiohttp.ClientSession(
+        headers=headers, timeout=aiohttp.ClientTimeout(total=settings.timeout)
+    )
+
+
+async def get_json(settings: OpenevseSettings, path: str) -> Any:
+    """One GET of the charger's API (for `p1evse check`); `ChargerError` says why not."""
+    import aiohttp
+
+    url = f"{settings.url}{path}"
+    try:
+        async with open_session(settings) as session, session.get(url) as response:
+            if response.status == 401:
+                raise ChargerError(_refused_login(settings))
+            if response.status >= 400:
+                raise ChargerError(f"GET {url}: HTTP {response.status}")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise ChargerError(f"GET {url}: {exc or type(exc).__name__}") from None
+    except TimeoutError:
+        raise ChargerError(f"GET {url}: no answer within {settings.timeout:g} s") from None
+
+
+def _refused_login(settings: OpenevseSettings) -> str:
+    return (
+        f"OpenEVSE at {settings.url} refused the login (HTTP 401): "
+        "check openevse.username and openevse.password"
+    )
+
+
 class OpenEvseHttpSink:
     def __init__(
         self,
@@ -77,13 +115,7 @@ class OpenEvseHttpSink:
         import aiohttp  # only HTTP users pay for it
 
         self._client_error = aiohttp.ClientError
-        settings = self._settings
-        headers = {}
-        if settings.username is not None:
-            password = settings.password.get_secret_value() if settings.password else ""
-            headers["Authorization"] = aiohttp.encode_basic_auth(settings.username, password)
-        timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
+        async with open_session(self._settings) as session:
             self._session = session
             try:
                 async with asyncio.TaskGroup() as group:
@@ -164,10 +196,7 @@ class OpenEvseHttpSink:
         try:
             async with self._session.request(method, url, json=body) as response:
                 if response.status == 401:
-                    raise ChargerError(
-                        f"OpenEVSE at {self._settings.url} refused the login (HTTP 401): "
-                        "check openevse.username and openevse.password"
-                    )
+                    raise ChargerError(_refused_login(self._settings))
                 if response.status >= 400:
                     raise ChargerError(f"{method} {url}: HTTP {response.status}")
                 text = await response.text()
