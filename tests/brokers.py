@@ -70,6 +70,13 @@ class BrokerProcess:
             self.stop()
             raise RuntimeError(f"{self.kind} did not start: {self.log[-5:]}")
 
+    def kill(self) -> None:
+        """Die as in a crash or power loss: no goodbyes to the clients."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def stop(self) -> None:
         if self._process is not None:
             self._process.terminate()

@@ -11,6 +11,7 @@ import pytest
 from p1evse.model import Rejection
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
+from tests.logs import log_event
 from tests.probe import Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
@@ -18,19 +19,6 @@ RETURNED = "dsmr/reading/electricity_currently_returned"
 GRID_IE = "p1evse/grid_ie"
 CLAIM = "openevse/claim/set"
 STATUS = "p1evse/status"
-
-
-class LogEvent(logging.Handler):
-    """Sets an event when a log message containing `fragment` is emitted."""
-
-    def __init__(self, fragment: str, event: asyncio.Event) -> None:
-        super().__init__()
-        self._fragment = fragment
-        self._event = event
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._fragment in record.getMessage():
-            self._event.set()
 
 
 async def ready(probe: Probe) -> None:
@@ -188,21 +176,57 @@ async def test_started_before_the_broker_it_connects_when_the_broker_appears(
     caplog.set_level(logging.INFO, logger="p1evse")
     broker = BrokerProcess("amqtt", tmp_path)
     settings = settings_for(broker, publish={"interval": 0})
-    refused = asyncio.Event()
-    on_retry = LogEvent("retrying", refused)
-    logging.getLogger("p1evse.mqtt").addHandler(on_retry)
-    async with running(settings):
-        await asyncio.wait_for(refused.wait(), 5)  # the first attempt found no broker
-        broker.start()
-        try:
-            async with Probe(broker.port) as probe:
-                await probe.subscribe(GRID_IE, STATUS)
-                await probe.wait_for_payload(STATUS, "online", timeout=10)
-                probe.publish(DELIVERED, "0.100")
-                assert await probe.next_payload(GRID_IE) == "100"
-        finally:
-            broker.stop()
-            logging.getLogger("p1evse.mqtt").removeHandler(on_retry)
+    with log_event("retrying") as refused:
+        async with running(settings):
+            await asyncio.wait_for(refused.wait(), 5)  # the first attempt found no broker
+            broker.start()
+            try:
+                async with Probe(broker.port) as probe:
+                    await probe.subscribe(GRID_IE, STATUS)
+                    await probe.wait_for_payload(STATUS, "online", timeout=10)
+                    probe.publish(DELIVERED, "0.100")
+                    assert await probe.next_payload(GRID_IE) == "100"
+            finally:
+                broker.stop()
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "retrying" in m]) == 1  # once per state change
     assert any(m.startswith("connected to MQTT broker") for m in messages)
+
+
+async def test_shaper_gets_the_same_value(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0}, openevse={"shaper": True})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, "p1evse/live_pwr")
+        await ready(probe)
+        probe.publish(DELIVERED, "2.500")
+        assert await probe.next_payload(GRID_IE) == "2500"
+        assert await probe.next_payload("p1evse/live_pwr") == "2500"
+
+
+async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
+    broker: BrokerProcess,
+) -> None:
+    publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+    settings = settings_for(broker, publish=publish)
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM)
+        # what OpenEVSE publishes under its base topic (retained, as it does)
+        for field, value in [
+            ("amp", "16000"),
+            ("pilot", "16"),
+            ("state", "3"),
+            ("divert_active", "false"),
+            ("divertmode", "1"),
+        ]:
+            probe.publish(f"openevse/{field}", value, retain=True)
+        with log_event("normal mode: not pausing it") as spared:
+            async with running(settings) as app:
+                await asyncio.wait_for(spared.wait(), 5)
+                assert app.charger.amp == 16000
+                assert app.charger.state == 3
+                assert app.charger.divert_active is False
+                probe.publish("openevse/divertmode", "2")  # the user switches to Eco
+                assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+                probe.publish("openevse/divertmode", "1")  # and back: released
+                assert await probe.next_payload(CLAIM) == "release"
+        assert probe.pending(CLAIM) == []

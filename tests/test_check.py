@@ -12,6 +12,7 @@ from p1evse.sim.broker import free_port
 from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.conftest import settings_for
+from tests.fake_openevse import FakeOpenEvse
 from tests.gateways import Gateway
 from tests.probe import Probe
 
@@ -135,3 +136,40 @@ async def test_check_with_a_signed_value_source(broker: BrokerProcess) -> None:
     assert code == 0
     assert "  home/grid/power\n" in output
     assert "latest export: 1500 W" in output
+
+
+async def test_reports_the_charger_read_back_over_mqtt(broker: BrokerProcess) -> None:
+    async with Probe(broker.port) as probe:
+        probe.publish("openevse/divertmode", "1", retain=True)
+        probe.publish("openevse/amp", "6000", retain=True)
+        code, output = await run_check(settings_for(broker), listen_s=0.5)
+    assert code == 0
+    assert "charger: divert mode normal, state None, car draws 6 A" in output
+    assert "OpenEVSE is in normal mode" in output
+
+
+async def test_a_silent_charger_is_reported(broker: BrokerProcess) -> None:
+    code, output = await run_check(settings_for(broker), listen_s=0.3)
+    assert code == 0  # a warning, not a failure: the charger may be off
+    assert "nothing from OpenEVSE on openevse/…" in output
+
+
+async def test_reads_the_chargers_divert_settings_over_http(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        charger.config.update(divert_type=0, mqtt_grid_ie="emon/emonpi/power1")
+        settings = settings_for(broker, openevse={"url": charger.url})
+        code, output = await run_check(settings)
+    assert code == 0
+    assert f"charger {charger.url}: divert type solar (PV production)" in output
+    assert "set its divert type to grid" in output
+    assert "OpenEVSE reads grid import/export from 'emon/emonpi/power1'" in output
+
+
+async def test_http_transport_reports_the_charger(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        settings = settings_for(broker, openevse={"transport": "http", "url": charger.url})
+        code, output = await run_check(settings, listen_s=0.3)
+    assert code == 0
+    assert "charger: divert mode eco, state 1, car draws 0 A" in output
+    assert f"charger {charger.url}: divert type grid (import/export)" in output
+    assert "warning: OpenEVSE" not in output

@@ -310,3 +310,53 @@ def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
         "phase_delivered_topics, phase_returned_topics, phase_voltage_topics "
         f"({path} line 2)"
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("openevse:\n  transport: http\n", "transport http needs url"),
+        ("openevse:\n  transport: https\n", "Input should be 'mqtt' or 'http'"),
+        ("openevse:\n  transport: http\n  url: openevse.local\n", "like http://openevse.local"),
+        (
+            "openevse:\n  transport: http\n  url: http://admin:pw@openevse.local\n",
+            "put the login in openevse.username",
+        ),
+        ("openevse:\n  claim_client_id: 0\n", "greater than or equal to 1"),
+    ],
+)
+def test_openevse_http_settings_are_checked(tmp_path: Path, text: str, fragment: str) -> None:
+    [problem] = problems(write(tmp_path, text))
+    assert problem.startswith("openevse")
+    assert fragment in problem
+    assert "pw" not in problem.split("=")[0]
+
+
+def test_openevse_http_settings(tmp_path: Path) -> None:
+    secret = tmp_path / "openevse-password"
+    secret.write_text("s3cret\n")
+    path = write(
+        tmp_path,
+        "openevse:\n  transport: http\n  url: http://openevse.local/\n  username: admin\n"
+        f"  password_file: {secret}\n",
+    )
+    openevse = load(path).openevse
+    assert openevse.url == "http://openevse.local"
+    assert openevse.password is not None
+    assert openevse.password.get_secret_value() == "s3cret"
+
+
+def test_shaper_topic_is_checked_for_feedback_loops(tmp_path: Path) -> None:
+    path = write(tmp_path, "openevse:\n  shaper: true\n  live_pwr_topic: openevse/live_pwr\n")
+    [problem] = problems(path)
+    assert problem.startswith("openevse.live_pwr_topic = 'openevse/live_pwr' is under")
+    assert f"({path} line 3)" in problem
+
+
+def test_http_transport_publishes_no_topics(tmp_path: Path) -> None:
+    # grid_ie_topic is unused over HTTP, so it cannot loop back
+    path = write(
+        tmp_path,
+        "openevse:\n  transport: http\n  url: http://127.0.0.1\n  grid_ie_topic: openevse/x\n",
+    )
+    assert load(path).openevse.transport == "http"

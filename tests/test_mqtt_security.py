@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from p1evse.check import check
 from p1evse.config import MqttSettings
 from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable
 from tests.brokers import BrokerProcess, mosquitto_available
@@ -129,3 +131,16 @@ async def test_tls_client_certificate(pki: Pki) -> None:
 async def test_plain_tcp_to_a_tls_listener_fails(pki: Pki) -> None:
     with tls_mosquitto(pki, ("127.0.0.1",)) as port, pytest.raises(BrokerUnavailable):
         await connects(port=port)
+
+
+@pytest.mark.parametrize("password", [PASSWORD, "wrong-pw"])
+async def test_check_never_shows_the_password(locked_broker: BrokerProcess, password: str) -> None:
+    out = io.StringIO()
+    settings = settings_for(locked_broker, mqtt={"username": USER, "password": password})
+    code = await check(settings, None, listen_s=0, out=out)
+    assert password not in out.getvalue()
+    if password == PASSWORD:
+        assert code == 0
+    else:
+        assert code == 1
+        assert f"refused the login as {USER!r}" in out.getvalue()

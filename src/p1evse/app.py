@@ -12,6 +12,7 @@ from p1evse.config import Settings
 from p1evse.mqtt import Broker
 from p1evse.pipeline import Pipeline
 from p1evse.sinks import build_sinks
+from p1evse.sinks.charger import ChargerState
 from p1evse.sources import build_source
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,8 @@ class App:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.broker = Broker(settings.mqtt)
-        self.sinks = build_sinks(settings, self.broker)
+        self.charger = ChargerState()
+        self.sinks = build_sinks(settings, self.broker, self.charger, loop.time)
         self.bridge = Bridge(Pipeline(settings.publish, loop.time()), self.sinks, loop)
         self.source = build_source(settings.source, self.broker)
 
@@ -33,6 +35,10 @@ class App:
                 group.create_task(self.broker.run(), name="mqtt"),
                 group.create_task(
                     self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
+                ),
+                *(
+                    group.create_task(sink.run(), name=f"sink:{type(sink).__name__}")
+                    for sink in self.sinks
                 ),
             ]
             self.bridge.start()

@@ -4,7 +4,6 @@ p1evse would do and which usual mistakes the setup shows."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import itertools
 import statistics
@@ -17,6 +16,9 @@ from p1evse.app import describe
 from p1evse.config import Settings
 from p1evse.model import Phases, Reading, Rejection, Side, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
+from p1evse.sinks import build_sinks
+from p1evse.sinks.charger import ChargerState, DivertMode
+from p1evse.sinks.openevse_http import ChargerError, get_json
 from p1evse.sources import build_source
 
 Say = Callable[[str], None]
@@ -84,9 +86,11 @@ async def check(settings: Settings, path: Path | None, listen_s: float, out: Tex
     say(f"broker {broker.address}: connected")
     try:
         if listen_s > 0:
-            warnings += await _watch_source(settings, broker, listen_s, say)
+            warnings += await _watch(settings, broker, listen_s, say)
     finally:
         await broker.close()
+    if settings.openevse.url is not None:
+        warnings += await _charger_config(settings, say)
     _print_warnings(say, warnings)
     return 0
 
@@ -134,15 +138,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-async def _watch_source(settings: Settings, broker: Broker, listen_s: float, say: Say) -> list[str]:
+async def _watch(settings: Settings, broker: Broker, listen_s: float, say: Say) -> list[str]:
+    """Run the real source, and the sinks for their read-back only, for `listen_s`."""
     loop = asyncio.get_running_loop()
     recorder = _Recorder(loop)
-    task = loop.create_task(build_source(settings.source, broker).run(recorder))
+    charger = ChargerState()
+    sinks = build_sinks(settings, broker, charger, loop.time)  # nothing stale: no claims
+    tasks = [
+        loop.create_task(build_source(settings.source, broker).run(recorder)),
+        *(loop.create_task(sink.run()) for sink in sinks),
+    ]
     await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return _source_report(settings, recorder, listen_s, say) + _charger_report(
+        settings, charger, listen_s, say
+    )
 
+
+def _source_report(settings: Settings, recorder: _Recorder, listen_s: float, say: Say) -> list[str]:
     halves, warnings = recorder.halves, []
     rejected = sum(recorder.rejections.values())
     say(f"source: {len(halves)} values in {listen_s:g} s, {rejected} rejected")
@@ -211,3 +226,61 @@ def _unit_warnings(settings: Settings, values: list[float]) -> list[str]:
             "probably publishes kW; set source.unit: kW"
         ]
     return []
+
+
+def _charger_report(
+    settings: Settings, charger: ChargerState, listen_s: float, say: Say
+) -> list[str]:
+    openevse = settings.openevse
+    where = f"{openevse.url}/status" if openevse.transport == "http" else f"{openevse.base_topic}/…"
+    if charger.updated_at is None:
+        say(f"charger: no report on {where} within {listen_s:g} s")
+        if openevse.transport == "http":
+            return [f"OpenEVSE did not answer on {where}"]
+        return [
+            f"nothing from OpenEVSE on {where} within {listen_s:g} s: is its MQTT on, and is "
+            f"openevse.base_topic its base topic? (the pause claim goes to {openevse.claim_topic})"
+        ]
+    mode = charger.divertmode.name.lower() if charger.divertmode is not None else "unknown"
+    amps = f"{charger.amp / 1000:g} A" if charger.amp is not None else "unknown"
+    say(f"charger: divert mode {mode}, state {charger.state}, car draws {amps}")
+    if charger.divertmode is DivertMode.NORMAL:
+        return [
+            "OpenEVSE is in normal mode: it charges at full rate whatever the sun does; "
+            "switch it to Eco for solar divert (p1evse does not pause a normal-mode charge)"
+        ]
+    return []
+
+
+# OpenEVSE's divert_type setting: which feed divert steers by
+DIVERT_TYPES = {0: "solar (PV production)", 1: "grid (import/export)"}
+
+
+async def _charger_config(settings: Settings, say: Say) -> list[str]:
+    """What the charger's own settings say about the feed p1evse provides."""
+    openevse = settings.openevse
+    try:
+        config = await get_json(openevse, "/config")
+    except ChargerError as exc:
+        say(f"charger {openevse.url}: FAILED: {exc}")
+        return [str(exc)]
+    if not isinstance(config, dict):
+        return [f"{openevse.url}/config did not answer with settings"]
+    warnings = []
+    divert_type = config.get("divert_type")
+    described = DIVERT_TYPES.get(divert_type) if isinstance(divert_type, int) else None
+    say(f"charger {openevse.url}: divert type {described or repr(divert_type)}")
+    if divert_type == 0:
+        warnings.append(
+            "OpenEVSE's divert type is solar: it would take p1evse's grid power for PV "
+            "production; set its divert type to grid"
+        )
+    grid_ie = config.get("mqtt_grid_ie")
+    if openevse.transport == "mqtt" and grid_ie is not None:
+        say(f"  its grid import/export topic: {grid_ie}")
+        if grid_ie != openevse.grid_ie_topic:
+            warnings.append(
+                f"OpenEVSE reads grid import/export from {grid_ie!r}, but p1evse publishes to "
+                f"{openevse.grid_ie_topic!r}: set one to the other"
+            )
+    return warnings

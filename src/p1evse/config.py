@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from paho.mqtt.client import topic_matches_sub
@@ -39,6 +40,24 @@ CONFIG_PATH_VARIABLE = "P1EVSE_CONFIG"
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SectionT = TypeVar("SectionT", bound=Section)
+
+
+def secret_from_file(section: SectionT, key: str) -> SectionT:
+    """`<key>_file: PATH` sets `<key>` to the file's text (Docker/systemd secrets)."""
+    path = getattr(section, f"{key}_file")
+    if path is None:
+        return section
+    if getattr(section, key) is not None:
+        raise ValueError(f"set {key} or {key}_file, not both")
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
+    object.__setattr__(section, key, SecretStr(secret))  # frozen: set once, while validating
+    return section
 
 
 class TlsSettings(Section):
@@ -83,18 +102,7 @@ class MqttSettings(Section):
 
     @model_validator(mode="after")
     def _password_from_file(self) -> MqttSettings:
-        if self.password_file is None:
-            return self
-        if self.password is not None:
-            raise ValueError("set password or password_file, not both")
-        try:
-            secret = self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise ValueError(
-                f"password_file: cannot read {self.password_file}: {exc.strerror}"
-            ) from None
-        object.__setattr__(self, "password", SecretStr(secret))
-        return self
+        return secret_from_file(self, "password")
 
 
 class PublishSettings(Section):
@@ -116,16 +124,56 @@ class PublishSettings(Section):
         return self
 
 
+# An HTTP claim needs a numeric client id of our own: vendor 0xFFFE ("unregistered") in
+# the high 16 bits, as OpenEVSE's EvseClient ids are built, and "P1" below.
+HTTP_CLAIM_CLIENT_ID = 0xFFFE_5031
+
+
 class OpenevseSettings(Section):
+    transport: Literal["mqtt", "http"] = "mqtt"
     grid_ie_topic: str = Field("p1evse/grid_ie", min_length=1)
     base_topic: str = Field("openevse", min_length=1)
+    # feed the current shaper too: MQTT to live_pwr_topic, HTTP as shaper_live_pwr
+    shaper: bool = False
+    live_pwr_topic: str = Field("p1evse/live_pwr", min_length=1)
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=0xFFFF_FFFF)
+    timeout: float = Field(5.0, gt=0, le=60)
+    poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
 
-    @field_validator("grid_ie_topic", "base_topic")
+    @field_validator("grid_ie_topic", "base_topic", "live_pwr_topic")
     @classmethod
     def _plain_topic(cls, topic: str) -> str:
         if "+" in topic or "#" in topic:
             raise ValueError(f"{topic!r} is a wildcard filter; a topic to publish to is needed")
         return topic.rstrip("/")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"expected the charger's address like http://openevse.local, got {url!r}"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "put the login in openevse.username and openevse.password, not the url"
+            )
+        return url.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> OpenevseSettings:
+        if self.transport == "http" and self.url is None:
+            raise ValueError(
+                "transport http needs url, the charger's address (http://openevse.local)"
+            )
+        return secret_from_file(self, "password")
 
     @property
     def claim_topic(self) -> str:
@@ -185,8 +233,12 @@ def load(path: Path | None) -> Settings:
         raise ConfigError(problems) from None
     loops = feedback_loops(settings)
     if loops:
-        origin = _origin(("openevse", "grid_ie_topic"), path, lines, os.environ)
-        raise ConfigError([f"openevse.grid_ie_topic = {problem}{origin}" for problem in loops])
+        raise ConfigError(
+            [
+                f"{key} = {problem}{_origin(tuple(key.split('.')), path, lines, os.environ)}"
+                for key, problem in loops
+            ]
+        )
     return settings
 
 
@@ -220,23 +272,45 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
             base[key] = value
 
 
-def feedback_loops(settings: Settings) -> list[str]:
-    """Rule 8: never publish where p1evse or OpenEVSE would read it back in."""
-    out = settings.openevse.grid_ie_topic
-    problems = [
-        f"{out!r}: the source subscribes to {subscribed!r}; p1evse would read its own output"
-        for subscribed in settings.source.subscriptions()
-        if topic_matches_sub(subscribed, out)
-    ]
+def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
+    """Rule 8: never publish where p1evse or OpenEVSE would read it back in.
+    Returns (key, problem) for every MQTT output topic that would."""
+    problems = []
     base = settings.openevse.base_topic
-    if out == base or out.startswith(base + "/"):
-        problems.append(
-            f"{out!r} is under OpenEVSE's base topic {base!r}; OpenEVSE echoes grid_ie "
-            f"to {base}/grid_ie and would feed itself"
-        )
-    if out == settings.mqtt.availability_topic:
-        problems.append(f"{out!r} is p1evse's availability topic (mqtt.availability_topic)")
+    for key, out in output_topics(settings).items():
+        problems += [
+            (
+                key,
+                f"{out!r}: the source subscribes to {subscribed!r}; "
+                "p1evse would read its own output",
+            )
+            for subscribed in settings.source.subscriptions()
+            if topic_matches_sub(subscribed, out)
+        ]
+        if out == base or out.startswith(base + "/"):
+            problems.append(
+                (
+                    key,
+                    f"{out!r} is under OpenEVSE's base topic {base!r}; OpenEVSE echoes its "
+                    f"feeds under {base}/ and would feed itself",
+                )
+            )
+        if out == settings.mqtt.availability_topic:
+            problems.append(
+                (key, f"{out!r} is p1evse's availability topic (mqtt.availability_topic)")
+            )
     return problems
+
+
+def output_topics(settings: Settings) -> dict[str, str]:
+    """The MQTT topics p1evse publishes values to, by config key."""
+    openevse = settings.openevse
+    if openevse.transport != "mqtt":
+        return {}
+    topics = {"openevse.grid_ie_topic": openevse.grid_ie_topic}
+    if openevse.shaper:
+        topics["openevse.live_pwr_topic"] = openevse.live_pwr_topic
+    return topics
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

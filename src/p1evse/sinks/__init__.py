@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from p1evse.sinks.charger import ChargerState
+from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 
 if TYPE_CHECKING:
@@ -21,8 +24,16 @@ class Sink(Protocol):
 
     def stale_left(self, event: StaleLeft) -> None: ...
 
-    async def close(self) -> None: ...
+    async def run(self) -> None:
+        """The sink's own I/O, as a task for as long as the service runs."""
+
+    async def close(self) -> None:
+        """Undo what the sink holds (claims) before the process goes."""
 
 
-def build_sinks(settings: Settings, broker: Broker) -> list[Sink]:
-    return [OpenEvseMqttSink(settings.openevse, broker)]
+def build_sinks(
+    settings: Settings, broker: Broker, charger: ChargerState, clock: Callable[[], float]
+) -> list[Sink]:
+    if settings.openevse.transport == "http":
+        return [OpenEvseHttpSink(settings.openevse, charger, clock)]
+    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock)]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
+from p1evse.sinks.charger import READ_BACK_FIELDS, ChargerState, PauseIntent
 
 if TYPE_CHECKING:
     from p1evse.config import OpenevseSettings
@@ -19,44 +22,67 @@ RELEASE = "release"
 
 
 class OpenEvseMqttSink:
-    """Publishes grid_ie as integer watts (QoS 0, not retained: rule 7).
+    """Publishes grid_ie as integer watts (QoS 0, not retained: rule 7), and reads the
+    charger's state back from its base topic.
 
     Every MQTT client shares OpenEVSE's one MQTT claim slot, so p1evse releases only a
     claim it has sent itself; a claim or release that could not be sent while the
     broker was away is sent on reconnect.
     """
 
-    def __init__(self, settings: OpenevseSettings, broker: Broker) -> None:
-        self._settings = settings
+    def __init__(
+        self,
+        settings: OpenevseSettings,
+        broker: Broker,
+        charger: ChargerState,
+        clock: Callable[[], float],
+    ) -> None:
+        self._value_topics = [settings.grid_ie_topic]
+        if settings.shaper:
+            self._value_topics.append(settings.live_pwr_topic)
+        self._claim_topic = settings.claim_topic
         self._broker = broker
-        self._want_claim = False
+        self._clock = clock
+        self.charger = charger
+        self._pause = PauseIntent(charger)
         self.claim_sent = False
         broker.on_connected(self._sync_claim)
+        for field in READ_BACK_FIELDS:
+            broker.subscribe(f"{settings.base_topic}/{field}", partial(self._on_report, field))
 
     def grid_power(self, value: GridPower) -> None:
-        self._broker.publish(self._settings.grid_ie_topic, str(value.watts))
+        payload = str(value.watts)
+        for topic in self._value_topics:
+            self._broker.publish(topic, payload)
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
-            self._want_claim = True
+            self._pause.stale = True
             self._sync_claim()
 
     def stale_left(self, event: StaleLeft) -> None:
-        self._want_claim = False
+        self._pause.stale = False
         self._sync_claim()
+
+    async def run(self) -> None:
+        """Nothing of its own to run: the broker connection carries everything."""
 
     async def close(self) -> None:
-        self._want_claim = False
+        self._pause.stale = False
         self._sync_claim()
 
+    def _on_report(self, field: str, payload: bytes | bytearray) -> None:
+        if self.charger.update(field, payload, self._clock()) and field == "divertmode":
+            self._sync_claim()
+
     def _sync_claim(self) -> None:
-        topic = self._settings.claim_topic
-        if self._want_claim == self.claim_sent:
+        wanted = self._pause.wanted()
+        if wanted == self.claim_sent:
             return
-        payload = PAUSE_CLAIM if self._want_claim else RELEASE
-        if self._broker.publish(topic, payload, qos=1):
-            self.claim_sent = self._want_claim
+        payload = PAUSE_CLAIM if wanted else RELEASE
+        if self._broker.publish(self._claim_topic, payload, qos=1):
+            self.claim_sent = wanted
             if self.claim_sent:
-                log.warning("paused charging: claimed %s %s", topic, payload)
+                log.warning("paused charging: claimed %s %s", self._claim_topic, payload)
             else:
-                log.info("released the pause claim on %s", topic)
+                log.info("released the pause claim on %s", self._claim_topic)

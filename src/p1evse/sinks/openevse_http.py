@@ -1,0 +1,220 @@
+"""OpenEVSE over its HTTP API, for chargers whose MQTT is off or Home Assistant-only setups.
+
+Values go out as `POST /status {"grid_ie": W}` (plus `shaper_live_pwr` when the shaper is
+fed); the stale guard's pause is a claim of our own, `POST /claims/<id>
+{"state":"disabled"}`, released with `DELETE /claims/<id>` on recovery and on shutdown.
+
+Only the newest value matters: while a request is under way, newer values replace the
+waiting one instead of queueing, so a slow charger never builds a backlog and never
+delays the event loop. Claims are state, not messages: a failed claim or release is
+retried with backoff until the charger has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from p1evse.backoff import Backoff
+from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
+from p1evse.sinks.charger import ChargerState, PauseIntent
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from p1evse.config import OpenevseSettings
+
+log = logging.getLogger(__name__)
+
+PAUSE = {"state": "disabled"}
+CLOSE_TIMEOUT_S = 1.0
+
+
+class ChargerError(Exception):
+    """The charger could not be reached or refused a request."""
+
+
+def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
+    """An HTTP session for the charger: its login and timeout on every request."""
+    import aiohttp  # only HTTP users pay for it
+
+    headers = {}
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else ""
+        headers["Authorization"] = aiohttp.encode_basic_auth(settings.username, password)
+    return aiohttp.ClientSession(
+        headers=headers, timeout=aiohttp.ClientTimeout(total=settings.timeout)
+    )
+
+
+async def get_json(settings: OpenevseSettings, path: str) -> Any:
+    """One GET of the charger's API (for `p1evse check`); `ChargerError` says why not."""
+    import aiohttp
+
+    url = f"{settings.url}{path}"
+    try:
+        async with open_session(settings) as session, session.get(url) as response:
+            if response.status == 401:
+                raise ChargerError(_refused_login(settings))
+            if response.status >= 400:
+                raise ChargerError(f"GET {url}: HTTP {response.status}")
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, ValueError) as exc:
+        raise ChargerError(f"GET {url}: {exc or type(exc).__name__}") from None
+    except TimeoutError:
+        raise ChargerError(f"GET {url}: no answer within {settings.timeout:g} s") from None
+
+
+def _refused_login(settings: OpenevseSettings) -> str:
+    return (
+        f"OpenEVSE at {settings.url} refused the login (HTTP 401): "
+        "check openevse.username and openevse.password"
+    )
+
+
+class OpenEvseHttpSink:
+    def __init__(
+        self,
+        settings: OpenevseSettings,
+        charger: ChargerState,
+        clock: Callable[[], float],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._settings = settings
+        self.charger = charger
+        self._clock = clock
+        self._pause = PauseIntent(charger)
+        self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
+        self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
+        self._status_url = f"{settings.url}/status"
+        self._waiting_value: GridPower | None = None
+        self.claim_sent = False
+        self._wake = asyncio.Event()
+        self._session: aiohttp.ClientSession | None = None
+        self._client_error: type[Exception] = OSError  # aiohttp.ClientError once imported
+        self._reported: str | None = None  # the failure last logged, to log once per change
+        self.failures = 0
+
+    def grid_power(self, value: GridPower) -> None:
+        self._waiting_value = value
+        self._wake.set()
+
+    def stale_entered(self, event: StaleEntered) -> None:
+        if event.action is StaleAction.PAUSE:
+            self._pause.stale = True
+            self._wake.set()
+
+    def stale_left(self, event: StaleLeft) -> None:
+        self._pause.stale = False
+        self._wake.set()
+
+    async def run(self) -> None:
+        import aiohttp  # only HTTP users pay for it
+
+        self._client_error = aiohttp.ClientError
+        async with open_session(self._settings) as session:
+            self._session = session
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(self._serve(), name="openevse-http-feed")
+                    group.create_task(self._poll(), name="openevse-http-status")
+            finally:
+                self._session = None
+
+    async def close(self) -> None:
+        """Release our claim before the process goes (bounded: shutdown takes < 2 s)."""
+        self._pause.stale = False
+        if self._session is None or not self.claim_sent:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self._sync_claim()
+        except (ChargerError, TimeoutError) as exc:
+            log.warning("could not release the claim on %s: %s", self._claim_url, exc)
+
+    async def _serve(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._sync_claim()
+                value, self._waiting_value = self._waiting_value, None
+                if value is not None:
+                    await self._post_status(value)
+            except ChargerError as exc:
+                self.failures += 1
+                self._report(str(exc))
+                if self._pause.wanted() != self.claim_sent:
+                    await asyncio.sleep(self._backoff.next_delay())
+                    self._wake.set()  # claims are retried; values are superseded anyway
+                continue
+            self._backoff.reset()
+            if self._reported is not None:
+                log.info("OpenEVSE at %s answers again", self._settings.url)
+                self._reported = None
+
+    async def _poll(self) -> None:
+        """Read the charger back: what the car draws, the divert mode (normal mode is
+        never paused), the state."""
+        while True:
+            try:
+                status = await self._request("GET", self._status_url)
+            except ChargerError as exc:
+                self.failures += 1
+                self._report(str(exc))
+            else:
+                mode = self.charger.divertmode
+                if isinstance(status, dict):
+                    self.charger.update_all(status, self._clock())
+                if self.charger.divertmode is not mode:
+                    self._wake.set()
+            await asyncio.sleep(self._settings.poll_interval)
+
+    async def _sync_claim(self) -> None:
+        wanted = self._pause.wanted()
+        if wanted and not self.claim_sent:
+            await self._request("POST", self._claim_url, PAUSE)
+            self.claim_sent = True
+            log.warning("paused charging: claimed %s %s", self._claim_url, json.dumps(PAUSE))
+        elif not wanted and self.claim_sent:
+            await self._request("DELETE", self._claim_url)
+            self.claim_sent = False
+            log.info("released the pause claim on %s", self._claim_url)
+
+    async def _post_status(self, value: GridPower) -> None:
+        body: dict[str, Any] = {"grid_ie": value.watts}
+        if self._settings.shaper:
+            body["shaper_live_pwr"] = value.watts
+        await self._request("POST", self._status_url, body)
+
+    async def _request(self, method: str, url: str, body: object = None) -> Any:
+        """The answer's JSON (None if it has none); `ChargerError` says what failed."""
+        assert self._session is not None
+        try:
+            async with self._session.request(method, url, json=body) as response:
+                if response.status == 401:
+                    raise ChargerError(_refused_login(self._settings))
+                if response.status >= 400:
+                    raise ChargerError(f"{method} {url}: HTTP {response.status}")
+                text = await response.text()
+        except self._client_error as exc:
+            raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
+        except TimeoutError:
+            raise ChargerError(
+                f"{method} {url}: no answer within {self._settings.timeout:g} s"
+            ) from None
+        try:
+            return json.loads(text) if text else None
+        except ValueError:
+            return None
+
+    def _report(self, failure: str) -> None:
+        if failure == self._reported:
+            log.debug("%s", failure)
+            return
+        self._reported = failure
+        level = logging.ERROR if "HTTP 401" in failure else logging.WARNING
+        log.log(level, "%s", failure)

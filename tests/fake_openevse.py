@@ -1,0 +1,112 @@
+"""A loopback HTTP server standing in for an OpenEVSE charger's API, as the firmware's
+web server documents it: GET/POST /status, POST/DELETE /claims/<client id>, HTTP Basic
+auth. It records every request and can be told to fail or stall."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: Any
+    authorization: str | None
+
+
+@dataclass
+class FakeOpenEvse:
+    username: str | None = None
+    password: str | None = None
+    status: dict[str, Any] = field(
+        default_factory=lambda: {
+            "grid_ie": 0,
+            "divertmode": 2,
+            "divert_active": False,
+            "charge_rate": 0,
+            "amp": 0,
+            "pilot": 32,
+            "state": 1,
+        }
+    )
+    config: dict[str, Any] = field(
+        default_factory=lambda: {"divert_type": 1, "mqtt_grid_ie": "p1evse/grid_ie"}
+    )
+    claims: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # path -> HTTP statuses to answer its next requests with
+    fail: dict[str, list[int]] = field(default_factory=dict)
+    stall: asyncio.Event | None = None  # requests wait for it while it is set up
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.requests: asyncio.Queue[Request] = asyncio.Queue()
+        self.log: list[Request] = []
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/status", self._get_status)
+        app.router.add_get("/config", self._get_config)
+        app.router.add_post("/status", self._post_status)
+        app.router.add_post("/claims/{client}", self._post_claim)
+        app.router.add_delete("/claims/{client}", self._delete_claim)
+        self._runner = web.AppRunner(app)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> FakeOpenEvse:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._runner.cleanup()
+
+    async def next_request(self, timeout: float = 5.0) -> Request:
+        return await asyncio.wait_for(self.requests.get(), timeout)
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        recorded = Request(request.method, request.path, body, request.headers.get("Authorization"))
+        self.log.append(recorded)
+        self.requests.put_nowait(recorded)
+        if self.stall is not None:
+            await self.stall.wait()
+        if self.username is not None and not self._authorised(recorded.authorization):
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="openevse"'})
+        if self.fail.get(request.path):
+            return web.Response(status=self.fail[request.path].pop(0))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def _authorised(self, header: str | None) -> bool:
+        expected = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return header == f"Basic {expected}"
+
+    async def _get_status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.status)
+
+    async def _get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(self.config)
+
+    async def _post_status(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.status.update({key: body[key] for key in ("grid_ie",) if key in body})
+        return web.json_response({"msg": "done"})
+
+    async def _post_claim(self, request: web.Request) -> web.Response:
+        self.claims[int(request.match_info["client"])] = await request.json()
+        return web.json_response({"msg": "done"})
+
+    async def _delete_claim(self, request: web.Request) -> web.Response:
+        if self.claims.pop(int(request.match_info["client"]), None) is None:
+            return web.json_response({"msg": "No claim"}, status=404)
+        return web.json_response({"msg": "done"})

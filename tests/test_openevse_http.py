@@ -1,0 +1,172 @@
+"""OpenEVSE over HTTP: the feed, the pause claim, login and failures, against a loopback
+server that follows the charger's documented API; readings come through a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+from p1evse.config import HTTP_CLAIM_CLIENT_ID
+from p1evse.sinks.charger import DivertMode
+from p1evse.sinks.openevse_http import OpenEvseHttpSink
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.fake_openevse import FakeOpenEvse, Request
+from tests.logs import log_event
+from tests.probe import Probe
+
+DELIVERED = "dsmr/reading/electricity_currently_delivered"
+RETURNED = "dsmr/reading/electricity_currently_returned"
+CLAIM_PATH = f"/claims/{HTTP_CLAIM_CLIENT_ID}"
+
+
+async def expect(charger: FakeOpenEvse, method: str, path: str) -> Request:
+    """The next request to `path` (other requests, such as value posts, are skipped)."""
+    while True:
+        request = await charger.next_request()
+        if (request.method, request.path) == (method, path):
+            return request
+
+
+def http_settings(broker: BrokerProcess, charger: FakeOpenEvse, **openevse: Any) -> Any:
+    publish = openevse.pop("publish", {"interval": 0})
+    return settings_for(
+        broker,
+        openevse={"transport": "http", "url": charger.url, **openevse},
+        publish=publish,
+    )
+
+
+async def ready(probe: Probe) -> None:
+    await probe.subscribe("p1evse/status")
+    await probe.wait_for_payload("p1evse/status", "online")
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_values_are_posted_as_grid_ie(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        settings = http_settings(broker, charger, shaper=True)
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            probe.publish(RETURNED, "1.250")
+            request = await expect(charger, "POST", "/status")
+    assert request.body == {"grid_ie": -1250, "shaper_live_pwr": -1250}
+    assert charger.status["grid_ie"] == -1250
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_stale_claims_with_our_own_id_releases_on_recovery_and_shutdown(
+    broker: BrokerProcess,
+) -> None:
+    async with FakeOpenEvse(username="admin", password="pw-9731") as charger:
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        settings = http_settings(
+            broker, charger, username="admin", password="pw-9731", publish=publish
+        )
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            claim = await expect(charger, "POST", CLAIM_PATH)  # nothing since start-up
+            assert claim.body == {"state": "disabled"}
+            assert claim.authorization is not None
+            assert claim.authorization.startswith("Basic ")
+            assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
+            probe.publish(DELIVERED, "0.400")
+            await expect(charger, "DELETE", CLAIM_PATH)
+            assert charger.claims == {}
+            await expect(charger, "POST", CLAIM_PATH)  # quiet again
+            loop = asyncio.get_running_loop()
+            stopping = loop.time()
+        # leaving `running` is SIGTERM's shutdown: the claim is released
+        assert [r.method for r in charger.log if r.path == CLAIM_PATH][-1] == "DELETE"
+        assert charger.claims == {}
+        assert loop.time() - stopping < 2
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_refused_login_is_one_clear_error_without_the_password(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse")
+    async with FakeOpenEvse(username="admin", password="right") as charger:
+        settings = http_settings(broker, charger, username="admin", password="wr0ng-s3cret")
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            for kw in ("0.100", "0.200", "0.300"):
+                probe.publish(DELIVERED, kw)
+                await expect(charger, "POST", "/status")
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        f"OpenEVSE at {charger.url} refused the login (HTTP 401): "
+        "check openevse.username and openevse.password"
+    ]
+    assert "wr0ng-s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse(fail={CLAIM_PATH: [500, 503]}) as charger:
+        publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
+        settings = http_settings(broker, charger, publish=publish)
+        async with running(settings) as app:
+            for _ in range(3):  # 500, 503, then accepted
+                await expect(charger, "POST", CLAIM_PATH)
+            [sink] = app.sinks
+            assert isinstance(sink, OpenEvseHttpSink)
+            assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
+            assert sink.failures == 2
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) -> None:
+    """While one request hangs, newer values replace the waiting one: no backlog, and
+    the event loop (and so the MQTT side) keeps going."""
+    async with FakeOpenEvse(stall=asyncio.Event()) as charger:
+        assert charger.stall is not None
+        settings = http_settings(broker, charger, timeout=30)
+        async with running(settings) as app, Probe(broker.port) as probe:
+            await ready(probe)
+            probe.publish(DELIVERED, "0.100")
+            await expect(charger, "POST", "/status")  # hangs in the charger
+            for watts in range(101, 121):
+                probe.publish(DELIVERED, f"{watts / 1000:.3f}")
+            await probe.subscribe("p1evse/status")  # the loop still serves MQTT
+            assert app.bridge.pipeline.counters.readings == 21
+            charger.stall.set()
+            request = await expect(charger, "POST", "/status")
+        assert request.body == {"grid_ie": 120}  # only the newest of the 20 waiting values
+        assert [r.body for r in charger.log if (r.method, r.path) == ("POST", "/status")] == [
+            {"grid_ie": 100},
+            {"grid_ie": 120},
+        ]
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_the_charger_is_read_back(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        charger.status.update(amp=9800, pilot=10, state=3, divert_active=True, charge_rate=10)
+        async with running(http_settings(broker, charger, poll_interval=1)) as app:
+            await expect(charger, "GET", "/status")
+            await expect(charger, "GET", "/status")  # the first answer has been taken in
+    assert app.charger.amp == 9800
+    assert app.charger.pilot == 10
+    assert app.charger.state == 3
+    assert app.charger.divertmode is DivertMode.ECO
+    assert app.charger.divert_active is True
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_charger_in_normal_mode_is_not_paused(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        charger.status["divertmode"] = 1
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        settings = http_settings(broker, charger, poll_interval=1, publish=publish)
+        with log_event("OpenEVSE is in normal mode: not pausing it") as spared:
+            async with running(settings):
+                await asyncio.wait_for(spared.wait(), 5)
+                charger.status["divertmode"] = 2  # switched to Eco: now it is paused
+                claim = await expect(charger, "POST", CLAIM_PATH)
+    assert claim.body == {"state": "disabled"}
+    assert [r.path for r in charger.log if r.method == "POST"].count(CLAIM_PATH) == 1
