@@ -68,15 +68,22 @@ class Gateway:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+        self._accepted: list[asyncio.StreamWriter] = []
 
     async def start(self) -> None:
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self._accepted.append(writer)
             await self._connections.put(writer)
 
         self._server = await asyncio.start_server(accept, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Stop listening and close every connection (none is left for the garbage
+        collector to close during a later test)."""
+        for writer in self._accepted:
+            writer.close()
+        self._accepted.clear()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
