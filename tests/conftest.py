@@ -12,6 +12,7 @@ import pytest
 from p1evse.app import App
 from p1evse.config import Settings
 from tests.brokers import BrokerProcess, mosquitto_available
+from tests.pki import Pki, new_pki
 
 BROKER_KINDS = ["mosquitto", "amqtt"]
 
@@ -57,3 +58,9 @@ async def running(settings: Settings) -> AsyncIterator[App]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """A private CA; `pki.issue(name)` makes certificates signed by it."""
+    return new_pki(tmp_path)

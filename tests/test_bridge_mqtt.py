@@ -111,6 +111,15 @@ async def test_publishing_resumes_after_a_broker_restart(broker: BrokerProcess) 
         assert app.broker.stats.connects == 2
 
 
+# every way a plain-number payload can be wrong
+SPLIT_REJECTIONS = {
+    Rejection.NOT_UTF8,
+    Rejection.TOO_LONG,
+    Rejection.NOT_A_NUMBER,
+    Rejection.NON_FINITE,
+    Rejection.NEGATIVE,
+    Rejection.IMPLAUSIBLE,
+}
 BAD_PAYLOADS = [
     b"",
     b"abc",
@@ -140,10 +149,10 @@ async def test_bad_payloads_never_reach_the_output(
         assert probe.pending(GRID_IE) == []
         rejected = app.bridge.pipeline.counters.rejected
         assert sum(rejected.values()) == 2 * len(BAD_PAYLOADS)
-        assert set(rejected) == set(Rejection)
+        assert set(rejected) == SPLIT_REJECTIONS
     # each kind of rejection is logged once, not per message
     reports = [r.getMessage() for r in caplog.records if "rejected input" in r.getMessage()]
-    assert len(reports) == len(Rejection)
+    assert len(reports) == len(SPLIT_REJECTIONS)
     assert any("wrong unit?" in report for report in reports)
 
 

@@ -9,9 +9,11 @@ from typing import Any
 from p1evse.check import _config_warnings, check
 from p1evse.config import Settings
 from p1evse.sim.broker import free_port
+from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.conftest import settings_for
 from tests.fake_openevse import FakeOpenEvse
+from tests.gateways import Gateway
 from tests.probe import Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
@@ -61,7 +63,7 @@ async def test_kilowatts_published_where_watts_are_configured(broker: BrokerProc
 async def test_silent_source_is_reported(broker: BrokerProcess) -> None:
     code, output = await run_check(settings_for(broker), listen_s=0.3)
     assert code == 0
-    assert "no data on the source topics" in output
+    assert "no data from the source" in output
 
 
 async def test_stale_after_shorter_than_three_source_periods(broker: BrokerProcess) -> None:
@@ -98,6 +100,42 @@ def test_config_warnings() -> None:
 def test_no_password_warning_on_loopback() -> None:
     settings = Settings(mqtt={"username": "u", "password": "pw"})
     assert _config_warnings(settings) == []
+
+
+async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
+    gateway = Gateway()
+    await gateway.start()
+    settings = settings_for(broker, source={"type": "p1", "url": gateway.url})
+
+    async def meter() -> None:
+        connection = await gateway.connection()
+        for _ in range(50):
+            connection.write(telegrams.dsmr5(import_w=0, export_w=1500))
+            await asyncio.sleep(0.1)  # pacing a 10 Hz meter
+
+    meter_task = asyncio.create_task(meter())
+    try:
+        code, output = await run_check(settings, listen_s=1.0)
+    finally:
+        meter_task.cancel()
+        await gateway.stop()
+    assert code == 0
+    assert f"p1 {gateway.url} (DSMR 5)" in output
+    assert "subscribes to: nothing (the source is not MQTT)" in output
+    assert "latest export: 1500 W" in output
+    assert "voltage per phase: 230 V / 230 V / 229 V" in output
+    assert "meter clock: 2017-01-02T18:20:02+00:00" in output
+    assert "0 rejected" in output
+
+
+async def test_check_with_a_signed_value_source(broker: BrokerProcess) -> None:
+    source = {"type": "mqtt_value", "topic": "home/grid/power", "unit": "kW"}
+    async with Probe(broker.port) as probe:
+        probe.publish("home/grid/power", "-1.5", retain=True)
+        code, output = await run_check(settings_for(broker, source=source), listen_s=0.5)
+    assert code == 0
+    assert "  home/grid/power\n" in output
+    assert "latest export: 1500 W" in output
 
 
 async def test_reports_the_charger_read_back_over_mqtt(broker: BrokerProcess) -> None:

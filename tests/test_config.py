@@ -132,7 +132,9 @@ def test_unknown_source_type(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  type: zigbee\n")
     [problem] = problems(path)
     assert problem == (
-        f"source.type = 'zigbee': unknown source type; expected one of 'mqtt_split' ({path} line 2)"
+        "source.type = 'zigbee': unknown source type; expected one of 'mqtt_split', "
+        "'mqtt_value', 'mqtt_json', 'mqtt_telegram', 'p1', 'homewizard' "
+        f"({path} line 2)"
     )
 
 
@@ -198,15 +200,114 @@ def test_bad_values_are_refused(tmp_path: Path, text: str) -> None:
     assert problems(write(tmp_path, text))
 
 
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
 def test_example_config_is_valid_and_lists_the_defaults() -> None:
-    examples = Path(__file__).parent.parent / "examples"
-    assert load(examples / "p1evse.yaml") == Settings()
+    assert load(EXAMPLES / "p1evse.yaml") == Settings()
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda path: path.name)
+def test_every_example_loads(path: Path) -> None:
+    settings = load(path)
+    assert settings.source.describe()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "source:\n  type: p1\n",
+            "source.url: Field required (line 1)",
+        ),
+        (
+            "source:\n  type: p1\n  url: COM3\n",
+            "source.url = 'COM3': expected a serial device such as /dev/ttyUSB0 or "
+            "tcp://host:port, got 'COM3' (line 3)",
+        ),
+        (
+            "source:\n  type: p1\n  url: tcp://dongle:99999\n",
+            "source.url = 'tcp://dongle:99999': expected a serial device such as /dev/ttyUSB0 "
+            "or tcp://host:port, got 'tcp://dongle:99999' (line 3)",
+        ),
+        (
+            "source:\n  type: p1\n  url: /dev/ttyUSB0\n  dsmr_version: 6\n",
+            "source.dsmr_version = 6: Input should be '2.2', '4', '4+', '5', '5B', '5L', '5S', "
+            "'Q3D', 'ISKRA_IE', '5EONHU', 'MSn' or 'SAGEMCOM_T210_D_R' (line 4)",
+        ),
+        (
+            "source:\n  type: p1\n  url: /dev/ttyUSB0\n  dsmr_version: MSn\n",
+            "source: dsmr_version MSn sends encrypted telegrams: set decryption_key (from the "
+            "grid operator) (line 1)",
+        ),
+        (
+            "source:\n  type: p1\n  url: /dev/ttyUSB0\n  decryption_key: abc\n",
+            "source.decryption_key = '**********': expected 32 hexadecimal digits (a 16-byte "
+            "key) (line 4)",
+        ),
+        (
+            "source:\n  type: mqtt_value\n",
+            "source.topic: Field required (line 1)",
+        ),
+        (
+            "source:\n  type: mqtt_value\n  topic: t\n  unit: MW\n",
+            "source.unit = 'MW': Input should be 'kW' or 'W' (line 4)",
+        ),
+        (
+            "source:\n  type: mqtt_json\n  power_field: p\n  import_field: i\n",
+            "source: set power_field or import_field/export_field, not both (line 1)",
+        ),
+        (
+            "source:\n  type: mqtt_json\n  scale: 0\n",
+            "source.scale = 0: Input should be greater than 0 (line 3)",
+        ),
+        (
+            "source:\n  type: mqtt_telegram\n  dsmr_version: SAGEMCOM_T210_D_R\n",
+            "source.dsmr_version = 'SAGEMCOM_T210_D_R': an MQTT topic carries the decrypted "
+            "telegram text: use the meter's unencrypted layout (5L for a Smarty), or the p1 "
+            "source with decryption_key (line 3)",
+        ),
+        (
+            "source:\n  type: homewizard\n  host: hw.local\n  interval: 0.1\n",
+            "source.interval = 0.1: Input should be greater than or equal to 0.5 (line 4)",
+        ),
+        (
+            "source:\n  type: homewizard\n  host: hw.local\n  api: 2\n  token: x\n",
+            "source: api 2: the device's certificate is not publicly trusted; set ca_file to "
+            "HomeWizard's CA certificate, or verify: false (line 1)",
+        ),
+        (
+            "source:\n  type: homewizard\n  host: hw.local\n  api: 3\n",
+            "source.api = 3: Input should be 1 or 2 (line 4)",
+        ),
+        (
+            "source:\n  delivered_topic: a\n  phase_voltage_topics: [a]\n",
+            "source: each topic carries one value; used more than once: ['a'] (line 1)",
+        ),
+        (
+            "source:\n  type: homewizard\n  hots: x\n",
+            "source.hots: unknown key; allowed: type, host, port, api, token, token_file, "
+            "ca_file, verify, server_name, interval, timeout (line 3)",
+        ),
+    ],
+)
+def test_source_problems_name_key_value_and_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    message = expected.replace("(line ", f"({path} line ")
+    assert message in problems(path)
+
+
+def test_a_non_mqtt_source_subscribes_to_nothing(tmp_path: Path) -> None:
+    settings = load(write(tmp_path, "source:\n  type: p1\n  url: tcp://127.0.0.1:2323\n"))
+    assert settings.source.subscriptions() == []
+    assert getattr(settings.source, "unit", None) is None
 
 
 def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  delivered: x\n")
     assert problems(path) == [
-        "source.delivered: unknown key; allowed: type, delivered_topic, returned_topic, unit "
+        "source.delivered: unknown key; allowed: type, delivered_topic, returned_topic, unit, "
+        "phase_delivered_topics, phase_returned_topics, phase_voltage_topics "
         f"({path} line 2)"
     ]
 

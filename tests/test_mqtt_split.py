@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p1evse.config import PublishSettings
-from p1evse.model import Event, GridPower, Rejected, Rejection, Side
-from p1evse.pipeline import Pipeline
+from p1evse.model import GridPower, Rejected, Rejection
 from p1evse.sources.mqtt_split import MqttSplitSettings, MqttSplitSource
+from tests.intakes import PipelineIntake
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
 
 
-@dataclass
-class PipelineIntake:
-    """What the bridge does, on a virtual clock that advances 0.3 s per message."""
-
-    pipeline: Pipeline
-    now: float = 0.0
-    events: list[Event] = field(default_factory=list)
-
-    def half(self, side: Side, watts: float) -> None:
-        self.now += 0.3
-        self.events += self.pipeline.tick(self.now) + self.pipeline.half(side, watts, self.now)
-
-    def reject(self, reason: Rejection, detail: str) -> None:
-        self.now += 0.3
-        self.events += self.pipeline.reject(reason, detail, self.now)
-
-
 def source_into_pipeline(unit: str = "kW", **publish: Any) -> tuple[PipelineIntake, dict[str, Any]]:
-    intake = PipelineIntake(Pipeline(PublishSettings(interval=0, **publish), now=0.0))
+    intake = PipelineIntake.relaying(**publish)
     source = MqttSplitSource(MqttSplitSettings(unit=unit), broker=None)  # type: ignore[arg-type]
     return intake, source.handlers(intake)
 

@@ -58,7 +58,7 @@ def describe(settings: Settings) -> str:
     publish = settings.publish
     cadence = f"every {publish.interval:g} s" if publish.interval else "every reading"
     return (
-        f"{source.type} {', '.join(source.subscriptions())} ({source.unit}) "
+        f"{source.describe()} "
         f"→ {settings.openevse.grid_ie_topic} {cadence}, reserve {publish.reserve_w} W; "
         f"stale after {publish.stale_after:g} s → {publish.on_stale.value}; "
         f"broker {settings.mqtt.host}:{settings.mqtt.port}"

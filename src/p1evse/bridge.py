@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from p1evse.model import (
     Event,
     GridPower,
+    Phases,
     Reading,
     Rejected,
     Rejection,
@@ -65,7 +66,16 @@ class Bridge:
         self._dispatch(self.pipeline.half(side, watts, self._loop.time()))
 
     def reading(self, reading: Reading) -> None:
+        if self._debug:
+            log.debug(
+                "%s: import %g W, export %g W", self._name, reading.import_w, reading.export_w
+            )
         self._dispatch(self.pipeline.reading(reading, self._loop.time()))
+
+    def phases(
+        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
+    ) -> None:
+        self.pipeline.phases(import_w, export_w, voltage_v)
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self._dispatch(self.pipeline.reject(reason, detail, self._loop.time()))

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import Settings
-from p1evse.model import Rejection, Side, StaleAction
+from p1evse.model import Phases, Reading, Rejection, Side, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.sinks import build_sinks
 from p1evse.sinks.charger import ChargerState, DivertMode
@@ -37,9 +37,21 @@ class _Recorder:
     loop: asyncio.AbstractEventLoop
     halves: list[tuple[float, Side, float]] = field(default_factory=list)
     rejections: dict[Rejection, int] = field(default_factory=dict)
+    last_reading: Reading | None = None
 
     def half(self, side: Side, watts: float) -> None:
         self.halves.append((self.loop.time(), side, watts))
+
+    def reading(self, reading: Reading) -> None:
+        """A whole reading counts as both halves, at one time."""
+        self.halves.append((reading.at, Side.IMPORT, reading.import_w))
+        self.halves.append((reading.at, Side.EXPORT, reading.export_w))
+        self.last_reading = reading
+
+    def phases(
+        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
+    ) -> None:
+        pass  # per-phase values don't change what check says
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -51,8 +63,9 @@ async def check(settings: Settings, path: Path | None, listen_s: float, out: Tex
 
     say(f"config: {path or 'built-in defaults'} (with P1EVSE_* environment overrides): valid")
     say(f"  {describe(settings)}")
-    say("subscribes to:")
-    for topic in settings.source.subscriptions():
+    topics = settings.source.subscriptions()
+    say("subscribes to:" if topics else "subscribes to: nothing (the source is not MQTT)")
+    for topic in topics:
         say(f"  {topic}")
     openevse = settings.openevse
     say("publishes to:")
@@ -152,14 +165,26 @@ def _source_report(settings: Settings, recorder: _Recorder, listen_s: float, say
         say(f"  rejected {count}x: {reason.value}")
     if not halves:
         warnings.append(
-            f"no data on the source topics within {listen_s:g} s: is the meter reader "
-            "publishing, and are the topics right?"
+            f"no data from the source within {listen_s:g} s: is the meter (reader) "
+            "sending, and are the topics or the address right?"
         )
         return warnings
     latest = {side: watts for _, side, watts in halves}
     for side in Side:
         if side in latest:
             say(f"  latest {side.value}: {latest[side]:g} W")
+    reading = recorder.last_reading
+    if reading is not None:
+        for name, values, unit in (
+            ("import per phase", reading.phase_import_w, "W"),
+            ("export per phase", reading.phase_export_w, "W"),
+            ("voltage per phase", reading.phase_voltage_v, "V"),
+        ):
+            if values is not None:
+                shown = " / ".join("-" if v is None else f"{v:g} {unit}" for v in values)
+                say(f"  {name}: {shown}")
+        if reading.meter_time is not None:
+            say(f"  meter clock: {reading.meter_time.isoformat()}")
     period = _telegram_period(halves, settings.publish.pair_window)
     if period is not None:
         say(f"  about one reading every {period:.1f} s")

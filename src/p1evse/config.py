@@ -31,6 +31,8 @@ from p1evse.model import StaleAction
 from p1evse.sources import SOURCE_TYPES, SourceSettings
 from p1evse.sources.mqtt_split import MqttSplitSettings
 
+# keys whose values never appear in an error message
+SECRET_KEYS = frozenset({"password", "token", "decryption_key", "authentication_key"})
 ENV_PREFIX = "P1EVSE_"
 ENV_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "P1EVSE_CONFIG"
@@ -362,6 +364,8 @@ def _describe(
     if error["type"] == "extra_forbidden":
         message = "unknown key" + _allowed_keys(error["loc"][:-1])
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
+    if shown and loc and loc[-1] in SECRET_KEYS:
+        shown = " = '**********'"
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         loc = (*loc, "type")

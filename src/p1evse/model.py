@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
 
 class Side(enum.Enum):
@@ -21,13 +22,25 @@ class Side(enum.Enum):
         return Side.EXPORT if self is Side.IMPORT else Side.IMPORT
 
 
+Phases = tuple[float | None, float | None, float | None]
+"""One value per phase, L1, L2, L3; None where the meter does not say (single phase)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One complete meter reading: import and export power, both >= 0."""
+    """One complete meter reading: import and export power, both >= 0.
+
+    The per-phase values and the meter's own clock are carried for observers and sinks
+    when the source knows them; the pipeline's rules use `at`, `import_w` and `export_w`.
+    """
 
     at: float
     import_w: float
     export_w: float
+    phase_import_w: Phases | None = None
+    phase_export_w: Phases | None = None
+    phase_voltage_v: Phases | None = None
+    meter_time: datetime | None = None  # the telegram's timestamp (0-0:1.0.0), UTC
 
     @property
     def net_w(self) -> float:
@@ -44,6 +57,18 @@ class Rejection(enum.Enum):
     NON_FINITE = "non_finite"
     NEGATIVE = "negative"
     IMPLAUSIBLE = "implausible"
+    # telegrams (p1, mqtt_telegram)
+    CRC = "crc"
+    TRUNCATED = "truncated"
+    OVERSIZED = "oversized"
+    BAD_TELEGRAM = "bad_telegram"
+    DECRYPTION = "decryption"
+    # JSON payloads and HTTP APIs (mqtt_json, homewizard)
+    BAD_JSON = "bad_json"
+    MISSING_FIELD = "missing_field"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from p1evse.config import PublishSettings
 from p1evse.model import (
     Event,
     GridPower,
+    Phases,
     Reading,
     Rejected,
     Rejection,
@@ -86,6 +87,9 @@ class Pipeline:
         self._stale_since: float | None = None
         self._next_failsafe: float | None = None
         self.last_published: GridPower | None = None
+        # the latest complete reading, per-phase values included, for observers and sinks
+        self.last_reading: Reading | None = None
+        self._phases: tuple[Phases | None, Phases | None, Phases | None] = (None, None, None)
 
     # -- state for observers -------------------------------------------------------
 
@@ -132,8 +136,15 @@ class Pipeline:
                 return events
         self._latest[Side.IMPORT] = reading.import_w
         self._latest[Side.EXPORT] = reading.export_w
-        self._complete(reading.at, reading.net_w, now, events)
+        self._complete(reading.at, reading.net_w, now, events, reading)
         return events
+
+    def phases(
+        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
+    ) -> None:
+        """The latest per-phase values from a source that sends them apart from the totals
+        (split topics); the next reading made from halves carries them."""
+        self._phases = (import_w, export_w, voltage_v)
 
     def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
         """A source could not turn a payload into a value; count it like any rejection."""
@@ -225,8 +236,23 @@ class Pipeline:
 
     # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
 
-    def _complete(self, at: float, net_w: float, now: float, events: list[Event]) -> None:
+    def _complete(
+        self,
+        at: float,
+        net_w: float,
+        now: float,
+        events: list[Event],
+        reading: Reading | None = None,
+    ) -> None:
         self.counters.readings += 1
+        if reading is None:
+            reading = Reading(
+                at,
+                self._latest[Side.IMPORT] or 0.0,
+                self._latest[Side.EXPORT] or 0.0,
+                *self._phases,
+            )
+        self.last_reading = reading
         if self._stale_since is not None:
             gap_from = self._last_reading_at if self._last_reading_at is not None else self._started
             events.append(StaleLeft(now, now - gap_from))

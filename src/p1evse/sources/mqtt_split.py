@@ -1,7 +1,9 @@
 """DSMR-reader's split topics: import and export power as two plain-text payloads.
 
 The original script's input and p1evse's default. Each message is one half of a meter
-telegram; pairing the halves is the pipeline's job (rule 1).
+telegram; pairing the halves is the pipeline's job (rule 1). Optional per-phase topics
+(DSMR-reader's `phase_currently_delivered_l1` ..., ESPHome's `power_delivered_l1` ...)
+are carried on the readings for observers; they never change the net power.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from p1evse.model import Side
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
@@ -17,6 +19,8 @@ from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
     from p1evse.sources import Intake
+
+PHASE_KINDS = ("import", "export", "voltage")
 
 
 class MqttSplitSettings(BaseModel):
@@ -26,9 +30,39 @@ class MqttSplitSettings(BaseModel):
     delivered_topic: str = Field("dsmr/reading/electricity_currently_delivered", min_length=1)
     returned_topic: str = Field("dsmr/reading/electricity_currently_returned", min_length=1)
     unit: Literal["kW", "W"] = "kW"
+    # optional, L1 L2 L3 in order; power in `unit`, voltage in V
+    phase_delivered_topics: list[str] = Field(default_factory=list, max_length=3)
+    phase_returned_topics: list[str] = Field(default_factory=list, max_length=3)
+    phase_voltage_topics: list[str] = Field(default_factory=list, max_length=3)
+
+    @model_validator(mode="after")
+    def _topics_differ(self) -> MqttSplitSettings:
+        topics = [
+            self.delivered_topic,
+            self.returned_topic,
+            *self.phase_delivered_topics,
+            *self.phase_returned_topics,
+            *self.phase_voltage_topics,
+        ]
+        repeated = sorted({topic for topic in topics if topics.count(topic) > 1})
+        if repeated:
+            raise ValueError(f"each topic carries one value; used more than once: {repeated}")
+        return self
+
+    def phase_topics(self) -> dict[str, tuple[int, int]]:
+        """topic -> (kind: 0 import, 1 export, 2 voltage; phase index 0-2)"""
+        lists = (self.phase_delivered_topics, self.phase_returned_topics, self.phase_voltage_topics)
+        return {
+            topic: (kind, phase)
+            for kind, topics in enumerate(lists)
+            for phase, topic in enumerate(topics)
+        }
 
     def subscriptions(self) -> list[str]:
-        return [self.delivered_topic, self.returned_topic]
+        return [self.delivered_topic, self.returned_topic, *self.phase_topics()]
+
+    def describe(self) -> str:
+        return f"mqtt_split {self.delivered_topic}, {self.returned_topic} ({self.unit})"
 
 
 class MqttSplitSource:
@@ -51,9 +85,37 @@ class MqttSplitSource:
 
             return on_payload
 
-        return {
+        handlers = {
             self._settings.delivered_topic: handler(Side.IMPORT),
             self._settings.returned_topic: handler(Side.EXPORT),
+        }
+        handlers.update(self._phase_handlers(intake, factor))
+        return handlers
+
+    def _phase_handlers(self, intake: Intake, factor: float) -> dict[str, PayloadHandler]:
+        latest: list[list[float | None]] = [[None] * 3 for _ in PHASE_KINDS]
+
+        def snapshot(kind: int) -> tuple[float | None, float | None, float | None] | None:
+            values = latest[kind]
+            return None if values == [None] * 3 else (values[0], values[1], values[2])
+
+        def handler(kind: int, phase: int) -> PayloadHandler:
+            scale = 1.0 if PHASE_KINDS[kind] == "voltage" else factor
+
+            def on_payload(payload: bytes | bytearray) -> None:
+                try:
+                    value = parse_number(payload)
+                except PayloadError as exc:
+                    intake.reject(exc.reason, f"L{phase + 1} {PHASE_KINDS[kind]}: {exc.detail}")
+                    return
+                latest[kind][phase] = value * scale
+                intake.phases(snapshot(0), snapshot(1), snapshot(2))
+
+            return on_payload
+
+        return {
+            topic: handler(kind, phase)
+            for topic, (kind, phase) in self._settings.phase_topics().items()
         }
 
     async def run(self, intake: Intake) -> None:

@@ -1,0 +1,185 @@
+"""One JSON message per reading: DSMR-reader's `dsmr/json`, Tasmota SML's
+`tele/<topic>/SENSOR`, or anything else that puts the power in JSON fields.
+
+Fields are named by dotted paths (`SML.pwr_imp`; a number picks a list item). Either an
+import and an export field (each >= 0), or one signed `power_field` (+ import). Numbers
+may come as JSON strings: DSMR-reader sends its decimals that way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from p1evse.model import Phases, Reading, Rejection
+from p1evse.sources.mqtt_value import signed_reading
+from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
+
+if TYPE_CHECKING:
+    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.sources import Intake
+
+MAX_JSON_BYTES = 65_536
+_MISSING = object()
+
+
+class MqttJsonSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["mqtt_json"] = "mqtt_json"
+    topic: str = Field("dsmr/json", min_length=1)
+    import_field: str | None = Field("electricity_currently_delivered", min_length=1)
+    export_field: str | None = Field("electricity_currently_returned", min_length=1)
+    power_field: str | None = Field(None, min_length=1)  # signed: + import, - export
+    invert: bool = False  # power_field is positive when the house exports
+    unit: Literal["kW", "W"] = "kW"
+    scale: float = Field(1.0, gt=0, le=1_000_000)  # applied before the unit
+    # optional, L1 L2 L3 in order; voltages in V
+    phase_import_fields: list[str] = Field(default_factory=list, max_length=3)
+    phase_export_fields: list[str] = Field(default_factory=list, max_length=3)
+    phase_voltage_fields: list[str] = Field(default_factory=list, max_length=3)
+
+    @model_validator(mode="after")
+    def _one_way_to_read_power(self) -> MqttJsonSettings:
+        if self.power_field is not None:
+            explicit = {"import_field", "export_field"} & self.model_fields_set
+            if any(getattr(self, name) is not None for name in explicit):
+                raise ValueError("set power_field or import_field/export_field, not both")
+            object.__setattr__(self, "import_field", None)
+            object.__setattr__(self, "export_field", None)
+        elif self.import_field is None and self.export_field is None:
+            raise ValueError("set import_field and export_field, or power_field")
+        if self.invert and self.power_field is None:
+            raise ValueError("invert applies to power_field only")
+        return self
+
+    def subscriptions(self) -> list[str]:
+        return [self.topic]
+
+    def describe(self) -> str:
+        if self.power_field is not None:
+            fields = f"{self.power_field}{' inverted' if self.invert else ''}"
+        else:
+            fields = " - ".join(f for f in (self.import_field, self.export_field) if f)
+        scale = f" x{self.scale:g}" if self.scale != 1 else ""
+        return f"mqtt_json {self.topic} {fields} ({self.unit}{scale})"
+
+
+class FieldError(ValueError):
+    def __init__(self, reason: Rejection, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class MqttJsonSource:
+    def __init__(self, settings: MqttJsonSettings, broker: Broker) -> None:
+        self._settings = settings
+        self._broker = broker
+
+    def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
+        """What to do with a payload; `clock` defaults to the running loop's."""
+        now = clock or asyncio.get_running_loop().time
+
+        def on_payload(payload: bytes | bytearray) -> None:
+            try:
+                reading = self.reading(payload, now())
+            except FieldError as exc:
+                intake.reject(exc.reason, exc.detail)
+                return
+            intake.reading(reading)
+
+        return on_payload
+
+    def reading(self, payload: bytes | bytearray, at: float) -> Reading:
+        settings = self._settings
+        document = load_json(payload)
+        factor = UNIT_FACTORS[settings.unit] * settings.scale
+        if settings.power_field is not None:
+            watts = number_at(document, settings.power_field) * factor
+            reading = signed_reading(at, -watts if settings.invert else watts)
+            import_w, export_w = reading.import_w, reading.export_w
+        else:
+            import_w = export_w = 0.0
+            if settings.import_field is not None:
+                import_w = number_at(document, settings.import_field) * factor
+            if settings.export_field is not None:
+                export_w = number_at(document, settings.export_field) * factor
+        return Reading(
+            at,
+            import_w,
+            export_w,
+            _phases(document, settings.phase_import_fields, factor),
+            _phases(document, settings.phase_export_fields, factor),
+            _phases(document, settings.phase_voltage_fields, 1.0),
+        )
+
+    async def run(self, intake: Intake) -> None:
+        self._broker.subscribe(self._settings.topic, self.handler(intake))
+        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+
+
+def load_json(payload: bytes | bytearray) -> Any:
+    if len(payload) > MAX_JSON_BYTES:
+        raise FieldError(Rejection.TOO_LONG, f"{len(payload)} bytes")
+    try:
+        text = bytes(payload).decode("utf-8")
+    except UnicodeDecodeError:
+        raise FieldError(Rejection.NOT_UTF8, repr(bytes(payload[:32]))) from None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FieldError(Rejection.BAD_JSON, str(exc)[:80]) from None
+
+
+def lookup(document: Any, path: str) -> Any:
+    node = document
+    for key in path.split("."):
+        if isinstance(node, dict):
+            node = node.get(key, _MISSING)
+        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+            node = node[int(key)]
+        else:
+            node = _MISSING
+        if node is _MISSING:
+            return _MISSING
+    return node
+
+
+def number_at(document: Any, path: str) -> float:
+    """The number at a dotted path; a JSON string holding a plain number counts."""
+    value = lookup(document, path)
+    if value is _MISSING or value is None:
+        raise FieldError(Rejection.MISSING_FIELD, f"no field {path!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise FieldError(Rejection.NOT_A_NUMBER, f"{path} = {json.dumps(value)[:32]}")
+    if isinstance(value, str):
+        try:
+            return parse_number(value.encode())
+        except PayloadError as exc:
+            raise FieldError(exc.reason, f"{path} = {exc.detail}") from None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        number = math.inf
+    if not math.isfinite(number):  # json.loads takes NaN and Infinity
+        raise FieldError(Rejection.NON_FINITE, f"{path} = {value!r}")
+    return number
+
+
+def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
+    """Per-phase values are extras: a missing or bad one is left out, not a rejection."""
+    if not paths:
+        return None
+    values: list[float | None] = []
+    for path in (*paths, "", "")[:3]:
+        try:
+            values.append(number_at(document, path) * factor if path else None)
+        except FieldError:
+            values.append(None)
+    return (values[0], values[1], values[2])

@@ -1,0 +1,71 @@
+"""A whole DSMR telegram in one MQTT message, as DSMR-reader publishes on `dsmr/raw`.
+
+Parsed exactly as the `p1` source parses a serial stream (framing.py, telegram.py): the
+CRC is checked, bytes before the header are skipped, a message that ends inside a
+telegram counts as truncated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from p1evse.sources.framing import TelegramStream
+from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
+
+if TYPE_CHECKING:
+    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.sources import Intake
+
+
+class MqttTelegramSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["mqtt_telegram"] = "mqtt_telegram"
+    topic: str = Field("dsmr/raw", min_length=1)
+    dsmr_version: DsmrVersionName = "5"
+
+    @field_validator("dsmr_version")
+    @classmethod
+    def _plain_text(cls, version: DsmrVersionName) -> DsmrVersionName:
+        if DSMR_VERSIONS[version].encrypted:
+            raise ValueError(
+                "an MQTT topic carries the decrypted telegram text: use the meter's "
+                "unencrypted layout (5L for a Smarty), or the p1 source with decryption_key"
+            )
+        return version
+
+    def subscriptions(self) -> list[str]:
+        return [self.topic]
+
+    def describe(self) -> str:
+        return f"mqtt_telegram {self.topic} (DSMR {self.dsmr_version})"
+
+
+class MqttTelegramSource:
+    def __init__(self, settings: MqttTelegramSettings, broker: Broker) -> None:
+        self._settings = settings
+        self._broker = broker
+
+    def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
+        """What to do with a payload; `clock` defaults to the running loop's."""
+        now = clock or asyncio.get_running_loop().time
+        decoder = make_decoder(DSMR_VERSIONS[self._settings.dsmr_version])
+        stream = TelegramStream(decoder, intake, now)
+
+        def on_payload(payload: bytes | bytearray) -> None:
+            if b"\r\n" not in payload:
+                # some publishers strip the CR: the CRC was computed over CR LF, so
+                # putting it back restores the meter's bytes (or the CRC says no)
+                payload = payload.replace(b"\n", b"\r\n")
+            stream.feed(payload)
+            stream.end()
+
+        return on_payload
+
+    async def run(self, intake: Intake) -> None:
+        self._broker.subscribe(self._settings.topic, self.handler(intake))
+        await asyncio.Event().wait()  # the broker delivers; nothing else to do

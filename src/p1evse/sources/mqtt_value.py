@@ -1,0 +1,69 @@
+"""One topic that already carries net power: positive import, negative export (or the
+other way round with `invert`), in W or kW. For meters and systems that publish one
+signed value."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from p1evse.model import Reading
+from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
+
+if TYPE_CHECKING:
+    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.sources import Intake
+
+
+class MqttValueSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["mqtt_value"] = "mqtt_value"
+    topic: str = Field(min_length=1)
+    unit: Literal["kW", "W"] = "W"
+    invert: bool = False  # true: the topic says positive when the house exports
+
+    def subscriptions(self) -> list[str]:
+        return [self.topic]
+
+    def describe(self) -> str:
+        sign = ", inverted" if self.invert else ""
+        return f"mqtt_value {self.topic} ({self.unit}{sign})"
+
+
+class MqttValueSource:
+    def __init__(self, settings: MqttValueSettings, broker: Broker) -> None:
+        self._settings = settings
+        self._broker = broker
+
+    def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
+        """What to do with a payload; `clock` defaults to the running loop's."""
+        now = clock or asyncio.get_running_loop().time
+        factor = UNIT_FACTORS[self._settings.unit] * (-1.0 if self._settings.invert else 1.0)
+
+        def on_payload(payload: bytes | bytearray) -> None:
+            try:
+                watts = parse_number(payload) * factor
+            except PayloadError as exc:
+                intake.reject(exc.reason, exc.detail)
+                return
+            intake.reading(signed_reading(now(), watts))
+
+        return on_payload
+
+    async def run(self, intake: Intake) -> None:
+        self._broker.subscribe(self._settings.topic, self.handler(intake))
+        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+
+
+def signed_reading(at: float, watts: float) -> Reading:
+    """A reading from net power: positive is import, negative export. A non-finite value
+    stays in both halves, so the pipeline rejects it."""
+    if watts >= 0:
+        return Reading(at, watts, 0.0)
+    if watts < 0:
+        return Reading(at, 0.0, -watts)
+    return Reading(at, watts, watts)

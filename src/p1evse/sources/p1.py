@@ -1,0 +1,207 @@
+"""Raw DSMR telegrams from the meter's P1 port: a serial device (USB P1 cable) or a
+TCP gateway (P1-to-WiFi dongle, ser2net) at `tcp://host:port`.
+
+Serial and TCP both go through serialx, the serial library dsmr-parser itself depends
+on (so it costs no extra dependency): its asyncio transports read the port's
+non-blocking file descriptor (or the socket) on the event loop, and do the few blocking
+calls (open, termios settings, the exclusive lock) in an executor, so the loop never
+blocks. pyserial-asyncio would add a second serial library, and runs only on POSIX
+through the same reader callbacks.
+
+The port or socket may go away (cable pulled, gateway rebooted) and come back: the
+source reconnects with capped, jittered backoff, and a connection that stays silent for
+`idle_timeout` seconds (a half-open TCP connection sends nothing, forever) is closed
+and opened again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from p1evse.backoff import Backoff
+from p1evse.sources.framing import CipherStream, TelegramStream
+from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
+
+if TYPE_CHECKING:
+    from p1evse.mqtt import Broker
+    from p1evse.sources import Intake
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+_TCP_URL = re.compile(r"tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d{1,5})")
+_HEX_KEY = re.compile(r"[0-9A-Fa-f]{32}")
+
+
+class P1Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["p1"] = "p1"
+    url: str = Field(min_length=1)
+    dsmr_version: DsmrVersionName = "5"
+    # encrypted meters only (MSn: Luxembourg Smarty, SAGEMCOM_T210_D_R: Austria)
+    decryption_key: SecretStr | None = None
+    authentication_key: SecretStr | None = None
+    idle_timeout: float = Field(60.0, ge=5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _device_or_tcp(cls, url: str) -> str:
+        url = url.strip()
+        if url.startswith("/"):
+            return url
+        match = _TCP_URL.fullmatch(url)
+        if match is None or not 0 < int(match["port"]) < 65536:
+            raise ValueError(
+                f"expected a serial device such as /dev/ttyUSB0 or tcp://host:port, got {url!r}"
+            )
+        return url
+
+    @field_validator("decryption_key", "authentication_key")
+    @classmethod
+    def _hex_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not _HEX_KEY.fullmatch(key.get_secret_value()):
+            raise ValueError("expected 32 hexadecimal digits (a 16-byte key)")
+        return key
+
+    @model_validator(mode="after")
+    def _keys_fit_the_version(self) -> P1Settings:
+        encrypted = DSMR_VERSIONS[self.dsmr_version].encrypted
+        if encrypted and self.decryption_key is None:
+            raise ValueError(
+                f"dsmr_version {self.dsmr_version} sends encrypted telegrams: set "
+                "decryption_key (from the grid operator)"
+            )
+        if not encrypted and (self.decryption_key or self.authentication_key):
+            raise ValueError(
+                f"dsmr_version {self.dsmr_version} sends plain telegrams: decryption_key and "
+                "authentication_key are for MSn and SAGEMCOM_T210_D_R"
+            )
+        return self
+
+    def subscriptions(self) -> list[str]:
+        return []
+
+    def describe(self) -> str:
+        return f"p1 {self.url} (DSMR {self.dsmr_version})"
+
+
+@dataclass(slots=True)
+class LinkStats:
+    connects: int = 0
+    drops: int = 0  # connections lost (or closed for silence) after they were up
+    failed_attempts: int = 0
+
+
+class _Link(asyncio.Protocol):
+    """One open connection: bytes go straight to the telegram stream."""
+
+    def __init__(self, stream: TelegramStream | CipherStream, loop: asyncio.AbstractEventLoop):
+        self._stream = stream
+        self._loop = loop
+        self.last_data = loop.time()
+        self.closed: asyncio.Future[Exception | None] = loop.create_future()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_data = self._loop.time()
+        self._stream.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class P1Source:
+    def __init__(
+        self, settings: P1Settings, broker: Broker | None = None, backoff: Backoff | None = None
+    ) -> None:
+        self._settings = settings
+        self._version = DSMR_VERSIONS[settings.dsmr_version]
+        self._backoff = backoff or Backoff()
+        self.stats = LinkStats()
+        self._failures_in_a_row = 0
+
+    async def run(self, intake: Intake) -> None:
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        decoder = make_decoder(
+            self._version,
+            settings.decryption_key.get_secret_value() if settings.decryption_key else "",
+            # no authentication key: MSn uses its standard's public one (""), the Sagemcom
+            # is decrypted without checking the tag (None) and the CRC guards it
+            settings.authentication_key.get_secret_value()
+            if settings.authentication_key
+            else ("" if settings.dsmr_version == "MSn" else None),
+        )
+        stream_class = CipherStream if self._version.encrypted else TelegramStream
+        stream = stream_class(decoder, intake, loop.time)
+        from serialx import SerialException  # only this source needs serialx
+
+        while True:
+            telegrams_before = stream.telegrams
+            try:
+                await self._session(stream, loop)
+            except (OSError, TimeoutError, SerialException) as exc:
+                self._failed(exc)
+            if stream.telegrams > telegrams_before:
+                self._backoff.reset()  # it worked for a while: retry soon
+            await asyncio.sleep(self._backoff.next_delay())
+
+    async def _session(
+        self, stream: TelegramStream | CipherStream, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        link = _Link(stream, loop)
+        transport = await self._connect(link, loop)
+        try:
+            self.stats.connects += 1
+            self._failures_in_a_row = 0
+            log.info("p1: connected to %s", self._settings.url)
+            exc = await self._until_closed_or_idle(link, transport, loop)
+            stream.end()  # a telegram begun is cut off: counted as truncated
+            self.stats.drops += 1
+            log.warning("p1: %s: connection lost (%s); reconnecting", self._settings.url, exc)
+        finally:
+            transport.close()
+
+    async def _connect(self, link: _Link, loop: asyncio.AbstractEventLoop) -> asyncio.BaseTransport:
+        import serialx
+
+        version = self._version
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            transport, _ = await serialx.create_serial_connection(
+                loop,
+                lambda: link,
+                self._settings.url,
+                baudrate=version.baudrate,
+                parity=serialx.Parity(version.parity),
+                byte_size=version.byte_size,
+                stopbits=serialx.StopBits.ONE,
+            )
+        return transport
+
+    async def _until_closed_or_idle(
+        self, link: _Link, transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop
+    ) -> str:
+        idle_timeout = self._settings.idle_timeout
+        while not link.closed.done():
+            silent = loop.time() - link.last_data
+            if silent >= idle_timeout:
+                transport.close()
+                return f"no data for {silent:.0f} s"
+            await asyncio.wait([link.closed], timeout=idle_timeout - silent)
+        exc = link.closed.result()
+        return str(exc) if exc is not None else "closed by the other end"
+
+    def _failed(self, exc: BaseException) -> None:
+        """Log the first failure of a series; the retries only at debug level."""
+        self.stats.failed_attempts += 1
+        self._failures_in_a_row += 1
+        level = logging.WARNING if self._failures_in_a_row == 1 else logging.DEBUG
+        message = str(exc) or type(exc).__name__
+        log.log(level, "p1: cannot open %s: %s; retrying", self._settings.url, message)

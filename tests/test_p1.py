@@ -1,0 +1,248 @@
+"""The `p1` source on real transports: a pseudo-terminal pair as the serial port (the
+source opens the slave's path like /dev/ttyUSB0) and a TCP gateway on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p1evse.backoff import Backoff
+from p1evse.model import Reading, Rejection
+from p1evse.sources.p1 import P1Settings, P1Source
+from tests import telegrams
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.gateways import Gateway, SerialPort
+from tests.intakes import RecordingIntake
+from tests.probe import Probe
+
+HELLO_W = 1.0  # the value of the telegrams that only wait for the source to listen
+PACE_S = 0.05
+
+
+@contextlib.asynccontextmanager
+async def source(url: str, **settings: Any) -> AsyncIterator[tuple[P1Source, RecordingIntake]]:
+    # a silence shorter than the settings allow (>= 5 s), to test it quickly
+    idle_timeout = settings.pop("idle_timeout", None)
+    p1 = P1Settings(url=url, **settings)
+    if idle_timeout is not None:
+        p1 = p1.model_copy(update={"idle_timeout": idle_timeout})
+    p1_source = P1Source(p1, None, Backoff(initial=0.02, cap=0.1))
+    intake = RecordingIntake()
+    task = asyncio.create_task(p1_source.run(intake))
+    try:
+        yield p1_source, intake
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def listening(write: Callable[[bytes], None], intake: RecordingIntake) -> None:
+    """Send a telegram every 50 ms until the source reads one: it has the port open."""
+    async with asyncio.timeout(5):
+        while True:
+            write(telegrams.dsmr5(import_w=HELLO_W))
+            with contextlib.suppress(TimeoutError):
+                await intake.next_reading(timeout=PACE_S)
+                return
+
+
+async def next_reading(intake: RecordingIntake) -> Reading:
+    """The next reading that is not a `listening()` one."""
+    while True:
+        reading = await intake.next_reading()
+        if reading.import_w != HELLO_W:
+            return reading
+
+
+@pytest.fixture
+def serial_port(tmp_path: Path) -> Any:
+    port = SerialPort(tmp_path)
+    port.plug()
+    yield port
+    port.unplug()
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    server = Gateway()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+# -- serial ------------------------------------------------------------------------------
+
+
+async def test_dsmr5_over_a_serial_port(serial_port: SerialPort) -> None:
+    async with source(str(serial_port.path)) as (_, intake):
+        await listening(serial_port.write, intake)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        serial_port.write(telegrams.dsmr5(import_w=1234, phases_import_w=(600, 400, 234)))
+        reading = await next_reading(intake)
+    assert (reading.import_w, reading.export_w) == (1234, 0)
+    assert reading.phase_import_w == (600, 400, 234)
+    assert reading.phase_voltage_v == (230.0, 230.0, 229.0)
+    assert reading.meter_time is not None
+    assert reading.meter_time.isoformat() == "2017-01-02T18:20:02+00:00"
+    assert sent <= reading.at <= loop.time()  # the loop time of arrival
+    assert intake.rejections == []
+
+
+async def test_dsmr4_over_a_serial_port_at_7e1(serial_port: SerialPort) -> None:
+    async with source(str(serial_port.path), dsmr_version="4") as (_, intake):
+        await listening(lambda _: serial_port.write(telegrams.dsmr4(import_w=HELLO_W)), intake)
+        serial_port.write(telegrams.dsmr4(import_w=2027))
+        assert round((await next_reading(intake)).import_w) == 2027
+
+
+async def test_bad_telegrams_over_a_serial_port(serial_port: SerialPort) -> None:
+    async with source(str(serial_port.path)) as (_, intake):
+        await listening(serial_port.write, intake)
+        serial_port.write(telegrams.corrupt(telegrams.dsmr5(import_w=9999)))
+        serial_port.write(telegrams.dsmr5(import_w=501))
+        assert (await next_reading(intake)).import_w == 501
+        serial_port.write(telegrams.dsmr5(import_w=9999)[:500])  # cut off by the next
+        serial_port.write(b"\x00\xfe line noise \r\n" + telegrams.dsmr5(import_w=502))
+        assert (await next_reading(intake)).import_w == 502
+        huge = telegrams.telegram("ISk5MT382", ["0-0:96.13.0(" + "41" * 6000 + ")"])
+        serial_port.write(huge + telegrams.dsmr5(import_w=503))
+        assert (await next_reading(intake)).import_w == 503
+    counts = {reason: intake.count(reason) for reason, _ in intake.rejections}
+    assert counts == {Rejection.CRC: 1, Rejection.TRUNCATED: 1, Rejection.OVERSIZED: 1}
+    assert all(r.import_w in (HELLO_W, 501, 502, 503) for r in intake.readings)
+
+
+async def test_a_serial_port_unplugged_and_plugged_back(serial_port: SerialPort) -> None:
+    async with source(str(serial_port.path)) as (p1_source, intake):
+        await listening(serial_port.write, intake)
+        serial_port.unplug()  # the source's reads fail; the path leads nowhere
+        serial_port.plug()
+        await listening(serial_port.write, intake)
+        serial_port.write(telegrams.dsmr5(import_w=701))
+        assert (await next_reading(intake)).import_w == 701
+    assert p1_source.stats.connects == 2
+    assert p1_source.stats.drops == 1
+
+
+# -- TCP ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "frame", "expected"),
+    [
+        ("5", telegrams.dsmr5(import_w=1234), (1234, 0)),
+        ("4", telegrams.dsmr4(import_w=2500), (2500, 0)),
+        ("5B", telegrams.fluvius(export_w=1234), (0, 1234)),
+        ("5", telegrams.watts_meter(export_w=734), (0, 734)),
+        ("5", telegrams.phases_only((1500, 0, 250), (0, 800, 0)), (1750, 800)),
+    ],
+    ids=["dsmr5", "dsmr4", "fluvius", "watts", "no-totals"],
+)
+async def test_meters_through_a_tcp_gateway(
+    gateway: Gateway, version: str, frame: bytes, expected: tuple[float, float]
+) -> None:
+    async with source(gateway.url, dsmr_version=version) as (_, intake):
+        connection = await gateway.connection()
+        connection.write(frame)
+        reading = await intake.next_reading()
+    assert (round(reading.import_w), round(reading.export_w)) == expected
+    assert intake.rejections == []
+
+
+async def test_a_gateway_that_disconnects_mid_telegram_and_comes_back(gateway: Gateway) -> None:
+    async with source(gateway.url) as (p1_source, intake):
+        connection = await gateway.connection()
+        connection.write(telegrams.dsmr5(import_w=800))
+        assert (await intake.next_reading()).import_w == 800
+        connection.write(telegrams.dsmr5(import_w=9999)[:600])
+        await connection.drain()
+        connection.close()
+        await intake.rejected(Rejection.TRUNCATED)
+        connection = await gateway.connection()  # the source is back
+        connection.write(telegrams.dsmr5(import_w=801))
+        assert (await intake.next_reading()).import_w == 801
+    assert [r.import_w for r in intake.readings] == [800, 801]
+    assert p1_source.stats.connects == 2
+
+
+async def test_a_gateway_that_is_down_at_start(gateway: Gateway) -> None:
+    await gateway.stop()
+    async with source(gateway.url) as (p1_source, intake):
+        await gateway.start()  # same port
+        connection = await gateway.connection()
+        connection.write(telegrams.dsmr5(import_w=900))
+        assert (await intake.next_reading()).import_w == 900
+    assert p1_source.stats.failed_attempts >= 1
+
+
+async def test_a_silent_connection_is_closed_and_opened_again(gateway: Gateway) -> None:
+    async with source(gateway.url, idle_timeout=0.3) as (p1_source, intake):
+        await gateway.connection()  # says nothing, like a half-open connection
+        connection = await gateway.connection()
+        connection.write(telegrams.dsmr5(import_w=950))
+        assert (await intake.next_reading()).import_w == 950
+    assert p1_source.stats.drops >= 1
+
+
+async def test_the_service_publishes_from_a_tcp_gateway(
+    broker: BrokerProcess, gateway: Gateway
+) -> None:
+    source_settings = {"type": "p1", "url": gateway.url}
+    settings = settings_for(broker, source=source_settings, publish={"interval": 0})
+    async with running(settings) as app, Probe(broker.port) as probe:
+        await probe.subscribe("p1evse/grid_ie", "p1evse/status")
+        await probe.wait_for_payload("p1evse/status", "online")  # it can publish
+        connection = await gateway.connection()
+        for watts in (0, 1234):
+            connection.write(telegrams.dsmr5(import_w=0, export_w=watts))
+        assert await probe.next_payload("p1evse/grid_ie") == "0"
+        assert await probe.next_payload("p1evse/grid_ie") == "-1234"
+        connection.write(telegrams.corrupt(telegrams.dsmr5(import_w=5000)))
+        connection.write(telegrams.fluvius(import_w=0, export_w=0)[:200])
+        connection.write(telegrams.dsmr5(import_w=321))
+        assert await probe.next_payload("p1evse/grid_ie") == "321"
+        assert probe.pending("p1evse/grid_ie") == []
+        rejected = app.bridge.pipeline.counters.rejected
+        assert rejected == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
+        last = app.bridge.pipeline.last_reading
+        assert last is not None
+        assert last.phase_voltage_v == (230.0, 230.0, 229.0)
+
+
+KEY = bytes.fromhex("0F1E2D3C4B5A69788796A5B4C3D2E1F0")
+SMARTY_AUTHENTICATION_KEY = bytes.fromhex("00112233445566778899AABBCCDDEEFF")  # public, fixed
+
+
+@pytest.mark.parametrize(
+    ("version", "authentication_key", "sent_with"),
+    [
+        ("MSn", None, SMARTY_AUTHENTICATION_KEY),  # the standard's key when none is set
+        ("SAGEMCOM_T210_D_R", "A1" * 16, bytes.fromhex("A1" * 16)),
+        ("SAGEMCOM_T210_D_R", None, bytes.fromhex("B2" * 16)),  # tag unchecked: CRC guards
+    ],
+)
+async def test_encrypted_meters_through_a_tcp_gateway(
+    gateway: Gateway, version: str, authentication_key: str | None, sent_with: bytes
+) -> None:
+    keys = {"decryption_key": KEY.hex()}
+    if authentication_key is not None:
+        keys["authentication_key"] = authentication_key
+    async with source(gateway.url, dsmr_version=version, **keys) as (_, intake):
+        connection = await gateway.connection()
+        frame = telegrams.encrypted(telegrams.dsmr5(import_w=1111), KEY, sent_with)
+        wrong_key = telegrams.encrypted(telegrams.dsmr5(import_w=9999), b"\x01" * 16, sent_with)
+        connection.write(b"\x00noise" + frame[:40])
+        connection.write(frame[40:] + wrong_key)
+        connection.write(telegrams.encrypted(telegrams.dsmr5(import_w=2222), KEY, sent_with))
+        assert (await intake.next_reading()).import_w == 1111
+        assert (await intake.next_reading()).import_w == 2222
+    # a wrong key fails the tag check, or (unchecked) gives no telegram text
+    assert [reason for reason, _ in intake.rejections] == [Rejection.DECRYPTION]
