@@ -23,7 +23,11 @@ class Side(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """One complete meter reading: import and export power, both >= 0."""
+    """One complete meter reading: import and export power, both >= 0.
+
+    Sources may deliver one; the pipeline emits each reading it accepts as an event
+    (before the value it leads to), so observers see what the meter said.
+    """
 
     at: float
     import_w: float
@@ -84,4 +88,4 @@ class Rejected:
     detail: str
 
 
-Event = GridPower | StaleEntered | StaleLeft | Rejected
+Event = Reading | GridPower | StaleEntered | StaleLeft | Rejected

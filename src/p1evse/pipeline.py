@@ -132,7 +132,7 @@ class Pipeline:
                 return events
         self._latest[Side.IMPORT] = reading.import_w
         self._latest[Side.EXPORT] = reading.export_w
-        self._complete(reading.at, reading.net_w, now, events)
+        self._complete(reading, now, events)
         return events
 
     def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
@@ -175,8 +175,10 @@ class Pipeline:
         else:
             self._absorb_side = side.other
             self._absorb_until = now + self._settings.pair_window
-        net = watts if side is Side.IMPORT else -watts
-        self._complete(now, net, now, events)
+        if side is Side.IMPORT:
+            self._complete(Reading(now, watts, 0.0), now, events)
+        else:
+            self._complete(Reading(now, 0.0, watts), now, events)
 
     def _zero_half(self, side: Side, now: float, events: list[Event]) -> None:
         self._latest[side] = 0.0
@@ -186,7 +188,7 @@ class Pipeline:
                 self.counters.duplicates += 1
                 return
             self._waiting = None
-            self._complete(now, 0.0, now, events)
+            self._complete(Reading(now, 0.0, 0.0), now, events)
             return
         if self._absorb_side is side and now < self._absorb_until:
             self._absorb_side = None
@@ -202,8 +204,10 @@ class Pipeline:
         assert waiting is not None
         self._waiting = None
         partner = self._latest[waiting.side.other] or 0.0
-        net = -partner if waiting.side is Side.IMPORT else partner
-        self._complete(waiting.at, net, now, events)
+        if waiting.side is Side.IMPORT:
+            self._complete(Reading(waiting.at, 0.0, partner), now, events)
+        else:
+            self._complete(Reading(waiting.at, partner, 0.0), now, events)
 
     # -- rule 5: plausibility ------------------------------------------------------
 
@@ -225,14 +229,18 @@ class Pipeline:
 
     # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
 
-    def _complete(self, at: float, net_w: float, now: float, events: list[Event]) -> None:
+    def _complete(self, reading: Reading, now: float, events: list[Event]) -> None:
+        """A complete reading: it goes out as an event (for observers), then into the
+        averaging window."""
         self.counters.readings += 1
+        at, net_w = reading.at, reading.net_w
         if self._stale_since is not None:
             gap_from = self._last_reading_at if self._last_reading_at is not None else self._started
             events.append(StaleLeft(now, now - gap_from))
             self._stale_since = None
             self._next_failsafe = None
         self._last_reading_at = at
+        events.append(reading)
         interval = self._settings.interval
         if interval <= 0 or self._window_start is None:
             self._publish(at, net_w, 1, events)
