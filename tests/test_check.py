@@ -95,6 +95,14 @@ def test_config_warnings() -> None:
     assert "secret-pw" not in warnings
 
 
+def test_web_reachable_from_the_network_without_a_token_is_warned_about() -> None:
+    exposed = Settings(web={"listen": "0.0.0.0:8080"})
+    assert "reachable from the network without a token" in "\n".join(_config_warnings(exposed))
+    with_token = Settings(web={"listen": "0.0.0.0:8080", "token": "t"})
+    assert _config_warnings(with_token) == []
+    assert _config_warnings(Settings(web={"listen": "[::1]:8080"})) == []
+
+
 def test_no_password_warning_on_loopback() -> None:
     settings = Settings(mqtt={"username": "u", "password": "pw"})
     assert _config_warnings(settings) == []
