@@ -42,8 +42,10 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerPro
 
 
 def settings_for(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    """Settings for `broker`; the web server is off unless `web` says otherwise."""
     mqtt = {"port": broker.port, **sections.pop("mqtt", {})}
-    return Settings(mqtt=mqtt, web={"listen": None}, **sections)
+    web = sections.pop("web", {"listen": None})
+    return Settings(mqtt=mqtt, web=web, **sections)
 
 
 @asynccontextmanager

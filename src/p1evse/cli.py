@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="simulated seconds per real second of the sunny day (default 60)",
     )
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="status page address (default 127.0.0.1:8080; empty: no page)",
+    )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.set_defaults(command=_demo)
     return parser
@@ -114,7 +120,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = _stop_on_signals(asyncio.get_running_loop())
-        await demo(port=args.port, duration=args.duration, speed=args.speed, stop=stop)
+        await demo(
+            port=args.port,
+            duration=args.duration,
+            speed=args.speed,
+            stop=stop,
+            listen=args.listen or None,
+        )
 
     asyncio.run(main())
     return 0
