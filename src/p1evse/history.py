@@ -12,7 +12,7 @@ import math
 from array import array
 from dataclasses import dataclass
 
-NO_BUCKET = -1
+NO_BUCKET = -(2**63)  # no bucket has this number: an empty slot
 
 
 @dataclass(frozen=True, slots=True)
