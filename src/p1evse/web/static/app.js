@@ -284,6 +284,18 @@
     ctx.lineTo(right, Math.round(zero) + 0.5);
     ctx.stroke();
     series(ctx, 2, x, y, gap, color("--sent"), 2, true);
+    // where each line is now
+    for (const [column, name] of [[1, "--text"], [2, "--sent"]]) {
+      for (let i = rows.length - 1; i >= 0; i--) {
+        const v = rows[i][column];
+        if (v === null) continue;
+        ctx.fillStyle = color(name);
+        ctx.beginPath();
+        ctx.arc(x(rows[i][0]), y(v), 3, 0, 2 * Math.PI);
+        ctx.fill();
+        break;
+      }
+    }
 
     let meterPoints = 0;
     let sentPoints = 0;
