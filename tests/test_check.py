@@ -31,6 +31,7 @@ async def test_reports_topics_and_broker(broker: BrokerProcess) -> None:
     assert f"  {DELIVERED}\n  {RETURNED}\n" in output
     assert "p1evse/grid_ie  whole watts" in output
     assert "openevse/claim/set" in output
+    assert "status page: off (web.listen is empty)" in output
 
 
 async def test_unreachable_broker_fails() -> None:

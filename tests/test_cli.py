@@ -57,6 +57,15 @@ def test_config_path_from_the_environment(tmp_path: Path) -> None:
     assert "under OpenEVSE's base topic" in result.stderr
 
 
+def test_demo_with_a_bad_listen_address_exits_2() -> None:
+    result = p1evse("demo", "--listen", "nonsense")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "p1evse: config error: --listen 'nonsense': expected host:port such as "
+        "127.0.0.1:8080, got 'nonsense'\n"
+    )
+
+
 def test_bad_environment_value_exits_2() -> None:
     result = p1evse("run", env={"P1EVSE_PUBLISH__INTERVAL": "often"})
     assert result.returncode == 2

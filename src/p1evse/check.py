@@ -60,6 +60,12 @@ async def check(settings: Settings, path: Path | None, listen_s: float, out: Tex
     if settings.publish.on_stale is StaleAction.PAUSE:
         say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
     say(f"  {settings.mqtt.availability_topic}  online / offline, retained")
+    web = settings.web
+    if web.listen is None:
+        say("status page: off (web.listen is empty)")
+    else:
+        token = ", token required" if web.token is not None else ""
+        say(f"status page: http://{web.listen}/ (/api/state, /metrics, /healthz{token})")
     warnings = _config_warnings(settings)
 
     broker = Broker(settings.mqtt)

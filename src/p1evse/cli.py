@@ -11,8 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from p1evse import __version__
-from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
+from p1evse.config import CONFIG_PATH_VARIABLE, Settings, WebSettings, load
 from p1evse.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -116,6 +118,11 @@ def _check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from p1evse.sim.demo import demo
 
+    try:
+        WebSettings(listen=args.listen or None)
+    except ValidationError as exc:
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError([f"--listen {args.listen!r}: {message}"]) from None
     _setup_logging(args.log_level)
 
     async def main() -> None:

@@ -114,7 +114,7 @@ class SiteState:
         current = now - self.stale.at if self.stale is not None else 0.0
         return self._stale_closed_s + current
 
-    def source_link(self, now: float) -> Link:
+    def source_link(self) -> Link:
         """The source is as good as its data: fresh readings, none yet, or stale."""
         source = self._settings.source
         detail = f"{source.type}: {', '.join(source.subscriptions())}"
@@ -179,7 +179,7 @@ class SiteState:
                 "action": stale.action.value,
             },
             "links": {
-                "source": _link_json(self.source_link(now), epoch),
+                "source": _link_json(self.source_link(), epoch),
                 **{name: _link_json(link, epoch) for name, link in self.links.items()},
             },
             "counters": {

@@ -200,7 +200,8 @@ class WebServer:
             await response.write(first)
             while True:
                 try:
-                    message = await asyncio.wait_for(client.queue.get(), PING_PERIOD_S)
+                    async with asyncio.timeout(PING_PERIOD_S):  # no task per wait, unlike wait_for
+                        message = await client.queue.get()
                 except TimeoutError:
                     message = b": ping\n\n"
                 if message is None:
