@@ -84,10 +84,14 @@ async def open_page(browser: Browser, site: Site, path: str = "", **context: obj
     return watched
 
 
+# Predicates are functions: a string expression would be eval'd in the page, which its
+# Content-Security-Policy (rightly) forbids.
+SENT_IS = "watts => document.getElementById('sent-value').dataset.watts === String(watts)"
+MORE_POINTS = "before => Number(document.getElementById('chart').dataset.sentPoints) > before"
+
+
 async def shows_sent(page: Page, watts: int) -> None:
-    await page.wait_for_function(
-        f"document.getElementById('sent-value').dataset.watts === '{watts}'", timeout=WAIT_MS
-    )
+    await page.wait_for_function(SENT_IS, arg=watts, timeout=WAIT_MS)
 
 
 async def points(page: Page) -> int:
@@ -122,9 +126,7 @@ async def test_page_shows_the_value_just_published_and_the_chart_grows_live(
         await page.evaluate("window.notReloaded = true")
         await next_bucket(site)
         await site.send(DELIVERED, "2.500", "2500")
-        await page.wait_for_function(
-            f"document.getElementById('chart').dataset.sentPoints > {before}", timeout=WAIT_MS
-        )
+        await page.wait_for_function(MORE_POINTS, arg=before, timeout=WAIT_MS)
         await shows_sent(page, 2500)
         assert await page.inner_text("#direction") == "Importing from the grid"
         assert await page.inner_text("#grid-value") == "2.50 kW"
