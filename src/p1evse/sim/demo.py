@@ -12,6 +12,7 @@ from typing import TextIO
 
 from p1evse.app import App, describe
 from p1evse.config import MqttSettings, WebSettings, load
+from p1evse.errors import ConfigError
 from p1evse.model import Event, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker
 from p1evse.sim.broker import embedded_broker
@@ -84,12 +85,15 @@ async def demo(
         )
         if duration is not None:
             loop.call_later(duration, stop.set)
-        async with asyncio.TaskGroup() as group:
-            meter_conn = group.create_task(meter_broker.run(), name="demo-meter-mqtt")
-            meter_task = group.create_task(run_meter(), name="demo-meter")
-            await app.run(stop)
-            meter_task.cancel()
-            await meter_broker.close()
-            meter_conn.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await meter_task
+        try:
+            async with asyncio.TaskGroup() as group:
+                meter_conn = group.create_task(meter_broker.run(), name="demo-meter-mqtt")
+                meter_task = group.create_task(run_meter(), name="demo-meter")
+                await app.run(stop)
+                meter_task.cancel()
+                await meter_broker.close()
+                meter_conn.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await meter_task
+        except* ConfigError as group:
+            raise group.exceptions[0] from None  # e.g. the page's address is in use
