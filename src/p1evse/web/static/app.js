@@ -211,12 +211,14 @@
     lo = Math.floor(lo / step) * step;
     hi = Math.ceil(hi / step) * step;
     const kw = Math.max(Math.abs(lo), Math.abs(hi)) >= 1000;
+    // as many decimals as the step needs: 0.25 kW, 0.5 kW, 1 kW
+    let decimals = 0;
+    while (kw && decimals < 3 && Math.abs(Math.round((step / 1000) * 10 ** decimals) -
+      (step / 1000) * 10 ** decimals) > 1e-9) decimals++;
+    const label = (v) => (kw ? (v / 1000).toFixed(decimals) + " kW" : v + " W");
 
     ctx.font = "11px system-ui, sans-serif";
-    const labelWidth = Math.max(
-      ctx.measureText((kw ? (lo / 1000).toFixed(1) : String(lo)) + (kw ? " kW" : " W")).width,
-      ctx.measureText((kw ? (hi / 1000).toFixed(1) : String(hi)) + (kw ? " kW" : " W")).width
-    );
+    const labelWidth = Math.max(ctx.measureText(label(lo)).width, ctx.measureText(label(hi)).width);
     const left = Math.ceil(labelWidth) + 10;
     const right = width - 6;
     const top = 8;
@@ -235,8 +237,7 @@
       ctx.lineTo(right, Math.round(y(v)) + 0.5);
       ctx.stroke();
       ctx.fillStyle = color("--muted");
-      const label = kw ? (v / 1000).toFixed(step < 1000 ? 1 : 0) + " kW" : v + " W";
-      ctx.fillText(label, left - 6, y(v));
+      ctx.fillText(label(v), left - 6, y(v));
     }
 
     // time axis: every 10 minutes
