@@ -100,7 +100,7 @@ async def points(page: Page) -> int:
 
 async def next_bucket(site: Site) -> None:
     """Pace the next reading into the chart's next bucket (one a second)."""
-    step = site.app.state.history.step_s
+    step = site.state.history.step_s
     loop = asyncio.get_running_loop()
     await asyncio.sleep(step - loop.time() % step + 0.02)
 

@@ -21,7 +21,7 @@ from p1evse.app import App
 from p1evse.config import Settings, WebSettings
 from p1evse.errors import ConfigError
 from p1evse.sim.broker import free_port
-from p1evse.state import LinkState
+from p1evse.state import LinkState, SiteState
 from p1evse.web.server import STATIC_DIR, exposure_warning
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
@@ -34,6 +34,7 @@ TIMEOUT = aiohttp.ClientTimeout(total=5)
 @dataclass
 class Site:
     app: App
+    state: SiteState
     url: str
     probe: Probe
     http: aiohttp.ClientSession
@@ -42,7 +43,7 @@ class Site:
         async with self.http.get(self.url + path, **kwargs) as response:
             return response.status, await response.text(), dict(response.headers)
 
-    async def state(self) -> dict[str, Any]:
+    async def api_state(self) -> dict[str, Any]:
         status, body, _ = await self.get("api/state")
         assert status == 200
         data: dict[str, Any] = json.loads(body)
@@ -71,29 +72,30 @@ async def serving(settings: Settings) -> AsyncIterator[Site]:
         await probe.subscribe(GRID_IE)
         await ready(probe)
         assert settings.web.listen is not None
-        yield Site(app, f"http://{settings.web.listen}/", probe, http)
+        assert app.state is not None
+        yield Site(app, app.state, f"http://{settings.web.listen}/", probe, http)
 
 
-async def changed(app: App, condition: Any, timeout: float = 5.0) -> None:
-    """Wait until `condition()` holds, checked at each change of the app's state."""
+async def changed(state: SiteState, condition: Any, timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds, checked at each change of the site's state."""
     event = asyncio.Event()
 
     def check() -> None:
         if condition():
             event.set()
 
-    app.state.listeners.append(check)
+    state.listeners.append(check)
     try:
         check()
         await asyncio.wait_for(event.wait(), timeout)
     finally:
-        app.state.listeners.remove(check)
+        state.listeners.remove(check)
 
 
 async def test_state_shows_what_was_published(one_broker: BrokerProcess) -> None:
     async with serving(web_settings(one_broker)) as site:
         await site.send(RETURNED, "1.234", "-1234")
-        state = await site.state()
+        state = await site.api_state()
         assert state["published"]["watts"] == -1234
         assert state["meter"] == state["meter"] | {"net_w": -1234, "export_w": 1234}
         assert state["meter"]["age_s"] < 5
@@ -153,15 +155,15 @@ async def test_health_follows_broker_and_readings(one_broker: BrokerProcess) -> 
         status, body, _ = await site.get("healthz")
         assert status == 200
         assert re.fullmatch(r"ok: broker connected, last reading \d+\.\d s ago\n", body)
-        await changed(site.app, lambda: site.app.state.stale is not None)
+        await changed(site.state, lambda: site.state.stale is not None)
         status, body, _ = await site.get("healthz")
         assert status == 503
         assert re.fullmatch(r"unhealthy: no valid reading for \d+ s \(stale_after 1 s\)\n", body)
         await site.send(DELIVERED, "0.600", "600")
         assert (await site.get("healthz"))[0] == 200
         one_broker.stop()
-        broker_link = site.app.state.links["broker"]
-        await changed(site.app, lambda: broker_link.state is LinkState.DISCONNECTED)
+        broker_link = site.state.links["broker"]
+        await changed(site.state, lambda: broker_link.state is LinkState.DISCONNECTED)
         status, body, _ = await site.get("healthz")
         assert status == 503
         assert body == f"unhealthy: MQTT 127.0.0.1:{one_broker.port}: disconnected\n"

@@ -32,17 +32,20 @@ class App:
         pipeline = Pipeline(settings.publish, loop.time())
         self.bridge = Bridge(pipeline, self.sinks, loop)
         self.source = build_source(settings.source, self.broker)
-        self.state = SiteState(settings, pipeline.counters, loop.time)
-        self.bridge.observers.append(self.state.observe)
-        self.broker.on_connected(lambda: self.state.link_changed("broker", LinkState.CONNECTED))
-        self.broker.on_disconnected(
-            lambda: self.state.link_changed("broker", LinkState.DISCONNECTED)
-        )
+        # The site's state is what the status page and /metrics show; without them
+        # nothing reads it, so nothing feeds it and the relay path stays as lean as it was.
+        self.state: SiteState | None = None
         self.web: WebServer | None = None
         if settings.web.listen is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            self.web = WebServer(settings.web, self.state, self.broker, self.bridge, loop)
+            state = self.state = SiteState(settings, pipeline.counters, loop.time)
+            self.bridge.observers.append(state.observe)
+            self.broker.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
+            self.broker.on_disconnected(
+                lambda: state.link_changed("broker", LinkState.DISCONNECTED)
+            )
+            self.web = WebServer(settings.web, state, self.broker, self.bridge, loop)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return.
