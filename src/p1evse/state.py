@@ -3,8 +3,9 @@
 
 One `SiteState` per Bridge (per meter): a later step runs thousands of sites in one
 process, each with its own. `observe` runs in the publish path (the Bridge calls it right
-after the sinks), so it only records; whoever wants to know about changes registers a
-cheap callback in `listeners` and does its work later.
+after the sinks, before the MQTT client writes the value out), so it only records, in a
+few µs; whoever wants to know about changes registers a cheap callback in `listeners`
+and does its work later.
 """
 
 from __future__ import annotations
