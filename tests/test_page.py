@@ -109,6 +109,8 @@ async def test_page_shows_the_value_just_published_and_the_chart_grows_live(
     one_broker: BrokerProcess, browser: Browser
 ) -> None:
     async with serving(web_settings(one_broker)) as site:
+        for field, payload in (("amp", "9500"), ("state", "3"), ("divertmode", "2")):
+            site.probe.publish(f"openevse/{field}", payload)
         await site.send(RETURNED, "1.234", "-1234")
         watched = await open_page(browser, site, viewport={"width": 1280, "height": 900})
         page = watched.page
@@ -118,7 +120,9 @@ async def test_page_shows_the_value_just_published_and_the_chart_grows_live(
         assert await page.inner_text("#direction") == "Exporting to the grid"
         assert await page.inner_text("#export") == "1.23 kW"
         assert await page.get_attribute("#link-broker", "data-state") == "connected"
-        assert await page.get_attribute("#link-charger", "data-state") == "unknown"
+        assert await page.get_attribute("#link-charger", "data-state") == "connected"
+        assert (await page.inner_text("#link-charger .detail")).endswith("charging · 9.5 A")
+        assert await page.is_visible("#legend-charger")  # the charger's current is charted
         assert await page.is_hidden("#stale")
         before = await points(page)
         assert before >= 1

@@ -17,7 +17,8 @@ from p1evse.model import (
     StaleLeft,
 )
 from p1evse.pipeline import Counters
-from p1evse.state import LinkState, SiteState
+from p1evse.sinks.charger import ChargerState
+from p1evse.state import CHARGER_FRESH_S, LinkState, SiteState
 
 WALL_OFFSET = 1_800_000_000.0  # Unix time = the clock + this
 
@@ -33,9 +34,11 @@ class Clock:
         return self.now + WALL_OFFSET
 
 
-def make(settings: Settings | None = None) -> tuple[SiteState, Clock]:
+def make(
+    settings: Settings | None = None, charger: ChargerState | None = None
+) -> tuple[SiteState, Clock]:
     clock = Clock()
-    state = SiteState(settings or Settings(), Counters(), clock, wall=clock.wall)
+    state = SiteState(settings or Settings(), Counters(), clock, wall=clock.wall, charger=charger)
     return state, clock
 
 
@@ -55,10 +58,11 @@ def test_readings_values_and_times() -> None:
     }
     assert snapshot["published"]["watts"] == -1200
     assert snapshot["published"]["readings"] == 3
-    assert snapshot["published"]["topic"] == "p1evse/grid_ie"
+    assert snapshot["published"]["to"] == "p1evse/grid_ie"
     assert snapshot["stale"] is None
     assert snapshot["links"]["source"]["state"] == "connected"
-    assert snapshot["links"]["charger"]["state"] == "unknown"
+    assert snapshot["links"]["charger"]["state"] == "unknown"  # no charger read back
+    assert snapshot["charger"] is None
 
 
 def test_stale_time_adds_up_over_gaps_and_counts_the_current_one() -> None:
@@ -70,7 +74,12 @@ def test_stale_time_adds_up_over_gaps_and_counts_the_current_one() -> None:
     clock.now = 175.0
     assert state.stale_seconds(clock.now) == 15.0
     snapshot = state.snapshot()
-    assert snapshot["stale"] == {"since": 170.0 + WALL_OFFSET, "for_s": 35.0, "action": "pause"}
+    assert snapshot["stale"] == {
+        "since": 170.0 + WALL_OFFSET,
+        "for_s": 35.0,
+        "action": "pause",
+        "charger_spared": False,
+    }
     assert snapshot["links"]["source"]["state"] == "disconnected"
 
 
@@ -120,8 +129,56 @@ def test_history_json_is_compact_and_in_unix_time() -> None:
     assert history == {
         "t0": 100.0 + WALL_OFFSET,
         "step_s": 1.0,
-        "rows": [[0, -500, -500], [2, 300, None]],
+        "rows": [[0, -500, -500, None], [2, 300, None, None]],
     }
     since = state.history_json(since=state.history.bucket(102.7))
-    assert since["rows"] == [[0, 300, None]]
+    assert since["rows"] == [[0, 300, None, None]]
     assert since["t0"] == 102.0 + WALL_OFFSET
+
+
+def test_the_charger_as_it_reports_back() -> None:
+    charger = ChargerState()
+    state, clock = make(charger=charger)
+    assert state.snapshot()["links"]["charger"] == {
+        "state": "connecting",
+        "detail": "MQTT openevse/…: no report yet",
+        "since": 100.0 + WALL_OFFSET,
+    }
+    for field, payload in (("amp", b"10500"), ("state", b"3"), ("divertmode", b"2")):
+        charger.update(field, payload, clock.now)
+    clock.now = 101.0
+    state.observe(Reading(101.0, 2000.0, 0.0))
+    snapshot = state.snapshot()
+    assert snapshot["links"]["charger"]["state"] == "connected"
+    assert snapshot["links"]["charger"]["detail"] == "MQTT openevse/… · eco · charging · 10.5 A"
+    assert snapshot["charger"] == snapshot["charger"] | {
+        "age_s": 1.0,
+        "state": 3,
+        "state_text": "charging",
+        "mode": "eco",
+        "current_a": 10.5,
+    }
+    assert state.history_json()["rows"] == [[0, 2000, None, 10.5]]
+    # silent for too long: shown so, and no longer charted
+    clock.now = 100.0 + CHARGER_FRESH_S
+    state.observe(Reading(clock.now, 2000.0, 0.0))
+    assert state.snapshot()["links"]["charger"]["state"] == "disconnected"
+    assert state.history_json()["rows"][-1][1:] == [2000, None, None]
+
+
+def test_a_charger_in_normal_mode_is_spared_by_the_stale_guard() -> None:
+    charger = ChargerState()
+    state, clock = make(charger=charger)
+    state.observe(StaleEntered(130.0, None, StaleAction.PAUSE))
+    assert state.snapshot()["stale"]["charger_spared"] is False  # mode unknown: paused
+    charger.update("divertmode", b"1", clock.now)
+    assert state.snapshot()["stale"]["charger_spared"] is True
+
+
+def test_over_http_values_and_claims_go_to_the_charger_s_api() -> None:
+    settings = Settings(openevse={"transport": "http", "url": "http://openevse.local"})
+    state, _ = make(settings, ChargerState())
+    config = state.snapshot()["config"]
+    assert config["sent_to"] == "http://openevse.local/status"
+    assert config["claim_to"].startswith("http://openevse.local/claims/")
+    assert state.snapshot()["links"]["charger"]["detail"].startswith("HTTP http://openevse.local")

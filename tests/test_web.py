@@ -101,11 +101,27 @@ async def test_state_shows_what_was_published(one_broker: BrokerProcess) -> None
         assert state["meter"]["age_s"] < 5
         assert state["links"]["broker"]["state"] == "connected"
         assert state["links"]["source"]["state"] == "connected"
-        assert state["links"]["charger"]["state"] == "unknown"
+        assert state["links"]["charger"]["state"] == "connecting"  # no report yet
         assert state["counters"]["readings"] == 1
         status, body, _ = await site.get("api/history")
         assert status == 200
-        assert json.loads(body)["rows"][-1][1:] == [-1234, -1234]
+        assert json.loads(body)["rows"][-1][1:] == [-1234, -1234, None]
+
+
+async def test_state_shows_what_the_charger_reports(one_broker: BrokerProcess) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        for field, payload in (("amp", "12000"), ("state", "3"), ("divertmode", "2")):
+            site.probe.publish(f"openevse/{field}", payload)
+        # one client's messages arrive in order: the charger's reports are in first
+        await site.send(DELIVERED, "0.300", "300")
+        state = await site.api_state()
+        assert state["links"]["charger"]["state"] == "connected"
+        assert state["links"]["charger"]["detail"].endswith("eco · charging · 12.0 A")
+        assert state["charger"]["current_a"] == 12.0
+        _, body, _ = await site.get("api/history")
+        assert json.loads(body)["rows"][-1][1:] == [300, 300, 12.0]
+        _, text, _ = await site.get("metrics")
+        assert "p1evse_charger_current_amps 12.0" in text
 
 
 async def test_page_and_its_files_are_small_local_and_carry_a_strict_policy(
@@ -266,7 +282,7 @@ async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
                         break
                 assert message["full"] is False
                 assert message["state"]["published"]["watts"] == 777
-                assert message["history"]["rows"][-1][1:] == [777, 777]
+                assert message["history"]["rows"][-1][1:] == [777, 777, None]
                 assert app.web is not None
                 assert len(app.web.fanout) == 1
                 loop = asyncio.get_running_loop()

@@ -39,7 +39,9 @@ class App:
         if settings.web.listen is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            state = self.state = SiteState(settings, pipeline.counters, loop.time)
+            state = self.state = SiteState(
+                settings, pipeline.counters, loop.time, charger=self.charger
+            )
             self.bridge.observers.append(state.observe)
             self.broker.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
             self.broker.on_disconnected(

@@ -1,9 +1,10 @@
 """The last hour of a site's power values, for the status page's chart, in fixed memory.
 
 Time is cut into buckets of `step_s` (1 s: a DSMR 5 meter's own period, so a meter's
-every reading stays visible). Each bucket holds the mean of the meter's readings in it
-and the last value sent to the charger in it; a ring of `span_s / step_s` buckets keeps
-the last hour, in flat arrays (about 100 kB per site), whatever the input rate.
+every reading stays visible). Each bucket holds the mean of the meter's readings in it,
+the last value sent to the charger in it, and the charger's current as last reported;
+a ring of `span_s / step_s` buckets keeps the last hour, in flat arrays (about 130 kB
+per site), whatever the input rate.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ NO_BUCKET = -(2**63)  # no bucket has this number: an empty slot
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One bucket: its start time (the pipeline's clock) and its values in W, or None."""
+    """One bucket: its start time (the pipeline's clock) and its values, or None."""
 
     at: float
     meter_w: float | None
     published_w: float | None
+    charger_a: float | None = None
 
 
 class History:
@@ -34,6 +36,7 @@ class History:
         self._meter_sum = array("d", [0.0]) * self.size
         self._meter_count = array("I", [0]) * self.size
         self._published = array("d", [math.nan]) * self.size
+        self._charger = array("d", [math.nan]) * self.size
         self.latest = NO_BUCKET  # the newest bucket that holds a value
 
     def bucket(self, at: float) -> int:
@@ -50,6 +53,11 @@ class History:
         if slot is not None:
             self._published[slot] = watts
 
+    def add_charger(self, at: float, amps: float) -> None:
+        slot = self._slot(at)
+        if slot is not None:
+            self._charger[slot] = amps
+
     def rows(self, since: int | None = None) -> list[Row]:
         """The buckets that hold a value, oldest first; from bucket `since` on if given."""
         if self.latest == NO_BUCKET:
@@ -63,12 +71,12 @@ class History:
             if self._bucket[slot] != bucket:
                 continue
             count = self._meter_count[slot]
-            published = self._published[slot]
             rows.append(
                 Row(
                     bucket * self.step_s,
                     self._meter_sum[slot] / count if count else None,
-                    None if math.isnan(published) else published,
+                    _value(self._published[slot]),
+                    _value(self._charger[slot]),
                 )
             )
         return rows
@@ -85,5 +93,10 @@ class History:
             self._meter_sum[slot] = 0.0
             self._meter_count[slot] = 0
             self._published[slot] = math.nan
+            self._charger[slot] = math.nan
         self.latest = max(self.latest, bucket)
         return slot
+
+
+def _value(stored: float) -> float | None:
+    return None if math.isnan(stored) else stored

@@ -18,13 +18,42 @@ from typing import TYPE_CHECKING, Any
 
 from p1evse import __version__
 from p1evse.history import History
-from p1evse.model import Event, GridPower, Reading, Rejected, StaleEntered, StaleLeft
+from p1evse.model import (
+    Event,
+    GridPower,
+    Reading,
+    Rejected,
+    StaleAction,
+    StaleEntered,
+    StaleLeft,
+)
 
 if TYPE_CHECKING:
     from p1evse.config import Settings
     from p1evse.pipeline import Counters
+    from p1evse.sinks.charger import ChargerState
 
 Clock = Callable[[], float]
+
+# The charger reports on change and OpenEVSE considers a feed fresh for 120 s; a charger
+# silent for longer is shown as such (and its current no longer charted).
+CHARGER_FRESH_S = 120.0
+EVSE_STATES = {
+    0: "starting",
+    1: "no car connected",
+    2: "car connected",
+    3: "charging",
+    4: "error: ventilation required",
+    5: "error: diode check failed",
+    6: "error: GFCI fault",
+    7: "error: no ground",
+    8: "error: stuck relay",
+    9: "error: GFCI self-test failed",
+    10: "error: over temperature",
+    11: "error: over current",
+    254: "sleeping",
+    255: "disabled",
+}
 
 
 class LinkState(enum.Enum):
@@ -51,10 +80,12 @@ class SiteState:
         clock: Clock,
         wall: Clock = time.time,
         name: str = "p1evse",
+        charger: ChargerState | None = None,
     ) -> None:
         self.name = name
         self._settings = settings
         self.counters = counters
+        self.charger = charger
         self._clock = clock
         self._wall = wall
         self.started = clock()
@@ -66,10 +97,16 @@ class SiteState:
         self.last_rejection: Rejected | None = None
         self._stale_closed_s = 0.0  # time spent stale in gaps that have ended
         mqtt = settings.mqtt
-        self.links = {
-            "broker": Link(LinkState.CONNECTING, f"MQTT {mqtt.host}:{mqtt.port}"),
-            "charger": Link(LinkState.UNKNOWN, "p1evse does not read the charger's state yet"),
-        }
+        self.links = {"broker": Link(LinkState.CONNECTING, f"MQTT {mqtt.host}:{mqtt.port}")}
+        openevse = settings.openevse
+        if openevse.transport == "http":
+            self._sent_to = f"{openevse.url}/status"
+            self._claim_to = f"{openevse.url}/claims/{openevse.claim_client_id}"
+            self._charger_via = f"HTTP {openevse.url}"
+        else:
+            self._sent_to = openevse.grid_ie_topic
+            self._claim_to = openevse.claim_topic
+            self._charger_via = f"MQTT {openevse.base_topic}/…"
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -78,6 +115,14 @@ class SiteState:
         if isinstance(event, Reading):
             self.meter = event
             self.history.add_meter(event.at, event.net_w)
+            charger = self.charger
+            if (
+                charger is not None
+                and charger.amp is not None
+                and charger.updated_at is not None
+                and event.at - charger.updated_at < CHARGER_FRESH_S
+            ):
+                self.history.add_charger(event.at, charger.amp / 1000)
         elif isinstance(event, GridPower):
             self.published = event
             self.history.add_published(event.at, event.watts)
@@ -125,6 +170,31 @@ class SiteState:
             return Link(LinkState.CONNECTING, detail, self.started)
         return Link(LinkState.CONNECTED, detail)
 
+    def charger_link(self, now: float) -> Link:
+        """Whether the charger reports back: recently, not yet, or not any more."""
+        charger = self.charger
+        via = self._charger_via
+        if charger is None:
+            return Link(LinkState.UNKNOWN, f"{via}: not read back")
+        if charger.updated_at is None:
+            return Link(LinkState.CONNECTING, f"{via}: no report yet", self.started)
+        age = now - charger.updated_at
+        if age >= CHARGER_FRESH_S:
+            return Link(LinkState.DISCONNECTED, f"{via}: no report for {age:.0f} s")
+        parts = [via]
+        if charger.divertmode is not None:
+            parts.append(charger.divertmode.name.lower())  # eco / normal
+        if charger.state is not None:
+            parts.append(EVSE_STATES.get(charger.state, f"state {charger.state}"))
+        if charger.amp is not None:
+            parts.append(f"{charger.amp / 1000:.1f} A")
+        return Link(LinkState.CONNECTED, " · ".join(parts))
+
+    def spares_the_charger(self) -> bool:
+        """The stale guard would pause, but the charger is in normal mode: someone's
+        deliberate charge, which p1evse leaves alone (see `PauseIntent`)."""
+        return self.charger is not None and not self.charger.pause_allowed()
+
     def unhealthy(self, now: float) -> str | None:
         """Why the service is not doing its job, in one line; None when it is."""
         broker = self.links["broker"]
@@ -170,7 +240,7 @@ class SiteState:
                 "watts": published.watts,
                 "readings": published.readings,
                 "failsafe": published.failsafe,
-                "topic": settings.openevse.grid_ie_topic,
+                "to": self._sent_to,
             },
             "stale": None
             if stale is None
@@ -178,11 +248,14 @@ class SiteState:
                 "since": round(stale.at + epoch, 3),
                 "for_s": round(self.quiet_for(now), 3),
                 "action": stale.action.value,
+                "charger_spared": stale.action is StaleAction.PAUSE and self.spares_the_charger(),
             },
             "links": {
                 "source": _link_json(self.source_link(), epoch),
                 **{name: _link_json(link, epoch) for name, link in self.links.items()},
+                "charger": _link_json(self.charger_link(now), epoch),
             },
+            "charger": self._charger_json(now, epoch),
             "counters": {
                 "readings": self.counters.readings,
                 "published": self.counters.published,
@@ -205,14 +278,34 @@ class SiteState:
                 "on_stale": settings.publish.on_stale.value,
                 "failsafe_import_w": settings.publish.failsafe_import_w,
                 "reserve_w": settings.publish.reserve_w,
-                "grid_ie_topic": settings.openevse.grid_ie_topic,
-                "claim_topic": settings.openevse.claim_topic,
+                "transport": settings.openevse.transport,
+                "sent_to": self._sent_to,
+                "claim_to": self._claim_to,
             },
+        }
+
+    def _charger_json(self, now: float, epoch: float) -> dict[str, Any] | None:
+        charger = self.charger
+        if charger is None or charger.updated_at is None:
+            return None
+        return {
+            "at": round(charger.updated_at + epoch, 3),
+            "age_s": round(now - charger.updated_at, 3),
+            "state": charger.state,
+            "state_text": None
+            if charger.state is None
+            else EVSE_STATES.get(charger.state, f"state {charger.state}"),
+            "mode": None if charger.divertmode is None else charger.divertmode.name.lower(),
+            "current_a": None if charger.amp is None else round(charger.amp / 1000, 2),
+            "pilot_a": charger.pilot,
+            "charge_rate_a": charger.charge_rate,
+            "divert_active": charger.divert_active,
         }
 
     def history_json(self, since: int | None = None) -> dict[str, Any]:
         """The chart's rows (all, or from bucket `since` on) compactly: row k is at
-        `t0 + k * step_s` (epoch seconds), with the meter's mean W and the value sent."""
+        `t0 + k * step_s` (epoch seconds), with the meter's mean W, the value sent (W)
+        and the charger's current (A)."""
         history = self.history
         rows = history.rows(since)
         epoch = self._epoch_offset(self._clock())
@@ -227,6 +320,7 @@ class SiteState:
                     round((row.at - first) / history.step_s),
                     None if row.meter_w is None else round(row.meter_w),
                     None if row.published_w is None else round(row.published_w),
+                    None if row.charger_a is None else round(row.charger_a, 1),
                 ]
                 for row in rows
             ],

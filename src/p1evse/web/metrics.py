@@ -131,6 +131,14 @@ class _SiteCollector:
                 value=state.published.watts,
             )
 
+        charger = state.charger
+        if charger is not None and charger.amp is not None:
+            yield GaugeMetricFamily(
+                "p1evse_charger_current_amps",
+                "The current the car draws, as the charger last reported it",
+                value=charger.amp / 1000,
+            )
+
         endpoint = [f"mqtt://{self._broker.address}"]
         connected = GaugeMetricFamily(
             "p1evse_connected", "1 while the connection is up", labels=["endpoint"]

@@ -11,7 +11,7 @@
 
   let state = null;
   let skewS = 0; // server clock minus this browser's clock
-  let rows = []; // [t (epoch s), meter W | null, sent W | null], oldest first
+  let rows = []; // [t (epoch s), meter W | null, sent W | null, charger A | null], oldest first
 
   const serverNow = () => Date.now() / 1000 + skewS;
 
@@ -80,7 +80,7 @@
       const what = sent.failsafe
         ? "fail-safe value"
         : "mean of " + sent.readings + (sent.readings === 1 ? " reading" : " readings");
-      setText("sent-detail", what + " on " + sent.topic + ", " + ago(sent.at));
+      setText("sent-detail", what + " to " + sent.to + ", " + ago(sent.at));
     }
 
     renderStale();
@@ -113,9 +113,10 @@
         : "No meter reading for " + duration(quiet)
     );
     const did = {
-      pause:
-        "Charging is paused: p1evse claimed OpenEVSE disabled on " + cfg.claim_topic +
-        ". It releases the claim with the next fresh reading.",
+      pause: stale.charger_spared
+        ? "OpenEVSE is in normal mode: p1evse leaves that charge alone and does not pause it."
+        : "Charging is paused: p1evse claimed OpenEVSE disabled (" + cfg.claim_to +
+          "). It releases the claim with the next fresh reading.",
       import:
         "p1evse sends the fail-safe " + watts(cfg.failsafe_import_w) + " import to OpenEVSE" +
         " every " + (cfg.interval_s || 5) + " s, so solar divert winds down.",
@@ -130,7 +131,12 @@
     const words = {
       source: { connected: "receiving", connecting: "waiting for a reading", disconnected: "silent" },
       broker: { connected: "connected", connecting: "connecting", disconnected: "disconnected" },
-      charger: { unknown: "not monitored" },
+      charger: {
+        connected: "reporting",
+        connecting: "no report yet",
+        disconnected: "silent",
+        unknown: "not monitored",
+      },
     };
     for (const name of ["source", "broker", "charger"]) {
       const link = links[name];
@@ -146,8 +152,8 @@
   function merge(history, full) {
     if (full) rows = [];
     if (history.t0 === null) return;
-    for (const [k, meter, sent] of history.rows) {
-      const row = [history.t0 + k * history.step_s, meter, sent];
+    for (const [k, meter, sent, charger] of history.rows) {
+      const row = [history.t0 + k * history.step_s, meter, sent, charger === undefined ? null : charger];
       let i = rows.length;
       while (i > 0 && rows[i - 1][0] > row[0] + 1e-6) i--;
       if (i > 0 && Math.abs(rows[i - 1][0] - row[0]) < 1e-6) rows[i - 1] = row;
@@ -219,12 +225,20 @@
 
     ctx.font = "11px system-ui, sans-serif";
     const labelWidth = Math.max(ctx.measureText(label(lo)).width, ctx.measureText(label(hi)).width);
+    // the charger's current, when it reports one: its own axis on the right, 0 A at 0 W
+    let ampMax = 0;
+    for (const row of rows) if (row[3] !== null && row[3] > ampMax) ampMax = row[3];
+    const amps = rows.some((row) => row[3] !== null);
+    ampMax = Math.max(16, Math.ceil(ampMax / 8) * 8);
+    $("legend-charger").hidden = !amps;
+
     const left = Math.ceil(labelWidth) + 10;
-    const right = width - 6;
+    const right = width - (amps ? Math.ceil(ctx.measureText(ampMax + " A").width) + 12 : 6);
     const top = 8;
     const bottom = height - 20;
     const x = (t) => left + ((t - start) / HOUR_S) * (right - left);
     const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    const yAmps = (a) => y(0) - (a / ampMax) * (y(0) - top);
 
     // horizontal grid and labels
     ctx.textBaseline = "middle";
@@ -238,6 +252,11 @@
       ctx.stroke();
       ctx.fillStyle = color("--muted");
       ctx.fillText(label(v), left - 6, y(v));
+    }
+    if (amps) {
+      ctx.textAlign = "left";
+      ctx.fillStyle = color("--charger");
+      for (const a of [0, ampMax / 2, ampMax]) ctx.fillText(a + " A", right + 6, yAmps(a));
     }
 
     // time axis: every 10 minutes
@@ -285,6 +304,9 @@
     ctx.lineTo(right, Math.round(zero) + 0.5);
     ctx.stroke();
     series(ctx, 2, x, y, gap, color("--sent"), 2, true);
+    ctx.setLineDash([5, 3]);
+    series(ctx, 3, x, yAmps, gap, color("--charger"), 1.5, true);
+    ctx.setLineDash([]);
     // where each line is now
     for (const [column, name] of [[1, "--text"], [2, "--sent"]]) {
       for (let i = rows.length - 1; i >= 0; i--) {
@@ -298,14 +320,11 @@
       }
     }
 
-    let meterPoints = 0;
-    let sentPoints = 0;
-    for (const row of rows) {
-      if (row[1] !== null) meterPoints++;
-      if (row[2] !== null) sentPoints++;
-    }
-    canvas.dataset.meterPoints = String(meterPoints);
-    canvas.dataset.sentPoints = String(sentPoints);
+    const counts = [0, 0, 0, 0];
+    for (const row of rows) for (let i = 1; i < 4; i++) if (row[i] !== null) counts[i]++;
+    canvas.dataset.meterPoints = String(counts[1]);
+    canvas.dataset.sentPoints = String(counts[2]);
+    canvas.dataset.chargerPoints = String(counts[3]);
   }
 
   function meterArea(ctx, x, y, gap, zero) {
