@@ -137,21 +137,26 @@ def page_weight(port: int) -> Weight:
 
 
 def full_hour_first_message() -> int:
-    """The first message with a full hour of chart: a meter at 1 Hz, a value every 5 s."""
+    """The first message with a full hour of chart: a meter at 1 Hz, a value every 5 s,
+    and a charger whose current changes every 5 s (divert at work)."""
     import asyncio
 
     from p1evse.config import Settings
     from p1evse.model import GridPower, Reading
     from p1evse.pipeline import Counters
+    from p1evse.sinks.charger import ChargerState
     from p1evse.state import SiteState
     from p1evse.web.stream import Fanout, StatePush
 
     loop = asyncio.new_event_loop()
     try:
         now = time.monotonic()
-        state = SiteState(Settings(), Counters(), lambda: now)
+        charger = ChargerState()
+        state = SiteState(Settings(), Counters(), lambda: now, charger=charger)
         for second in range(3600):
             at = now - 3600 + second + 0.5
+            if second % 5 == 0:
+                charger.update("amp", str(6000 + (second * 137) % 10000).encode(), at)
             state.observe(Reading(at, 1234.0 + second % 700, 0.0))
             if second % 5 == 0:
                 state.observe(GridPower(at, 1500 + second % 700, 5))

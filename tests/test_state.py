@@ -129,10 +129,10 @@ def test_history_json_is_compact_and_in_unix_time() -> None:
     assert history == {
         "t0": 100.0 + WALL_OFFSET,
         "step_s": 1.0,
-        "rows": [[0, -500, -500, None], [2, 300, None, None]],
+        "rows": [[0, -500, -500], [2, 300]],  # trailing nulls left out
     }
     since = state.history_json(since=state.history.bucket(102.7))
-    assert since["rows"] == [[0, 300, None, None]]
+    assert since["rows"] == [[0, 300]]
     assert since["t0"] == 102.0 + WALL_OFFSET
 
 
@@ -163,7 +163,7 @@ def test_the_charger_as_it_reports_back() -> None:
     clock.now = 100.0 + CHARGER_FRESH_S
     state.observe(Reading(clock.now, 2000.0, 0.0))
     assert state.snapshot()["links"]["charger"]["state"] == "disconnected"
-    assert state.history_json()["rows"][-1][1:] == [2000, None, None]
+    assert state.history_json()["rows"][-1][1:] == [2000]
 
 
 def test_a_charger_in_normal_mode_is_spared_by_the_stale_guard() -> None:
@@ -182,3 +182,16 @@ def test_over_http_values_and_claims_go_to_the_charger_s_api() -> None:
     assert config["sent_to"] == "http://openevse.local/status"
     assert config["claim_to"].startswith("http://openevse.local/claims/")
     assert state.snapshot()["links"]["charger"]["detail"].startswith("HTTP http://openevse.local")
+
+
+def test_the_charger_s_current_is_charted_when_it_changes_or_every_ten_seconds() -> None:
+    charger = ChargerState()
+    state, clock = make(charger=charger)
+    charger.update("amp", b"6000", clock.now)
+    for second in range(16):
+        if second == 4:
+            charger.update("amp", b"7000", clock.now)
+        state.observe(Reading(clock.now, 100.0, 0.0))
+        clock.now += 1.0
+    charted = [(row[0], row[3]) for row in state.history_json()["rows"] if len(row) > 3]
+    assert charted == [(0, 6.0), (4, 7.0), (14, 7.0)]  # at first, on the change, 10 s on

@@ -105,7 +105,7 @@ async def test_state_shows_what_was_published(one_broker: BrokerProcess) -> None
         assert state["counters"]["readings"] == 1
         status, body, _ = await site.get("api/history")
         assert status == 200
-        assert json.loads(body)["rows"][-1][1:] == [-1234, -1234, None]
+        assert json.loads(body)["rows"][-1][1:] == [-1234, -1234]
 
 
 async def test_state_shows_what_the_charger_reports(one_broker: BrokerProcess) -> None:
@@ -282,7 +282,7 @@ async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
                         break
                 assert message["full"] is False
                 assert message["state"]["published"]["watts"] == 777
-                assert message["history"]["rows"][-1][1:] == [777, 777, None]
+                assert message["history"]["rows"][-1][1:] == [777, 777]
                 assert app.web is not None
                 assert len(app.web.fanout) == 1
                 loop = asyncio.get_running_loop()

@@ -38,6 +38,7 @@ Clock = Callable[[], float]
 # The charger reports on change and OpenEVSE considers a feed fresh for 120 s; a charger
 # silent for longer is shown as such (and its current no longer charted).
 CHARGER_FRESH_S = 120.0
+CHARGER_CHART_PERIOD_S = 10.0  # shorter than any stale_after that breaks the chart's lines
 EVSE_STATES = {
     0: "starting",
     1: "no car connected",
@@ -96,6 +97,8 @@ class SiteState:
         self.stale: StaleEntered | None = None
         self.last_rejection: Rejected | None = None
         self._stale_closed_s = 0.0  # time spent stale in gaps that have ended
+        self._charted_amps: float | None = None
+        self._charted_at = 0.0
         mqtt = settings.mqtt
         self.links = {"broker": Link(LinkState.CONNECTING, f"MQTT {mqtt.host}:{mqtt.port}")}
         openevse = settings.openevse
@@ -115,14 +118,7 @@ class SiteState:
         if isinstance(event, Reading):
             self.meter = event
             self.history.add_meter(event.at, event.net_w)
-            charger = self.charger
-            if (
-                charger is not None
-                and charger.amp is not None
-                and charger.updated_at is not None
-                and event.at - charger.updated_at < CHARGER_FRESH_S
-            ):
-                self.history.add_charger(event.at, charger.amp / 1000)
+            self._chart_charger(event.at)
         elif isinstance(event, GridPower):
             self.published = event
             self.history.add_published(event.at, event.watts)
@@ -135,6 +131,23 @@ class SiteState:
         else:
             self.last_rejection = event
         self._changed()
+
+    def _chart_charger(self, at: float) -> None:
+        """The charger's current goes into the chart with the meter's readings, when it
+        changed or every CHARGER_CHART_PERIOD_S (the chart holds it in between)."""
+        charger = self.charger
+        if (
+            charger is None
+            or charger.amp is None
+            or charger.updated_at is None
+            or at - charger.updated_at >= CHARGER_FRESH_S
+        ):
+            self._charted_amps = None
+            return
+        amps = charger.amp / 1000
+        if amps != self._charted_amps or at - self._charted_at >= CHARGER_CHART_PERIOD_S:
+            self.history.add_charger(at, amps)
+            self._charted_amps, self._charted_at = amps, at
 
     def link_changed(self, name: str, state: LinkState) -> None:
         link = self.links[name]
@@ -305,7 +318,8 @@ class SiteState:
     def history_json(self, since: int | None = None) -> dict[str, Any]:
         """The chart's rows (all, or from bucket `since` on) compactly: row k is at
         `t0 + k * step_s` (epoch seconds), with the meter's mean W, the value sent (W)
-        and the charger's current (A)."""
+        and the charger's current (A); trailing nulls are left out (most seconds have
+        only a meter reading), which keeps a full hour well under 100 kB."""
         history = self.history
         rows = history.rows(since)
         epoch = self._epoch_offset(self._clock())
@@ -316,12 +330,14 @@ class SiteState:
             "t0": round(first + epoch, 3),
             "step_s": history.step_s,
             "rows": [
-                [
-                    round((row.at - first) / history.step_s),
-                    None if row.meter_w is None else round(row.meter_w),
-                    None if row.published_w is None else round(row.published_w),
-                    None if row.charger_a is None else round(row.charger_a, 1),
-                ]
+                _trimmed(
+                    [
+                        round((row.at - first) / history.step_s),
+                        None if row.meter_w is None else round(row.meter_w),
+                        None if row.published_w is None else round(row.published_w),
+                        None if row.charger_a is None else round(row.charger_a, 1),
+                    ]
+                )
                 for row in rows
             ],
         }
@@ -329,6 +345,12 @@ class SiteState:
     def _epoch_offset(self, now: float) -> float:
         """Add to a time on the pipeline's clock to get Unix time."""
         return self._wall() - now
+
+
+def _trimmed(row: list[float | None]) -> list[float | None]:
+    while row[-1] is None:
+        row.pop()
+    return row
 
 
 def _link_json(link: Link, epoch: float) -> dict[str, Any]:

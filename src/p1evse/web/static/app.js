@@ -153,7 +153,8 @@
     if (full) rows = [];
     if (history.t0 === null) return;
     for (const [k, meter, sent, charger] of history.rows) {
-      const row = [history.t0 + k * history.step_s, meter, sent, charger === undefined ? null : charger];
+      // trailing nulls are left out of a row
+      const row = [history.t0 + k * history.step_s, meter ?? null, sent ?? null, charger ?? null];
       let i = rows.length;
       while (i > 0 && rows[i - 1][0] > row[0] + 1e-6) i--;
       if (i > 0 && Math.abs(rows[i - 1][0] - row[0]) < 1e-6) rows[i - 1] = row;
