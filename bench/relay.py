@@ -53,7 +53,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -591,22 +591,30 @@ def measure_rate(subject: SubjectProcess, bench: Bench, rate: int, duration_s: f
     )
 
 
-def measure_subject(spec: SubjectSpec, bench: Bench, plan: Plan) -> list[Row]:
+def measure_subject(
+    spec: SubjectSpec,
+    bench: Bench,
+    plan: Plan,
+    during: Callable[[SubjectProcess], contextlib.AbstractContextManager[Any]] | None = None,
+) -> list[Row]:
+    """Start the subject, warm it up and measure each rate; `during(subject)`, if given,
+    is entered once the subject relays and stays open while it is measured."""
     progress(f"{spec.name}: starting")
     bench.receiver.online.clear()
     if spec.says_online:
         bench.loadgen.clear_retained(STATUS)
     with SubjectProcess(spec, bench.workdir) as subject:
         wait_ready(subject, bench)
-        progress(f"{spec.name}: warming up, {WARMUP_RATE}/s for {plan.warmup_s:g} s")
-        warmup = Phase()
-        bench.loadgen.run(warmup, WARMUP_RATE, max(1, round(WARMUP_RATE * plan.warmup_s)))
-        warmup.close(DRAIN_TIMEOUT_S)
-        bench.tracker.forget(warmup)
-        rows = []
-        for rate in plan.rates:
-            progress(f"{spec.name}: {rate}/s for {plan.duration_s:g} s")
-            rows.append(measure_rate(subject, bench, rate, plan.duration_s))
+        with during(subject) if during is not None else contextlib.nullcontext():
+            progress(f"{spec.name}: warming up, {WARMUP_RATE}/s for {plan.warmup_s:g} s")
+            warmup = Phase()
+            bench.loadgen.run(warmup, WARMUP_RATE, max(1, round(WARMUP_RATE * plan.warmup_s)))
+            warmup.close(DRAIN_TIMEOUT_S)
+            bench.tracker.forget(warmup)
+            rows = []
+            for rate in plan.rates:
+                progress(f"{spec.name}: {rate}/s for {plan.duration_s:g} s")
+                rows.append(measure_rate(subject, bench, rate, plan.duration_s))
     return rows
 
 
@@ -761,18 +769,23 @@ def compile_bytecode() -> None:
     )
 
 
+def open_bench(stack: contextlib.ExitStack) -> tuple[Mosquitto, Bench]:
+    """A private mosquitto, the load generator and the receiver, closed with `stack`."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-bench-")))
+    broker = stack.enter_context(Mosquitto(workdir))
+    progress(f"mosquitto {broker.version} on {HOST}:{broker.port}")
+    tracker = Tracker()
+    receiver = stack.enter_context(Receiver(broker.port, tracker))
+    sender = stack.enter_context(Sender(broker.port))
+    return broker, Bench(broker.port, workdir, receiver, tracker, LoadGen(sender, tracker))
+
+
 def run(plan: Plan, subject_names: str | None) -> str:
     progress("compiling bytecode")
     compile_bytecode()
     with contextlib.ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="relay-bench-")))
-        broker = stack.enter_context(Mosquitto(workdir))
+        broker, bench = open_bench(stack)
         specs = chosen(subject_specs(broker.port), subject_names)
-        progress(f"mosquitto {broker.version} on {HOST}:{broker.port}")
-        tracker = Tracker()
-        receiver = stack.enter_context(Receiver(broker.port, tracker))
-        sender = stack.enter_context(Sender(broker.port))
-        bench = Bench(broker.port, workdir, receiver, tracker, LoadGen(sender, tracker))
         rows: list[Row] = []
         for spec in specs:
             try:

@@ -42,9 +42,23 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrokerPro
     process.stop()
 
 
+@pytest.fixture
+def one_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """One real broker, for tests where its kind does not matter: mosquitto where it is
+    installed (always under CI), else amqtt."""
+    kind = "mosquitto" if mosquitto_available() or os.environ.get("CI") else "amqtt"
+    _require(kind)
+    process = BrokerProcess(kind, tmp_path)
+    process.start()
+    yield process
+    process.stop()
+
+
 def settings_for(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    """Settings for `broker`; the web server is off unless `web` says otherwise."""
     mqtt = {"port": broker.port, **sections.pop("mqtt", {})}
-    return Settings(mqtt=mqtt, web={"listen": None}, **sections)
+    web = sections.pop("web", {"listen": None})
+    return Settings(mqtt=mqtt, web=web, **sections)
 
 
 @asynccontextmanager

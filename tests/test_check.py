@@ -33,6 +33,7 @@ async def test_reports_topics_and_broker(broker: BrokerProcess) -> None:
     assert f"  {DELIVERED}\n  {RETURNED}\n" in output
     assert "p1evse/grid_ie  whole watts" in output
     assert "openevse/claim/set" in output
+    assert "status page: off (web.listen is empty)" in output
 
 
 async def test_unreachable_broker_fails() -> None:
@@ -87,14 +88,22 @@ async def test_stale_after_shorter_than_three_source_periods(broker: BrokerProce
 def test_config_warnings() -> None:
     # only the configuration is looked at: nothing connects to the documentation address
     settings = Settings(
-        mqtt={"host": "192.0.2.1", "username": "u", "password": "secret-pw"},
+        mqtt={"host": "mqtt.example.invalid", "username": "u", "password": "secret-pw"},
         publish={"interval": 0, "on_stale": "none"},
     )
     warnings = "\n".join(_config_warnings(settings))
     assert "interval is 0" in warnings
     assert "on_stale is none" in warnings
-    assert "crosses the network to 192.0.2.1 unencrypted" in warnings
+    assert "crosses the network to mqtt.example.invalid unencrypted" in warnings
     assert "secret-pw" not in warnings
+
+
+def test_web_reachable_from_the_network_without_a_token_is_warned_about() -> None:
+    exposed = Settings(web={"listen": "0.0.0.0:8080"})
+    assert "reachable from the network without a token" in "\n".join(_config_warnings(exposed))
+    with_token = Settings(web={"listen": "0.0.0.0:8080", "token": "t"})
+    assert _config_warnings(with_token) == []
+    assert _config_warnings(Settings(web={"listen": "[::1]:8080"})) == []
 
 
 def test_no_password_warning_on_loopback() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +56,26 @@ def test_config_path_from_the_environment(tmp_path: Path) -> None:
     result = p1evse("check", env={"P1EVSE_CONFIG": str(config)})
     assert result.returncode == 2
     assert "under OpenEVSE's base topic" in result.stderr
+
+
+def test_demo_with_a_bad_listen_address_exits_2() -> None:
+    result = p1evse("demo", "--listen", "nonsense")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "p1evse: config error: --listen 'nonsense': expected host:port such as "
+        "127.0.0.1:8080, got 'nonsense'\n"
+    )
+
+
+def test_status_page_address_in_use_exits_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = p1evse("run", env={"P1EVSE_WEB__LISTEN": listen})
+    assert result.returncode == 2
+    assert f"p1evse: config error: web.listen = '{listen}': " in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_environment_value_exits_2() -> None:

@@ -103,6 +103,36 @@ def test_password_file_missing(tmp_path: Path) -> None:
     assert problem.startswith("mqtt: password_file: cannot read /nonexistent/pw")
 
 
+def test_web_token_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = tmp_path / "web-token"
+    secret.write_text("page-t0ken\n")
+    settings = load(write(tmp_path, f"web:\n  listen: 0.0.0.0:8080\n  token_file: {secret}\n"))
+    assert settings.web.token is not None
+    assert settings.web.token.get_secret_value() == "page-t0ken"
+    assert "page-t0ken" not in repr(settings)
+    monkeypatch.setenv("P1EVSE_WEB__TOKEN", "env-t0ken")
+    monkeypatch.setenv("P1EVSE_WEB__LISTEN", "[::1]:9000")
+    web = load(None).web
+    assert web.token is not None
+    assert web.token.get_secret_value() == "env-t0ken"
+    assert (web.host, web.port) == ("::1", 9000)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("web:\n  token: '  '\n", "web: token is empty; leave it unset for no token"),
+        ("web:\n  token: a\n  token_file: /etc/hostname\n", "web: set token or token_file"),
+        ("web:\n  token_file: /nonexistent/t\n", "web: token_file: cannot read /nonexistent/t"),
+    ],
+)
+def test_bad_web_token(tmp_path: Path, text: str, expected: str) -> None:
+    [problem] = problems(write(tmp_path, text))
+    assert problem.startswith(expected)
+
+
 def test_each_problem_names_key_value_allowed_and_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,

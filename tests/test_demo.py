@@ -6,10 +6,16 @@ import re
 import subprocess
 import sys
 
+from p1evse.sim.broker import free_port
+
 
 def test_demo_runs_the_bridge_on_an_embedded_broker() -> None:
+    listen = f"127.0.0.1:{free_port()}"
     result = subprocess.run(
-        [sys.executable, "-m", "p1evse", "demo", "--duration", "3", "--speed", "600"],
+        [
+            sys.executable,
+            *("-m", "p1evse", "demo", "--duration", "3", "--speed", "600", "--listen", listen),
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -21,4 +27,5 @@ def test_demo_runs_the_bridge_on_an_embedded_broker() -> None:
     assert re.fullmatch(
         r"\d\d:\d\d:\d\d  sim \d\d:\d\d  meter +[+-]\d+ W  ->  p1evse/grid_ie +-?\d+", lines[0]
     )
+    assert f"status page: http://{listen}/" in result.stdout
     assert "Traceback" not in result.stderr

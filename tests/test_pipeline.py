@@ -171,6 +171,23 @@ def test_whole_reading_input() -> None:
     assert published(run.pipeline.reading(Reading(2.0, 300.0, 1000.0), 2.0)) == [(2.0, -700)]
 
 
+def test_each_accepted_reading_is_an_event_before_its_value() -> None:
+    """Observers (the status page) see what the meter said: both halves, at the time the
+    reading was taken, then the value it led to."""
+    run = make(interval=5)
+    steps = [(0, EXP, 800), (0.1, IMP, 0), (1, IMP, 0), (3, IMP, 2000), (5, EXP, 100)]
+    events = [e for e in run.script(steps, until=7) if isinstance(e, Reading | GridPower)]
+    assert events == [
+        Reading(0, 0, 800),
+        GridPower(0, -800, 1),
+        Reading(1, 0, 800),  # the zero import's partner never came: its export holds
+        Reading(3, 2000, 0),
+        Reading(5, 0, 100),
+        GridPower(5, round((-800 * 1 + 2000 * 2 - 100 * 2) / 5), 3),
+    ]
+    assert run.pipeline.counters.readings == 4
+
+
 # -- rule 2: zero is a value; rule 7: whole watts --------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from p1evse import __version__
 from p1evse.bridge import Bridge
@@ -14,6 +15,10 @@ from p1evse.pipeline import Pipeline
 from p1evse.sinks import build_sinks
 from p1evse.sinks.charger import ChargerState
 from p1evse.sources import build_source
+from p1evse.state import LinkState, SiteState
+
+if TYPE_CHECKING:
+    from p1evse.web.server import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -24,32 +29,57 @@ class App:
         self.broker = Broker(settings.mqtt)
         self.charger = ChargerState()
         self.sinks = build_sinks(settings, self.broker, self.charger, loop.time)
-        self.bridge = Bridge(Pipeline(settings.publish, loop.time()), self.sinks, loop)
+        pipeline = Pipeline(settings.publish, loop.time())
+        self.bridge = Bridge(pipeline, self.sinks, loop)
         self.source = build_source(settings.source, self.broker)
+        # The site's state is what the status page and /metrics show; without them
+        # nothing reads it, so nothing feeds it and the relay path stays as lean as it was.
+        self.state: SiteState | None = None
+        self.web: WebServer | None = None
+        if settings.web.listen is not None:
+            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
+
+            state = self.state = SiteState(
+                settings, pipeline.counters, loop.time, charger=self.charger
+            )
+            self.bridge.observers.append(state.observe)
+            self.broker.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
+            self.broker.on_disconnected(
+                lambda: state.link_changed("broker", LinkState.DISCONNECTED)
+            )
+            self.web = WebServer(settings.web, state, self.broker, self.bridge, loop)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then release claims, say offline and return."""
+        """Run until `stop` is set, then release claims, say offline and return.
+        A web.listen address that cannot be used raises ConfigError before anything
+        else starts."""
         log.info("p1evse %s: %s", __version__, describe(self.settings))
-        async with asyncio.TaskGroup() as group:
-            tasks = [
-                group.create_task(self.broker.run(), name="mqtt"),
-                group.create_task(
-                    self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
-                ),
-                *(
-                    group.create_task(sink.run(), name=f"sink:{type(sink).__name__}")
-                    for sink in self.sinks
-                ),
-            ]
-            self.bridge.start()
-            await stop.wait()
-            log.info("stopping")
-            self.bridge.stop()
-            for sink in self.sinks:
-                await sink.close()
-            await self.broker.close()
-            for task in tasks:
-                task.cancel()
+        if self.web is not None:
+            await self.web.start()
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.broker.run(), name="mqtt"),
+                    group.create_task(
+                        self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
+                    ),
+                    *(
+                        group.create_task(sink.run(), name=f"sink:{type(sink).__name__}")
+                        for sink in self.sinks
+                    ),
+                ]
+                self.bridge.start()
+                await stop.wait()
+                log.info("stopping")
+                self.bridge.stop()
+                for sink in self.sinks:
+                    await sink.close()
+                await self.broker.close()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            if self.web is not None:
+                await self.web.close()
 
 
 def describe(settings: Settings) -> str:

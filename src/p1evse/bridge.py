@@ -20,6 +20,7 @@ from p1evse.model import (
     Rejection,
     Side,
     StaleEntered,
+    StaleLeft,
 )
 from p1evse.pipeline import Pipeline
 from p1evse.ratelimit import RateLimiter
@@ -95,7 +96,7 @@ class Bridge:
                 self._log_stale(event)
                 for sink in self._sinks:
                     sink.stale_entered(event)
-            else:
+            elif isinstance(event, StaleLeft):
                 log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
                 for sink in self._sinks:
                     sink.stale_left(event)

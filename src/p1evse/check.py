@@ -4,7 +4,6 @@ p1evse would do and which usual mistakes the setup shows."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import statistics
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from p1evse.app import describe
-from p1evse.config import Settings
+from p1evse.config import Settings, is_loopback
 from p1evse.model import Phases, Reading, Rejection, Side, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.sinks import build_sinks
@@ -74,6 +73,12 @@ async def check(settings: Settings, path: Path | None, listen_s: float, out: Tex
     if settings.publish.on_stale is StaleAction.PAUSE:
         say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
     say(f"  {settings.mqtt.availability_topic}  online / offline, retained")
+    web = settings.web
+    if web.listen is None:
+        say("status page: off (web.listen is empty)")
+    else:
+        token = ", token required" if web.token is not None else ""
+        say(f"status page: http://{web.listen}/ (/api/state, /metrics, /healthz{token})")
     warnings = _config_warnings(settings)
 
     broker = Broker(settings.mqtt)
@@ -120,22 +125,19 @@ def _config_warnings(settings: Settings) -> list[str]:
             "charge rate indefinitely"
         )
     mqtt = settings.mqtt
-    if mqtt.password is not None and mqtt.tls is None and not _is_loopback(mqtt.host):
+    if mqtt.password is not None and mqtt.tls is None and not is_loopback(mqtt.host):
         warnings.append(
             f"the MQTT password crosses the network to {mqtt.host} unencrypted: set mqtt.tls"
         )
     if mqtt.tls is not None and mqtt.tls.insecure:
         warnings.append("mqtt.tls.insecure: the broker's certificate name is not checked")
+    web = settings.web
+    if web.listen is not None and web.token is None and not is_loopback(web.host):
+        warnings.append(
+            f"web.listen {web.listen}: the status page is reachable from the network "
+            "without a token: set web.token (or web.token_file)"
+        )
     return warnings
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 async def _watch(settings: Settings, broker: Broker, listen_s: float, say: Say) -> list[str]:

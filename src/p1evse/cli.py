@@ -11,8 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from p1evse import __version__
-from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
+from p1evse.config import CONFIG_PATH_VARIABLE, Settings, WebSettings, load
 from p1evse.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -64,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         help="simulated seconds per real second of the sunny day (default 60)",
     )
+    demo.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        metavar="HOST:PORT",
+        help="status page address (default 127.0.0.1:8080; empty: no page)",
+    )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.set_defaults(command=_demo)
     return parser
@@ -110,11 +118,22 @@ def _check(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from p1evse.sim.demo import demo
 
+    try:
+        WebSettings(listen=args.listen or None)
+    except ValidationError as exc:
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError([f"--listen {args.listen!r}: {message}"]) from None
     _setup_logging(args.log_level)
 
     async def main() -> None:
         stop = _stop_on_signals(asyncio.get_running_loop())
-        await demo(port=args.port, duration=args.duration, speed=args.speed, stop=stop)
+        await demo(
+            port=args.port,
+            duration=args.duration,
+            speed=args.speed,
+            stop=stop,
+            listen=args.listen or None,
+        )
 
     asyncio.run(main())
     return 0

@@ -8,6 +8,7 @@ environment variable).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -105,6 +106,17 @@ class MqttSettings(Section):
         return secret_from_file(self, "password")
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (a name other than localhost is
+    not resolved, so it counts as reachable from elsewhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class PublishSettings(Section):
     interval: float = Field(5.0, ge=0, le=300)
     pair_window: float = Field(0.5, ge=0, le=5)
@@ -182,6 +194,8 @@ class OpenevseSettings(Section):
 
 class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
+    token: SecretStr | None = None
+    token_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -192,6 +206,24 @@ class WebSettings(Section):
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
         return listen.strip()
+
+    @model_validator(mode="after")
+    def _token_from_file(self) -> WebSettings:
+        secret_from_file(self, "token")
+        if self.token is not None and not self.token.get_secret_value().strip():
+            raise ValueError("token is empty; leave it unset for no token")
+        return self
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without the brackets of an IPv6 literal."""
+        assert self.listen is not None
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        assert self.listen is not None
+        return int(self.listen.rpartition(":")[2])
 
 
 class LogSettings(Section):

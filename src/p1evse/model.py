@@ -32,6 +32,8 @@ class Reading:
 
     The per-phase values and the meter's own clock are carried for observers and sinks
     when the source knows them; the pipeline's rules use `at`, `import_w` and `export_w`.
+    The pipeline emits each reading it accepts as an event (before the value it leads
+    to), so observers see what the meter said.
     """
 
     at: float
@@ -109,4 +111,4 @@ class Rejected:
     detail: str
 
 
-Event = GridPower | StaleEntered | StaleLeft | Rejected
+Event = Reading | GridPower | StaleEntered | StaleLeft | Rejected

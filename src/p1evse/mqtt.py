@@ -64,6 +64,7 @@ class Broker:
         self._handlers: dict[str, PayloadHandler] = {}
         self._wildcard_handlers: list[tuple[str, PayloadHandler]] = []
         self._connected_listeners: list[Callable[[], None]] = []
+        self._disconnected_listeners: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
@@ -93,6 +94,10 @@ class Broker:
     def on_connected(self, listener: Callable[[], None]) -> None:
         """Called after every (re)connect, once subscriptions are renewed."""
         self._connected_listeners.append(listener)
+
+    def on_disconnected(self, listener: Callable[[], None]) -> None:
+        """Called when a connection that was up is lost or closed."""
+        self._disconnected_listeners.append(listener)
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message; False when the connection is down and it was dropped."""
@@ -231,9 +236,13 @@ class Broker:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
+        was_connected = self.connected
         self.connected = False
         self._lost_reason = str(reason)
         self._lost.set()
+        if was_connected:
+            for listener in self._disconnected_listeners:
+                listener()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         topic = message.topic

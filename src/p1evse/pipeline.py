@@ -136,7 +136,7 @@ class Pipeline:
                 return events
         self._latest[Side.IMPORT] = reading.import_w
         self._latest[Side.EXPORT] = reading.export_w
-        self._complete(reading.at, reading.net_w, now, events, reading)
+        self._complete(reading, now, events)
         return events
 
     def phases(
@@ -186,8 +186,10 @@ class Pipeline:
         else:
             self._absorb_side = side.other
             self._absorb_until = now + self._settings.pair_window
-        net = watts if side is Side.IMPORT else -watts
-        self._complete(now, net, now, events)
+        if side is Side.IMPORT:
+            self._complete(self._from_halves(now, watts, 0.0), now, events)
+        else:
+            self._complete(self._from_halves(now, 0.0, watts), now, events)
 
     def _zero_half(self, side: Side, now: float, events: list[Event]) -> None:
         self._latest[side] = 0.0
@@ -197,7 +199,7 @@ class Pipeline:
                 self.counters.duplicates += 1
                 return
             self._waiting = None
-            self._complete(now, 0.0, now, events)
+            self._complete(self._from_halves(now, 0.0, 0.0), now, events)
             return
         if self._absorb_side is side and now < self._absorb_until:
             self._absorb_side = None
@@ -213,8 +215,13 @@ class Pipeline:
         assert waiting is not None
         self._waiting = None
         partner = self._latest[waiting.side.other] or 0.0
-        net = -partner if waiting.side is Side.IMPORT else partner
-        self._complete(waiting.at, net, now, events)
+        if waiting.side is Side.IMPORT:
+            self._complete(self._from_halves(waiting.at, 0.0, partner), now, events)
+        else:
+            self._complete(self._from_halves(waiting.at, partner, 0.0), now, events)
+
+    def _from_halves(self, at: float, import_w: float, export_w: float) -> Reading:
+        return Reading(at, import_w, export_w, *self._phases)
 
     # -- rule 5: plausibility ------------------------------------------------------
 
@@ -236,22 +243,11 @@ class Pipeline:
 
     # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
 
-    def _complete(
-        self,
-        at: float,
-        net_w: float,
-        now: float,
-        events: list[Event],
-        reading: Reading | None = None,
-    ) -> None:
+    def _complete(self, reading: Reading, now: float, events: list[Event]) -> None:
+        """A complete reading: it goes out as an event (for observers), then into the
+        averaging window."""
         self.counters.readings += 1
-        if reading is None:
-            reading = Reading(
-                at,
-                self._latest[Side.IMPORT] or 0.0,
-                self._latest[Side.EXPORT] or 0.0,
-                *self._phases,
-            )
+        at, net_w = reading.at, reading.net_w
         self.last_reading = reading
         if self._stale_since is not None:
             gap_from = self._last_reading_at if self._last_reading_at is not None else self._started
@@ -259,6 +255,7 @@ class Pipeline:
             self._stale_since = None
             self._next_failsafe = None
         self._last_reading_at = at
+        events.append(reading)
         interval = self._settings.interval
         if interval <= 0 or self._window_start is None:
             self._publish(at, net_w, 1, events)

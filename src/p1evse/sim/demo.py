@@ -11,7 +11,8 @@ import time
 from typing import TextIO
 
 from p1evse.app import App, describe
-from p1evse.config import MqttSettings, load
+from p1evse.config import MqttSettings, WebSettings, load
+from p1evse.errors import ConfigError
 from p1evse.model import Event, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker
 from p1evse.sim.broker import embedded_broker
@@ -26,12 +27,18 @@ async def demo(
     duration: float | None,
     speed: float,
     stop: asyncio.Event,
+    listen: str | None = "127.0.0.1:8080",
     out: TextIO = sys.stdout,
 ) -> None:
     async with embedded_broker(port) as port:
         settings = load(None)
         local = {"host": "127.0.0.1", "port": port, "username": None, "password": None, "tls": None}
-        settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update=local)})
+        settings = settings.model_copy(
+            update={
+                "mqtt": settings.mqtt.model_copy(update=local),
+                "web": WebSettings(listen=listen),
+            }
+        )
         loop = asyncio.get_running_loop()
         app = App(settings, loop)
         meter_broker = Broker(
@@ -69,20 +76,24 @@ async def demo(
                 meter.publish(last_net[0])
                 await asyncio.sleep(METER_PERIOD_S)
 
+        page = f"\n  status page: {app.web.url}" if app.web is not None else ""
         print(
             f"p1evse demo: broker 127.0.0.1:{port}, meter at 1 Hz, a sunny day at "
-            f"{speed:g}x\n  {describe(settings)}",
+            f"{speed:g}x\n  {describe(settings)}{page}",
             file=out,
             flush=True,
         )
         if duration is not None:
             loop.call_later(duration, stop.set)
-        async with asyncio.TaskGroup() as group:
-            meter_conn = group.create_task(meter_broker.run(), name="demo-meter-mqtt")
-            meter_task = group.create_task(run_meter(), name="demo-meter")
-            await app.run(stop)
-            meter_task.cancel()
-            await meter_broker.close()
-            meter_conn.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await meter_task
+        try:
+            async with asyncio.TaskGroup() as group:
+                meter_conn = group.create_task(meter_broker.run(), name="demo-meter-mqtt")
+                meter_task = group.create_task(run_meter(), name="demo-meter")
+                await app.run(stop)
+                meter_task.cancel()
+                await meter_broker.close()
+                meter_conn.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await meter_task
+        except* ConfigError as group:
+            raise group.exceptions[0] from None  # e.g. the page's address is in use

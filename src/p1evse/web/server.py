@@ -1,0 +1,226 @@
+"""The status page and its read-only endpoints, on aiohttp, in the bridge's event loop.
+
+    /              the page (static files, no CDN; it draws its own chart)
+    /api/state     the site's state as JSON (never a secret)
+    /api/history   the chart's rows for the last hour
+    /api/events    Server-Sent Events: the state and new chart rows as they change
+    /metrics       Prometheus text
+    /healthz       200 "ok ..." or 503 with the reason, one line
+
+With `web.token` set, every path but /healthz and the page's static files wants it, as
+`Authorization: Bearer TOKEN` or `?token=TOKEN` (the page passes it on to its stream).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from p1evse.config import WebSettings, is_loopback
+from p1evse.errors import ConfigError
+from p1evse.web.metrics import Metrics
+from p1evse.web.stream import Fanout, StatePush
+
+if TYPE_CHECKING:
+    from p1evse.bridge import Bridge
+    from p1evse.mqtt import Broker
+    from p1evse.state import SiteState
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+PING_PERIOD_S = 20.0  # a comment on an idle stream keeps proxies from closing it
+# A page's stream needs little kernel buffer; capped, a page that stops reading pins
+# at most this (doubled by the kernel) instead of the autotuned megabytes.
+STREAM_SNDBUF = 64 * 1024
+SHUTDOWN_TIMEOUT_S = 0.5
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+OPEN_PATHS = ("/healthz", "/static/")  # no token needed: health probes, public files
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def exposure_warning(settings: WebSettings) -> str | None:
+    """What to tell a user whose page anyone on the network can read."""
+    if settings.token is not None or is_loopback(settings.host):
+        return None
+    return (
+        f"web.listen {settings.listen}: the status page, /api/state and /metrics are "
+        "readable by anyone who can reach this address; set web.token (or web.token_file) "
+        "to require a token"
+    )
+
+
+class WebServer:
+    def __init__(
+        self,
+        settings: WebSettings,
+        state: SiteState,
+        broker: Broker,
+        bridge: Bridge,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._settings = settings
+        self._state = state
+        self._loop = loop
+        self.fanout = Fanout()
+        self.push = StatePush(state, self.fanout, loop)
+        self.metrics = Metrics(state, broker, self.fanout, loop.time)
+        bridge.observers.append(self.metrics.observe)
+        self._token = (
+            settings.token.get_secret_value().encode() if settings.token is not None else None
+        )
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = self._settings.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._settings.port}/"
+
+    async def start(self) -> None:
+        """Listen on `web.listen`; a ConfigError says why that is not possible."""
+        runner = web.AppRunner(
+            self._application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, self._settings.host, self._settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = exc.strerror or str(exc)
+            raise ConfigError([f"web.listen = {self._settings.listen!r}: {reason}"]) from None
+        self._runner = runner
+        log.info("status page on %s", self.url)
+        warning = exposure_warning(self._settings)
+        if warning is not None:
+            log.warning("%s", warning)
+
+    async def close(self) -> None:
+        self.push.close()
+        self.fanout.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # -- the aiohttp application ---------------------------------------------------
+
+    def _application(self) -> web.Application:
+        app = web.Application(middlewares=[self._require_token])
+        app.on_response_prepare.append(_security_headers)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/api/state", self._api_state)
+        app.router.add_get("/api/history", self._api_history)
+        app.router.add_get("/api/events", self._events)
+        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_static("/static/", STATIC_DIR)
+        return app
+
+    @web.middleware
+    async def _require_token(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._token is None or request.path.startswith(OPEN_PATHS):
+            return await handler(request)
+        offered = request.query.get("token", "")
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            offered = credentials.strip()
+        if not hmac.compare_digest(offered.encode(), self._token):
+            raise web.HTTPUnauthorized(
+                text="a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
+                headers={"WWW-Authenticate": 'Bearer realm="p1evse"'},
+            )
+        return await handler(request)
+
+    async def _page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _api_state(self, request: web.Request) -> web.Response:
+        return _json(self._state.snapshot())
+
+    async def _api_history(self, request: web.Request) -> web.Response:
+        return _json(self._state.history_json())
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        problem = self._state.unhealthy(self._loop.time())
+        if problem is not None:
+            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=_NO_STORE)
+        age = self._state.reading_age(self._loop.time()) or 0.0
+        return web.Response(
+            text=f"ok: broker connected, last reading {age:.1f} s ago\n", headers=_NO_STORE
+        )
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # a reverse proxy should not hold messages back
+            }
+        )
+        await response.prepare(request)
+        transport = request.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        # the first message and joining the fan-out happen in one step: nothing is missed
+        first = self.push.first_message()
+        client = self.fanout.add(transport)
+        try:
+            await response.write(first)
+            while True:
+                try:
+                    async with asyncio.timeout(PING_PERIOD_S):  # no task per wait, unlike wait_for
+                        message = await client.queue.get()
+                except TimeoutError:
+                    message = b": ping\n\n"
+                if message is None:
+                    break
+                await response.write(message)
+        except (ConnectionError, RuntimeError):
+            pass  # the page went away, or was cut off for not keeping up
+        finally:
+            self.fanout.remove(client)
+        return response
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(data: Any) -> web.Response:
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    return web.Response(text=body, content_type="application/json", headers=_NO_STORE)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)

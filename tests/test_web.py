@@ -1,0 +1,335 @@
+"""The web endpoints over real HTTP, against a running app with a real broker behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from p1evse.app import App
+from p1evse.config import Settings, WebSettings
+from p1evse.errors import ConfigError
+from p1evse.sim.broker import free_port
+from p1evse.state import LinkState, SiteState
+from p1evse.web.server import STATIC_DIR, exposure_warning
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.probe import Probe
+from tests.test_bridge_mqtt import DELIVERED, GRID_IE, RETURNED, ready
+
+TIMEOUT = aiohttp.ClientTimeout(total=5)
+
+
+@dataclass
+class Site:
+    app: App
+    state: SiteState
+    url: str
+    probe: Probe
+    http: aiohttp.ClientSession
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str, dict[str, str]]:
+        async with self.http.get(self.url + path, **kwargs) as response:
+            return response.status, await response.text(), dict(response.headers)
+
+    async def api_state(self) -> dict[str, Any]:
+        status, body, _ = await self.get("api/state")
+        assert status == 200
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    async def send(self, topic: str, payload: str, expect: str) -> None:
+        """A meter value in; returns once the bridge has published `expect`."""
+        self.probe.publish(topic, payload)
+        assert await self.probe.next_payload(GRID_IE) == expect
+
+
+def web_settings(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    web = {"listen": f"127.0.0.1:{free_port()}", **sections.pop("web", {})}
+    publish = {"interval": 0, **sections.pop("publish", {})}
+    return settings_for(broker, web=web, publish=publish, **sections)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Site]:
+    """The app with its web server, once it is connected (the page listens first)."""
+    async with (
+        running(settings) as app,
+        Probe(settings.mqtt.port) as probe,
+        aiohttp.ClientSession(timeout=TIMEOUT) as http,
+    ):
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        assert settings.web.listen is not None
+        assert app.state is not None
+        yield Site(app, app.state, f"http://{settings.web.listen}/", probe, http)
+
+
+async def changed(state: SiteState, condition: Any, timeout: float = 5.0) -> None:
+    """Wait until `condition()` holds, checked at each change of the site's state."""
+    event = asyncio.Event()
+
+    def check() -> None:
+        if condition():
+            event.set()
+
+    state.listeners.append(check)
+    try:
+        check()
+        await asyncio.wait_for(event.wait(), timeout)
+    finally:
+        state.listeners.remove(check)
+
+
+async def test_state_shows_what_was_published(one_broker: BrokerProcess) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        await site.send(RETURNED, "1.234", "-1234")
+        state = await site.api_state()
+        assert state["published"]["watts"] == -1234
+        assert state["meter"] == state["meter"] | {"net_w": -1234, "export_w": 1234}
+        assert state["meter"]["age_s"] < 5
+        assert state["links"]["broker"]["state"] == "connected"
+        assert state["links"]["source"]["state"] == "connected"
+        assert state["links"]["charger"]["state"] == "connecting"  # no report yet
+        assert state["counters"]["readings"] == 1
+        status, body, _ = await site.get("api/history")
+        assert status == 200
+        assert json.loads(body)["rows"][-1][1:] == [-1234, -1234]
+
+
+async def test_state_shows_what_the_charger_reports(one_broker: BrokerProcess) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        for field, payload in (("amp", "12000"), ("state", "3"), ("divertmode", "2")):
+            site.probe.publish(f"openevse/{field}", payload)
+        # one client's messages arrive in order: the charger's reports are in first
+        await site.send(DELIVERED, "0.300", "300")
+        state = await site.api_state()
+        assert state["links"]["charger"]["state"] == "connected"
+        assert state["links"]["charger"]["detail"].endswith("eco · charging · 12.0 A")
+        assert state["charger"]["current_a"] == 12.0
+        _, body, _ = await site.get("api/history")
+        assert json.loads(body)["rows"][-1][1:] == [300, 300, 12.0]
+        _, text, _ = await site.get("metrics")
+        assert "p1evse_charger_current_amps 12.0" in text
+
+
+async def test_page_and_its_files_are_small_local_and_carry_a_strict_policy(
+    one_broker: BrokerProcess,
+) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        status, page, headers = await site.get("")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/html")
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert set(assets) == {"static/app.css", "static/app.js", "static/icon.svg"}
+        total = len(page.encode())
+        for asset in set(assets):
+            status, body, asset_headers = await site.get(asset)
+            assert status == 200, asset
+            total += len(body.encode())
+            assert "Content-Security-Policy" in asset_headers
+        assert total < 100_000
+        for path in STATIC_DIR.iterdir():
+            text = re.sub(r'xmlns="[^"]*"', "", path.read_text())  # a name, not a fetch
+            assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
+            assert "<script>" not in text  # nothing inline
+            assert "style=" not in text
+        policy = headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy
+        assert "script-src 'self'" in policy
+        assert "unsafe" not in policy
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+async def test_read_only(one_broker: BrokerProcess, method: str) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        for path in ("", "api/state", "metrics", "healthz", "api/events"):
+            async with site.http.request(method, site.url + path) as response:
+                assert response.status == 405, path
+                assert "Content-Security-Policy" in response.headers
+
+
+async def test_health_follows_broker_and_readings(one_broker: BrokerProcess) -> None:
+    settings = web_settings(one_broker, publish={"stale_after": 1.0, "pair_window": 0.1})
+    async with serving(settings) as site:
+        status, body, _ = await site.get("healthz")
+        assert (status, body.startswith("unhealthy: no reading since start-up")) == (503, True)
+        await site.send(DELIVERED, "0.500", "500")
+        status, body, _ = await site.get("healthz")
+        assert status == 200
+        assert re.fullmatch(r"ok: broker connected, last reading \d+\.\d s ago\n", body)
+        await changed(site.state, lambda: site.state.stale is not None)
+        status, body, _ = await site.get("healthz")
+        assert status == 503
+        assert re.fullmatch(r"unhealthy: no valid reading for \d+ s \(stale_after 1 s\)\n", body)
+        await site.send(DELIVERED, "0.600", "600")
+        assert (await site.get("healthz"))[0] == 200
+        one_broker.stop()
+        broker_link = site.state.links["broker"]
+        await changed(site.state, lambda: broker_link.state is LinkState.DISCONNECTED)
+        status, body, _ = await site.get("healthz")
+        assert status == 503
+        assert body == f"unhealthy: MQTT 127.0.0.1:{one_broker.port}: disconnected\n"
+        assert len(body.splitlines()) == 1
+
+
+async def test_metrics(one_broker: BrokerProcess) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        site.probe.publish(DELIVERED, "abc")
+        await site.send(DELIVERED, "1.500", "1500")
+        await site.send(RETURNED, "0.250", "-250")
+        status, text, headers = await site.get("metrics")
+        assert status == 200
+        assert headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    endpoint = f"mqtt://127.0.0.1:{one_broker.port}"
+    assert value("p1evse_readings_total") == 2
+    assert value("p1evse_published_total") == 2
+    assert value("p1evse_rejected_total", reason="not_a_number") == 1
+    assert value("p1evse_rejected_total", reason="negative") == 0
+    assert value("p1evse_grid_watts") == -250
+    assert value("p1evse_published_watts") == -250
+    assert value("p1evse_stale") == 0
+    assert value("p1evse_stale_seconds_total") == 0
+    assert value("p1evse_stale_entered_total") == 0
+    assert 0 <= value("p1evse_last_reading_age_seconds") < 5
+    assert value("p1evse_connected", endpoint=endpoint) == 1
+    assert value("p1evse_reconnects_total", endpoint=endpoint) == 0
+    assert value("p1evse_pipeline_latency_seconds_count") == 2
+    assert 0 < value("p1evse_pipeline_latency_seconds_sum") < 1
+    assert value("p1evse_page_clients") == 0
+    [build] = [k for k in samples if k[0] == "p1evse_build_info"]
+    assert dict(build[1])["version"]
+    assert value("process_resident_memory_bytes") > 0
+
+
+async def test_a_token_is_required_when_set(one_broker: BrokerProcess) -> None:
+    settings = web_settings(one_broker, web={"token": "t0k-3n"})
+    async with serving(settings) as site:
+        for path in ("", "api/state", "api/history", "api/events", "metrics"):
+            status, body, headers = await site.get(path)
+            assert status == 401, path
+            assert headers["WWW-Authenticate"] == 'Bearer realm="p1evse"'
+            assert "t0k-3n" not in body
+            assert (await site.get(path, params={"token": "wrong"}))[0] == 401
+        bearer = {"Authorization": "Bearer t0k-3n"}
+        assert (await site.get("api/state", headers=bearer))[0] == 200
+        assert (await site.get("metrics", headers=bearer))[0] == 200
+        assert (await site.get("", params={"token": "t0k-3n"}))[0] == 200
+        # health probes and the page's public files need none
+        assert (await site.get("healthz"))[0] == 503  # no reading yet, but answered
+        assert (await site.get("static/app.js"))[0] == 200
+
+
+async def read_event(stream: aiohttp.StreamReader) -> dict[str, Any]:
+    """The data of the next `state` event of a Server-Sent Events stream."""
+    data = None
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 5)).decode()
+        if line.startswith("data: "):
+            data = json.loads(line.removeprefix("data: "))
+        elif line == "\n" and data is not None:
+            return data
+        elif not line:
+            raise EOFError
+
+
+async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
+    one_broker: BrokerProcess,
+) -> None:
+    settings = web_settings(one_broker)
+    app = App(settings, asyncio.get_running_loop())
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.run(stop))
+    try:
+        async with (
+            Probe(one_broker.port) as probe,
+            aiohttp.ClientSession(timeout=TIMEOUT) as http,
+        ):
+            await probe.subscribe(GRID_IE)
+            await ready(probe)
+            url = f"http://{settings.web.listen}/api/events"
+            async with http.get(url) as response:
+                assert response.headers["Content-Type"] == "text/event-stream"
+                first = await read_event(response.content)
+                assert first["full"] is True
+                assert first["state"]["published"] is None
+                probe.publish(DELIVERED, "0.777")
+                while True:  # the broker's connect may come first
+                    message = await read_event(response.content)
+                    if message["state"]["published"] is not None:
+                        break
+                assert message["full"] is False
+                assert message["state"]["published"]["watts"] == 777
+                assert message["history"]["rows"][-1][1:] == [777, 777]
+                assert app.web is not None
+                assert len(app.web.fanout) == 1
+                loop = asyncio.get_running_loop()
+                stopping = loop.time()
+                stop.set()
+                await asyncio.wait_for(task, 5)
+                assert loop.time() - stopping < 2.0
+                with pytest.raises((EOFError, aiohttp.ClientPayloadError)):
+                    await read_event(response.content)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_an_address_in_use_is_a_config_error(one_broker: BrokerProcess) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(one_broker, web={"listen": f"127.0.0.1:{port}"})
+        app = App(settings, asyncio.get_running_loop())
+        with pytest.raises(ConfigError) as caught:
+            await app.run(asyncio.Event())
+    [problem] = caught.value.problems
+    assert problem.startswith(f"web.listen = '127.0.0.1:{port}': ")
+    assert "in use" in problem
+
+
+def test_a_page_open_to_the_network_without_a_token_is_warned_about() -> None:
+    warning = exposure_warning(WebSettings(listen="0.0.0.0:8080"))
+    assert warning is not None
+    assert "set web.token" in warning
+    assert exposure_warning(WebSettings(listen="0.0.0.0:8080", token="t")) is None
+    assert exposure_warning(WebSettings(listen="127.0.0.1:8080")) is None
+    assert exposure_warning(WebSettings(listen="localhost:8080")) is None
+
+
+def test_without_web_listen_aiohttp_is_not_even_imported() -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from p1evse.app import App\n"
+        "from p1evse.config import Settings\n"
+        "App(Settings(web={'listen': None}), asyncio.new_event_loop())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('aiohttp', 'prometheus_client')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
