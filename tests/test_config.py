@@ -142,7 +142,7 @@ def test_each_problem_names_key_value_allowed_and_line(tmp_path: Path) -> None:
         f"mqtt.port = 'abc': Input should be a valid integer, unable to parse string as an "
         f"integer ({path} line 2)",
         "mqtt.prot: unknown key; allowed: host, port, username, password, password_file, tls, "
-        f"client_id, keepalive, availability_topic ({path} line 3)",
+        f"client_id, keepalive, availability_topic, state_topic ({path} line 3)",
         f"source.unit = 'MW': Input should be 'kW' or 'W' ({path} line 5)",
         f"publish.on_stale = 'explode': Input should be 'pause', 'import' or 'none' "
         f"({path} line 7)",
@@ -171,7 +171,7 @@ def test_unknown_source_type(tmp_path: Path) -> None:
 def test_unknown_section(tmp_path: Path) -> None:
     [problem] = problems(write(tmp_path, "mqttt:\n  host: x\n"))
     assert problem.startswith(
-        "mqttt: unknown key; allowed: mqtt, source, publish, openevse, web, log"
+        "mqttt: unknown key; allowed: mqtt, source, publish, openevse, web, homeassistant, log"
     )
 
 

@@ -14,6 +14,8 @@ from p1evse.mqtt import Broker
 from p1evse.pipeline import Pipeline
 from p1evse.sinks import build_sinks
 from p1evse.sinks.charger import ChargerState
+from p1evse.sinks.homeassistant import HomeAssistantDiscovery
+from p1evse.sinks.state_topic import StateTopic
 from p1evse.sources import build_source
 from p1evse.state import LinkState, SiteState
 
@@ -28,17 +30,18 @@ class App:
         self.settings = settings
         self.broker = Broker(settings.mqtt)
         self.charger = ChargerState()
-        self.sinks = build_sinks(settings, self.broker, self.charger, loop.time)
         pipeline = Pipeline(settings.publish, loop.time())
+        self.sinks = build_sinks(
+            settings, self.broker, self.charger, loop.time, lambda: pipeline.last_reading
+        )
         self.bridge = Bridge(pipeline, self.sinks, loop)
         self.source = build_source(settings.source, self.broker)
         # The site's state is what the status page and /metrics show; without them
         # nothing reads it, so nothing feeds it and the relay path stays as lean as it was.
         self.state: SiteState | None = None
         self.web: WebServer | None = None
-        if settings.web.listen is not None:
-            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
-
+        wants_state = settings.mqtt.state_topic is not None or settings.homeassistant.discovery
+        if settings.web.listen is not None or wants_state:
             state = self.state = SiteState(
                 settings, pipeline.counters, loop.time, charger=self.charger
             )
@@ -47,7 +50,14 @@ class App:
             self.broker.on_disconnected(
                 lambda: state.link_changed("broker", LinkState.DISCONNECTED)
             )
-            self.web = WebServer(settings.web, state, self.broker, self.bridge, loop)
+            if settings.mqtt.state_topic is not None:
+                StateTopic(state, self.broker, settings.mqtt.state_topic, loop)
+        HomeAssistantDiscovery(settings, self.broker, self.state)
+        if settings.web.listen is not None:
+            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
+
+            assert self.state is not None
+            self.web = WebServer(settings.web, self.state, self.broker, self.bridge, loop)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return.

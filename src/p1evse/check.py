@@ -145,7 +145,9 @@ async def _watch(settings: Settings, broker: Broker, listen_s: float, say: Say) 
     loop = asyncio.get_running_loop()
     recorder = _Recorder(loop)
     charger = ChargerState()
-    sinks = build_sinks(settings, broker, charger, loop.time)  # nothing stale: no claims
+    sinks = build_sinks(
+        settings, broker, charger, loop.time, lambda: None
+    )  # nothing stale: no claims
     tasks = [
         loop.create_task(build_source(settings.source, broker).run(recorder)),
         *(loop.create_task(sink.run()) for sink in sinks),

@@ -88,6 +88,8 @@ class MqttSettings(Section):
     client_id: str = Field("p1evse", min_length=1, max_length=64)
     keepalive: int = Field(30, ge=5, le=3600)
     availability_topic: str = Field("p1evse/status", min_length=1)
+    # retained JSON of the whole state (meter, value sent, charger, stale, counters)
+    state_topic: str | None = "p1evse/state"
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -148,6 +150,9 @@ class OpenevseSettings(Section):
     # feed the current shaper too: MQTT to live_pwr_topic, HTTP as shaper_live_pwr
     shaper: bool = False
     live_pwr_topic: str = Field("p1evse/live_pwr", min_length=1)
+    # feed the meter's voltage (mean of the phases): MQTT to vrms_topic, HTTP as voltage
+    voltage: bool = False
+    vrms_topic: str = Field("p1evse/vrms", min_length=1)
     url: str | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -156,7 +161,7 @@ class OpenevseSettings(Section):
     timeout: float = Field(5.0, gt=0, le=60)
     poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
 
-    @field_validator("grid_ie_topic", "base_topic", "live_pwr_topic")
+    @field_validator("grid_ie_topic", "base_topic", "live_pwr_topic", "vrms_topic")
     @classmethod
     def _plain_topic(cls, topic: str) -> str:
         if "+" in topic or "#" in topic:
@@ -226,6 +231,13 @@ class WebSettings(Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class HomeAssistantSettings(Section):
+    """MQTT discovery: p1evse's values appear in Home Assistant as one device."""
+
+    discovery: bool = False
+    prefix: str = Field("homeassistant", min_length=1)
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -241,7 +253,16 @@ class Settings(Section):
     publish: PublishSettings = PublishSettings()
     openevse: OpenevseSettings = OpenevseSettings()
     web: WebSettings = WebSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
     log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _discovery_needs_state_topic(self) -> Settings:
+        if self.homeassistant.discovery and self.mqtt.state_topic is None:
+            raise ValueError(
+                "homeassistant.discovery reads p1evse's state topic: set mqtt.state_topic"
+            )
+        return self
 
     @field_validator("source", mode="before")
     @classmethod
@@ -337,11 +358,16 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
 def output_topics(settings: Settings) -> dict[str, str]:
     """The MQTT topics p1evse publishes values to, by config key."""
     openevse = settings.openevse
+    topics = {}
+    if settings.mqtt.state_topic is not None:
+        topics["mqtt.state_topic"] = settings.mqtt.state_topic
     if openevse.transport != "mqtt":
-        return {}
-    topics = {"openevse.grid_ie_topic": openevse.grid_ie_topic}
+        return topics
+    topics["openevse.grid_ie_topic"] = openevse.grid_ie_topic
     if openevse.shaper:
         topics["openevse.live_pwr_topic"] = openevse.live_pwr_topic
+    if openevse.voltage:
+        topics["openevse.vrms_topic"] = openevse.vrms_topic
     return topics
 
 

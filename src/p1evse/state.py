@@ -244,6 +244,7 @@ class SiteState:
                 "net_w": round(meter.net_w),
                 "import_w": round(meter.import_w),
                 "export_w": round(meter.export_w),
+                "phases": _phases_json(meter),
             },
             "published": None
             if published is None
@@ -359,3 +360,18 @@ def _link_json(link: Link, epoch: float) -> dict[str, Any]:
         "detail": link.detail,
         "since": None if link.since is None else round(link.since + epoch, 3),
     }
+
+
+def _phases_json(meter: Reading) -> dict[str, Any] | None:
+    """Per-phase values (L1, L2, L3; null where the meter does not say), if any."""
+    phases = {
+        "import_w": meter.phase_import_w,
+        "export_w": meter.phase_export_w,
+        "voltage_v": meter.phase_voltage_v,
+    }
+    known = {key: [_round(v) for v in values] for key, values in phases.items() if values}
+    return known or None
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -11,7 +11,7 @@ from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 
 if TYPE_CHECKING:
     from p1evse.config import Settings
-    from p1evse.model import GridPower, StaleEntered, StaleLeft
+    from p1evse.model import GridPower, Reading, StaleEntered, StaleLeft
     from p1evse.mqtt import Broker
 
 
@@ -32,8 +32,13 @@ class Sink(Protocol):
 
 
 def build_sinks(
-    settings: Settings, broker: Broker, charger: ChargerState, clock: Callable[[], float]
+    settings: Settings,
+    broker: Broker,
+    charger: ChargerState,
+    clock: Callable[[], float],
+    latest_reading: Callable[[], Reading | None],
 ) -> list[Sink]:
+    """The charger's sink; `latest_reading` gives the voltages when they are fed."""
     if settings.openevse.transport == "http":
-        return [OpenEvseHttpSink(settings.openevse, charger, clock)]
-    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock)]
+        return [OpenEvseHttpSink(settings.openevse, charger, clock, latest_reading)]
+    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading)]

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from p1evse.model import Reading
+
 log = logging.getLogger(__name__)
 
 
@@ -86,3 +88,20 @@ class PauseIntent:
             log.warning("no valid reading, but OpenEVSE is in normal mode: not pausing it")
         self._spared_logged = spared
         return self.stale and not spared
+
+
+# OpenEVSE takes a fed voltage between these (else its configured one, else 240 V)
+VOLTAGE_RANGE_V = (60.0, 300.0)
+
+
+def feed_voltage(reading: Reading | None) -> float | None:
+    """The voltage for OpenEVSE's divert maths: the mean of the phase voltages the meter
+    reports, when OpenEVSE would accept it."""
+    if reading is None or reading.phase_voltage_v is None:
+        return None
+    volts = [v for v in reading.phase_voltage_v if v is not None]
+    if not volts:
+        return None
+    mean = sum(volts) / len(volts)
+    low, high = VOLTAGE_RANGE_V
+    return round(mean, 1) if low <= mean <= high else None

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
-from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
-from p1evse.sinks.charger import ChargerState, PauseIntent
+from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
+from p1evse.sinks.charger import ChargerState, PauseIntent, feed_voltage
 
 if TYPE_CHECKING:
     import aiohttp
@@ -81,11 +81,13 @@ class OpenEvseHttpSink:
         settings: OpenevseSettings,
         charger: ChargerState,
         clock: Callable[[], float],
+        latest_reading: Callable[[], Reading | None],
         backoff: Backoff | None = None,
     ) -> None:
         self._settings = settings
         self.charger = charger
         self._clock = clock
+        self._latest_reading = latest_reading
         self._pause = PauseIntent(charger)
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
@@ -188,6 +190,10 @@ class OpenEvseHttpSink:
         body: dict[str, Any] = {"grid_ie": value.watts}
         if self._settings.shaper:
             body["shaper_live_pwr"] = value.watts
+        if self._settings.voltage:
+            volts = feed_voltage(self._latest_reading())
+            if volts is not None:
+                body["voltage"] = volts
         await self._request("POST", self._status_url, body)
 
     async def _request(self, method: str, url: str, body: object = None) -> Any:

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
-from p1evse.sinks.charger import READ_BACK_FIELDS, ChargerState, PauseIntent
+from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
+from p1evse.sinks.charger import READ_BACK_FIELDS, ChargerState, PauseIntent, feed_voltage
 
 if TYPE_CHECKING:
     from p1evse.config import OpenevseSettings
@@ -36,10 +36,13 @@ class OpenEvseMqttSink:
         broker: Broker,
         charger: ChargerState,
         clock: Callable[[], float],
+        latest_reading: Callable[[], Reading | None],
     ) -> None:
         self._value_topics = [settings.grid_ie_topic]
         if settings.shaper:
             self._value_topics.append(settings.live_pwr_topic)
+        self._vrms_topic = settings.vrms_topic if settings.voltage else None
+        self._latest_reading = latest_reading
         self._claim_topic = settings.claim_topic
         self._broker = broker
         self._clock = clock
@@ -54,6 +57,10 @@ class OpenEvseMqttSink:
         payload = str(value.watts)
         for topic in self._value_topics:
             self._broker.publish(topic, payload)
+        if self._vrms_topic is not None:
+            volts = feed_voltage(self._latest_reading())
+            if volts is not None:
+                self._broker.publish(self._vrms_topic, f"{volts:g}")
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
