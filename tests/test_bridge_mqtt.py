@@ -230,3 +230,16 @@ async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
                 probe.publish("openevse/divertmode", "1")  # and back: released
                 assert await probe.next_payload(CLAIM) == "release"
         assert probe.pending(CLAIM) == []
+
+
+async def test_a_claim_p1evse_never_set_is_never_released(broker: BrokerProcess) -> None:
+    """OpenEVSE has one MQTT claim slot for every client: a release from p1evse that
+    did not claim would end another client's claim."""
+    settings = settings_for(broker, publish={"interval": 0})
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM, STATUS)
+        async with running(settings):
+            await probe.wait_for_payload(STATUS, "online")
+            probe.publish(DELIVERED, "0.100")
+        await probe.wait_for_payload(STATUS, "offline")  # after any release would have been
+        assert probe.pending(CLAIM) == []

@@ -390,3 +390,15 @@ def test_http_transport_publishes_no_topics(tmp_path: Path) -> None:
         "openevse:\n  transport: http\n  url: http://127.0.0.1\n  grid_ie_topic: openevse/x\n",
     )
     assert load(path).openevse.transport == "http"
+
+
+def test_discovery_needs_the_state_topic(tmp_path: Path) -> None:
+    path = write(tmp_path, "mqtt:\n  state_topic: null\nhomeassistant:\n  discovery: true\n")
+    [problem] = problems(path)
+    assert "homeassistant.discovery reads p1evse's state topic" in problem
+
+
+def test_vrms_topic_is_checked_for_feedback_loops(tmp_path: Path) -> None:
+    path = write(tmp_path, "openevse:\n  voltage: true\n  vrms_topic: openevse/vrms\n")
+    [problem] = problems(path)
+    assert problem.startswith("openevse.vrms_topic = 'openevse/vrms' is under")
