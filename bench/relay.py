@@ -474,6 +474,9 @@ def subject_specs(port: int) -> dict[str, SubjectSpec]:
         "P1EVSE_PUBLISH__INTERVAL": "0",
         "P1EVSE_PUBLISH__STALE_AFTER": "3600",
         "P1EVSE_WEB__LISTEN": "",
+        # the core relay path: the optional observers (status page, state topic) off,
+        # as bench/web.py measures what the page costs
+        "P1EVSE_MQTT__STATE_TOPIC": "",
     }
     specs = {
         "baseline": SubjectSpec(
