@@ -55,6 +55,7 @@ def test_readings_values_and_times() -> None:
         "net_w": -1234,
         "import_w": 0,
         "export_w": 1234,
+        "phases": None,  # this meter reported no phases
     }
     assert snapshot["published"]["watts"] == -1200
     assert snapshot["published"]["readings"] == 3
