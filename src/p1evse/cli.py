@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(command=_check)
 
+    from p1evse.sim.cli import add_parser as add_simulate
+
+    add_simulate(commands)
+
     demo = commands.add_parser("demo", help="everything on this machine: broker, meter, bridge")
     demo.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     demo.add_argument("--duration", type=float, help="stop after S seconds")
