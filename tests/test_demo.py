@@ -25,7 +25,9 @@ def test_demo_runs_the_bridge_on_an_embedded_broker() -> None:
     assert lines, result.stdout
     # each line: wall clock, simulated clock, the meter's value and what the bridge published
     assert re.fullmatch(
-        r"\d\d:\d\d:\d\d  sim \d\d:\d\d  meter +[+-]\d+ W  ->  p1evse/grid_ie +-?\d+", lines[0]
+        r"\d\d:\d\d:\d\d  sim \d\d:\d\d  meter +[+-]\d+ W  ->  p1evse/grid_ie +-?\d+"
+        r"  ->  car +\d+\.\d A",
+        lines[0],
     )
     assert f"status page: http://{listen}/" in result.stdout
     assert "Traceback" not in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from p1evse.config import PublishSettings
-from p1evse.sim.openevse import DivertSettings
+from p1evse.config import MqttSettings, PublishSettings
+from p1evse.mqtt import Broker
+from p1evse.sim.charger import SimulatedCharger
+from p1evse.sim.openevse import DivertSettings, OpenEvseModel
 from p1evse.sim.simulate import Outage, balance_error, simulate, synthetic_day
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.probe import Probe
 
 KEYS = [
     "pv_kwh",
@@ -115,3 +121,33 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "line 2: expected time, solar_w[, grid_w]" in result.stderr
     assert "Traceback" not in result.stderr
     assert cli("--synthetic", "--compare", "colour=red").returncode == 2
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
+    broker: BrokerProcess,
+) -> None:
+    """The closed loop of `p1evse demo`: the bridge's values drive the simulated
+    OpenEVSE, which reports its current back on its base topic."""
+    sim_clock = [0.0]
+    settings = settings_for(broker, publish={"interval": 0, "stale_after": 3600})
+    async with running(settings) as app, Probe(broker.port) as meter:
+        charger_link = Broker(
+            MqttSettings(port=broker.port, client_id="sim-charger", availability_topic="sim/status")
+        )
+        charger = SimulatedCharger(
+            OpenEvseModel(), charger_link, "p1evse/grid_ie", "openevse", lambda: sim_clock[0]
+        )
+        charger_link.subscribe("p1evse/grid_ie", charger.on_grid_ie)
+        link = asyncio.create_task(charger_link.run())
+        try:
+            await meter.subscribe("openevse/amp", "p1evse/status")
+            await meter.wait_for_payload("p1evse/status", "online")
+            while app.charger.amp in (None, 0.0):  # p1evse reads the charger back
+                sim_clock[0] += 5
+                meter.publish("dsmr/reading/electricity_currently_returned", "4.000")
+                await meter.next_payload("openevse/amp")
+        finally:
+            await charger_link.close()
+            link.cancel()
+    assert charger.model.pilot() >= 6

@@ -1,6 +1,7 @@
 """`p1evse demo`: an embedded broker, a simulated meter publishing DSMR-reader's split
-topics at 1 Hz, and the bridge, all in one process. It prints every value the bridge
-publishes, as received back from the broker."""
+topics at 1 Hz, a simulated OpenEVSE in Eco mode whose car's draw the meter sees (the
+closed loop), and the bridge with its status page, all in one process. It prints every
+value the bridge publishes, as received back from the broker, and the car's current."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from p1evse.errors import ConfigError
 from p1evse.model import Event, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker
 from p1evse.sim.broker import embedded_broker
+from p1evse.sim.charger import SimulatedCharger
 from p1evse.sim.meter import DsmrReaderPublisher, SunnyDay
+from p1evse.sim.openevse import OpenEvseModel
 
 METER_PERIOD_S = 1.0
 SIM_START_S = 9.5 * 3600  # a sunny morning: export grows as the sun climbs
@@ -52,15 +55,25 @@ async def demo(
         def sim_time() -> float:
             return SIM_START_S + (loop.time() - started) * speed
 
+        # the closed loop: a simulated OpenEVSE in Eco mode, its car drawing what it offers
+        charger = SimulatedCharger(
+            OpenEvseModel(),
+            meter_broker,
+            settings.openevse.grid_ie_topic,
+            settings.openevse.base_topic,
+            sim_time,
+        )
+
         def show(line: str) -> None:
             clock = time.strftime("%H:%M:%S")
             sim = time.strftime("%H:%M", time.gmtime(sim_time()))
             print(f"{clock}  sim {sim}  {line}", file=out, flush=True)
 
         def on_output(payload: bytes | bytearray) -> None:
+            charger.on_grid_ie(payload)
             show(
                 f"meter {last_net[0]:+7.0f} W  ->  {settings.openevse.grid_ie_topic} "
-                f"{payload.decode():>6}"
+                f"{payload.decode():>6}  ->  car {charger.model.pilot_draw():4.1f} A"
             )
 
         def on_event(event: Event) -> None:
@@ -72,7 +85,8 @@ async def demo(
 
         async def run_meter() -> None:
             while True:
-                last_net[0] = day.net_w(sim_time())
+                car_w = charger.model.pilot_draw() * charger.model.settings.voltage
+                last_net[0] = day.net_w(sim_time()) + car_w
                 meter.publish(last_net[0])
                 await asyncio.sleep(METER_PERIOD_S)
 
