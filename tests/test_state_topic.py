@@ -181,15 +181,17 @@ async def test_discovery_announces_one_device_and_is_removed_when_turned_off(
     assert {"Grid power", "Meter data stale", "Import L1", "Export L2", "Voltage L3"} <= names
     assert "homeassistant/binary_sensor/p1evse/stale/config" in configs
 
-    # the next run has discovery off: the retained configs are cleared
+    # the next run has discovery off: the retained configs are cleared (the probe
+    # subscribes first, so it sees the configs, then their removal)
     settings = settings_for(broker, source=JSON_SOURCE)
-    async with running(settings), Probe(broker.port) as probe:
+    async with Probe(broker.port) as probe:
         await probe.subscribe(discovery)
-        cleared: set[str] = set()
-        while cleared != set(configs):  # every config, and nothing else
-            message = await probe.next(discovery)
-            if not message.payload:
-                cleared.add(message.topic)
+        async with running(settings):
+            cleared: set[str] = set()
+            while cleared != set(configs):  # every config, and nothing else
+                message = await probe.next(discovery)
+                if not message.payload:
+                    cleared.add(message.topic)
     async with Probe(broker.port) as probe:
         await probe.subscribe(discovery, "p1evse/status")
         await probe.next("p1evse/status")  # retained offline: every retained message is in
