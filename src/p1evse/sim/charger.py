@@ -58,12 +58,15 @@ class SimulatedCharger:
     def report(self) -> None:
         model = self.model
         amps = model.pilot_draw()
-        state = CHARGING if amps > 0 else (CONNECTED if model.car_connected else SLEEPING)
+        if amps > 0:
+            state = CHARGING
+        else:  # no current offered: sleeping; offered but not drawn: a car is not there
+            state = SLEEPING if model.pilot() == 0 else CONNECTED
         divert = model.claims.get("divert")
         values = {
             "amp": str(round(amps * 1000)),
             "pilot": f"{model.pilot():g}",
-            "state": str(state if amps > 0 or model.pilot() > 0 else SLEEPING),
+            "state": str(state),
             "divertmode": "2" if model.settings.eco else "1",
             "charge_rate": f"{divert.current or 0:g}" if divert and divert.active else "0",
             "divert_active": "true" if divert is not None and divert.active else "false",
