@@ -58,10 +58,8 @@ class SimulatedCharger:
     def report(self) -> None:
         model = self.model
         amps = model.pilot_draw()
-        if amps > 0:
-            state = CHARGING
-        else:  # no current offered: sleeping; offered but not drawn: a car is not there
-            state = SLEEPING if model.pilot() == 0 else CONNECTED
+        # drawn: charging; offered but not drawn: connected; nothing offered: sleeping
+        state = CHARGING if amps > 0 else CONNECTED if model.pilot() > 0 else SLEEPING
         divert = model.claims.get("divert")
         values = {
             "amp": str(round(amps * 1000)),
