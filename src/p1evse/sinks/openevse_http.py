@@ -52,20 +52,36 @@ def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
 
 async def get_json(settings: OpenevseSettings, path: str) -> Any:
     """One GET of the charger's API (for `p1evse check`); `ChargerError` says why not."""
+    async with open_session(settings) as session:
+        return await request(session, settings, "GET", f"{settings.url}{path}")
+
+
+async def request(
+    session: aiohttp.ClientSession,
+    settings: OpenevseSettings,
+    method: str,
+    url: str,
+    body: object = None,
+) -> Any:
+    """One request to the charger: the answer's JSON (None if it has none), or a
+    `ChargerError` that says what failed, a refused login by name."""
     import aiohttp
 
-    url = f"{settings.url}{path}"
     try:
-        async with open_session(settings) as session, session.get(url) as response:
+        async with session.request(method, url, json=body) as response:
             if response.status == 401:
                 raise ChargerError(_refused_login(settings))
             if response.status >= 400:
-                raise ChargerError(f"GET {url}: HTTP {response.status}")
-            return await response.json(content_type=None)
-    except (aiohttp.ClientError, ValueError) as exc:
-        raise ChargerError(f"GET {url}: {exc or type(exc).__name__}") from None
+                raise ChargerError(f"{method} {url}: HTTP {response.status}")
+            text = await response.text()
+    except aiohttp.ClientError as exc:
+        raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
     except TimeoutError:
-        raise ChargerError(f"GET {url}: no answer within {settings.timeout:g} s") from None
+        raise ChargerError(f"{method} {url}: no answer within {settings.timeout:g} s") from None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def _refused_login(settings: OpenevseSettings) -> str:
@@ -96,7 +112,6 @@ class OpenEvseHttpSink:
         self.claim_sent = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._client_error: type[Exception] = OSError  # aiohttp.ClientError once imported
         self._reported: str | None = None  # the failure last logged, to log once per change
         self.failures = 0
 
@@ -114,9 +129,6 @@ class OpenEvseHttpSink:
         self._wake.set()
 
     async def run(self) -> None:
-        import aiohttp  # only HTTP users pay for it
-
-        self._client_error = aiohttp.ClientError
         async with open_session(self._settings) as session:
             self._session = session
             try:
@@ -197,25 +209,8 @@ class OpenEvseHttpSink:
         await self._request("POST", self._status_url, body)
 
     async def _request(self, method: str, url: str, body: object = None) -> Any:
-        """The answer's JSON (None if it has none); `ChargerError` says what failed."""
         assert self._session is not None
-        try:
-            async with self._session.request(method, url, json=body) as response:
-                if response.status == 401:
-                    raise ChargerError(_refused_login(self._settings))
-                if response.status >= 400:
-                    raise ChargerError(f"{method} {url}: HTTP {response.status}")
-                text = await response.text()
-        except self._client_error as exc:
-            raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
-        except TimeoutError:
-            raise ChargerError(
-                f"{method} {url}: no answer within {self._settings.timeout:g} s"
-            ) from None
-        try:
-            return json.loads(text) if text else None
-        except ValueError:
-            return None
+        return await request(self._session, self._settings, method, url, body)
 
     def _report(self, failure: str) -> None:
         if failure == self._reported:
