@@ -244,7 +244,7 @@ class SiteState:
                 "net_w": round(meter.net_w),
                 "import_w": round(meter.import_w),
                 "export_w": round(meter.export_w),
-                "phases": _phases_json(meter),
+                "phases": phases_json(meter),
             },
             "published": None
             if published is None
@@ -362,7 +362,7 @@ def _link_json(link: Link, epoch: float) -> dict[str, Any]:
     }
 
 
-def _phases_json(meter: Reading) -> dict[str, Any] | None:
+def phases_json(meter: Reading) -> dict[str, Any] | None:
     """Per-phase values (L1, L2, L3; null where the meter does not say), if any."""
     phases = {
         "import_w": meter.phase_import_w,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from p1evse import __version__
 from p1evse.mqtt import OFFLINE, ONLINE
+from p1evse.state import phases_json
 
 if TYPE_CHECKING:
     from p1evse.config import Settings
@@ -163,14 +164,8 @@ class HomeAssistantDiscovery:
 
     def _phase_entities(self) -> list[Entity]:
         meter = self._state.meter if self._state is not None else None
-        if meter is None:
-            return []
-        phases = {
-            "import_w": meter.phase_import_w,
-            "export_w": meter.phase_export_w,
-            "voltage_v": meter.phase_voltage_v,
-        }
-        return phase_entities(phases)
+        phases = phases_json(meter) if meter is not None else None
+        return phase_entities(phases) if phases else []
 
     def _remove(self, topic: str, payload: bytes | bytearray) -> None:
         if payload and self._broker.publish(topic, "", qos=1, retain=True):
