@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from p1evse.sim.openevse import MQTT_PRIORITY, Claim, DivertSettings, OpenEvseModel
+import pytest
+
+from p1evse.sim.charger import to_int
+from p1evse.sim.openevse import (
+    DIVERT_PRIORITY,
+    MQTT_PRIORITY,
+    SHAPER_PRIORITY,
+    Car,
+    Claim,
+    DivertSettings,
+    OpenEvseModel,
+    ShaperSettings,
+)
 
 AT_230 = DivertSettings(voltage=230.0)
 
@@ -13,7 +25,7 @@ def feed(model: OpenEvseModel, house_net_w: float, start_s: float, seconds: int)
     started = -1.0
     for t in range(0, seconds, 5):
         now = start_s + t
-        grid = house_net_w + model.pilot_draw() * model.settings.voltage
+        grid = house_net_w + model.amps() * model.settings.voltage
         model.grid_ie(round(grid), now)
         if started < 0 and model.pilot() > 0:
             started = now
@@ -38,7 +50,7 @@ def test_without_surplus_a_16_a_charge_ends_after_about_590_s_at_the_6_a_floor()
     ended = None
     drawn = []
     for t in range(0, 1200, 5):
-        model.grid_ie(round(300 + model.pilot_draw() * 230), 1800 + t)
+        model.grid_ie(round(300 + model.amps() * 230), 1800 + t)
         drawn.append(model.pilot())
         if model.pilot() == 0 and ended is None:
             ended = t
@@ -72,3 +84,117 @@ def test_a_pause_claim_over_mqtt_wins_over_divert() -> None:
 def test_normal_mode_does_not_divert() -> None:
     model = OpenEvseModel(DivertSettings(eco=False))
     assert feed(model, -5000, 0, 600) == -1
+
+
+# -- the voltage rule ---------------------------------------------------------------------
+
+
+def test_a_fresh_vrms_is_used_for_120_s_then_the_configured_voltage() -> None:
+    model = OpenEvseModel(AT_230)
+    assert model.voltage(0.0) == 230.0
+    model.vrms(241.5, 10.0)
+    assert model.voltage(10.0) == 241.5
+    assert model.voltage(130.0) == 241.5  # 120 s old: still fresh
+    assert model.voltage(130.5) == 230.0
+
+
+@pytest.mark.parametrize("volts", [59.9, 300.1, 0.0, 400.0])
+def test_a_vrms_outside_60_to_300_v_is_ignored(volts: float) -> None:
+    model = OpenEvseModel(AT_230)
+    model.vrms(volts, 0.0)
+    assert model.voltage(1.0) == 230.0
+
+
+def test_the_voltage_decides_how_much_export_is_a_start() -> None:
+    """1.55 kW of export starts a charger that believes 207 V but not one at 253 V:
+    the current available is export / voltage."""
+    started = {}
+    for volts in (207.0, 253.0):
+        model = OpenEvseModel(AT_230)
+        for t in range(0, 600, 5):
+            model.vrms(volts, float(t))
+            model.grid_ie(-1550 + round(model.amps() * volts), float(t))
+        started[volts] = model.pilot() > 0
+    assert started == {207.0: True, 253.0: False}
+
+
+# -- claims and the car -----------------------------------------------------------------
+
+
+def test_the_car_draws_what_the_pilot_allows_up_to_its_own_limit() -> None:
+    model = OpenEvseModel(AT_230, car=Car(max_current=16.0))
+    model.claim("manual", Claim(1000, True, 32.0))
+    assert model.pilot() == 32.0
+    assert model.amps() == 16.0
+    assert OpenEvseModel(AT_230, car=None).amps() == 0.0
+
+
+def test_each_property_comes_from_the_highest_claim_that_sets_it() -> None:
+    model = OpenEvseModel(AT_230)
+    model.claim("divert", Claim(DIVERT_PRIORITY, True, 20.0))
+    model.claim("shaper", Claim(SHAPER_PRIORITY, None, max_current=10.0))
+    assert model.pilot() == 10.0  # divert's state and rate, the shaper's cap
+    model.claim("shaper", Claim(SHAPER_PRIORITY, False, max_current=10.0))
+    assert model.pilot() == 0.0
+
+
+# -- the current shaper --------------------------------------------------------------------
+
+SHAPED = DivertSettings(voltage=230.0, shaper=ShaperSettings(max_pwr_w=5000.0))
+
+
+def shaper_run(model: OpenEvseModel, house_w: float, start: int, seconds: int) -> None:
+    """The charger held active at 32 A by a manual claim; the site's power (house + car)
+    fed to the shaper every 5 s."""
+    model.claim("manual", Claim(1000, True, 32.0))
+    for t in range(start, start + seconds, 5):
+        model.live_pwr(round(house_w + model.amps() * 230), float(t))
+        model.tick(float(t))
+
+
+def test_the_shaper_keeps_house_and_car_under_its_maximum_power() -> None:
+    model = OpenEvseModel(SHAPED)
+    shaper_run(model, 1500, 0, 900)
+    assert 1500 + model.amps() * 230 <= 5000
+    assert model.amps() == 15.0  # floor((5000 - 1500) / 230) = 15
+
+
+def test_the_shaper_pauses_below_the_minimum_and_waits_before_resuming() -> None:
+    model = OpenEvseModel(SHAPED)
+    shaper_run(model, 1500, 0, 900)
+    paused_at = None
+    for t in range(900, 1800, 5):  # 500 W left: less than 6 A
+        model.live_pwr(round(4500 + model.amps() * 230), float(t))
+        if paused_at is None and model.pilot() == 0:
+            paused_at = t
+    assert paused_at is not None
+    resumed = None
+    for t in range(1800, 3000, 5):  # room again
+        model.live_pwr(round(1000 + model.amps() * 230), float(t))
+        if resumed is None and model.pilot() > 0:
+            resumed = t
+    assert resumed is not None
+    assert resumed - paused_at >= 300  # current_shaper_min_pause_time
+
+
+def test_the_shaper_disables_the_charger_when_its_feed_is_silent() -> None:
+    model = OpenEvseModel(SHAPED)
+    model.tick(0.0)
+    assert model.pilot() == 0  # no live power yet: disabled
+    shaper_run(model, 1000, 0, 900)  # the last value at 895 s
+    assert model.pilot() > 0
+    model.tick(895.0 + 120)
+    assert model.pilot() > 0
+    model.tick(895.0 + 121)
+    assert model.pilot() == 0
+
+
+def test_the_simulated_charger_reads_payloads_like_arduino_to_int() -> None:
+    assert [to_int(p) for p in (b"1234.7", b"3.048", b"-250", b'{"w": 5}', b"", b" 42 W")] == [
+        1234,
+        3,
+        -250,
+        0,
+        0,
+        42,
+    ]

@@ -1,19 +1,42 @@
 """A simulated OpenEVSE on MQTT: the divert model behind the charger's real topics.
 
-It subscribes to the grid import/export topic and `<base>/claim/set`, and publishes
-`amp` (mA), `pilot`, `state`, `divertmode`, `charge_rate` and `divert_active` under its
-base topic, as the firmware does — so p1evse reads it back like a real charger.
+It takes the grid import/export value (and, when p1evse feeds them, the vrms and the
+shaper's live power) from its owner's subscriptions, subscribes to `<base>/claim/set`,
+and publishes `amp` (mA), `pilot`, `state`, `divertmode`, `charge_rate` and
+`divert_active` under its base topic, as the firmware does, so that p1evse reads it
+back like a real charger.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from p1evse.mqtt import Broker
 from p1evse.sim.openevse import MQTT_PRIORITY, Claim, OpenEvseModel
 
 CHARGING, CONNECTED, SLEEPING = 3, 2, 254
+_LEADING_INT = re.compile(rb"\s*[-+]?\d+")
+
+
+def to_int(payload: bytes | bytearray) -> int:
+    """Arduino's String::toInt(): the leading integer, 0 when there is none
+    (`"1234.7"` is 1234, `"3.048"` is 3, JSON is 0)."""
+    match = _LEADING_INT.match(bytes(payload))
+    return int(match.group()) if match else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerTopics:
+    """The charger's MQTT settings: `mqtt_grid_ie`, its base topic, `mqtt_vrms` and
+    `mqtt_live_pwr` (None: not set)."""
+
+    grid_ie: str
+    base: str
+    vrms: str | None = None
+    live_pwr: str | None = None
 
 
 class SimulatedCharger:
@@ -21,26 +44,49 @@ class SimulatedCharger:
         self,
         model: OpenEvseModel,
         broker: Broker,
-        grid_ie_topic: str,
-        base_topic: str,
+        topics: ChargerTopics,
         clock: Callable[[], float],
+        on_grid_ie: Callable[[int], None] | None = None,
     ) -> None:
+        """`on_grid_ie` is told each grid value once divert has run on it."""
         self.model = model
         self._broker = broker
-        self._base = base_topic
+        self._base = topics.base
         self._clock = clock
-        broker.subscribe(f"{base_topic}/claim/set", self._on_claim)
+        self._on_grid_ie = on_grid_ie
+        broker.subscribe(topics.grid_ie, self.on_grid_ie)
+        broker.subscribe(f"{topics.base}/claim/set", self._on_claim)
+        if topics.vrms is not None:
+            broker.subscribe(topics.vrms, self.on_vrms)
+        if topics.live_pwr is not None and topics.live_pwr != topics.grid_ie:
+            broker.subscribe(topics.live_pwr, self.on_live_pwr)
+        self._shaper_on_grid_ie = topics.live_pwr == topics.grid_ie  # one topic drives both
         broker.on_connected(self.report)
-        self.grid_ie_topic = grid_ie_topic
 
     def on_grid_ie(self, payload: bytes | bytearray) -> None:
-        """A value on the grid import/export topic: divert runs (OpenEVSE's toInt())."""
-        try:
-            watts = int(float(payload))
-        except ValueError:
-            watts = 0
+        """A value on the grid import/export topic: divert runs."""
+        watts = to_int(payload)
         self.model.grid_ie(watts, self._clock())
+        if self._shaper_on_grid_ie:
+            self.model.live_pwr(watts, self._clock())
         self.report()
+        if self._on_grid_ie is not None:
+            self._on_grid_ie(watts)
+
+    def on_vrms(self, payload: bytes | bytearray) -> None:
+        try:
+            volts = float(payload)
+        except ValueError:
+            return
+        self.model.vrms(volts, self._clock())
+
+    def on_live_pwr(self, payload: bytes | bytearray) -> None:
+        self.model.live_pwr(to_int(payload), self._clock())
+        self.report()
+
+    def tick(self) -> None:
+        """The firmware's periodic work (the shaper's check of its feed)."""
+        self.model.tick(self._clock())
 
     def _on_claim(self, payload: bytes | bytearray) -> None:
         text = bytes(payload).decode(errors="replace").strip()
@@ -57,7 +103,7 @@ class SimulatedCharger:
 
     def report(self) -> None:
         model = self.model
-        amps = model.pilot_draw()
+        amps = model.amps()
         # drawn: charging; offered but not drawn: connected; nothing offered: sleeping
         state = CHARGING if amps > 0 else CONNECTED if model.pilot() > 0 else SLEEPING
         divert = model.claims.get("divert")

@@ -1,11 +1,16 @@
-"""A model of OpenEVSE's solar divert and charging, written from the firmware's documented
-behaviour (src/divert.cpp, src/input_filter.cpp, the claims of src/evse_man.cpp), for
-simulations and the demo. Settings default to the firmware's defaults.
+"""A model of OpenEVSE's solar divert, current shaper and charging, written from the
+firmware's documented behaviour (src/divert.cpp, src/input_filter.cpp,
+src/current_shaper.cpp, the claims of src/evse_man.cpp), for simulations and the demo.
+Settings default to the firmware's defaults.
 
 Divert runs only when a grid value arrives: in Eco mode it turns grid power into the
 current available to the car, smooths it with an attack/decay filter that counts time
 in whole seconds, and claims the charger Active at that rate (priority 50) or Disabled.
-A higher-priority claim (p1evse's pause over MQTT: 500) wins over divert.
+The shaper, when on, caps the current so that house + car stay under its maximum power,
+and disables the charger when its feed has been silent too long. Claims are merged as
+the firmware does: each property (state, charge current, maximum current) comes from
+the highest-priority claim that sets it, so p1evse's pause over MQTT (500) wins over
+divert, and the shaper (5000) over both.
 """
 
 from __future__ import annotations
@@ -15,6 +20,21 @@ from dataclasses import dataclass, field
 
 DIVERT_PRIORITY = 50
 MQTT_PRIORITY = 500  # every MQTT client shares this claim slot
+SHAPER_PRIORITY = 5000  # EvseManager_Priority_Safety
+SHAPER_STALE_PRIORITY = 1100  # EvseManager_Priority_Limit: the shaper's fail-safe claim
+
+MIN_FILTER_S = 10.0
+VRMS_RANGE_V = (60.0, 300.0)
+VRMS_FRESH_S = 120.0
+SHAPER_HYSTERESIS_A = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ShaperSettings:
+    max_pwr_w: float  # current_shaper_max_pwr: house + car stay under this
+    smoothing_s: float = 60.0
+    min_pause_s: float = 300.0
+    data_maxinterval_s: float = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +48,56 @@ class DivertSettings:
     decay_s: float = 600.0
     min_charge_time_s: float = 600.0
     eco: bool = True
+    shaper: ShaperSettings | None = None  # the current shaper, off by default
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
+    """What one client asks of the charger; None leaves a property to lower claims."""
+
     priority: int
-    active: bool
-    current: float | None = None  # A; None = no limit of its own
+    active: bool | None
+    current: float | None = None  # A, the charge current
+    max_current: float | None = None  # A, a cap (the shaper's)
+
+
+@dataclass(frozen=True, slots=True)
+class Car:
+    max_current: float = 32.0  # A per phase its on-board charger takes at most
+
+
+class InputFilter:
+    """input_filter.cpp: an exponential filter whose dt is the whole seconds since its
+    previous call (calls less than 1 s apart leave the value where it was), with a
+    time constant of at least 10 s."""
+
+    def __init__(self) -> None:
+        self._last_ms: int | None = None
+
+    def filter(self, value: float, filtered: float, tau_s: float, now_s: float) -> float:
+        now_ms = int(now_s * 1000)
+        dt = 0 if self._last_ms is None else (now_ms - self._last_ms) // 1000
+        self._last_ms = now_ms
+        k = 1 - math.exp(-dt / max(tau_s, MIN_FILTER_S))
+        return k * value + (1 - k) * filtered
 
 
 @dataclass
 class OpenEvseModel:
     settings: DivertSettings = field(default_factory=DivertSettings)
-    car_connected: bool = True
+    car: Car | None = field(default_factory=Car)  # None: no car plugged in
     claims: dict[str, Claim] = field(default_factory=dict)
     smoothed: float = 0.0  # A, the filtered available current
     available: float = 0.0  # A, the last unfiltered value (charge rate follows it)
-    _last_feed_ms: int | None = None
+    shaper_current: float = 0.0  # A, the shaper's filtered cap
+    _divert_filter: InputFilter = field(default_factory=InputFilter)
     _charge_started_s: float | None = None
+    _vrms: tuple[float, float] | None = None  # (volts, when)
+    _shaper: _Shaper | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.shaper is not None:
+            self._shaper = _Shaper(self.settings.shaper)
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -54,12 +106,35 @@ class OpenEvseModel:
         settings = self.settings
         if not settings.eco:
             return
-        volts = settings.voltage * (3 if settings.three_phase else 1)
-        current = watts / volts - self.pilot_draw()
+        volts = self.voltage(now_s) * (3 if settings.three_phase else 1)
+        current = watts / volts - self.amps()
         reserve = max(0.0, settings.pv_ratio - 1) * 1000 / volts
         self.available = max(0.0, -current - reserve) if current < 0 else 0.0
-        self._filter(now_s)
+        tau = settings.attack_s if self.available > self.smoothed else settings.decay_s
+        self.smoothed = self._divert_filter.filter(self.available, self.smoothed, tau, now_s)
         self._decide(now_s)
+
+    def vrms(self, volts: float, now_s: float) -> None:
+        """A voltage on `mqtt_vrms` (or POST /status `voltage`): used for 120 s when
+        within 60-300 V, ignored otherwise."""
+        low, high = VRMS_RANGE_V
+        if low <= volts <= high:
+            self._vrms = (volts, now_s)
+
+    def live_pwr(self, watts: int, now_s: float) -> None:
+        """A site power on `mqtt_live_pwr` (W, + import, the car included), for the
+        shaper; ignored when the shaper is off."""
+        if self._shaper is not None:
+            claim = self._shaper.update(watts, self, now_s)
+            self.claims["shaper"] = claim
+
+    def tick(self, now_s: float) -> None:
+        """The firmware's periodic tasks: the shaper disables the charger when its feed
+        has been silent longer than its maximum interval."""
+        if self._shaper is not None:
+            claim = self._shaper.check(now_s)
+            if claim is not None:
+                self.claims["shaper"] = claim
 
     def claim(self, client: str, claim: Claim | None) -> None:
         """Set (or with None release) a claim, as `<base>/claim/set` or HTTP claims do."""
@@ -70,34 +145,41 @@ class OpenEvseModel:
 
     # -- what the charger does ---------------------------------------------------------
 
+    def voltage(self, now_s: float) -> float:
+        """A fresh vrms, else the configured voltage."""
+        if self._vrms is not None and now_s - self._vrms[1] <= VRMS_FRESH_S:
+            return self._vrms[0]
+        return self.settings.voltage
+
     def pilot(self) -> float:
-        """The current offered to the car: the winning claim's, 0 when disabled."""
-        if not self.claims:
-            return 0.0
-        winner = max(self.claims.values(), key=lambda claim: claim.priority)
-        if not winner.active:
+        """The current offered to the car (A): 0 unless the winning state is active."""
+        active = self._winning("active")
+        if active is not True:
             return 0.0
         settings = self.settings
-        wanted = winner.current if winner.current is not None else settings.max_current
+        current = self._winning("current")
+        wanted = settings.max_current if current is None else current
+        cap = self._winning("max_current")
+        if cap is not None:
+            wanted = min(wanted, cap)
         return min(max(wanted, settings.min_current), settings.max_current)
 
-    def pilot_draw(self) -> float:
-        """What the car draws (A): the pilot, if a car is there."""
-        return self.pilot() if self.car_connected else 0.0
+    def amps(self) -> float:
+        """What the car draws (A per phase): the pilot, up to what the car takes."""
+        if self.car is None:
+            return 0.0
+        return min(self.pilot(), self.car.max_current)
+
+    def _winning(self, name: str) -> float | bool | None:
+        """The highest-priority claim's value of one property, among those that set it."""
+        ranked = sorted(self.claims.values(), key=lambda claim: claim.priority, reverse=True)
+        for claim in ranked:
+            value: float | bool | None = getattr(claim, name)
+            if value is not None:
+                return value
+        return None
 
     # -- divert ---------------------------------------------------------------------
-
-    def _filter(self, now_s: float) -> None:
-        """input_filter.cpp: dt in whole seconds since the previous call (a feed less
-        than 1 s after the last one leaves the filter where it was)."""
-        now_ms = int(now_s * 1000)
-        last = self._last_feed_ms
-        dt = 0 if last is None else (now_ms - last) // 1000
-        self._last_feed_ms = now_ms
-        settings = self.settings
-        tau = settings.attack_s if self.available > self.smoothed else settings.decay_s
-        k = 1 - math.exp(-dt / max(tau, 10.0))
-        self.smoothed = k * self.available + (1 - k) * self.smoothed
 
     def _decide(self, now_s: float) -> None:
         settings = self.settings
@@ -106,7 +188,7 @@ class OpenEvseModel:
             rate += 1
         trigger = settings.min_current * min(1.0, settings.pv_ratio)
         own = self.claims.get("divert")
-        active = own is not None and own.active
+        active = own is not None and own.active is True
         if self.smoothed >= trigger + 0.5:
             if not active:
                 self._charge_started_s = now_s
@@ -119,3 +201,60 @@ class OpenEvseModel:
             self.claim("divert", Claim(DIVERT_PRIORITY, False))
         else:
             self.claim("divert", Claim(DIVERT_PRIORITY, True, float(rate)))
+
+
+class _Shaper:
+    """current_shaper.cpp: cap = (max_pwr - live) / V + the car's own current, smoothed;
+    below the minimum current the charger is disabled, and let go again only after the
+    minimum pause and with 0.5 A to spare. Without a live value for longer than the
+    maximum interval (or none yet) the charger is disabled."""
+
+    def __init__(self, settings: ShaperSettings) -> None:
+        self._settings = settings
+        self._live = 0.0
+        self._smoothed_live = 0.0
+        self._cap = 0.0
+        self._paused_at: float | None = None
+        self._updated_at: float | None = None
+        self._live_filter = InputFilter()
+        self._cap_filter = InputFilter()
+        self._disabled = Claim(SHAPER_STALE_PRIORITY, False)
+
+    def update(self, watts: int, model: OpenEvseModel, now_s: float) -> Claim:
+        settings = self._settings
+        self._live = float(watts)
+        self._updated_at = now_s
+        if self._paused_at is None or self._live > self._smoothed_live:
+            self._smoothed_live = self._live
+        else:
+            self._smoothed_live = self._live_filter.filter(
+                self._live, self._smoothed_live, settings.smoothing_s, now_s
+            )
+        phases = 3 if model.settings.three_phase else 1
+        wanted = (settings.max_pwr_w - self._smoothed_live) / model.voltage(now_s) / phases
+        wanted += model.amps()
+        self._cap = self._cap_filter.filter(wanted, self._cap, settings.smoothing_s, now_s)
+        minimum = model.settings.min_current
+        active: bool | None = None
+        if self._cap < minimum:
+            active = False
+            if self._paused_at is None:
+                self._paused_at = now_s
+        elif self._paused_at is not None:
+            rested = now_s - self._paused_at >= settings.min_pause_s
+            if rested and self._cap - minimum >= SHAPER_HYSTERESIS_A:
+                self._paused_at = None
+            else:
+                active = False
+        return Claim(SHAPER_PRIORITY, active, max_current=float(math.floor(self._cap)))
+
+    def check(self, now_s: float) -> Claim | None:
+        """The fail-safe claim when the feed is silent (or never came), else None."""
+        updated = self._updated_at
+        if updated is not None and now_s - updated <= self._settings.data_maxinterval_s:
+            return None
+        if updated is not None:
+            self._updated_at = None
+            self._paused_at = now_s
+            self._smoothed_live = self._live
+        return self._disabled
