@@ -1,0 +1,294 @@
+"""The meter side of a simulation: a house with PV and a car, read as a DSMR 5 meter.
+
+A day says what the house does without the car: PV production and the household's
+consumption per phase, either generated (`SyntheticDay`: a base load, a fridge and
+appliances switched on at seeded random times; a clear-sky PV curve with seeded clouds)
+or from a recorded day (`RecordedDay`, e.g. OpenEVSE's divert-simulator CSV files).
+`House.read` adds the car, drawing what the charger lets it, and gives what the meter
+at the grid connection states: import and export exclusive at the totals (the meter
+nets the phases), the per-phase powers and voltages, its energy counters and its
+clock, at the meter's resolution (1 W, 0.1 V). `sim/meter.py` sends such readings on
+as DSMR-reader's topics or as P1 telegrams; `simulate` feeds them to the pipeline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from p1evse.model import Reading
+
+DAY_S = 86_400.0
+METER_ZONE = ZoneInfo("Europe/Amsterdam")  # DSMR clocks state local time with S/W
+Triple = tuple[float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """The house at one moment, without the car (W)."""
+
+    at: float  # seconds since the day's `origin`
+    solar_w: float
+    load_w: Triple  # the household's consumption on L1, L2, L3
+
+    @property
+    def net_w(self) -> float:
+        """What the meter would show without the car: + import, - export."""
+        return sum(self.load_w) - self.solar_w
+
+
+class Day(Protocol):
+    origin: datetime  # the wall clock (local, naive) at `at` = 0
+    first_s: float
+    last_s: float
+
+    def sample(self, at: float) -> Sample: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Appliance:
+    start_s: float
+    duration_s: float
+    power_w: float
+    phase: int
+
+
+@dataclass
+class SyntheticDay:
+    """A generated day, `at` in seconds since midnight; the same seed, the same day."""
+
+    seed: int = 1
+    peak_pv_w: float = 4_500.0
+    base_load_w: float = 220.0
+    origin: datetime = datetime(2026, 6, 21)
+    first_s: float = 6 * 3600.0
+    last_s: float = 21 * 3600.0
+    _appliances: list[_Appliance] = field(init=False, repr=False)
+    _clouds: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.seed)
+        # (W, s): a kettle, a washing machine, an oven, a dishwasher
+        kinds = [(2_000.0, 180.0), (2_200.0, 3_600.0), (1_200.0, 900.0), (800.0, 1_800.0)]
+        self._appliances = []
+        for _ in range(12):
+            power, duration = rng.choice(kinds)
+            start = rng.uniform(6, 23) * 3600
+            self._appliances.append(_Appliance(start, duration, power, rng.randrange(3)))
+        cover, self._clouds = 0.0, []
+        for _ in range(24 * 60 + 1):  # one value a minute, a mean-reverting walk
+            cover = min(0.8, max(0.0, cover + rng.gauss(-0.08 * cover, 0.06)))
+            self._clouds.append(cover)
+
+    def sample(self, at: float) -> Sample:
+        return Sample(at, self.pv_w(at), self.load_w(at))
+
+    def pv_w(self, at: float) -> float:
+        hour = (at % DAY_S) / 3600
+        if not 6.5 < hour < 20.5:
+            return 0.0
+        clear = self.peak_pv_w * math.sin(math.pi * (hour - 6.5) / 14) ** 1.5
+        minute = (at % DAY_S) / 60
+        low = int(minute)
+        cover = self._clouds[low] + (self._clouds[low + 1] - self._clouds[low]) * (minute - low)
+        pv: float = clear * (1 - cover)
+        return pv
+
+    def load_w(self, at: float) -> Triple:
+        time_of_day = at % DAY_S
+        base = self.base_load_w / 3
+        phases = [base, base, base]
+        if (time_of_day // 600) % 3 == 0:
+            phases[0] += 90.0  # the fridge's compressor, 10 minutes in 30
+        for a in self._appliances:
+            if a.start_s <= time_of_day < a.start_s + a.duration_s:
+                phases[a.phase] += a.power_w
+        return (phases[0], phases[1], phases[2])
+
+
+@dataclass
+class RecordedDay:
+    """Recorded samples, linear in between; the load is taken as spread evenly over the
+    phases (the files give one figure)."""
+
+    samples: list[Sample]
+    origin: datetime
+    first_s: float = field(init=False)
+    last_s: float = field(init=False)
+    _times: list[float] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.samples) < 2:
+            raise ValueError("a recorded day needs at least two samples")
+        self._times = [sample.at for sample in self.samples]
+        self.first_s, self.last_s = self._times[0], self._times[-1]
+
+    def sample(self, at: float) -> Sample:
+        index = min(max(bisect.bisect_right(self._times, at), 1), len(self._times) - 1)
+        a, b = self.samples[index - 1], self.samples[index]
+        f = 0.0 if b.at == a.at else min(1.0, max(0.0, (at - a.at) / (b.at - a.at)))
+        load = sum(a.load_w) + f * (sum(b.load_w) - sum(a.load_w))
+        return Sample(at, a.solar_w + f * (b.solar_w - a.solar_w), _even(load))
+
+    def period_s(self) -> float:
+        """The median spacing of the samples: the day's own meter period."""
+        gaps = sorted(b - a for a, b in zip(self._times, self._times[1:], strict=False))
+        return gaps[len(gaps) // 2]
+
+
+def read_csv(path: Path) -> RecordedDay:
+    """OpenEVSE's divert-simulator day files: `time, solar_w[, grid_w]` with a header;
+    time as `YYYY-MM-DD HH:MM:SS` or epoch seconds; grid_w is the house without the car
+    (+ import). Without grid_w the house is taken to use nothing but what PV covers.
+    Rows with `null` values are gaps, bridged by interpolation."""
+    rows: list[tuple[datetime, float, float]] = []
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.reader(file, skipinitialspace=True)
+        next(reader, None)  # the header
+        for number, row in enumerate(reader, 2):
+            if not row or not row[0].strip() or "null" in row[1:]:
+                continue  # a gap in the data: the neighbours are interpolated over it
+            try:
+                when = _when(row[0])
+                solar = float(row[1])
+                grid = float(row[2]) if len(row) > 2 and row[2].strip() else -solar
+            except (ValueError, IndexError):
+                raise ValueError(
+                    f"{path} line {number}: expected time, solar_w[, grid_w]; got {row!r}"
+                ) from None
+            rows.append((when, solar, grid))
+    if len(rows) < 2:
+        raise ValueError(f"{path}: needs at least two samples")
+    origin = rows[0][0]
+    samples = [
+        Sample((when - origin).total_seconds(), solar, _even(grid + solar))
+        for when, solar, grid in rows
+    ]
+    return RecordedDay(samples, origin)
+
+
+def _when(text: str) -> datetime:
+    text = text.strip()
+    try:
+        return datetime.fromtimestamp(float(text), UTC).astimezone(METER_ZONE).replace(tzinfo=None)
+    except ValueError:
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+
+
+def _even(watts: float) -> Triple:
+    third = watts / 3
+    return (third, third, third)
+
+
+# -- the house and its meter ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HouseSettings:
+    voltage_v: float = 230.0  # the grid's nominal voltage
+    pv_phases: int = 1  # a single-phase inverter on L1, or a three-phase one
+    car_phases: int = 1  # the charger on L1, or on all three
+    # the grid's impedance per phase seen from the meter: the voltage drops with import
+    # and rises with export, as real meters show
+    impedance_ohm: float = 0.25
+    # the meter's energy counters at the start (kWh): tariff 1, tariff 2
+    delivered_kwh: tuple[float, float] = (4_321.123, 3_456.789)
+    returned_kwh: tuple[float, float] = (1_234.567, 2_345.678)
+
+
+@dataclass(frozen=True, slots=True)
+class Metered:
+    """One step of the house: the truth (for the energy balance) and what the meter says."""
+
+    sample: Sample
+    car_w: float
+    grid_w: float  # + import, - export: load + car - PV
+    reading: Reading
+    phase_current_a: tuple[int, int, int]
+    delivered_kwh: tuple[float, float]
+    returned_kwh: tuple[float, float]
+    tariff: int  # 1 low (nights and weekends), 2 normal
+
+
+class House:
+    def __init__(self, day: Day, settings: HouseSettings | None = None) -> None:
+        self.day = day
+        self.settings = settings or HouseSettings()
+        self._delivered = list(self.settings.delivered_kwh)
+        self._returned = list(self.settings.returned_kwh)
+        self._last_at: float | None = None
+        self._last_grid_w = 0.0
+        self._origin_utc = day.origin.replace(tzinfo=METER_ZONE).astimezone(UTC)
+
+    def read(self, at: float, car_amps: float) -> Metered:
+        """The meter at `at`, the car drawing `car_amps` per phase."""
+        settings = self.settings
+        sample = self.day.sample(at)
+        volts = settings.voltage_v
+        pv_share = sample.solar_w / settings.pv_phases
+        car_share = car_amps * volts
+        net = [
+            load
+            - (pv_share if phase < settings.pv_phases else 0.0)
+            + (car_share if phase < settings.car_phases else 0.0)
+            for phase, load in enumerate(sample.load_w)
+        ]
+        grid_w = sum(net)
+        meter_time = self._origin_utc + timedelta(seconds=math.floor(at))
+        tariff = _tariff(meter_time)
+        self._count(at, tariff)
+        self._last_grid_w = grid_w
+        phase_import = _triple(max(watts, 0.0) for watts in net)
+        phase_export = _triple(max(-watts, 0.0) for watts in net)
+        voltage = _triple((volts - settings.impedance_ohm * watts / volts for watts in net), 1)
+        reading = Reading(
+            at,
+            round(max(grid_w, 0.0)),
+            round(max(-grid_w, 0.0)),
+            phase_import,
+            phase_export,
+            voltage,
+            meter_time,
+        )
+        current = (
+            round(abs(net[0]) / volts),
+            round(abs(net[1]) / volts),
+            round(abs(net[2]) / volts),
+        )
+        return Metered(
+            sample,
+            car_share * settings.car_phases,
+            grid_w,
+            reading,
+            current,
+            (round(self._delivered[0], 3), round(self._delivered[1], 3)),
+            (round(self._returned[0], 3), round(self._returned[1], 3)),
+            tariff,
+        )
+
+    def _count(self, at: float, tariff: int) -> None:
+        """The energy counters run on the power of the step just ended."""
+        if self._last_at is not None:
+            kwh = self._last_grid_w * (at - self._last_at) / 3_600_000
+            counter = self._delivered if kwh > 0 else self._returned
+            counter[tariff - 1] += abs(kwh)
+        self._last_at = at
+
+
+def _triple(values: Iterable[float], digits: int = 0) -> Triple:
+    """Three values at the meter's resolution."""
+    one, two, three = (round(value, digits) for value in values)
+    return (one, two, three)
+
+
+def _tariff(utc: datetime) -> int:
+    local = utc.astimezone(METER_ZONE)
+    return 1 if local.weekday() >= 5 or not 7 <= local.hour < 23 else 2

@@ -1,0 +1,239 @@
+"""The simulated house and its meter: what a DSMR 5 meter would state, and the same
+readings arriving through p1evse's real sources (P1 telegrams over a pseudo-terminal
+and TCP, DSMR-reader's topics through a broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from p1evse.backoff import Backoff
+from p1evse.config import MqttSettings
+from p1evse.model import Reading
+from p1evse.mqtt import Broker
+from p1evse.sim.house import House, HouseSettings, RecordedDay, Sample, SyntheticDay, read_csv
+from p1evse.sim.meter import (
+    PHASE_DELIVERED_TOPICS,
+    PHASE_RETURNED_TOPICS,
+    PHASE_VOLTAGE_TOPICS,
+    DsmrReaderPublisher,
+    TelegramServer,
+    dsmr5_telegram,
+)
+from p1evse.sources.p1 import P1Settings, P1Source
+from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder, ReferenceDecoder, to_reading
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.gateways import SerialPort
+from tests.intakes import RecordingIntake
+from tests.probe import Probe
+
+NOON = 12 * 3600.0
+
+
+def a_house(**settings: object) -> House:
+    return House(SyntheticDay(seed=4), HouseSettings(**settings))  # type: ignore[arg-type]
+
+
+def same(got: Reading, expected: Reading) -> None:
+    """The same values at the meter's resolution (1 W, 0.1 V) and the same clock."""
+    assert got.import_w == pytest.approx(expected.import_w, abs=0.5)
+    assert got.export_w == pytest.approx(expected.export_w, abs=0.5)
+    for mine, theirs, tolerance in (
+        (got.phase_import_w, expected.phase_import_w, 0.5),
+        (got.phase_export_w, expected.phase_export_w, 0.5),
+        (got.phase_voltage_v, expected.phase_voltage_v, 0.05),
+    ):
+        assert mine is not None
+        assert theirs is not None
+        assert mine == pytest.approx(theirs, abs=tolerance)
+    assert got.meter_time == expected.meter_time
+
+
+# -- the house ---------------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_the_same_day() -> None:
+    times = [6 * 3600 + 37.0 * i for i in range(1500)]
+    one, again, other = SyntheticDay(seed=7), SyntheticDay(seed=7), SyntheticDay(seed=8)
+    assert [one.sample(t) for t in times] == [again.sample(t) for t in times]
+    assert [one.sample(t) for t in times] != [other.sample(t) for t in times]
+
+
+def test_the_meter_nets_the_phases_at_the_totals() -> None:
+    """PV on L1 exports there while L2 and L3 import; the totals state only the net,
+    import or export, never both."""
+    house = a_house()
+    for t in range(6 * 3600, 21 * 3600, 60):
+        reading = house.read(float(t), 0.0).reading
+        assert reading.import_w == 0 or reading.export_w == 0
+        assert reading.phase_import_w is not None
+        assert reading.phase_export_w is not None
+        net = sum(reading.phase_import_w) - sum(reading.phase_export_w)  # type: ignore[arg-type]
+        assert reading.net_w == pytest.approx(net, abs=2)
+    sunny = house.read(NOON, 0.0).reading
+    assert sunny.phase_export_w is not None
+    assert sunny.phase_import_w is not None
+    assert sunny.phase_export_w[0] > 0  # the inverter's phase
+    assert sunny.phase_import_w[1] > 0  # the house's load on the others
+
+
+def test_the_car_draws_on_its_phases_and_the_voltage_follows_the_load() -> None:
+    day = RecordedDay(
+        [Sample(0, 0.0, (100.0, 100.0, 100.0)), Sample(60, 0.0, (100.0,) * 3)],
+        datetime(2026, 6, 1, 12),
+    )
+    one = House(day, HouseSettings(voltage_v=230.0)).read(0.0, 16.0)
+    assert one.car_w == 16 * 230
+    assert one.reading.phase_import_w == (100 + 16 * 230, 100, 100)
+    assert one.reading.phase_voltage_v is not None
+    low, high, _ = one.reading.phase_voltage_v
+    assert low < high < 230  # the charging phase sags most
+    three = House(day, HouseSettings(voltage_v=230.0, car_phases=3)).read(0.0, 16.0)
+    assert three.car_w == 3 * 16 * 230
+    assert three.reading.phase_import_w == (100 + 16 * 230,) * 3
+
+
+def test_the_energy_counters_run_with_import_and_export() -> None:
+    sunny = [Sample(0, 3000.0, (100.0,) * 3), Sample(3600, 3000.0, (100.0,) * 3)]
+    monday_noon = datetime(2026, 6, 1, 12)
+    house = House(RecordedDay(sunny, monday_noon))
+    first = house.read(0.0, 0.0)
+    later = house.read(600.0, 0.0)  # 10 minutes of 2.7 kW export
+    assert later.returned_kwh[1] - first.returned_kwh[1] == pytest.approx(0.45, abs=0.001)
+    assert later.returned_kwh[0] == first.returned_kwh[0]  # tariff 1 is for nights
+    assert later.delivered_kwh == first.delivered_kwh
+    assert later.tariff == 2
+    charging = house.read(1200.0, 16.0)  # the car now takes more than the sun gives
+    assert house.read(1800.0, 16.0).delivered_kwh[1] > charging.delivered_kwh[1]
+
+
+def test_a_csv_day_in_epoch_seconds(tmp_path: Path) -> None:
+    csv = tmp_path / "day.csv"
+    csv.write_text("time,solar,grid\n1528614000, 1000, -700\n1528614060, 2000, -1700\n")
+    day = read_csv(csv)
+    assert (day.first_s, day.last_s) == (0.0, 60.0)
+    middle = day.sample(30.0)
+    assert middle.solar_w == 1500
+    assert sum(middle.load_w) == pytest.approx(300)
+    assert day.origin == datetime(2018, 6, 10, 9, 0)  # the meter's local time
+
+
+# -- the telegram ------------------------------------------------------------------------
+
+
+def test_the_telegram_states_what_the_house_reads() -> None:
+    """Decoded by the p1 source's fast decoder and by dsmr-parser: the same reading."""
+    house = a_house()
+    for t in (NOON, 7 * 3600.0, 20.5 * 3600):
+        metered = house.read(t, 10.0)
+        frame = dsmr5_telegram(metered)
+        for decoder in (FastDecoder(DSMR_VERSIONS["5"]), ReferenceDecoder(DSMR_VERSIONS["5"])):
+            same(to_reading(decoder.decode(frame), t), metered.reading)
+
+
+@contextlib.asynccontextmanager
+async def p1_source(url: str) -> AsyncIterator[RecordingIntake]:
+    intake = RecordingIntake()
+    source = P1Source(P1Settings(url=url), None, Backoff(initial=0.02, cap=0.1))
+    task = asyncio.create_task(source.run(intake))
+    try:
+        yield intake
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def heard(send: Callable[[bytes], None], telegram: bytes, intake: RecordingIntake) -> None:
+    """Send `telegram` every 50 ms until the source reads one: it has the port open."""
+    async with asyncio.timeout(5):
+        while True:
+            send(telegram)
+            with contextlib.suppress(TimeoutError):
+                await intake.next_reading(timeout=0.05)
+                return
+
+
+async def after(intake: RecordingIntake, expected: Reading) -> Reading:
+    """The reading with `expected`'s clock, skipping repeats of the first."""
+    while (reading := await intake.next_reading()).meter_time != expected.meter_time:
+        pass
+    return reading
+
+
+async def test_telegrams_over_a_pseudo_terminal_reach_the_p1_source(tmp_path: Path) -> None:
+    house = a_house()
+    port = SerialPort(tmp_path)
+    port.plug()
+    try:
+        async with p1_source(str(port.path)) as intake:
+            await heard(port.write, dsmr5_telegram(house.read(NOON, 0.0)), intake)
+            expected = []
+            for n in range(1, 6):
+                metered = house.read(NOON + n, 8.0)
+                expected.append(metered.reading)
+                port.write(dsmr5_telegram(metered))
+            got = [await after(intake, expected[0])]
+            got += [await intake.next_reading() for _ in expected[1:]]
+    finally:
+        port.unplug()
+    for mine, theirs in zip(got, expected, strict=True):
+        same(mine, theirs)
+
+
+async def test_telegrams_from_the_tcp_gateway_reach_the_p1_source() -> None:
+    house = a_house()
+    gateway = TelegramServer()
+    await gateway.start()
+    try:
+        async with p1_source(f"tcp://127.0.0.1:{gateway.port}") as intake:
+            await heard(gateway.send, dsmr5_telegram(house.read(NOON, 0.0)), intake)
+            later = house.read(NOON + 1, 6.0)
+            gateway.send(dsmr5_telegram(later))
+            reading = await after(intake, later.reading)
+    finally:
+        await gateway.close()
+    same(reading, later.reading)
+
+
+# -- DSMR-reader's topics -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+async def test_dsmr_reader_topics_reach_the_bridge_with_their_phases(broker: BrokerProcess) -> None:
+    source = {
+        "type": "mqtt_split",
+        "phase_delivered_topics": PHASE_DELIVERED_TOPICS,
+        "phase_returned_topics": PHASE_RETURNED_TOPICS,
+        "phase_voltage_topics": PHASE_VOLTAGE_TOPICS,
+    }
+    settings = settings_for(broker, source=source, publish={"interval": 0})
+    metered = a_house().read(NOON, 0.0)
+    async with running(settings) as app, Probe(broker.port) as probe:
+        readings: list[Reading] = []
+        app.bridge.observers.append(
+            lambda event: readings.append(event) if isinstance(event, Reading) else None
+        )
+        await probe.subscribe("p1evse/grid_ie")
+        link = Broker(MqttSettings(port=broker.port, client_id="meter", availability_topic="m/s"))
+        connected = asyncio.Event()
+        link.on_connected(connected.set)
+        task = asyncio.create_task(link.run())
+        try:
+            await asyncio.wait_for(connected.wait(), 5)
+            DsmrReaderPublisher(link).publish(metered.reading)
+            payload = await probe.next_payload("p1evse/grid_ie")
+        finally:
+            await link.close()
+            task.cancel()
+    assert int(payload) == round(metered.reading.net_w)
+    [reading] = readings
+    assert reading.phase_voltage_v == metered.reading.phase_voltage_v
+    assert reading.phase_import_w == pytest.approx(metered.reading.phase_import_w)
+    assert reading.phase_export_w == pytest.approx(metered.reading.phase_export_w)
