@@ -6,15 +6,20 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from p1evse.sim.broker import free_port
 
 
-def test_demo_runs_the_bridge_on_an_embedded_broker() -> None:
+@pytest.mark.parametrize("meter", ["split", "p1"])
+def test_demo_runs_the_bridge_on_an_embedded_broker(meter: str) -> None:
+    """The meter as DSMR-reader's topics, or as P1 telegrams through a TCP gateway."""
     listen = f"127.0.0.1:{free_port()}"
     result = subprocess.run(
         [
             sys.executable,
             *("-m", "p1evse", "demo", "--duration", "3", "--speed", "600", "--listen", listen),
+            *("--meter", meter),
         ],
         capture_output=True,
         text=True,
@@ -31,3 +36,5 @@ def test_demo_runs_the_bridge_on_an_embedded_broker() -> None:
     )
     assert f"status page: http://{listen}/" in result.stdout
     assert "Traceback" not in result.stderr
+    source = "p1 tcp://127.0.0.1:" if meter == "p1" else "mqtt_split dsmr/reading/"
+    assert source in result.stdout

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from p1evse.config import MqttSettings, PublishSettings
 from p1evse.mqtt import Broker
-from p1evse.sim.charger import SimulatedCharger
-from p1evse.sim.openevse import DivertSettings, OpenEvseModel
-from p1evse.sim.simulate import Outage, balance_error, simulate, synthetic_day
+from p1evse.sim.charger import ChargerTopics, SimulatedCharger
+from p1evse.sim.cli import ProgressBar
+from p1evse.sim.house import HouseSettings, SyntheticDay
+from p1evse.sim.openevse import DivertSettings, OpenEvseModel, ShaperSettings
+from p1evse.sim.simulate import Feeds, Outage, Result, balance_error, simulate
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.probe import Probe
@@ -31,43 +35,111 @@ KEYS = [
 ]
 
 
-def run(**publish: object) -> dict[str, object]:
-    day = synthetic_day(seed=3)
-    result = simulate(day, PublishSettings(**publish), DivertSettings(), step_s=5.0)
+def run(
+    publish: dict[str, object] | None = None, divert: DivertSettings | None = None, **options: Any
+) -> Result:
+    """The synthetic day with seed 3 at a 5 s step; every run must balance its energy."""
+    result = simulate(
+        SyntheticDay(seed=3),
+        PublishSettings(**(publish or {})),
+        divert or DivertSettings(),
+        options.pop("step_s", 5.0),
+        **options,
+    )
     assert balance_error(result) < 0.001
-    return result.summary()
+    return result
 
 
 def test_deterministic_and_balanced() -> None:
-    first, second = run(), run()
+    first, second = run().summary(), run().summary()
     assert first == second
     assert first["ev_kwh"] > 0  # a sunny day charges the car
     assert first["ev_solar_kwh"] <= first["ev_kwh"]
 
 
-@pytest.mark.parametrize("settings", [{"interval": 0}, {"interval": 10}, {"reserve_w": 300}])
-def test_every_run_balances_energy(settings: dict[str, object]) -> None:
-    run(**settings)
+@pytest.mark.parametrize(
+    "publish", [{"interval": 0}, {"interval": 10}, {"reserve_w": 300}, {"on_stale": "import"}]
+)
+def test_every_run_balances_energy(publish: dict[str, object]) -> None:
+    run(publish, outage=Outage(3600, 600))
+
+
+def test_three_phase_and_grid_voltage_runs_balance_too() -> None:
+    three = DivertSettings(three_phase=True, max_current=16)
+    run(divert=three, house=HouseSettings(voltage_v=230, car_phases=3, pv_phases=3))
+    run(house=HouseSettings(voltage_v=225), feeds=Feeds(vrms=True))
+
+
+NOON_S = 6 * 3600.0  # six hours after the synthetic day's first sample (06:00)
+
+
+def car_during(result: Result, start_s: float, end_s: float) -> list[float]:
+    return [row[3] for row in result.trace if start_s <= row[0] - 6 * 3600 < end_s]
 
 
 def test_an_outage_pauses_the_car_with_pause_and_not_with_none() -> None:
-    day = synthetic_day(seed=3)
-    noon = 6 * 3600.0  # the synthetic day starts at 06:00
-    outage = Outage(noon, 1800)
+    outage = Outage(NOON_S, 1800)
     charged = {}
     for action in ("pause", "none"):
-        result = simulate(
-            day,
-            PublishSettings(on_stale=action, stale_after=30),
-            DivertSettings(),
-            step_s=5.0,
-            outage=outage,
-            trace=True,
-        )
-        during = [car for t, _, _, car, _, _ in result.trace if noon + 60 <= t < noon + 1800]
-        charged[action] = during
+        publish = {"on_stale": action, "stale_after": 30}
+        result = run(publish, outage=outage, trace=True)
+        charged[action] = car_during(result, NOON_S + 60, NOON_S + 1800)
     assert all(car == 0 for car in charged["pause"])  # stopped within the stale window
     assert all(car > 0 for car in charged["none"])  # the last rate stays in force
+
+
+def test_the_shaper_stops_the_car_when_its_feed_stops_whatever_p1evse_does() -> None:
+    """OpenEVSE's own fail-safe: a shaper without live power for 120 s disables."""
+    shaped = DivertSettings(shaper=ShaperSettings(max_pwr_w=20_000))
+    result = run({"on_stale": "none"}, shaped, outage=Outage(NOON_S, 1800), trace=True)
+    assert any(car > 0 for car in car_during(result, NOON_S - 60, NOON_S))
+    assert all(car == 0 for car in car_during(result, NOON_S + 130, NOON_S + 1800))
+
+
+def test_the_shaper_cuts_grid_import_while_the_car_charges() -> None:
+    """The shaper caps the site's import (house + car), which surplus charging keeps
+    near zero: only a tight cap bites, on the moments an appliance outruns divert."""
+    free = run().summary()
+    loose = run(divert=DivertSettings(shaper=ShaperSettings(max_pwr_w=5_000))).summary()
+    tight = run(divert=DivertSettings(shaper=ShaperSettings(max_pwr_w=500))).summary()
+    assert loose == free
+    assert tight["grid_import_while_charging_kwh"] < free["grid_import_while_charging_kwh"] / 2
+    assert tight["ev_kwh"] < free["ev_kwh"]
+
+
+def test_telegrams_through_the_p1_decoder_give_the_same_day() -> None:
+    direct = run(step_s=30.0).summary()
+    assert run(step_s=30.0, meter="telegram").summary() == direct
+
+
+def test_the_vrms_feed_corrects_a_charger_that_believes_the_wrong_voltage() -> None:
+    """The grid is at 207 V, the charger set to 240 V: it takes 7 A of export for 6 A
+    and starts late. Fed the meter's voltage, it sees the surplus as it is."""
+    low_grid = HouseSettings(voltage_v=207)
+    wrong = run(house=low_grid, trace=True)
+    fed = run(house=low_grid, feeds=Feeds(vrms=True), trace=True)
+    assert fed.ev_kwh != wrong.ev_kwh
+    first_charge = [next(row[0] for row in r.trace if row[3] > 0) for r in (wrong, fed)]
+    assert first_charge[1] < first_charge[0]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_progress_bar_shows_on_a_terminal_only() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+    for out in (terminal, pipe):
+        bar = ProgressBar(2, out, after_s=0)
+        for run_number in range(2):
+            show = bar.at(run_number)
+            for fraction in (0.0, 0.5, 0.99):
+                show(fraction)
+        bar.done()
+    assert "[#######.......................]  25%  run 1/2" in terminal.getvalue()
+    assert "run 2/2" in terminal.getvalue()
+    assert pipe.getvalue() == ""
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -127,27 +199,36 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
 async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
     broker: BrokerProcess,
 ) -> None:
-    """The closed loop of `p1evse demo`: the bridge's values drive the simulated
-    OpenEVSE, which reports its current back on its base topic."""
+    """The closed loop of `p1evse demo`: the bridge's values (and the meter's voltage)
+    drive the simulated OpenEVSE, which reports its current back on its base topic."""
     sim_clock = [0.0]
-    settings = settings_for(broker, publish={"interval": 0, "stale_after": 3600})
+    settings = settings_for(
+        broker,
+        publish={"interval": 0, "stale_after": 3600},
+        source={"phase_voltage_topics": ["dsmr/reading/phase_voltage_l1"]},
+        openevse={"voltage": True},
+    )
     async with running(settings) as app, Probe(broker.port) as meter:
         charger_link = Broker(
             MqttSettings(port=broker.port, client_id="sim-charger", availability_topic="sim/status")
         )
         charger = SimulatedCharger(
-            OpenEvseModel(), charger_link, "p1evse/grid_ie", "openevse", lambda: sim_clock[0]
+            OpenEvseModel(),
+            charger_link,
+            ChargerTopics("p1evse/grid_ie", "openevse", vrms="p1evse/vrms"),
+            lambda: sim_clock[0],
         )
-        charger_link.subscribe("p1evse/grid_ie", charger.on_grid_ie)
         link = asyncio.create_task(charger_link.run())
         try:
             await meter.subscribe("openevse/amp", "p1evse/status")
             await meter.wait_for_payload("p1evse/status", "online")
             while app.charger.amp in (None, 0.0):  # p1evse reads the charger back
                 sim_clock[0] += 5
+                meter.publish("dsmr/reading/phase_voltage_l1", "219.5")
                 meter.publish("dsmr/reading/electricity_currently_returned", "4.000")
                 await meter.next_payload("openevse/amp")
         finally:
             await charger_link.close()
             link.cancel()
     assert charger.model.pilot() >= 6
+    assert charger.model.voltage(sim_clock[0]) == 219.5  # the fed vrms, not its 240 V

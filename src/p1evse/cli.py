@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="status page address (default 127.0.0.1:8080; empty: no page)",
     )
+    demo.add_argument(
+        "--meter",
+        choices=["split", "p1"],
+        default="split",
+        help="the meter as DSMR-reader's MQTT topics (default) or P1 telegrams over TCP",
+    )
     demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
     demo.set_defaults(command=_demo)
     return parser
@@ -137,6 +143,7 @@ def _demo(args: argparse.Namespace) -> int:
             speed=args.speed,
             stop=stop,
             listen=args.listen or None,
+            meter=args.meter,
         )
 
     asyncio.run(main())

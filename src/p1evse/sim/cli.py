@@ -1,5 +1,5 @@
 """The `p1evse simulate` command: options, runs (one, or every combination of
-`--compare`), and the report."""
+`--compare`), the progress bar, and the report."""
 
 from __future__ import annotations
 
@@ -8,68 +8,81 @@ import itertools
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from p1evse.config import PublishSettings
 from p1evse.errors import ConfigError
-from p1evse.sim.openevse import DivertSettings
-from p1evse.sim.simulate import (
-    Outage,
-    Result,
-    Sample,
-    read_csv,
-    sample_period,
-    simulate,
-    svg_plot,
-    synthetic_day,
-    table,
-)
+from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
+from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
+from p1evse.sim.plot import svg_plot
+from p1evse.sim.simulate import Feeds, MeterPath, Outage, Result, simulate, table
 
-# option name -> (settings it belongs to, field)
-PUBLISH_OPTIONS = {
-    "interval": "interval",
-    "reserve_w": "reserve_w",
-    "stale_after": "stale_after",
-    "on_stale": "on_stale",
-    "failsafe_import_w": "failsafe_import_w",
-}
-DIVERT_OPTIONS = {
-    "voltage": "voltage",
-    "min_current": "min_current",
-    "max_current": "max_current",
-    "pv_ratio": "pv_ratio",
-    "attack": "attack_s",
-    "decay": "decay_s",
-    "min_charge_time": "min_charge_time_s",
-}
+# the settings `--compare` can vary: option -> where it goes (publish, divert, house, run)
+PUBLISH_OPTIONS = ("interval", "reserve_w", "stale_after", "on_stale", "failsafe_import_w")
+DIVERT_OPTIONS = (
+    "voltage",
+    "min_current",
+    "max_current",
+    "pv_ratio",
+    "attack",
+    "decay",
+    "min_charge_time",
+)
+OTHER_OPTIONS = ("step", "grid_voltage", "shaper_max_pwr", "car_max_current")
+TEXT_OPTIONS = ("on_stale",)
 
 
 def add_parser(commands: Any) -> None:
     simulate = commands.add_parser(
-        "simulate", help="a day of house, PV, car and OpenEVSE's divert, offline"
+        "simulate",
+        help="a day of house, PV, car and OpenEVSE's divert, offline",
+        description="Run a day of house, PV and car through p1evse's pipeline and a model "
+        "of OpenEVSE's divert, in virtual time, and report the energy.",
     )
     source = simulate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--csv", type=Path, help="a day: time, solar_w[, grid_w]")
+    source.add_argument("--csv", type=Path, help="a day: time, solar_w[, grid_w] with a header")
     source.add_argument("--synthetic", action="store_true", help="a generated sunny day")
-    simulate.add_argument("--seed", type=int, default=1)
-    simulate.add_argument("--step", type=float, help="meter period, s (default: the data's)")
-    simulate.add_argument("--interval", type=float, default=5.0)
-    simulate.add_argument("--reserve-w", type=int, default=0)
-    simulate.add_argument("--stale-after", type=float, default=30.0)
-    simulate.add_argument("--on-stale", choices=["pause", "import", "none"], default="pause")
-    simulate.add_argument("--failsafe-import-w", type=int, default=10_000)
-    simulate.add_argument("--outage", help="START+DURATION in seconds of the day's data")
-    simulate.add_argument("--voltage", type=float, default=240.0)
-    simulate.add_argument("--min-current", type=float, default=6.0)
-    simulate.add_argument("--max-current", type=float, default=32.0)
-    simulate.add_argument("--pv-ratio", type=float, default=1.1)
-    simulate.add_argument("--attack", type=float, default=20.0)
-    simulate.add_argument("--decay", type=float, default=600.0)
-    simulate.add_argument("--min-charge-time", type=float, default=600.0)
-    simulate.add_argument("--json", action="store_true", help="print one JSON object")
-    simulate.add_argument("--plot", type=Path, help="write the day as an SVG")
+    simulate.add_argument("--seed", type=int, default=1, help="of the synthetic day")
+    simulate.add_argument("--step", type=float, help="meter period, s (default: the data's; 1)")
     simulate.add_argument(
+        "--meter",
+        choices=["direct", "telegram"],
+        default="direct",
+        help="readings to the pipeline directly, or as P1 telegrams through the p1 decoder",
+    )
+    pipeline = simulate.add_argument_group("p1evse (publish.*)")
+    pipeline.add_argument("--interval", type=float, default=5.0)
+    pipeline.add_argument("--reserve-w", type=int, default=0)
+    pipeline.add_argument("--stale-after", type=float, default=30.0)
+    pipeline.add_argument("--on-stale", choices=["pause", "import", "none"], default="pause")
+    pipeline.add_argument("--failsafe-import-w", type=int, default=10_000)
+    pipeline.add_argument("--outage", help="START+DURATION, s from the day's first sample")
+    pipeline.add_argument(
+        "--vrms", action="store_true", help="feed the meter's voltage too (openevse.voltage)"
+    )
+    charger = simulate.add_argument_group("OpenEVSE (firmware defaults)")
+    charger.add_argument("--voltage", type=float, default=240.0, help="its configured voltage")
+    charger.add_argument("--min-current", type=float, default=6.0)
+    charger.add_argument("--max-current", type=float, default=32.0)
+    charger.add_argument("--pv-ratio", type=float, default=1.1)
+    charger.add_argument("--attack", type=float, default=20.0, help="s")
+    charger.add_argument("--decay", type=float, default=600.0, help="s")
+    charger.add_argument("--min-charge-time", type=float, default=600.0, help="s")
+    charger.add_argument("--three-phase", action="store_true")
+    charger.add_argument(
+        "--shaper-max-pwr", type=float, help="turn the current shaper on with this cap, W"
+    )
+    house = simulate.add_argument_group("house and car")
+    house.add_argument("--grid-voltage", type=float, help="the grid's (default: --voltage)")
+    house.add_argument("--pv-phases", type=int, choices=[1, 3], default=1)
+    house.add_argument("--car-max-current", type=float, default=32.0, help="A per phase")
+    output = simulate.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="print one JSON object")
+    output.add_argument("--plot", type=Path, help="write the (first) day as an SVG")
+    output.add_argument(
         "--compare", nargs="+", metavar="KEY=V1,V2", help="run every combination, side by side"
     )
     simulate.set_defaults(command=run)
@@ -77,23 +90,29 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        samples = read_csv(args.csv) if args.csv else synthetic_day(args.seed)
+        day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
-    base = {key: getattr(args, key) for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS)}
-    base["step"] = args.step if args.step is not None else sample_period(samples)
-    outage = _outage(args.outage)
+    base = {
+        key: getattr(args, key)
+        for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)
+        if key != "step"
+    }
+    if args.step is not None:
+        base["step"] = args.step
+    else:
+        base["step"] = day.period_s() if isinstance(day, RecordedDay) else 1.0
     combinations = _combinations(args.compare or [])
-    started = time.monotonic()
+    runs = [_Run.of({**base, **overrides}, args) for overrides in combinations]
+    labels = [
+        " ".join(f"{k}={_show(v)}" for k, v in overrides.items()) or "result"
+        for overrides in combinations
+    ]
+    bar = ProgressBar(len(runs), sys.stderr)
     results: dict[str, Result] = {}
-    for number, overrides in enumerate(combinations, 1):
-        options = {**base, **overrides}
-        label = " ".join(f"{k}={_show(v)}" for k, v in overrides.items()) or "result"
-        results[label] = _run_one(samples, options, outage, trace=args.plot is not None)
-        if time.monotonic() - started > 1 and len(combinations) > 1:
-            print(f"\r{number}/{len(combinations)} runs", end="", file=sys.stderr, flush=True)
-    if time.monotonic() - started > 1 and len(combinations) > 1:
-        print(file=sys.stderr)
+    for number, (label, one) in enumerate(zip(labels, runs, strict=True)):
+        results[label] = one.go(day, args.plot is not None and number == 0, bar.at(number))
+    bar.done()
     summaries = {label: result.summary() for label, result in results.items()}
     if args.json:
         only = len(summaries) == 1
@@ -101,20 +120,128 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table(summaries))
     if args.plot is not None:
-        svg_plot(next(iter(results.values())), args.plot)
+        svg_plot(next(iter(results.values())), args.plot, title=_title(args, labels[0]))
     return 0
 
 
-def _run_one(
-    samples: list[Sample], options: dict[str, Any], outage: Outage | None, trace: bool
-) -> Result:
-    try:
-        publish = PublishSettings(**{field: options[key] for key, field in PUBLISH_OPTIONS.items()})
-    except ValueError as exc:
-        raise ConfigError([f"simulate: {exc}"]) from None
-    charger: dict[str, Any] = {field: float(options[key]) for key, field in DIVERT_OPTIONS.items()}
-    divert = DivertSettings(**charger)
-    return simulate(samples, publish, divert, float(options["step"]), outage, trace)
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """One run's settings, checked before any run starts."""
+
+    publish: PublishSettings
+    divert: DivertSettings
+    house: HouseSettings
+    step_s: float
+    outage: Outage | None
+    feeds: Feeds
+    meter: MeterPath
+    car: Car
+
+    @classmethod
+    def of(cls, options: dict[str, Any], args: argparse.Namespace) -> _Run:
+        try:
+            publish = PublishSettings(**{key: options[key] for key in PUBLISH_OPTIONS})
+        except ValueError as exc:
+            raise ConfigError([f"simulate: {exc}"]) from None
+        numbers = {key: float(options[key]) for key in DIVERT_OPTIONS}
+        step = float(options["step"])
+        positive = ("voltage", "min_current", "max_current", "pv_ratio")
+        problems = [
+            f"--{key.replace('_', '-')} {value:g}: expected {'> 0' if key in positive else '>= 0'}"
+            for key, value in numbers.items()
+            if value < 0 or (value == 0 and key in positive)
+        ]
+        if step <= 0:
+            problems.append(f"--step {step:g}: expected > 0 seconds")
+        if numbers["min_current"] > numbers["max_current"]:
+            problems.append("--min-current is above --max-current")
+        if problems:
+            raise ConfigError([f"simulate: {problem}" for problem in problems])
+        shaper_w = options["shaper_max_pwr"]
+        divert = DivertSettings(
+            voltage=numbers["voltage"],
+            min_current=numbers["min_current"],
+            max_current=numbers["max_current"],
+            pv_ratio=numbers["pv_ratio"],
+            attack_s=numbers["attack"],
+            decay_s=numbers["decay"],
+            min_charge_time_s=numbers["min_charge_time"],
+            three_phase=args.three_phase,
+            shaper=ShaperSettings(float(shaper_w)) if shaper_w is not None else None,
+        )
+        grid = options["grid_voltage"]
+        house = HouseSettings(
+            voltage_v=float(grid) if grid is not None else divert.voltage,
+            pv_phases=args.pv_phases,
+            car_phases=3 if args.three_phase else 1,
+        )
+        return cls(
+            publish,
+            divert,
+            house,
+            step,
+            _outage(args.outage),
+            Feeds(vrms=args.vrms),
+            "telegram" if args.meter == "telegram" else "direct",
+            Car(float(options["car_max_current"])),
+        )
+
+    def go(self, day: Day, trace: bool, progress: Callable[[float], None]) -> Result:
+        return simulate(
+            day,
+            self.publish,
+            self.divert,
+            self.step_s,
+            house=self.house,
+            outage=self.outage,
+            feeds=self.feeds,
+            meter=self.meter,
+            car=self.car,
+            trace=trace,
+            progress=progress,
+        )
+
+
+class ProgressBar:
+    """A bar on a terminal for work that has taken more than a second; silent before,
+    and when the output is a file or a pipe."""
+
+    def __init__(self, runs: int, out: TextIO, after_s: float = 1.0) -> None:
+        self._runs = runs
+        self._out = out
+        self._started = time.monotonic()
+        self._after_s = after_s
+        self._shown = False
+        self._enabled = out.isatty()
+        self._last = ""
+
+    def at(self, run: int) -> Callable[[float], None]:
+        def show(fraction: float) -> None:
+            if not self._enabled:
+                return
+            if not self._shown and time.monotonic() - self._started < self._after_s:
+                return
+            self._shown = True
+            done = (run + fraction) / self._runs
+            filled = int(done * 30)
+            runs = f"  run {run + 1}/{self._runs}" if self._runs > 1 else ""
+            line = f"\r[{'#' * filled}{'.' * (30 - filled)}] {done:4.0%}{runs}"
+            if line != self._last:
+                self._out.write(line)
+                self._out.flush()
+                self._last = line
+
+        return show
+
+    def done(self) -> None:
+        if self._shown:
+            self._out.write(f"\r{' ' * 60}\r")
+            self._out.flush()
+
+
+def _title(args: argparse.Namespace, label: str) -> str:
+    day = args.csv.name if args.csv else f"synthetic day, seed {args.seed}"
+    return f"{day}  {label if label != 'result' else ''}".strip()
 
 
 def _outage(text: str | None) -> Outage | None:
@@ -122,19 +249,24 @@ def _outage(text: str | None) -> Outage | None:
         return None
     start, _, duration = text.partition("+")
     try:
-        return Outage(float(start), float(duration))
+        outage = Outage(float(start), float(duration))
     except ValueError:
-        raise ConfigError([f"--outage {text!r}: expected START+DURATION in seconds"]) from None
+        outage = None
+    if outage is None or outage.start_s < 0 or outage.duration_s <= 0:
+        raise ConfigError([f"--outage {text!r}: expected START+DURATION in seconds, e.g. 3600+600"])
+    return outage
 
 
 def _combinations(specs: list[str]) -> list[dict[str, Any]]:
     axes = []
+    known = (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)
     for spec in specs:
         key, _, values = spec.partition("=")
         key = key.strip().replace("-", "_")
-        if key not in PUBLISH_OPTIONS and key not in DIVERT_OPTIONS and key != "step":
-            known = ", ".join([*PUBLISH_OPTIONS, *DIVERT_OPTIONS, "step"])
-            raise ConfigError([f"--compare {spec!r}: unknown setting {key!r}; one of {known}"])
+        if key not in known:
+            raise ConfigError(
+                [f"--compare {spec!r}: unknown setting {key!r}; one of {', '.join(known)}"]
+            )
         if not values:
             raise ConfigError([f"--compare {spec!r}: expected {key}=VALUE,VALUE"])
         axes.append([(key, _value(key, v)) for v in values.split(",")])
@@ -142,8 +274,8 @@ def _combinations(specs: list[str]) -> list[dict[str, Any]]:
 
 
 def _value(key: str, text: str) -> Any:
-    if key == "on_stale":
-        return text
+    if key in TEXT_OPTIONS:
+        return text.strip()
     try:
         return float(text)
     except ValueError:

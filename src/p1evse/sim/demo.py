@@ -1,7 +1,10 @@
-"""`p1evse demo`: an embedded broker, a simulated meter publishing DSMR-reader's split
-topics at 1 Hz, a simulated OpenEVSE in Eco mode whose car's draw the meter sees (the
-closed loop), and the bridge with its status page, all in one process. It prints every
-value the bridge publishes, as received back from the broker, and the car's current."""
+"""`p1evse demo`: the closed loop on one machine. An embedded broker; a simulated house
+with PV whose DSMR 5 meter reads once a second, published as DSMR-reader's split topics
+(per phase too) or, with `meter="p1"`, served as P1 telegrams by a loopback TCP gateway
+to the `p1` source; a simulated OpenEVSE in Eco mode on its real MQTT interface, fed
+with the grid value and the meter's voltage, whose car's draw the meter sees; and the
+bridge with its status page. It prints every value the bridge publishes, as received
+back from the broker, and the car's current."""
 
 from __future__ import annotations
 
@@ -9,20 +12,62 @@ import asyncio
 import contextlib
 import sys
 import time
-from typing import TextIO
+from typing import Literal, TextIO
 
 from p1evse.app import App, describe
-from p1evse.config import MqttSettings, WebSettings, load
+from p1evse.config import MqttSettings, Settings, WebSettings, load
 from p1evse.errors import ConfigError
 from p1evse.model import Event, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker
 from p1evse.sim.broker import embedded_broker
-from p1evse.sim.charger import SimulatedCharger
-from p1evse.sim.meter import DsmrReaderPublisher, SunnyDay
+from p1evse.sim.charger import ChargerTopics, SimulatedCharger
+from p1evse.sim.house import House, HouseSettings, SyntheticDay
+from p1evse.sim.meter import (
+    PHASE_DELIVERED_TOPICS,
+    PHASE_RETURNED_TOPICS,
+    PHASE_VOLTAGE_TOPICS,
+    DsmrReaderPublisher,
+    TelegramServer,
+    dsmr5_telegram,
+)
 from p1evse.sim.openevse import OpenEvseModel
+from p1evse.sources.mqtt_split import MqttSplitSettings
+from p1evse.sources.p1 import P1Settings
 
 METER_PERIOD_S = 1.0
 SIM_START_S = 9.5 * 3600  # a sunny morning: export grows as the sun climbs
+MeterKind = Literal["split", "p1"]
+
+
+def demo_settings(
+    broker_port: int, listen: str | None, meter: MeterKind, gateway_port: int
+) -> Settings:
+    """p1evse's defaults, on the embedded broker, reading the simulated meter, and
+    feeding the meter's voltage to the charger."""
+    settings = load(None)
+    local = {
+        "host": "127.0.0.1",
+        "port": broker_port,
+        "username": None,
+        "password": None,
+        "tls": None,
+    }
+    if meter == "p1":
+        source: MqttSplitSettings | P1Settings = P1Settings(url=f"tcp://127.0.0.1:{gateway_port}")
+    else:
+        source = MqttSplitSettings(
+            phase_delivered_topics=PHASE_DELIVERED_TOPICS,
+            phase_returned_topics=PHASE_RETURNED_TOPICS,
+            phase_voltage_topics=PHASE_VOLTAGE_TOPICS,
+        )
+    return settings.model_copy(
+        update={
+            "mqtt": settings.mqtt.model_copy(update=local),
+            "source": source,
+            "openevse": settings.openevse.model_copy(update={"voltage": True}),
+            "web": WebSettings(listen=listen),
+        }
+    )
 
 
 async def demo(
@@ -32,68 +77,70 @@ async def demo(
     stop: asyncio.Event,
     listen: str | None = "127.0.0.1:8080",
     out: TextIO = sys.stdout,
+    meter: MeterKind = "split",
 ) -> None:
-    async with embedded_broker(port) as port:
-        settings = load(None)
-        local = {"host": "127.0.0.1", "port": port, "username": None, "password": None, "tls": None}
-        settings = settings.model_copy(
-            update={
-                "mqtt": settings.mqtt.model_copy(update=local),
-                "web": WebSettings(listen=listen),
-            }
-        )
+    gateway = TelegramServer()
+    async with embedded_broker(port) as port, contextlib.AsyncExitStack() as stack:
+        if meter == "p1":
+            await gateway.start()
+            stack.push_async_callback(gateway.close)
+        settings = demo_settings(port, listen, meter, gateway.port)
         loop = asyncio.get_running_loop()
         app = App(settings, loop)
-        meter_broker = Broker(
-            MqttSettings(port=port, client_id="p1evse-demo-meter", availability_topic="demo/meter")
+        link = Broker(
+            MqttSettings(port=port, client_id="p1evse-demo-sim", availability_topic="demo/sim")
         )
-        meter = DsmrReaderPublisher(meter_broker)
-        day = SunnyDay()
+        publisher = DsmrReaderPublisher(link)
+        house = House(SyntheticDay(), HouseSettings(voltage_v=230.0))
         started = loop.time()
-        last_net: list[float] = [0.0]
+        last_net = [0.0]
 
         def sim_time() -> float:
             return SIM_START_S + (loop.time() - started) * speed
-
-        # the closed loop: a simulated OpenEVSE in Eco mode, its car drawing what it offers
-        charger = SimulatedCharger(
-            OpenEvseModel(),
-            meter_broker,
-            settings.openevse.grid_ie_topic,
-            settings.openevse.base_topic,
-            sim_time,
-        )
 
         def show(line: str) -> None:
             clock = time.strftime("%H:%M:%S")
             sim = time.strftime("%H:%M", time.gmtime(sim_time()))
             print(f"{clock}  sim {sim}  {line}", file=out, flush=True)
 
-        def on_output(payload: bytes | bytearray) -> None:
-            charger.on_grid_ie(payload)
+        openevse = settings.openevse
+
+        def on_grid_ie(watts: int) -> None:
             show(
-                f"meter {last_net[0]:+7.0f} W  ->  {settings.openevse.grid_ie_topic} "
-                f"{payload.decode():>6}  ->  car {charger.model.pilot_draw():4.1f} A"
+                f"meter {last_net[0]:+7.0f} W  ->  {openevse.grid_ie_topic} "
+                f"{watts:>6}  ->  car {charger.model.amps():4.1f} A"
             )
+
+        # the closed loop: a simulated OpenEVSE in Eco mode, its car drawing what it offers
+        charger = SimulatedCharger(
+            OpenEvseModel(),
+            link,
+            ChargerTopics(openevse.grid_ie_topic, openevse.base_topic, vrms=openevse.vrms_topic),
+            sim_time,
+            on_grid_ie,
+        )
 
         def on_event(event: Event) -> None:
             if isinstance(event, StaleEntered | StaleLeft):
                 show(type(event).__name__)
 
-        meter_broker.subscribe(settings.openevse.grid_ie_topic, on_output)
         app.bridge.observers.append(on_event)
 
         async def run_meter() -> None:
             while True:
-                car_w = charger.model.pilot_draw() * charger.model.settings.voltage
-                last_net[0] = day.net_w(sim_time()) + car_w
-                meter.publish(last_net[0])
+                metered = house.read(sim_time(), charger.model.amps())
+                last_net[0] = metered.reading.net_w
+                if meter == "p1":
+                    gateway.send(dsmr5_telegram(metered))
+                else:
+                    publisher.publish(metered.reading)
+                charger.tick()
                 await asyncio.sleep(METER_PERIOD_S)
 
         page = f"\n  status page: {app.web.url}" if app.web is not None else ""
         print(
-            f"p1evse demo: broker 127.0.0.1:{port}, meter at 1 Hz, a sunny day at "
-            f"{speed:g}x\n  {describe(settings)}{page}",
+            f"p1evse demo: broker 127.0.0.1:{port}, a DSMR 5 meter once a second, "
+            f"a sunny day at {speed:g}x\n  {describe(settings)}{page}",
             file=out,
             flush=True,
         )
@@ -101,12 +148,12 @@ async def demo(
             loop.call_later(duration, stop.set)
         try:
             async with asyncio.TaskGroup() as group:
-                meter_conn = group.create_task(meter_broker.run(), name="demo-meter-mqtt")
+                link_task = group.create_task(link.run(), name="demo-sim-mqtt")
                 meter_task = group.create_task(run_meter(), name="demo-meter")
                 await app.run(stop)
                 meter_task.cancel()
-                await meter_broker.close()
-                meter_conn.cancel()
+                await link.close()
+                link_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await meter_task
         except* ConfigError as group:

@@ -1,0 +1,88 @@
+"""A simulated day as an SVG: power (W, left axis) of PV, house, car, grid and the value
+p1evse published, and the charger's pilot (A, right axis) as its state; one tick an hour."""
+
+from __future__ import annotations
+
+import math
+from html import escape
+from pathlib import Path
+
+from p1evse.sim.simulate import Result
+
+WIDTH, HEIGHT, MARGIN = 1200.0, 460.0, 50.0
+POWER_SERIES = [
+    (1, "PV", "#e3a008"),
+    (2, "house", "#6b7280"),
+    (3, "car", "#2563eb"),
+    (4, "grid (+ import)", "#dc2626"),
+    (5, "published", "#059669"),
+]
+PILOT_COLOUR = "#7c3aed"
+
+
+def svg_plot(result: Result, path: Path, title: str = "") -> None:
+    rows = result.trace
+    if not rows:
+        raise ValueError("nothing to plot")
+    t0, t_end = rows[0][0], rows[-1][0]
+    span = max(t_end - t0, 1.0)
+    values = [v for row in rows for v in row[1:6] if v is not None and math.isfinite(v)]
+    low, high = min(min(values), 0.0), max(max(values), 1.0)
+    amps_high = max(max(row[6] for row in rows), 1.0)
+    plot_w, plot_h = WIDTH - 2 * MARGIN, HEIGHT - 2 * MARGIN
+
+    def x(t: float) -> float:
+        return MARGIN + plot_w * (t - t0) / span
+
+    def y(watts: float) -> float:
+        return HEIGHT - MARGIN - plot_h * (watts - low) / (high - low)
+
+    def y_amps(amps: float) -> float:
+        return HEIGHT - MARGIN - plot_h * amps / amps_high
+
+    parts = [
+        f'<rect width="{WIDTH:.0f}" height="{HEIGHT:.0f}" fill="#fff"/>',
+        f'<text x="{MARGIN}" y="18" font-size="14">{escape(title)}</text>',
+        f'<line x1="{MARGIN}" x2="{WIDTH - MARGIN}" y1="{y(0):.1f}" y2="{y(0):.1f}" '
+        'stroke="#999"/>',
+    ]
+    for hour in range(math.ceil(t0 / 3600), math.floor(t_end / 3600) + 1):
+        at = x(hour * 3600)
+        parts.append(
+            f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{MARGIN}" y2="{HEIGHT - MARGIN}" '
+            f'stroke="#eee"/><text x="{at:.1f}" y="{HEIGHT - MARGIN + 16}" font-size="11" '
+            f'text-anchor="middle">{hour % 24:02d}h</text>'
+        )
+    for watts in (low, 0.0, high):
+        parts.append(
+            f'<text x="{MARGIN - 4}" y="{y(watts) + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{watts:.0f} W</text>'
+        )
+    parts.append(
+        f'<text x="{WIDTH - MARGIN + 4}" y="{y_amps(amps_high) + 4:.1f}" font-size="11" '
+        f'fill="{PILOT_COLOUR}">{amps_high:g} A</text>'
+    )
+    for column, _, colour in POWER_SERIES:
+        points = " ".join(
+            f"{x(row[0]):.1f},{y(value):.1f}"
+            for row in rows
+            if (value := row[column]) is not None and math.isfinite(value)
+        )
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.2" points="{points}"/>'
+        )
+    pilot = " ".join(f"{x(row[0]):.1f},{y_amps(row[6]):.1f}" for row in rows)
+    parts.append(
+        f'<polyline fill="none" stroke="{PILOT_COLOUR}" stroke-width="1" '
+        f'stroke-dasharray="4 2" points="{pilot}"/>'
+    )
+    legend = [*((name, colour) for _, name, colour in POWER_SERIES), ("pilot (A)", PILOT_COLOUR)]
+    parts += [
+        f'<text x="{MARGIN + 160 + i * 125}" y="18" fill="{colour}" font-size="13">{name}</text>'
+        for i, (name, colour) in enumerate(legend)
+    ]
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0f}" height="{HEIGHT:.0f}" '
+        f'font-family="sans-serif">{"".join(parts)}</svg>\n',
+        encoding="utf-8",
+    )
