@@ -17,7 +17,7 @@ from p1evse.config import PublishSettings
 from p1evse.errors import ConfigError
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
-from p1evse.sim.plot import svg_plot
+from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot
 from p1evse.sim.simulate import Feeds, MeterPath, Outage, Result, simulate, table
 
 # the settings `--compare` can vary: option -> where it goes (publish, divert, house, run)
@@ -31,7 +31,7 @@ DIVERT_OPTIONS = (
     "decay",
     "min_charge_time",
 )
-OTHER_OPTIONS = ("step", "grid_voltage", "shaper_max_pwr", "car_max_current")
+OTHER_OPTIONS = ("step", "jitter", "grid_voltage", "shaper_max_pwr", "car_max_current")
 TEXT_OPTIONS = ("on_stale",)
 
 
@@ -47,6 +47,12 @@ def add_parser(commands: Any) -> None:
     source.add_argument("--synthetic", action="store_true", help="a generated sunny day")
     simulate.add_argument("--seed", type=int, default=1, help="of the synthetic day")
     simulate.add_argument("--step", type=float, help="meter period, s (default: the data's; 1)")
+    simulate.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        help="each reading arrives 0 to S s late (network; seeded by --seed); under --step",
+    )
     simulate.add_argument(
         "--meter",
         choices=["direct", "telegram"],
@@ -81,7 +87,9 @@ def add_parser(commands: Any) -> None:
     house.add_argument("--car-max-current", type=float, default=32.0, help="A per phase")
     output = simulate.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print one JSON object")
-    output.add_argument("--plot", type=Path, help="write the (first) day as an SVG")
+    output.add_argument(
+        "--plot", type=Path, help="write the (first) run's day as FILE.svg or FILE.html"
+    )
     output.add_argument(
         "--compare", nargs="+", metavar="KEY=V1,V2", help="run every combination, side by side"
     )
@@ -89,6 +97,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
+        raise ConfigError(
+            [f"--plot {str(args.plot)!r}: writes SVG; name the file .svg (or .html for a page)"]
+        )
     try:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except (OSError, ValueError) as exc:
@@ -120,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table(summaries))
     if args.plot is not None:
-        svg_plot(next(iter(results.values())), args.plot, title=_title(args, labels[0]))
+        origin = day.origin
+        clock_s = origin.hour * 3600 + origin.minute * 60 + origin.second
+        svg_plot(next(iter(results.values())), args.plot, _title(args, labels[0]), clock_s)
     return 0
 
 
@@ -136,6 +150,8 @@ class _Run:
     feeds: Feeds
     meter: MeterPath
     car: Car
+    jitter_s: float
+    seed: int
 
     @classmethod
     def of(cls, options: dict[str, Any], args: argparse.Namespace) -> _Run:
@@ -153,8 +169,16 @@ class _Run:
         ]
         if step <= 0:
             problems.append(f"--step {step:g}: expected > 0 seconds")
+        jitter = float(options["jitter"])
+        if not 0 <= jitter < step:
+            problems.append(f"--jitter {jitter:g}: expected at least 0 and under --step {step:g}")
         if numbers["min_current"] > numbers["max_current"]:
             problems.append("--min-current is above --max-current")
+        for key, low in (("grid_voltage", 0.0), ("car_max_current", 0.0), ("shaper_max_pwr", -1)):
+            value = options[key]
+            if value is not None and float(value) <= low:
+                expected = "at least 0 W" if key == "shaper_max_pwr" else "> 0"
+                problems.append(f"--{key.replace('_', '-')} {value:g}: expected {expected}")
         if problems:
             raise ConfigError([f"simulate: {problem}" for problem in problems])
         shaper_w = options["shaper_max_pwr"]
@@ -184,6 +208,8 @@ class _Run:
             Feeds(vrms=args.vrms),
             "telegram" if args.meter == "telegram" else "direct",
             Car(float(options["car_max_current"])),
+            jitter,
+            args.seed,
         )
 
     def go(self, day: Day, trace: bool, progress: Callable[[float], None]) -> Result:
@@ -197,6 +223,8 @@ class _Run:
             feeds=self.feeds,
             meter=self.meter,
             car=self.car,
+            jitter_s=self.jitter_s,
+            seed=self.seed,
             trace=trace,
             progress=progress,
         )

@@ -1,5 +1,6 @@
 """A simulated day as an SVG: power (W, left axis) of PV, house, car, grid and the value
-p1evse published, and the charger's pilot (A, right axis) as its state; one tick an hour."""
+p1evse published, and the charger's pilot (A, right axis) as its state; one tick an
+hour. SVG, not PNG: drawing one picture is not worth an imaging library."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from p1evse.sim.simulate import Result
 
-WIDTH, HEIGHT, MARGIN = 1200.0, 460.0, 50.0
+WIDTH, HEIGHT, MARGIN = 1200.0, 480.0, 56.0
 POWER_SERIES = [
     (1, "PV", "#e3a008"),
     (2, "house", "#6b7280"),
@@ -20,7 +21,12 @@ POWER_SERIES = [
 PILOT_COLOUR = "#7c3aed"
 
 
-def svg_plot(result: Result, path: Path, title: str = "") -> None:
+PLOT_SUFFIXES = (".svg", ".html")
+
+
+def svg_plot(result: Result, path: Path, title: str = "", clock_s: float = 0.0) -> None:
+    """An SVG file, or an HTML page holding it when `path` ends in .html; `clock_s` is
+    the time of day (s) at the trace's t = 0, for the hour ticks."""
     rows = result.trace
     if not rows:
         raise ValueError("nothing to plot")
@@ -38,7 +44,8 @@ def svg_plot(result: Result, path: Path, title: str = "") -> None:
         return HEIGHT - MARGIN - plot_h * (watts - low) / (high - low)
 
     def y_amps(amps: float) -> float:
-        return HEIGHT - MARGIN - plot_h * amps / amps_high
+        """0 A on the 0 W line, the highest pilot at the top."""
+        return y(0) - (y(0) - MARGIN) * amps / amps_high
 
     parts = [
         f'<rect width="{WIDTH:.0f}" height="{HEIGHT:.0f}" fill="#fff"/>',
@@ -46,8 +53,9 @@ def svg_plot(result: Result, path: Path, title: str = "") -> None:
         f'<line x1="{MARGIN}" x2="{WIDTH - MARGIN}" y1="{y(0):.1f}" y2="{y(0):.1f}" '
         'stroke="#999"/>',
     ]
-    for hour in range(math.ceil(t0 / 3600), math.floor(t_end / 3600) + 1):
-        at = x(hour * 3600)
+    first_hour = math.ceil((clock_s + t0) / 3600)
+    for hour in range(first_hour, math.floor((clock_s + t_end) / 3600) + 1):
+        at = x(hour * 3600 - clock_s)
         parts.append(
             f'<line x1="{at:.1f}" x2="{at:.1f}" y1="{MARGIN}" y2="{HEIGHT - MARGIN}" '
             f'stroke="#eee"/><text x="{at:.1f}" y="{HEIGHT - MARGIN + 16}" font-size="11" '
@@ -78,11 +86,16 @@ def svg_plot(result: Result, path: Path, title: str = "") -> None:
     )
     legend = [*((name, colour) for _, name, colour in POWER_SERIES), ("pilot (A)", PILOT_COLOUR)]
     parts += [
-        f'<text x="{MARGIN + 160 + i * 125}" y="18" fill="{colour}" font-size="13">{name}</text>'
+        f'<text x="{MARGIN + i * 125}" y="38" fill="{colour}" font-size="13">{name}</text>'
         for i, (name, colour) in enumerate(legend)
     ]
-    path.write_text(
+    svg = (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH:.0f}" height="{HEIGHT:.0f}" '
-        f'font-family="sans-serif">{"".join(parts)}</svg>\n',
-        encoding="utf-8",
+        f'font-family="sans-serif">{"".join(parts)}</svg>\n'
     )
+    if path.suffix.lower() == ".html":
+        svg = (
+            f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"</head><body>{svg}</body></html>\n"
+        )
+    path.write_text(svg, encoding="utf-8")

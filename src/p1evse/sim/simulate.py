@@ -10,8 +10,9 @@ value, and the car draws the new current from the next step on.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from p1evse.config import PublishSettings
@@ -68,6 +69,7 @@ class Result:
     trace: list[tuple[float, float, float, float, float, float | None, float]] = field(
         default_factory=list, repr=False
     )  # (t, pv W, house W, car W, grid W, published W, pilot A)
+    _charging: bool = field(default=False, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -95,6 +97,8 @@ class Result:
         if car_w > 0:
             self.grid_import_while_charging_kwh += max(grid_w, 0.0) * hours / 1000
             self.charging_hours += hours
+            self.charge_starts += not self._charging
+        self._charging = car_w > 0
 
 
 def simulate(
@@ -108,15 +112,23 @@ def simulate(
     feeds: Feeds = Feeds(),
     meter: MeterPath = "direct",
     car: Car | None = None,
+    jitter_s: float = 0.0,
+    seed: int = 0,
     trace: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> Result:
-    """One day; `car` None is the default car (`Car()`); `progress` is told the fraction
-    done now and then."""
+    """One day. `car` None is the default car (`Car()`). Each reading reaches p1evse
+    (and what it publishes, the charger) a delay after the meter's tick, drawn from 0 to
+    `jitter_s` with `seed`: on a network, a 1 s meter is not heard exactly 1 s apart,
+    and OpenEVSE's filter counts whole seconds. `progress` is told the fraction done now
+    and then."""
     if house is None:
-        house = HouseSettings(voltage_v=divert.voltage)
+        house = HouseSettings(voltage_v=divert.voltage, car_phases=3 if divert.three_phase else 1)
     if divert.three_phase and house.car_phases != 3:
         raise ValueError("a three-phase charger needs house.car_phases = 3")
+    if not 0 <= jitter_s < step_s:
+        raise ValueError(f"jitter {jitter_s:g} s: expected at least 0 and under the step")
+    rng = random.Random(seed)
     home = House(day, house)
     result = Result()
     pipeline = Pipeline(publish, now=day.first_s)
@@ -125,19 +137,16 @@ def simulate(
     hours = step_s / 3600
     steps = int((day.last_s - day.first_s) / step_s) + 1
     report_every = max(1, steps // 100)
-    charging = False
     for n in range(steps):
         t = day.first_s + n * step_s
         metered = home.read(t, charger.amps())
-        events = pipeline.tick(t)
+        arrival = t + rng.uniform(0, jitter_s) if jitter_s else t
+        events = pipeline.tick(arrival)
         if outage is None or not outage.covers(t - day.first_s):
-            events += read(metered, t)
-        published = _apply(events, charger, pipeline, feeds, t)
-        charger.tick(t)
+            events += read(metered, arrival)
+        published = _apply(events, charger, pipeline, feeds, arrival)
+        charger.tick(arrival)
         result.add(metered, hours)
-        if metered.car_w > 0 and not charging:
-            result.charge_starts += 1
-        charging = metered.car_w > 0
         if trace:
             sample = metered.sample
             result.trace.append(
@@ -179,7 +188,8 @@ def _apply(
 
 def _direct_path(pipeline: Pipeline) -> Callable[[Metered, float], list[Event]]:
     def read(metered: Metered, t: float) -> list[Event]:
-        return pipeline.reading(metered.reading, t)
+        """Stamped with its arrival, as sources stamp readings with the loop's time."""
+        return pipeline.reading(replace(metered.reading, at=t), t)
 
     return read
 
