@@ -196,3 +196,13 @@ def test_the_charger_s_current_is_charted_when_it_changes_or_every_ten_seconds()
         clock.now += 1.0
     charted = [(row[0], row[3]) for row in state.history_json()["rows"] if len(row) > 3]
     assert charted == [(0, 6.0), (4, 7.0), (14, 7.0)]  # at first, on the change, 10 s on
+
+
+def test_the_meter_link_says_what_it_reads_for_every_kind_of_source() -> None:
+    for source, detail in (
+        ({}, "mqtt_split dsmr/reading/electricity_currently_delivered, "),
+        ({"type": "p1", "url": "tcp://127.0.0.1:2000"}, "p1 tcp://127.0.0.1:2000 (DSMR 5)"),
+        ({"type": "homewizard", "host": "127.0.0.1"}, "homewizard http://127.0.0.1"),
+    ):
+        state, _ = make(Settings(source=source))  # type: ignore[arg-type]
+        assert state.snapshot()["links"]["source"]["detail"].startswith(detail)

@@ -176,7 +176,7 @@ class SiteState:
     def source_link(self) -> Link:
         """The source is as good as its data: fresh readings, none yet, or stale."""
         source = self._settings.source
-        detail = f"{source.type}: {', '.join(source.subscriptions())}"
+        detail = source.describe()  # the topics, the port or the URL it reads
         if self.stale is not None:
             return Link(LinkState.DISCONNECTED, detail, self.stale.at)
         if self.meter is None:
