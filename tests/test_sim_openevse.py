@@ -81,9 +81,13 @@ def test_a_pause_claim_over_mqtt_wins_over_divert() -> None:
     assert model.pilot() > 0
 
 
-def test_normal_mode_does_not_divert() -> None:
-    model = OpenEvseModel(DivertSettings(eco=False))
-    assert feed(model, -5000, 0, 600) == -1
+def test_normal_mode_charges_at_full_current_whatever_the_grid() -> None:
+    model = OpenEvseModel(DivertSettings(eco=False, max_current=16))
+    feed(model, 3000, 0, 600)  # importing: divert would never start
+    assert model.pilot() == 16
+    assert "divert" not in model.claims
+    model.claim("mqtt", Claim(MQTT_PRIORITY, False))  # a pause still wins
+    assert model.pilot() == 0
 
 
 # -- the voltage rule ---------------------------------------------------------------------

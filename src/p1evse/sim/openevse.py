@@ -69,7 +69,7 @@ class Car:
 class InputFilter:
     """input_filter.cpp: an exponential filter whose dt is the whole seconds since its
     previous call (calls less than 1 s apart leave the value where it was), with a
-    time constant of at least 10 s."""
+    time constant of at least 10 s. Its first call sets the time and leaves the value."""
 
     def __init__(self) -> None:
         self._last_ms: int | None = None
@@ -152,9 +152,13 @@ class OpenEvseModel:
         return self.settings.voltage
 
     def pilot(self) -> float:
-        """The current offered to the car (A): 0 unless the winning state is active."""
+        """The current offered to the car (A): 0 unless the winning state is active.
+        Without any claim on the state the charger does what its mode says: charge in
+        normal mode, wait for divert in Eco mode."""
         active = self._winning("active")
-        if active is not True:
+        if active is None:
+            active = not self.settings.eco
+        if not active:
             return 0.0
         settings = self.settings
         current = self._winning("current")
