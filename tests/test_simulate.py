@@ -201,6 +201,8 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     for args, message in (
         (("--compare", "colour=red"), "unknown setting 'colour'"),
         (("--compare", "interval=soon"), "expected a number"),
+        (("--compare", "on_stale=maybe"), "--on-stale 'maybe': Input should be 'pause', 'import'"),
+        (("--interval", "-1"), "--interval -1.0: Input should be greater than or equal to 0"),
         (("--jitter", "2", "--step", "1"), "--jitter 2: expected at least 0 and under --step 1"),
         (("--min-current", "40"), "--min-current is above --max-current"),
         (("--outage", "noon"), "expected START+DURATION in seconds"),

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from p1evse.config import PublishSettings
 from p1evse.errors import ConfigError
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
@@ -157,8 +159,14 @@ class _Run:
     def of(cls, options: dict[str, Any], args: argparse.Namespace) -> _Run:
         try:
             publish = PublishSettings(**{key: options[key] for key in PUBLISH_OPTIONS})
-        except ValueError as exc:
-            raise ConfigError([f"simulate: {exc}"]) from None
+        except ValidationError as exc:
+            raise ConfigError(
+                [
+                    f"simulate: --{'-'.join(str(part) for part in error['loc']).replace('_', '-')}"
+                    f" {error['input']!r}: {str(error['msg']).removeprefix('Value error, ')}"
+                    for error in exc.errors()
+                ]
+            ) from None
         numbers = {key: float(options[key]) for key in DIVERT_OPTIONS}
         step = float(options["step"])
         positive = ("voltage", "min_current", "max_current", "pv_ratio")
