@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import math
 import random
 from collections.abc import Iterable
@@ -140,7 +141,7 @@ class RecordedDay:
 
     def period_s(self) -> float:
         """The median spacing of the samples: the day's own meter period."""
-        gaps = sorted(b - a for a, b in zip(self._times, self._times[1:], strict=False))
+        gaps = sorted(b - a for a, b in itertools.pairwise(self._times))
         return gaps[len(gaps) // 2]
 
 
@@ -202,6 +203,13 @@ class HouseSettings:
     # the meter's energy counters at the start (kWh): tariff 1, tariff 2
     delivered_kwh: tuple[float, float] = (4_321.123, 3_456.789)
     returned_kwh: tuple[float, float] = (1_234.567, 2_345.678)
+
+    def __post_init__(self) -> None:
+        for name in ("pv_phases", "car_phases"):
+            if getattr(self, name) not in (1, 3):
+                raise ValueError(f"{name} {getattr(self, name)!r}: expected 1 or 3")
+        if self.voltage_v <= 0:
+            raise ValueError(f"voltage_v {self.voltage_v!r}: expected > 0")
 
 
 @dataclass(frozen=True, slots=True)
