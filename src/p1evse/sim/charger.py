@@ -1,7 +1,7 @@
 """A simulated OpenEVSE on MQTT: the divert model behind the charger's real topics.
 
-It takes the grid import/export value (and, when p1evse feeds them, the vrms and the
-shaper's live power) from its owner's subscriptions, subscribes to `<base>/claim/set`,
+It subscribes to the grid import/export topic, `<base>/claim/set` and, when they are
+set, the vrms and live power topics (one topic may drive divert and the shaper both),
 and publishes `amp` (mA), `pilot`, `state`, `divertmode`, `charge_rate` and
 `divert_active` under its base topic, as the firmware does, so that p1evse reads it
 back like a real charger.
