@@ -5,14 +5,11 @@ and TCP, DSMR-reader's topics through a broker)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from p1evse.backoff import Backoff
 from p1evse.config import MqttSettings
 from p1evse.model import Reading
 from p1evse.mqtt import Broker
@@ -25,12 +22,10 @@ from p1evse.sim.meter import (
     TelegramServer,
     dsmr5_telegram,
 )
-from p1evse.sources.p1 import P1Settings, P1Source
 from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder, ReferenceDecoder, to_reading
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
-from tests.gateways import SerialPort
-from tests.intakes import RecordingIntake
+from tests.gateways import SerialPort, listening, next_reading, source
 from tests.probe import Probe
 
 NOON = 12 * 3600.0
@@ -137,50 +132,19 @@ def test_the_telegram_states_what_the_house_reads() -> None:
             same(to_reading(decoder.decode(frame), t), metered.reading)
 
 
-@contextlib.asynccontextmanager
-async def p1_source(url: str) -> AsyncIterator[RecordingIntake]:
-    intake = RecordingIntake()
-    source = P1Source(P1Settings(url=url), None, Backoff(initial=0.02, cap=0.1))
-    task = asyncio.create_task(source.run(intake))
-    try:
-        yield intake
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def heard(send: Callable[[bytes], None], telegram: bytes, intake: RecordingIntake) -> None:
-    """Send `telegram` every 50 ms until the source reads one: it has the port open."""
-    async with asyncio.timeout(5):
-        while True:
-            send(telegram)
-            with contextlib.suppress(TimeoutError):
-                await intake.next_reading(timeout=0.05)
-                return
-
-
-async def after(intake: RecordingIntake, expected: Reading) -> Reading:
-    """The reading with `expected`'s clock, skipping repeats of the first."""
-    while (reading := await intake.next_reading()).meter_time != expected.meter_time:
-        pass
-    return reading
-
-
 async def test_telegrams_over_a_pseudo_terminal_reach_the_p1_source(tmp_path: Path) -> None:
     house = a_house()
     port = SerialPort(tmp_path)
     port.plug()
     try:
-        async with p1_source(str(port.path)) as intake:
-            await heard(port.write, dsmr5_telegram(house.read(NOON, 0.0)), intake)
+        async with source(str(port.path)) as (_, intake):
+            await listening(port.write, intake)
             expected = []
-            for n in range(1, 6):
+            for n in range(5):
                 metered = house.read(NOON + n, 8.0)
                 expected.append(metered.reading)
                 port.write(dsmr5_telegram(metered))
-            got = [await after(intake, expected[0])]
-            got += [await intake.next_reading() for _ in expected[1:]]
+            got = [await next_reading(intake) for _ in expected]
     finally:
         port.unplug()
     for mine, theirs in zip(got, expected, strict=True):
@@ -192,14 +156,14 @@ async def test_telegrams_from_the_tcp_gateway_reach_the_p1_source() -> None:
     gateway = TelegramServer()
     await gateway.start()
     try:
-        async with p1_source(f"tcp://127.0.0.1:{gateway.port}") as intake:
-            await heard(gateway.send, dsmr5_telegram(house.read(NOON, 0.0)), intake)
-            later = house.read(NOON + 1, 6.0)
-            gateway.send(dsmr5_telegram(later))
-            reading = await after(intake, later.reading)
+        async with source(f"tcp://127.0.0.1:{gateway.port}") as (_, intake):
+            await listening(gateway.send, intake)
+            metered = house.read(NOON, 6.0)
+            gateway.send(dsmr5_telegram(metered))
+            reading = await next_reading(intake)
     finally:
         await gateway.close()
-    same(reading, later.reading)
+    same(reading, metered.reading)
 
 
 # -- DSMR-reader's topics -----------------------------------------------------------------

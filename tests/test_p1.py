@@ -4,61 +4,18 @@ source opens the slave's path like /dev/ttyUSB0) and a TCP gateway on loopback."
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from p1evse.backoff import Backoff
-from p1evse.model import Reading, Rejection
-from p1evse.sources.p1 import P1Settings, P1Source
+from p1evse.model import Rejection
 from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
-from tests.gateways import Gateway, SerialPort
-from tests.intakes import RecordingIntake
+from tests.gateways import HELLO_W, Gateway, SerialPort, listening, next_reading, source
 from tests.probe import Probe
-
-HELLO_W = 1.0  # the value of the telegrams that only wait for the source to listen
-PACE_S = 0.05
-
-
-@contextlib.asynccontextmanager
-async def source(url: str, **settings: Any) -> AsyncIterator[tuple[P1Source, RecordingIntake]]:
-    # a silence shorter than the settings allow (>= 5 s), to test it quickly
-    idle_timeout = settings.pop("idle_timeout", None)
-    p1 = P1Settings(url=url, **settings)
-    if idle_timeout is not None:
-        p1 = p1.model_copy(update={"idle_timeout": idle_timeout})
-    p1_source = P1Source(p1, None, Backoff(initial=0.02, cap=0.1))
-    intake = RecordingIntake()
-    task = asyncio.create_task(p1_source.run(intake))
-    try:
-        yield p1_source, intake
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def listening(write: Callable[[bytes], None], intake: RecordingIntake) -> None:
-    """Send a telegram every 50 ms until the source reads one: it has the port open."""
-    async with asyncio.timeout(5):
-        while True:
-            write(telegrams.dsmr5(import_w=HELLO_W))
-            with contextlib.suppress(TimeoutError):
-                await intake.next_reading(timeout=PACE_S)
-                return
-
-
-async def next_reading(intake: RecordingIntake) -> Reading:
-    """The next reading that is not a `listening()` one."""
-    while True:
-        reading = await intake.next_reading()
-        if reading.import_w != HELLO_W:
-            return reading
 
 
 @pytest.fixture
