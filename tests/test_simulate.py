@@ -18,7 +18,7 @@ from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.cli import ProgressBar
 from p1evse.sim.house import HouseSettings, SyntheticDay
 from p1evse.sim.openevse import DivertSettings, OpenEvseModel, ShaperSettings
-from p1evse.sim.simulate import Feeds, Outage, Result, balance_error, simulate
+from p1evse.sim.simulate import Outage, Result, balance_error, simulate
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.probe import Probe
@@ -67,14 +67,14 @@ def test_every_run_balances_energy(publish: dict[str, object]) -> None:
 def test_three_phase_and_grid_voltage_runs_balance_too() -> None:
     three = DivertSettings(three_phase=True, max_current=16)
     run(divert=three, house=HouseSettings(voltage_v=230, car_phases=3, pv_phases=3))
-    run(house=HouseSettings(voltage_v=225), feeds=Feeds(vrms=True))
+    run(house=HouseSettings(voltage_v=225), vrms=True)
 
 
 NOON_S = 6 * 3600.0  # six hours after the synthetic day's first sample (06:00)
 
 
 def car_during(result: Result, start_s: float, end_s: float) -> list[float]:
-    return [row[3] for row in result.trace if start_s <= row[0] - 6 * 3600 < end_s]
+    return [row.car_w for row in result.trace if start_s <= row.t - 6 * 3600 < end_s]
 
 
 def test_an_outage_pauses_the_car_with_pause_and_not_with_none() -> None:
@@ -117,9 +117,9 @@ def test_the_vrms_feed_corrects_a_charger_that_believes_the_wrong_voltage() -> N
     and starts late. Fed the meter's voltage, it sees the surplus as it is."""
     low_grid = HouseSettings(voltage_v=207)
     wrong = run(house=low_grid, trace=True)
-    fed = run(house=low_grid, feeds=Feeds(vrms=True), trace=True)
+    fed = run(house=low_grid, vrms=True, trace=True)
     assert fed.ev_kwh != wrong.ev_kwh
-    first_charge = [next(row[0] for row in r.trace if row[3] > 0) for r in (wrong, fed)]
+    first_charge = [next(row.t for row in r.trace if row.car_w > 0) for r in (wrong, fed)]
     assert first_charge[1] < first_charge[0]
 
 

@@ -20,7 +20,7 @@ from p1evse.errors import ConfigError
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
 from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot
-from p1evse.sim.simulate import Feeds, MeterPath, Outage, Result, simulate, table
+from p1evse.sim.simulate import MeterPath, Outage, Result, simulate, table
 
 # the settings `--compare` can vary: option -> where it goes (publish, divert, house, run)
 PUBLISH_OPTIONS = ("interval", "reserve_w", "stale_after", "on_stale", "failsafe_import_w")
@@ -149,7 +149,7 @@ class _Run:
     house: HouseSettings
     step_s: float
     outage: Outage | None
-    feeds: Feeds
+    vrms: bool
     meter: MeterPath
     car: Car
     jitter_s: float
@@ -213,7 +213,7 @@ class _Run:
             house,
             step,
             _outage(args.outage),
-            Feeds(vrms=args.vrms),
+            args.vrms,
             "telegram" if args.meter == "telegram" else "direct",
             Car(float(options["car_max_current"])),
             jitter,
@@ -228,7 +228,7 @@ class _Run:
             self.step_s,
             house=self.house,
             outage=self.outage,
-            feeds=self.feeds,
+            vrms=self.vrms,
             meter=self.meter,
             car=self.car,
             jitter_s=self.jitter_s,

@@ -12,11 +12,11 @@ from p1evse.sim.simulate import Result
 
 WIDTH, HEIGHT, MARGIN = 1200.0, 480.0, 56.0
 POWER_SERIES = [
-    (1, "PV", "#e3a008"),
-    (2, "house", "#6b7280"),
-    (3, "car", "#2563eb"),
-    (4, "grid (+ import)", "#dc2626"),
-    (5, "published", "#059669"),
+    ("pv_w", "PV", "#e3a008"),
+    ("house_w", "house", "#6b7280"),
+    ("car_w", "car", "#2563eb"),
+    ("grid_w", "grid (+ import)", "#dc2626"),
+    ("published_w", "published", "#059669"),
 ]
 PILOT_COLOUR = "#7c3aed"
 
@@ -30,11 +30,16 @@ def svg_plot(result: Result, path: Path, title: str = "", clock_s: float = 0.0) 
     rows = result.trace
     if not rows:
         raise ValueError("nothing to plot")
-    t0, t_end = rows[0][0], rows[-1][0]
+    t0, t_end = rows[0].t, rows[-1].t
     span = max(t_end - t0, 1.0)
-    values = [v for row in rows for v in row[1:6] if v is not None and math.isfinite(v)]
+    values: list[float] = [
+        v
+        for row in rows
+        for name, _, _ in POWER_SERIES
+        if (v := getattr(row, name)) is not None and math.isfinite(v)
+    ]
     low, high = min(min(values), 0.0), max(max(values), 1.0)
-    amps_high = max(max(row[6] for row in rows), 1.0)
+    amps_high = max(max(row.pilot_a for row in rows), 1.0)
     plot_w, plot_h = WIDTH - 2 * MARGIN, HEIGHT - 2 * MARGIN
 
     def x(t: float) -> float:
@@ -70,16 +75,16 @@ def svg_plot(result: Result, path: Path, title: str = "", clock_s: float = 0.0) 
         f'<text x="{WIDTH - MARGIN + 4}" y="{y_amps(amps_high) + 4:.1f}" font-size="11" '
         f'fill="{PILOT_COLOUR}">{amps_high:g} A</text>'
     )
-    for column, _, colour in POWER_SERIES:
+    for name, _, colour in POWER_SERIES:
         points = " ".join(
-            f"{x(row[0]):.1f},{y(value):.1f}"
+            f"{x(row.t):.1f},{y(value):.1f}"
             for row in rows
-            if (value := row[column]) is not None and math.isfinite(value)
+            if (value := getattr(row, name)) is not None and math.isfinite(value)
         )
         parts.append(
             f'<polyline fill="none" stroke="{colour}" stroke-width="1.2" points="{points}"/>'
         )
-    pilot = " ".join(f"{x(row[0]):.1f},{y_amps(row[6]):.1f}" for row in rows)
+    pilot = " ".join(f"{x(row.t):.1f},{y_amps(row.pilot_a):.1f}" for row in rows)
     parts.append(
         f'<polyline fill="none" stroke="{PILOT_COLOUR}" stroke-width="1" '
         f'stroke-dasharray="4 2" points="{pilot}"/>'

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from p1evse.config import PublishSettings
 from p1evse.model import (
@@ -47,12 +47,16 @@ class Outage:
         return self.start_s <= since_first_s < self.start_s + self.duration_s
 
 
-@dataclass(frozen=True, slots=True)
-class Feeds:
-    """What p1evse sends the charger besides grid_ie (`openevse.voltage`; the shaper's
-    live power goes whenever the model has a shaper, as `openevse.shaper` sends it)."""
+class TracePoint(NamedTuple):
+    """One step of the day, for the plot."""
 
-    vrms: bool = False
+    t: float
+    pv_w: float
+    house_w: float
+    car_w: float
+    grid_w: float  # + import
+    published_w: float | None  # what p1evse sent in this step, if anything
+    pilot_a: float
 
 
 @dataclass
@@ -66,9 +70,7 @@ class Result:
     export_kwh: float = 0.0
     charge_starts: int = 0
     charging_hours: float = 0.0
-    trace: list[tuple[float, float, float, float, float, float | None, float]] = field(
-        default_factory=list, repr=False
-    )  # (t, pv W, house W, car W, grid W, published W, pilot A)
+    trace: list[TracePoint] = field(default_factory=list, repr=False)
     _charging: bool = field(default=False, repr=False)
 
     def summary(self) -> dict[str, Any]:
@@ -109,7 +111,7 @@ def simulate(
     *,
     house: HouseSettings | None = None,
     outage: Outage | None = None,
-    feeds: Feeds = Feeds(),
+    vrms: bool = False,
     meter: MeterPath = "direct",
     car: Car | None = None,
     jitter_s: float = 0.0,
@@ -117,7 +119,9 @@ def simulate(
     trace: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> Result:
-    """One day. `car` None is the default car (`Car()`). Each reading reaches p1evse
+    """One day. `vrms`: p1evse feeds the meter's voltage too (`openevse.voltage`); the
+    shaper's live power goes whenever the model has a shaper, as `openevse.shaper`
+    sends it. `car` None is the default car (`Car()`). Each reading reaches p1evse
     (and what it publishes, the charger) a delay after the meter's tick, drawn from 0 to
     `jitter_s` with `seed`: on a network, a 1 s meter is not heard exactly 1 s apart,
     and OpenEVSE's filter counts whole seconds. `progress` is told the fraction done now
@@ -144,13 +148,13 @@ def simulate(
         events = pipeline.tick(arrival)
         if outage is None or not outage.covers(t - day.first_s):
             events += read(metered, arrival)
-        published = _apply(events, charger, pipeline, feeds, arrival)
+        published = _apply(events, charger, pipeline, vrms, arrival)
         charger.tick(arrival)
         result.add(metered, hours)
         if trace:
             sample = metered.sample
             result.trace.append(
-                (
+                TracePoint(
                     t,
                     sample.solar_w,
                     sum(sample.load_w),
@@ -166,7 +170,7 @@ def simulate(
 
 
 def _apply(
-    events: list[Event], charger: OpenEvseModel, pipeline: Pipeline, feeds: Feeds, t: float
+    events: list[Event], charger: OpenEvseModel, pipeline: Pipeline, vrms: bool, t: float
 ) -> float | None:
     """The charger's side of the pipeline's events, as the sinks would deliver them;
     returns the value published, if any."""
@@ -175,7 +179,7 @@ def _apply(
         if isinstance(event, GridPower):
             published = event.watts
             watts = int(event.watts)  # OpenEVSE's toInt()
-            if feeds.vrms and (volts := feed_voltage(pipeline.last_reading)) is not None:
+            if vrms and (volts := feed_voltage(pipeline.last_reading)) is not None:
                 charger.vrms(volts, t)
             charger.grid_ie(watts, t)
             charger.live_pwr(watts, t)
