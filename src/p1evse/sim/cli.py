@@ -107,14 +107,8 @@ def run(args: argparse.Namespace) -> int:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except (OSError, ValueError) as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
-    base = {
-        key: getattr(args, key)
-        for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)
-        if key != "step"
-    }
-    if args.step is not None:
-        base["step"] = args.step
-    else:
+    base = {key: getattr(args, key) for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)}
+    if base["step"] is None:  # the data's own period
         base["step"] = day.period_s() if isinstance(day, RecordedDay) else 1.0
     combinations = _combinations(args.compare or [])
     runs = [_Run.of({**base, **overrides}, args) for overrides in combinations]
