@@ -85,6 +85,7 @@ class SiteState:
     ) -> None:
         self.name = name
         self._settings = settings
+        self._source_detail = settings.source.describe()  # the topics, port or URL it reads
         self.counters = counters
         self.charger = charger
         self._clock = clock
@@ -175,8 +176,7 @@ class SiteState:
 
     def source_link(self) -> Link:
         """The source is as good as its data: fresh readings, none yet, or stale."""
-        source = self._settings.source
-        detail = source.describe()  # the topics, the port or the URL it reads
+        detail = self._source_detail
         if self.stale is not None:
             return Link(LinkState.DISCONNECTED, detail, self.stale.at)
         if self.meter is None:
