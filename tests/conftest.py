@@ -25,11 +25,18 @@ def _no_p1evse_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def _require(kind: str) -> None:
-    if kind == "mosquitto" and not mosquitto_available():
+def require(tool: str, present: bool) -> None:
+    """A tool the suite needs from the system: skipped on a developer's machine without
+    it, a failure under CI, whose `.ci/run` must install it."""
+    if not present:
         if os.environ.get("CI"):
-            pytest.fail("CI must install mosquitto (.ci/run does)")
-        pytest.skip("mosquitto is not installed")
+            pytest.fail(f"CI must install {tool} (.ci/run does)")
+        pytest.skip(f"{tool} is not installed")
+
+
+def _require(kind: str) -> None:
+    if kind == "mosquitto":
+        require("mosquitto", mosquitto_available())
 
 
 @pytest.fixture(params=BROKER_KINDS)

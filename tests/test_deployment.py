@@ -10,9 +10,8 @@ import sys
 import venv
 from pathlib import Path
 
-import pytest
-
 from p1evse import __version__
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,8 +59,8 @@ def test_dockerfile_installs_with_the_tested_script() -> None:
     assert "/healthz" in dockerfile
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    require("systemd-analyze (Debian package systemd)", shutil.which("systemd-analyze") is not None)
     executable = tmp_path / "p1evse"
     executable.write_text(f"#!{sys.executable}\n")
     executable.chmod(0o755)

@@ -16,13 +16,16 @@ from p1evse.check import check
 from p1evse.config import MqttSettings
 from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable
 from tests.brokers import BrokerProcess, mosquitto_available
-from tests.conftest import running, settings_for
+from tests.conftest import require, running, settings_for
 from tests.pki import Pki, make_ca
 from tests.probe import Probe
 
-pytestmark = pytest.mark.skipif(
-    not mosquitto_available(), reason="needs mosquitto (CI installs it)"
-)
+
+@pytest.fixture(autouse=True)
+def _needs_mosquitto() -> None:
+    """Login and TLS are tested on mosquitto (amqtt's are not what users run)."""
+    require("mosquitto", mosquitto_available())
+
 
 USER, PASSWORD = "evse", "c0rrect-h0rse"
 

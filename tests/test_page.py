@@ -8,7 +8,6 @@ browser fails. Screenshots land in test-artifacts/.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.brokers import BrokerProcess
+from tests.conftest import require
 from tests.test_bridge_mqtt import DELIVERED, RETURNED
 from tests.test_web import Site, serving, web_settings
 
@@ -34,10 +34,7 @@ WAIT_MS = 5000
 
 @pytest.fixture
 def chromium() -> Path:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install chromium (.ci/run does)")
-        pytest.skip("chromium is not installed")
+    require("chromium", CHROMIUM.exists())
     ARTIFACTS.mkdir(exist_ok=True)
     return CHROMIUM
 
