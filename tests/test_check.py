@@ -101,7 +101,7 @@ def test_config_warnings() -> None:
 def test_web_reachable_from_the_network_without_a_token_is_warned_about() -> None:
     exposed = Settings(web={"listen": "0.0.0.0:8080"})
     assert "reachable from the network without a token" in "\n".join(_config_warnings(exposed))
-    with_token = Settings(web={"listen": "0.0.0.0:8080", "token": "t"})
+    with_token = Settings(web={"listen": "0.0.0.0:8080", "token": "t0ken-0123456789ab"})
     assert _config_warnings(with_token) == []
     assert _config_warnings(Settings(web={"listen": "[::1]:8080"})) == []
 

@@ -195,10 +195,10 @@ async def test_page_works_on_a_phone(one_broker: BrokerProcess, browser: Browser
 
 
 async def test_page_with_a_token(one_broker: BrokerProcess, browser: Browser) -> None:
-    settings = web_settings(one_broker, web={"token": "page-t0ken"})
+    settings = web_settings(one_broker, web={"token": "page-t0ken-0123456789"})
     async with serving(settings) as site:
         await site.send(RETURNED, "0.300", "-300")
-        watched = await open_page(browser, site, "?token=page-t0ken")
+        watched = await open_page(browser, site, "?token=page-t0ken-0123456789")
         await shows_sent(watched.page, -300)  # the page passed the token to its stream
         watched.assert_clean(site)
         refused = await watched.page.goto(site.url)

@@ -112,7 +112,7 @@ def test_listeners_hear_of_every_change() -> None:
 def test_no_secret_in_the_state() -> None:
     settings = Settings(
         mqtt={"username": "meter-login", "password": "mqtt-s3cret"},
-        web={"token": "web-s3cret"},
+        web={"token": "web-s3cret-0123456789"},
     )
     state, _ = make(settings)
     state.observe(Reading(100.0, 1.0, 0.0))

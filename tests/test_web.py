@@ -225,18 +225,18 @@ async def test_metrics(one_broker: BrokerProcess) -> None:
 
 
 async def test_a_token_is_required_when_set(one_broker: BrokerProcess) -> None:
-    settings = web_settings(one_broker, web={"token": "t0k-3n"})
+    settings = web_settings(one_broker, web={"token": "t0k-3n-0123456789ab"})
     async with serving(settings) as site:
         for path in ("", "api/state", "api/history", "api/events", "metrics"):
             status, body, headers = await site.get(path)
             assert status == 401, path
             assert headers["WWW-Authenticate"] == 'Bearer realm="p1evse"'
-            assert "t0k-3n" not in body
+            assert "t0k-3n-0123456789ab" not in body
             assert (await site.get(path, params={"token": "wrong"}))[0] == 401
-        bearer = {"Authorization": "Bearer t0k-3n"}
+        bearer = {"Authorization": "Bearer t0k-3n-0123456789ab"}
         assert (await site.get("api/state", headers=bearer))[0] == 200
         assert (await site.get("metrics", headers=bearer))[0] == 200
-        assert (await site.get("", params={"token": "t0k-3n"}))[0] == 200
+        assert (await site.get("", params={"token": "t0k-3n-0123456789ab"}))[0] == 200
         # health probes and the page's public files need none
         assert (await site.get("healthz"))[0] == 503  # no reading yet, but answered
         assert (await site.get("static/app.js"))[0] == 200

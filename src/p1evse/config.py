@@ -8,18 +8,18 @@ environment variable).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from paho.mqtt.client import topic_matches_sub
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -29,6 +29,7 @@ from pydantic import (
 
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
+from p1evse.settings import PublishTopic, Section, secrets_from_files
 from p1evse.sources import SOURCE_TYPES, SourceSettings
 from p1evse.sources.mqtt_split import MqttSplitSettings
 
@@ -37,28 +38,6 @@ SECRET_KEYS = frozenset({"password", "token", "decryption_key", "authentication_
 ENV_PREFIX = "P1EVSE_"
 ENV_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "P1EVSE_CONFIG"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-SectionT = TypeVar("SectionT", bound=Section)
-
-
-def secret_from_file(section: SectionT, key: str) -> SectionT:
-    """`<key>_file: PATH` sets `<key>` to the file's text (Docker/systemd secrets)."""
-    path = getattr(section, f"{key}_file")
-    if path is None:
-        return section
-    if getattr(section, key) is not None:
-        raise ValueError(f"set {key} or {key}_file, not both")
-    try:
-        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
-    except OSError as exc:
-        raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
-    object.__setattr__(section, key, SecretStr(secret))  # frozen: set once, while validating
-    return section
 
 
 class TlsSettings(Section):
@@ -87,9 +66,14 @@ class MqttSettings(Section):
     tls: TlsSettings | None = None
     client_id: str = Field("p1evse", min_length=1, max_length=64)
     keepalive: int = Field(30, ge=5, le=3600)
-    availability_topic: str = Field("p1evse/status", min_length=1)
+    availability_topic: PublishTopic = "p1evse/status"
     # retained JSON of the whole state (meter, value sent, charger, stale, counters)
-    state_topic: str | None = "p1evse/state"
+    state_topic: PublishTopic | None = "p1evse/state"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "password")
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -102,10 +86,6 @@ class MqttSettings(Section):
         if value is False:
             return None
         return value
-
-    @model_validator(mode="after")
-    def _password_from_file(self) -> MqttSettings:
-        return secret_from_file(self, "password")
 
 
 def is_loopback(host: str) -> bool:
@@ -145,14 +125,14 @@ HTTP_CLAIM_CLIENT_ID = 0xFFFE_5031
 
 class OpenevseSettings(Section):
     transport: Literal["mqtt", "http"] = "mqtt"
-    grid_ie_topic: str = Field("p1evse/grid_ie", min_length=1)
-    base_topic: str = Field("openevse", min_length=1)
+    grid_ie_topic: PublishTopic = "p1evse/grid_ie"
+    base_topic: PublishTopic = "openevse"
     # feed the current shaper too: MQTT to live_pwr_topic, HTTP as shaper_live_pwr
     shaper: bool = False
-    live_pwr_topic: str = Field("p1evse/live_pwr", min_length=1)
+    live_pwr_topic: PublishTopic = "p1evse/live_pwr"
     # feed the meter's voltage (mean of the phases): MQTT to vrms_topic, HTTP as voltage
     voltage: bool = False
-    vrms_topic: str = Field("p1evse/vrms", min_length=1)
+    vrms_topic: PublishTopic = "p1evse/vrms"
     url: str | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -161,12 +141,10 @@ class OpenevseSettings(Section):
     timeout: float = Field(5.0, gt=0, le=60)
     poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
 
-    @field_validator("grid_ie_topic", "base_topic", "live_pwr_topic", "vrms_topic")
+    @model_validator(mode="before")
     @classmethod
-    def _plain_topic(cls, topic: str) -> str:
-        if "+" in topic or "#" in topic:
-            raise ValueError(f"{topic!r} is a wildcard filter; a topic to publish to is needed")
-        return topic.rstrip("/")
+    def _password_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "password")
 
     @field_validator("url")
     @classmethod
@@ -190,11 +168,15 @@ class OpenevseSettings(Section):
             raise ValueError(
                 "transport http needs url, the charger's address (http://openevse.local)"
             )
-        return secret_from_file(self, "password")
+        return self
 
     @property
     def claim_topic(self) -> str:
         return f"{self.base_topic}/claim/set"
+
+
+# A token guards the page from the network; a short one is guessed in minutes.
+MIN_TOKEN_CHARS = 16
 
 
 class WebSettings(Section):
@@ -202,22 +184,37 @@ class WebSettings(Section):
     token: SecretStr | None = None
     token_file: Path | None = None
 
-    @field_validator("listen")
+    @field_validator("token")
     @classmethod
-    def _host_port(cls, listen: str | None) -> str | None:
-        if listen is None or not listen.strip():
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"a token needs at least {MIN_TOKEN_CHARS} characters, this one has "
+                f"{len(token.get_secret_value().strip())}: use a long random string, "
+                "e.g. from `openssl rand -hex 16`"
+            )
+        return token
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _host_port(cls, listen: object) -> object:
+        if listen is None or (isinstance(listen, str) and not listen.strip()):
             return None  # empty = off
-        host, sep, port = listen.strip().rpartition(":")
+        text = str(listen).strip() if isinstance(listen, str | int) else None
+        if text is not None and text.isdigit():
+            raise ValueError(
+                f"expected host:port, got only a port: {text!r}; 127.0.0.1:{text} serves "
+                f"this machine, 0.0.0.0:{text} the network (then set web.token)"
+            )
+        host, sep, port = (text or "").rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
-        return listen.strip()
+        return text
 
-    @model_validator(mode="after")
-    def _token_from_file(self) -> WebSettings:
-        secret_from_file(self, "token")
-        if self.token is not None and not self.token.get_secret_value().strip():
-            raise ValueError("token is empty; leave it unset for no token")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "token")
 
     @property
     def host(self) -> str:
@@ -235,16 +232,11 @@ class HomeAssistantSettings(Section):
     """MQTT discovery: p1evse's values appear in Home Assistant as one device."""
 
     discovery: bool = False
-    prefix: str = Field("homeassistant", min_length=1)
+    prefix: PublishTopic = "homeassistant"
 
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower(cls, level: object) -> object:
-        return level.lower() if isinstance(level, str) else level
 
 
 class Settings(Section):
@@ -267,8 +259,10 @@ class Settings(Section):
     @field_validator("source", mode="before")
     @classmethod
     def _default_source_type(cls, value: object) -> object:
-        if isinstance(value, dict) and "type" not in value:
-            return {"type": "mqtt_split", **value}
+        """No `type` is the default source; a type is named in any case."""
+        if isinstance(value, dict):
+            kind = value.get("type", "mqtt_split")
+            return {**value, "type": kind.strip().lower() if isinstance(kind, str) else kind}
         return value
 
 
@@ -396,18 +390,32 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
             [f"{path}: expected a mapping of sections (mqtt:, source:, …) at the top"]
         )
     lines: dict[tuple[str, ...], int] = {}
-    _collect_lines(node, (), lines)
+    duplicates: list[str] = []
+    _collect_lines(node, (), lines, duplicates)
+    if duplicates:
+        raise ConfigError([f"{path} {duplicate}" for duplicate in duplicates])
     return data, lines
 
 
 def _collect_lines(
-    node: yaml.Node, prefix: tuple[str, ...], lines: dict[tuple[str, ...], int]
+    node: yaml.Node,
+    prefix: tuple[str, ...],
+    lines: dict[tuple[str, ...], int],
+    duplicates: list[str],
 ) -> None:
+    """Each key's line; a key given twice in one mapping is a mistake YAML would hide
+    (the last one silently wins)."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
-            lines[key] = key_node.start_mark.line + 1
-            _collect_lines(value_node, key, lines)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                duplicates.append(
+                    f"line {line}: {'.'.join(key)} is set twice (first on line {lines[key]}); "
+                    "keep one"
+                )
+            lines[key] = line
+            _collect_lines(value_node, key, lines, duplicates)
 
 
 def _describe(
@@ -420,7 +428,16 @@ def _describe(
     key = ".".join(loc) if loc else "(config)"
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        message = "unknown key" + _allowed_keys(error["loc"][:-1])
+        allowed = _allowed_keys(error["loc"][:-1])
+        message = "unknown key" + _did_you_mean(str(error["loc"][-1]), allowed)
+        if allowed:
+            message += " Allowed: " + ", ".join(allowed)
+    elif error["type"] in SECTION_EXPECTED and loc == ("source",):
+        types = ", ".join(SOURCE_TYPES)
+        message = f"expected a section of keys (type: one of {types}; and its keys)"
+    elif error["type"] in SECTION_EXPECTED and _allowed_keys(error["loc"]):
+        keys = ", ".join(_allowed_keys(error["loc"]))
+        message = f"expected a section of keys ({keys}), not a single value"
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if shown and loc and loc[-1] in SECRET_KEYS:
         shown = " = '**********'"
@@ -450,7 +467,17 @@ def _show_input(error: Mapping[str, Any]) -> str:
     return f" = {text[:60]}…" if len(text) > 60 else f" = {text}"
 
 
-def _allowed_keys(section: tuple[int | str, ...]) -> str:
+# pydantic's error types for a single value where a section of keys belongs
+SECTION_EXPECTED = frozenset({"model_type", "model_attributes_type", "dict_type"})
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key.lower(), allowed, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else "."
+
+
+def _allowed_keys(section: tuple[int | str, ...]) -> list[str]:
+    """The keys of the section at this location, if it is one."""
     model: type[BaseModel] | None = Settings
     if section[:1] == ("source",) and len(section) > 1 and section[1] in SOURCE_TYPES:
         model, _ = SOURCE_TYPES[str(section[1])]
@@ -463,9 +490,7 @@ def _allowed_keys(section: tuple[int | str, ...]) -> str:
             if isinstance(annotation, type) and issubclass(annotation, BaseModel)
             else None
         )
-    if model is None:
-        return ""
-    return "; allowed: " + ", ".join(model.model_fields)
+    return [] if model is None else list(model.model_fields)
 
 
 def _origin(
@@ -477,7 +502,8 @@ def _origin(
     for depth in range(len(loc), 0, -1):
         wanted = (ENV_PREFIX + ENV_DELIMITER.join(loc[:depth])).upper()
         for name in environ:
-            if name.upper() == wanted:
+            # an unknown section is named by the variables below it too
+            if name.upper() == wanted or name.upper().startswith(wanted + ENV_DELIMITER):
                 return f" (from environment variable {name})"
         if path is not None and loc[:depth] in lines:
             return f" ({path} line {lines[loc[:depth]]})"

@@ -23,10 +23,11 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
 from p1evse.model import Phases, Reading, Rejection
+from p1evse.settings import Section, secrets_from_files
 from p1evse.sources.mqtt_json import FieldError, load_json, number_at
 from p1evse.sources.mqtt_value import signed_reading
 
@@ -58,9 +59,7 @@ _API = {
 }
 
 
-class HomeWizardSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class HomeWizardSettings(Section):
     type: Literal["homewizard"] = "homewizard"
     host: str = Field(min_length=1)  # address or name of the P1 meter
     port: int | None = Field(None, ge=1, le=65535)  # default 80 (v1) / 443 (v2)
@@ -80,18 +79,13 @@ class HomeWizardSettings(BaseModel):
             raise ValueError(f"expected an address or host name such as 192.168.1.50, got {host!r}")
         return host
 
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "token")
+
     @model_validator(mode="after")
     def _v2_needs_token_and_trust(self) -> HomeWizardSettings:
-        if self.token_file is not None:
-            if self.token is not None:
-                raise ValueError("set token or token_file, not both")
-            try:
-                secret = self.token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"token_file: cannot read {self.token_file}: {exc.strerror}"
-                ) from None
-            object.__setattr__(self, "token", SecretStr(secret))
         if self.api == 1:
             if self.token is not None or self.ca_file is not None or self.server_name is not None:
                 raise ValueError("token, ca_file and server_name are for api: 2 (HTTPS)")

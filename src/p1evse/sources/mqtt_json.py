@@ -14,9 +14,10 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from p1evse.model import Phases, Reading, Rejection
+from p1evse.settings import ReadTopic, Section
 from p1evse.sources.mqtt_value import signed_reading
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
@@ -28,11 +29,9 @@ MAX_JSON_BYTES = 65_536
 _MISSING = object()
 
 
-class MqttJsonSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MqttJsonSettings(Section):
     type: Literal["mqtt_json"] = "mqtt_json"
-    topic: str = Field("dsmr/json", min_length=1)
+    topic: ReadTopic = "dsmr/json"
     import_field: str | None = Field("electricity_currently_delivered", min_length=1)
     export_field: str | None = Field("electricity_currently_returned", min_length=1)
     power_field: str | None = Field(None, min_length=1)  # signed: + import, - export

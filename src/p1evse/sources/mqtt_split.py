@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from p1evse.model import Side
+from p1evse.settings import ReadTopic, Section
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
@@ -23,17 +24,15 @@ if TYPE_CHECKING:
 PHASE_KINDS = ("import", "export", "voltage")
 
 
-class MqttSplitSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MqttSplitSettings(Section):
     type: Literal["mqtt_split"] = "mqtt_split"
-    delivered_topic: str = Field("dsmr/reading/electricity_currently_delivered", min_length=1)
-    returned_topic: str = Field("dsmr/reading/electricity_currently_returned", min_length=1)
+    delivered_topic: ReadTopic = "dsmr/reading/electricity_currently_delivered"
+    returned_topic: ReadTopic = "dsmr/reading/electricity_currently_returned"
     unit: Literal["kW", "W"] = "kW"
     # optional, L1 L2 L3 in order; power in `unit`, voltage in V
-    phase_delivered_topics: list[str] = Field(default_factory=list, max_length=3)
-    phase_returned_topics: list[str] = Field(default_factory=list, max_length=3)
-    phase_voltage_topics: list[str] = Field(default_factory=list, max_length=3)
+    phase_delivered_topics: list[ReadTopic] = Field(default_factory=list, max_length=3)
+    phase_returned_topics: list[ReadTopic] = Field(default_factory=list, max_length=3)
+    phase_voltage_topics: list[ReadTopic] = Field(default_factory=list, max_length=3)
 
     @model_validator(mode="after")
     def _topics_differ(self) -> MqttSplitSettings:

@@ -11,8 +11,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import field_validator
 
+from p1evse.settings import ReadTopic, Section
 from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
@@ -21,11 +22,9 @@ if TYPE_CHECKING:
     from p1evse.sources import Intake
 
 
-class MqttTelegramSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MqttTelegramSettings(Section):
     type: Literal["mqtt_telegram"] = "mqtt_telegram"
-    topic: str = Field("dsmr/raw", min_length=1)
+    topic: ReadTopic = "dsmr/raw"
     dsmr_version: DsmrVersionName = "5"
 
     @field_validator("dsmr_version")

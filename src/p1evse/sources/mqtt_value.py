@@ -8,9 +8,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from p1evse.model import Reading
+from p1evse.settings import ReadTopic, Section
 from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
@@ -18,11 +17,9 @@ if TYPE_CHECKING:
     from p1evse.sources import Intake
 
 
-class MqttValueSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class MqttValueSettings(Section):
     type: Literal["mqtt_value"] = "mqtt_value"
-    topic: str = Field(min_length=1)
+    topic: ReadTopic
     unit: Literal["kW", "W"] = "W"
     invert: bool = False  # true: the topic says positive when the house exports
 

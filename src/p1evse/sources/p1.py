@@ -22,9 +22,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.settings import Section
 from p1evse.sources.framing import CipherStream, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
@@ -39,9 +40,7 @@ _TCP_URL = re.compile(r"tcp://(?P<host>\[[^\]]+\]|[^:/\[\]]+):(?P<port>\d{1,5})"
 _HEX_KEY = re.compile(r"[0-9A-Fa-f]{32}")
 
 
-class P1Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class P1Settings(Section):
     type: Literal["p1"] = "p1"
     url: str = Field(min_length=1)
     dsmr_version: DsmrVersionName = "5"

@@ -1,0 +1,162 @@
+"""What every settings model shares: strictness, values given as text, secrets read from
+files, and MQTT's rules for topics.
+
+A neutral module (it imports pydantic only), so that the pipeline, sources and sinks can
+define their own settings models without importing `config`, which assembles them.
+
+Values often arrive as text: every key can be set from an environment variable, and YAML
+reads `5` where a version `"5"` is meant. So, before validation, a section takes a list
+as `a,b,c` or as JSON (`["a","b"]`), and a fixed choice (`kW`, `pause`, API `2`, DSMR
+`5`) in any case and from a number or its text. Everything else is pydantic's own
+(lax) parsing of numbers and booleans.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+# MQTT 3.1.1 section 4.7.3: a topic is 1 to 65,535 bytes of UTF-8 without U+0000
+MAX_TOPIC_BYTES = 65_535
+
+
+class Section(BaseModel):
+    """A settings section: unknown keys are errors, values never change once made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        converted = dict(data)
+        for key, value in data.items():
+            field = cls.model_fields.get(key) if isinstance(key, str) else None
+            if field is not None:
+                converted[key] = _coerce(field.annotation, value)
+        return converted
+
+
+def secrets_from_files(data: Any, *keys: str) -> Any:
+    """For a section's raw input: `<key>_file: PATH` sets `<key>` to the file's text,
+    without its line end (Docker and systemd secrets). For `mode="before"` validators."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for key in keys:
+        path = data.get(f"{key}_file")
+        if path is None or path == "":
+            continue
+        if data.get(key) is not None:
+            raise ValueError(f"set {key} or {key}_file, not both")
+        try:
+            data[key] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{key}_file: {path} is not UTF-8 text") from None
+    return data
+
+
+# -- values given as text -----------------------------------------------------------------
+
+
+def _coerce(annotation: Any, value: Any) -> Any:
+    for option in _options(annotation):
+        origin = get_origin(option)
+        if origin is list and isinstance(value, str):
+            return _list(value)
+        if origin is list and value is None and None not in _options(annotation):
+            return []  # an empty environment variable: no items
+        if origin is Literal:
+            choice = _choice(get_args(option), value)
+            if choice is not None:
+                return choice
+        if isinstance(option, type) and issubclass(option, enum.Enum):
+            choice = _choice(tuple(member.value for member in option), value)
+            if choice is not None:
+                return choice
+    return value
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    """`X | None` and `Optional[X]` -> (X, None); `Annotated[X, ...]` -> X."""
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return tuple(
+            get_args(option)[0] if get_origin(option) is Annotated else option
+            for option in get_args(annotation)
+        )
+    return (annotation,)
+
+
+def _list(text: str) -> Any:
+    """`a, b` or `["a", "b"]`; empty text is an empty list."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # pydantic says it is not a list
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _choice(choices: tuple[Any, ...], value: Any) -> Any:
+    """The choice that `value` names, ignoring case and whether it came as text."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    wanted = str(value).strip().lower()
+    for choice in choices:
+        if str(choice).lower() == wanted:
+            return choice
+    return None
+
+
+# -- MQTT topics --------------------------------------------------------------------------
+
+
+def _topic(topic: str, *, publish: bool) -> str:
+    if not topic:
+        raise ValueError("a topic cannot be empty")
+    if "\x00" in topic:
+        raise ValueError("a topic cannot contain the character U+0000")
+    size = len(topic.encode("utf-8", "surrogatepass"))
+    if size > MAX_TOPIC_BYTES:
+        raise ValueError(f"a topic is at most {MAX_TOPIC_BYTES} bytes, this one has {size}")
+    if "+" in topic or "#" in topic:
+        what = "to publish to" if publish else "to read from"
+        raise ValueError(
+            f"{_short(topic)} is a wildcard filter; an exact topic {what} is needed "
+            "('+' and '#' match many topics)"
+        )
+    if publish and topic.startswith("$"):
+        raise ValueError(f"{_short(topic)}: topics starting with '$' are the broker's own")
+    return topic
+
+
+def _short(topic: str) -> str:
+    return repr(topic) if len(topic) <= 60 else repr(topic[:57] + "...")
+
+
+def _publish_topic(topic: str) -> str:
+    return _topic(topic.rstrip("/") or topic, publish=True)
+
+
+def _read_topic(topic: str) -> str:
+    return _topic(topic, publish=False)
+
+
+PublishTopic = Annotated[str, AfterValidator(_publish_topic)]
+"""A topic p1evse publishes to: no wildcards, not a `$` topic, within MQTT's limits; a
+trailing `/` is dropped."""
+
+ReadTopic = Annotated[str, AfterValidator(_read_topic)]
+"""A topic a source reads: one exact topic (a wildcard would mix values of many topics),
+within MQTT's limits."""
