@@ -19,7 +19,7 @@ import argparse
 import time
 from pathlib import Path
 
-from p1evse.config import PublishSettings
+from p1evse.pipeline import PublishSettings
 from p1evse.sim.house import Day, SyntheticDay, read_csv
 from p1evse.sim.openevse import DivertSettings
 from p1evse.sim.simulate import simulate

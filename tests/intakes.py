@@ -7,9 +7,8 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from p1evse.config import PublishSettings
-from p1evse.model import Event, GridPower, Phases, Reading, Rejection, Side
-from p1evse.pipeline import Pipeline
+from p1evse.model import Event, GridPower, PhaseKind, Reading, Rejection, Side
+from p1evse.pipeline import Pipeline, PublishSettings
 
 TIMEOUT_S = 5.0
 
@@ -37,10 +36,8 @@ class PipelineIntake:
         self.now += 0.3
         self.events += self.pipeline.tick(self.now) + self.pipeline.reading(reading, self.now)
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
-        self.pipeline.phases(import_w, export_w, voltage_v)
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
+        self.events += self.pipeline.phase(kind, index, value, self.now)
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self.now += 0.3
@@ -57,7 +54,7 @@ class RecordingIntake:
     def __init__(self) -> None:
         self.readings: list[Reading] = []
         self.rejections: list[tuple[Rejection, str]] = []
-        self.phase_values: list[tuple[Phases | None, Phases | None, Phases | None]] = []
+        self.phase_values: list[tuple[PhaseKind, int, float]] = []
         self._changed = asyncio.Event()
         self._read = 0
 
@@ -68,10 +65,8 @@ class RecordingIntake:
         self.readings.append(reading)
         self._changed.set()
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
-        self.phase_values.append((import_w, export_w, voltage_v))
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
+        self.phase_values.append((kind, index, value))
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self.rejections.append((reason, detail))

@@ -4,6 +4,7 @@ implementation of its own (bit by bit), independent of the one under test."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -209,3 +210,11 @@ def encrypted(
         + len(body).to_bytes(2, "big")
         + body
     )
+
+
+def meter_clock(second: int) -> str:
+    """The meter's clock `second` s after 2 January 2017 19:20:00 winter time, as the
+    timestamp line writes it: each telegram of a sequence needs its own (a telegram whose
+    clock has not moved on is a re-sent one)."""
+    start = datetime(2017, 1, 2, 19, 20) + timedelta(seconds=second)
+    return start.strftime("%y%m%d%H%M%S") + "W"

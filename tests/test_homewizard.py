@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p1evse.backoff import Backoff
+from p1evse.errors import InputError
 from p1evse.model import Rejection
 from p1evse.sim.broker import free_port
 from p1evse.sources.homewizard import HomeWizardSettings, HomeWizardSource, measurement
-from p1evse.sources.mqtt_json import FieldError
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.intakes import PipelineIntake, RecordingIntake
@@ -314,7 +314,7 @@ def test_arbitrary_json_never_crashes_nor_publishes_implausible_values(
     for document in answers:
         try:
             intake.reading(measurement(document, api, intake.now))  # type: ignore[arg-type]
-        except FieldError as exc:
+        except InputError as exc:
             intake.reject(exc.reason, exc.detail)
     for watts in intake.published:
         assert -50_000 <= watts <= 50_000

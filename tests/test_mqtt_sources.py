@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -27,12 +28,13 @@ GRID_IE = "p1evse/grid_ie"
 STATUS = "p1evse/status"
 
 
-def dsmr_reader_json(delivered: str = "0.321", returned: str = "0.000") -> bytes:
-    """DSMR-reader's `dsmr/json`: one telegram, decimals as strings."""
+def dsmr_reader_json(delivered: str = "0.321", returned: str = "0.000", second: int = 14) -> bytes:
+    """DSMR-reader's `dsmr/json`: one telegram, decimals as strings, its default
+    mapping's fields."""
     return json.dumps(
         {
             "id": 4711,
-            "read_at": "2024-06-15T10:13:14Z",
+            "timestamp": f"2024-06-15T10:13:{second:02d}Z",
             "electricity_delivered_1": "1234.567",
             "electricity_returned_1": "12.345",
             "electricity_delivered_2": "2345.678",
@@ -106,13 +108,37 @@ def test_dsmr_reader_json_with_decimals_as_strings() -> None:
         phase_import_fields=[f"phase_currently_delivered_l{n}" for n in (1, 2, 3)],
         phase_voltage_fields=[f"phase_voltage_l{n}" for n in (1, 2, 3)],
     )
-    handle(dsmr_reader_json("0.321", "0.000"))
-    handle(dsmr_reader_json("0.000", "1.500"))
+    handle(dsmr_reader_json("0.321", "0.000", second=14))
+    handle(dsmr_reader_json("0.000", "1.500", second=15))
     assert intake.published == [321, -1500]
     last = intake.pipeline.last_reading
     assert last is not None
     assert last.phase_import_w == (0, 0, 0)
     assert last.phase_voltage_v == (231.0, None, None)
+
+
+def test_a_dsmr_reader_json_message_sent_again_is_no_reading() -> None:
+    intake, handle = json_source()
+    for delivered in ("0.321", "0.400", "0.500"):  # the same meter time each time
+        handle(dsmr_reader_json(delivered, "0.000", second=14))
+    handle(dsmr_reader_json("0.600", "0.000", second=15))
+    assert intake.published == [321, 600]
+    assert rejected(intake) == {Rejection.METER_CLOCK_STUCK: 2}
+    last = intake.pipeline.last_reading
+    assert last is not None
+    assert last.meter_time == datetime(2024, 6, 15, 10, 13, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2024-06-15T10:13:14", "yesterday", 1718446394, None, "9" * 100]
+)
+def test_a_timestamp_without_offset_or_not_a_time_is_no_meter_time(timestamp: Any) -> None:
+    intake, handle = json_source()
+    document = {"timestamp": timestamp, "electricity_currently_delivered": "0.1"}
+    document["electricity_currently_returned"] = "0"
+    for _ in range(2):
+        handle(json.dumps(document).encode())
+    assert intake.published == [100, 100]
 
 
 def test_tasmota_sml_numbers_in_a_nested_object() -> None:
@@ -159,6 +185,12 @@ def test_one_signed_field_in_watts_inverted_and_scaled() -> None:
             Rejection.NEGATIVE,
         ),
         (b"[" * 100_000, Rejection.TOO_LONG),
+        (b"[" * 60_000, Rejection.BAD_JSON),  # nested too deeply to parse
+        (
+            b'{"electricity_currently_delivered": "0.1", "electricity_currently_returned": 0,'
+            b' "electricity_currently_delivered": "0.9"}',
+            Rejection.BAD_JSON,  # which of the two?
+        ),
     ],
 )
 def test_bad_json_payloads_are_counted_not_published(payload: bytes, reason: Rejection) -> None:
@@ -210,10 +242,11 @@ def test_bad_values_are_counted() -> None:
 
 def test_a_raw_telegram_per_message() -> None:
     intake, handle = telegram_source()
-    handle(telegrams.dsmr5(import_w=432))
-    handle(telegrams.dsmr5(import_w=0, export_w=100).replace(b"\r\n", b"\n"))  # CRs stripped
-    handle(telegrams.corrupt(telegrams.dsmr5()))
-    handle(telegrams.dsmr5()[:300])
+    handle(telegrams.dsmr5(import_w=432, clock=telegrams.meter_clock(1)))
+    cr_stripped = telegrams.dsmr5(import_w=0, export_w=100, clock=telegrams.meter_clock(2))
+    handle(cr_stripped.replace(b"\r\n", b"\n"))
+    handle(telegrams.corrupt(telegrams.dsmr5(clock=telegrams.meter_clock(3))))
+    handle(telegrams.dsmr5(clock=telegrams.meter_clock(4))[:300])
     assert intake.published == [432, -100]
     assert rejected(intake) == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
 
@@ -314,8 +347,8 @@ async def relayed(
 
 
 async def test_dsmr_reader_json_through_a_broker(broker: BrokerProcess) -> None:
-    messages = [("dsmr/json", dsmr_reader_json("0.000", "0.750")), ("dsmr/json", b"{")]
-    messages.append(("dsmr/json", dsmr_reader_json("0.125", "0.000")))
+    messages = [("dsmr/json", dsmr_reader_json("0.000", "0.750", 1)), ("dsmr/json", b"{")]
+    messages.append(("dsmr/json", dsmr_reader_json("0.125", "0.000", 2)))
     await relayed(broker, {"type": "mqtt_json"}, messages, ["-750", "125"])
 
 
@@ -333,9 +366,10 @@ async def test_a_signed_value_through_a_broker(broker: BrokerProcess) -> None:
 
 
 async def test_a_raw_telegram_through_a_broker(broker: BrokerProcess) -> None:
-    messages = [("dsmr/raw", telegrams.fluvius(import_w=0, export_w=2222))]
-    messages.append(("dsmr/raw", telegrams.corrupt(telegrams.fluvius())))
-    messages.append(("dsmr/raw", telegrams.fluvius(import_w=111, export_w=0)))
+    clock = telegrams.meter_clock
+    messages = [("dsmr/raw", telegrams.fluvius(import_w=0, export_w=2222, clock=clock(1)))]
+    messages.append(("dsmr/raw", telegrams.corrupt(telegrams.fluvius(clock=clock(2)))))
+    messages.append(("dsmr/raw", telegrams.fluvius(import_w=111, export_w=0, clock=clock(3))))
     source = {"type": "mqtt_telegram", "dsmr_version": "5B"}
     await relayed(broker, source, messages, ["-2222", "111"])
 

@@ -158,13 +158,14 @@ async def test_the_service_publishes_from_a_tcp_gateway(
         await probe.subscribe("p1evse/grid_ie", "p1evse/status")
         await probe.wait_for_payload("p1evse/status", "online")  # it can publish
         connection = await gateway.connection()
-        for watts in (0, 1234):
-            connection.write(telegrams.dsmr5(import_w=0, export_w=watts))
+        clock = telegrams.meter_clock
+        for second, watts in enumerate((0, 1234)):
+            connection.write(telegrams.dsmr5(import_w=0, export_w=watts, clock=clock(second)))
         assert await probe.next_payload("p1evse/grid_ie") == "0"
         assert await probe.next_payload("p1evse/grid_ie") == "-1234"
-        connection.write(telegrams.corrupt(telegrams.dsmr5(import_w=5000)))
-        connection.write(telegrams.fluvius(import_w=0, export_w=0)[:200])
-        connection.write(telegrams.dsmr5(import_w=321))
+        connection.write(telegrams.corrupt(telegrams.dsmr5(import_w=5000, clock=clock(2))))
+        connection.write(telegrams.fluvius(import_w=0, export_w=0, clock=clock(3))[:200])
+        connection.write(telegrams.dsmr5(import_w=321, clock=clock(4)))
         assert await probe.next_payload("p1evse/grid_ie") == "321"
         assert probe.pending("p1evse/grid_ie") == []
         rejected = app.bridge.pipeline.counters.rejected

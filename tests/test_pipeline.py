@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p1evse.config import PublishSettings
 from p1evse.model import (
     Event,
     GridPower,
+    PhaseKind,
     Reading,
     Rejected,
     Rejection,
@@ -22,7 +23,7 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
-from p1evse.pipeline import Pipeline
+from p1evse.pipeline import Pipeline, PublishSettings
 
 IMP, EXP = Side.IMPORT, Side.EXPORT
 
@@ -299,6 +300,91 @@ def test_source_rejections_are_counted() -> None:
     events = run.pipeline.reject(Rejection.NOT_A_NUMBER, "'abc'", 1.0)
     assert events == [Rejected(1.0, Rejection.NOT_A_NUMBER, "'abc'")]
     assert run.pipeline.counters.rejected == {Rejection.NOT_A_NUMBER: 1}
+
+
+PHASE_CASES = [
+    # (kind, value, reason)
+    (PhaseKind.IMPORT, math.inf, Rejection.NON_FINITE),
+    (PhaseKind.EXPORT, 1e308 * 1000, Rejection.NON_FINITE),
+    (PhaseKind.IMPORT, -5.0, Rejection.NEGATIVE),
+    (PhaseKind.EXPORT, 60_000.0, Rejection.IMPLAUSIBLE),
+    (PhaseKind.VOLTAGE, -230.0, Rejection.NEGATIVE),
+    (PhaseKind.VOLTAGE, math.nan, Rejection.NON_FINITE),
+    (PhaseKind.VOLTAGE, 1e9, Rejection.IMPLAUSIBLE),
+]
+PHASE_FIELD = {
+    PhaseKind.IMPORT: "phase_import_w",
+    PhaseKind.EXPORT: "phase_export_w",
+    PhaseKind.VOLTAGE: "phase_voltage_v",
+}
+
+
+@pytest.mark.parametrize(("kind", "value", "reason"), PHASE_CASES)
+def test_an_implausible_phase_value_is_dropped_and_counted(
+    kind: PhaseKind, value: float, reason: Rejection
+) -> None:
+    """Per-phase values and voltages follow the totals' rules; the totals still count."""
+    run = make()
+    good = (230.0, 231.0, 229.0) if kind is PhaseKind.VOLTAGE else (100.0, 200.0, 300.0)
+    reading = Reading(1.0, 600.0, 0.0, **{PHASE_FIELD[kind]: (good[0], value, good[2])})
+    events = run.pipeline.reading(reading, 1.0)
+    assert published(events) == [(1, 600)]
+    [accepted] = [e for e in events if isinstance(e, Reading)]
+    assert getattr(accepted, PHASE_FIELD[kind]) == (good[0], None, good[2])
+    assert [(e.reason, e.detail) for e in events if isinstance(e, Rejected)] == [
+        (reason, f"L2 {kind.value} {value!r}")
+    ]
+    assert run.pipeline.counters.rejected == {reason: 1}
+
+
+@pytest.mark.parametrize(("kind", "value", "reason"), PHASE_CASES)
+def test_an_implausible_phase_value_from_its_own_topic_is_refused(
+    kind: PhaseKind, value: float, reason: Rejection
+) -> None:
+    run = make()
+    assert run.pipeline.phase(kind, 0, 230.0, 0.5) == []
+    events = run.pipeline.phase(kind, 0, value, 0.6)
+    assert [e.reason for e in events if isinstance(e, Rejected)] == [reason]
+    events = run.half(1.0, IMP, 400)
+    [reading] = [e for e in events if isinstance(e, Reading)]
+    assert getattr(reading, PHASE_FIELD[kind]) == (230.0, None, None)  # the last good one
+
+
+def clocked(at: float, watts: float, second: int) -> Reading:
+    return Reading(at, watts, 0.0, meter_time=datetime(2026, 6, 1, 12, 0, second, tzinfo=UTC))
+
+
+def test_a_telegram_sent_again_is_no_reading() -> None:
+    """A gateway that repeats its cached telegram: the meter's clock does not move."""
+    run = make(stale_after=30)
+    events: list[Event] = []
+    events += run.pipeline.reading(clocked(0.0, 500, 0), 0.0)
+    for t in range(1, 40):  # the same telegram, once a second
+        events += run.advance(float(t)) + run.pipeline.reading(clocked(float(t), 500, 0), t)
+    assert published(events) == [(0, 500)]
+    stuck = [e for e in events if isinstance(e, Rejected)]
+    assert [(e.at, e.reason) for e in stuck] == [(1.0, Rejection.METER_CLOCK_STUCK)]  # once
+    assert stuck[0].detail.startswith("meter clock stuck at 2026-06-01T12:00:00+00:00")
+    assert run.pipeline.counters.rejected == {Rejection.METER_CLOCK_STUCK: 39}
+    assert stale_events(events) == [StaleEntered(30, 0, StaleAction.PAUSE)]
+    events = run.pipeline.reading(clocked(40.0, 700, 1), 40.0)  # the clock moves again
+    assert published(events) == [(40, 700)]
+    assert stale_events(events) == [StaleLeft(40, 40)]
+
+
+def test_a_meter_clock_set_back_costs_one_reading() -> None:
+    run = make()
+    events = run.pipeline.reading(clocked(0.0, 500, 30), 0.0)
+    events += run.pipeline.reading(clocked(1.0, 510, 10), 1.0)  # set back 20 s
+    events += run.pipeline.reading(clocked(2.0, 520, 11), 2.0)
+    assert published(events) == [(0, 500), (2, 520)]
+
+
+def test_readings_without_a_meter_clock_are_never_stuck() -> None:
+    run = make()
+    events = run.pipeline.reading(Reading(0.0, 500, 0.0), 0.0)
+    events += run.pipeline.reading(Reading(1.0, 500, 0.0), 1.0)
+    assert published(events) == [(0, 500), (1, 500)]
 
 
 # -- rule 6: stale guard -----------------------------------------------------------

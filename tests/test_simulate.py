@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from p1evse.config import MqttSettings, PublishSettings
+from p1evse.config import MqttSettings
 from p1evse.mqtt import Broker
+from p1evse.pipeline import PublishSettings
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.cli import ProgressBar
 from p1evse.sim.house import HouseSettings, SyntheticDay

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from p1evse.config import Settings
 from p1evse.model import (
@@ -56,6 +57,7 @@ def test_readings_values_and_times() -> None:
         "import_w": 0,
         "export_w": 1234,
         "phases": None,  # this meter reported no phases
+        "clock": None,  # nor its clock
     }
     assert snapshot["published"]["watts"] == -1200
     assert snapshot["published"]["readings"] == 3
@@ -64,6 +66,16 @@ def test_readings_values_and_times() -> None:
     assert snapshot["links"]["source"]["state"] == "connected"
     assert snapshot["links"]["charger"]["state"] == "unknown"  # no charger read back
     assert snapshot["charger"] is None
+
+
+def test_the_meters_clock_and_how_far_it_is_from_ours() -> None:
+    state, clock = make()
+    ours = datetime.fromtimestamp(clock.wall(), UTC)
+    state.observe(Reading(100.0, 500.0, 0.0, meter_time=ours + timedelta(minutes=7)))
+    assert state.snapshot()["meter"]["clock"] == {
+        "time": (ours + timedelta(minutes=7)).isoformat(),
+        "offset_s": 420.0,
+    }
 
 
 def test_stale_time_adds_up_over_gaps_and_counts_the_current_one() -> None:

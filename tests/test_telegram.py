@@ -267,7 +267,7 @@ def test_a_value_beyond_max_power_is_not_published() -> None:
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_chunking_never_changes_what_is_read(data: st.DataObject) -> None:
-    frames = [telegrams.dsmr5(import_w=100 + i) for i in range(3)]
+    frames = [telegrams.dsmr5(import_w=100 + i, clock=telegrams.meter_clock(i)) for i in range(3)]
     payload = b"noise" + b"".join(frames)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(payload)), max_size=20)))
     telegram_stream, intake = stream()

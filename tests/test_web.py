@@ -315,7 +315,7 @@ def test_a_page_open_to_the_network_without_a_token_is_warned_about() -> None:
     warning = exposure_warning(WebSettings(listen="0.0.0.0:8080"))
     assert warning is not None
     assert "set web.token" in warning
-    assert exposure_warning(WebSettings(listen="0.0.0.0:8080", token="t")) is None
+    assert exposure_warning(WebSettings(listen="0.0.0.0:8080", token="t0ken-0123456789ab")) is None
     assert exposure_warning(WebSettings(listen="127.0.0.1:8080")) is None
     assert exposure_warning(WebSettings(listen="localhost:8080")) is None
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from p1evse.model import (
     Event,
     GridPower,
-    Phases,
+    PhaseKind,
     Reading,
     Rejected,
     Rejection,
@@ -73,10 +73,8 @@ class Bridge:
             )
         self._dispatch(self.pipeline.reading(reading, self._loop.time()))
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
-        self.pipeline.phases(import_w, export_w, voltage_v)
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
+        self._dispatch(self.pipeline.phase(kind, index, value, self._loop.time()))
 
     def reject(self, reason: Rejection, detail: str) -> None:
         self._dispatch(self.pipeline.reject(reason, detail, self._loop.time()))

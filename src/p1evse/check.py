@@ -13,7 +13,7 @@ from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import Settings, is_loopback
-from p1evse.model import Phases, Reading, Rejection, Side, StaleAction
+from p1evse.model import PhaseKind, Reading, Rejection, Side, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.sinks import build_sinks
 from p1evse.sinks.charger import ChargerState, DivertMode
@@ -47,9 +47,7 @@ class _Recorder:
         self.halves.append((reading.at, Side.EXPORT, reading.export_w))
         self.last_reading = reading
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
         pass  # per-phase values don't change what check says
 
     def reject(self, reason: Rejection, detail: str) -> None:

@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from p1evse.errors import ConfigError
-from p1evse.model import StaleAction
+from p1evse.pipeline import PublishSettings
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 from p1evse.sources import SOURCE_TYPES, SourceSettings
 from p1evse.sources.mqtt_split import MqttSplitSettings
@@ -97,25 +97,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-class PublishSettings(Section):
-    interval: float = Field(5.0, ge=0, le=300)
-    pair_window: float = Field(0.5, ge=0, le=5)
-    reserve_w: int = Field(0, ge=-10_000, le=10_000)
-    max_power_w: float = Field(50_000, gt=0, le=1_000_000)
-    stale_after: float = Field(30.0, gt=0, le=3600)
-    on_stale: StaleAction = StaleAction.PAUSE
-    failsafe_import_w: int = Field(10_000, ge=0, le=1_000_000)
-
-    @model_validator(mode="after")
-    def _windows_fit(self) -> PublishSettings:
-        if self.stale_after <= self.pair_window:
-            raise ValueError(
-                f"stale_after ({self.stale_after} s) must be longer than "
-                f"pair_window ({self.pair_window} s)"
-            )
-        return self
 
 
 # An HTTP claim needs a numeric client id of our own: vendor 0xFFFE ("unregistered") in

@@ -26,6 +26,14 @@ Phases = tuple[float | None, float | None, float | None]
 """One value per phase, L1, L2, L3; None where the meter does not say (single phase)."""
 
 
+class PhaseKind(enum.Enum):
+    """What a per-phase value measures."""
+
+    IMPORT = "import"  # W, OBIS 21.7.0 / 41.7.0 / 61.7.0
+    EXPORT = "export"  # W, OBIS 22.7.0 / 42.7.0 / 62.7.0
+    VOLTAGE = "voltage"  # V, OBIS 32.7.0 / 52.7.0 / 72.7.0
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One complete meter reading: import and export power, both >= 0.
@@ -65,6 +73,8 @@ class Rejection(enum.Enum):
     OVERSIZED = "oversized"
     BAD_TELEGRAM = "bad_telegram"
     DECRYPTION = "decryption"
+    # a telegram whose meter clock has not advanced: re-sent, not a new reading
+    METER_CLOCK_STUCK = "meter_clock_stuck"
     # JSON payloads and HTTP APIs (mqtt_json, homewizard)
     BAD_JSON = "bad_json"
     MISSING_FIELD = "missing_field"

@@ -12,7 +12,10 @@ The rules, numbered as the comments below name them:
    since the last one, sent when the reading that closes the interval arrives;
    `interval: 0` relays every reading.
 4. Reserve: `reserve_w` is added to every published value.
-5. Plausibility: non-finite, negative or too large halves are rejected and counted.
+5. Plausibility: non-finite, negative or too large halves are rejected and counted; so
+   are such per-phase values and voltages (the reading's totals still count). A reading
+   whose meter clock has not advanced is a telegram sent again, not a new reading: it is
+   counted and does not keep the stale guard quiet.
 6. Stale guard: no valid reading for `stale_after` enters STALE once (pause / import /
    none); the first fresh reading leaves it.
 7. (sinks) Integer watts as text, QoS 0, not retained.
@@ -22,12 +25,15 @@ The rules, numbered as the comments below name them:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from p1evse.config import PublishSettings
+from pydantic import Field, model_validator
+
 from p1evse.model import (
     Event,
     GridPower,
+    PhaseKind,
     Phases,
     Reading,
     Rejected,
@@ -37,10 +43,34 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
+from p1evse.settings import Section
 
 # OpenEVSE expects a feed every 5-10 s; with `interval: 0` there is no interval to
 # repeat the fail-safe value at, so it repeats at this period.
 FAILSAFE_PERIOD_WHEN_RELAYING_S = 5.0
+# Mains voltages are about 230 V per phase; anything outside this is not a voltage.
+MAX_VOLTAGE_V = 1000.0
+
+
+class PublishSettings(Section):
+    """The `publish:` section: the rules above."""
+
+    interval: float = Field(5.0, ge=0, le=300)
+    pair_window: float = Field(0.5, ge=0, le=5)
+    reserve_w: int = Field(0, ge=-10_000, le=10_000)
+    max_power_w: float = Field(50_000, gt=0, le=1_000_000)
+    stale_after: float = Field(30.0, gt=0, le=3600)
+    on_stale: StaleAction = StaleAction.PAUSE
+    failsafe_import_w: int = Field(10_000, ge=0, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> PublishSettings:
+        if self.stale_after <= self.pair_window:
+            raise ValueError(
+                f"stale_after ({self.stale_after} s) must be longer than "
+                f"pair_window ({self.pair_window} s)"
+            )
+        return self
 
 
 @dataclass(slots=True)
@@ -89,7 +119,11 @@ class Pipeline:
         self.last_published: GridPower | None = None
         # the latest complete reading, per-phase values included, for observers and sinks
         self.last_reading: Reading | None = None
-        self._phases: tuple[Phases | None, Phases | None, Phases | None] = (None, None, None)
+        # per-phase values sent apart from the totals (split topics), by kind, L1-L3
+        self._phases: dict[PhaseKind, list[float | None]] = {}
+        # the meter's own clock in the last reading that carried it (rule 5)
+        self._meter_time: datetime | None = None
+        self._meter_clock_stuck = False
 
     # -- state for observers -------------------------------------------------------
 
@@ -134,17 +168,24 @@ class Pipeline:
             if rejection is not None:
                 self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
                 return events
+        if self._clock_stuck(reading.meter_time, now, events):
+            return events
         self._latest[Side.IMPORT] = reading.import_w
         self._latest[Side.EXPORT] = reading.export_w
-        self._complete(reading, now, events)
+        self._complete(self._checked_phases(reading, now, events), now, events)
         return events
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
-        """The latest per-phase values from a source that sends them apart from the totals
-        (split topics); the next reading made from halves carries them."""
-        self._phases = (import_w, export_w, voltage_v)
+    def phase(self, kind: PhaseKind, index: int, value: float, now: float) -> list[Event]:
+        """One per-phase value (index 0-2 for L1-L3) from a source that sends them apart
+        from the totals (split topics); the next reading made from halves carries it."""
+        events: list[Event] = []
+        rejection = self._check_phase(kind, value)
+        if rejection is not None:
+            detail = f"L{index + 1} {kind.value} {value!r}"
+            self._count_rejection(rejection, detail, now, events)
+            return events
+        self._phases.setdefault(kind, [None, None, None])[index] = value
+        return events
 
     def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
         """A source could not turn a payload into a value; count it like any rejection."""
@@ -221,7 +262,18 @@ class Pipeline:
             self._complete(self._from_halves(waiting.at, partner, 0.0), now, events)
 
     def _from_halves(self, at: float, import_w: float, export_w: float) -> Reading:
-        return Reading(at, import_w, export_w, *self._phases)
+        return Reading(
+            at,
+            import_w,
+            export_w,
+            self._phase_values(PhaseKind.IMPORT),
+            self._phase_values(PhaseKind.EXPORT),
+            self._phase_values(PhaseKind.VOLTAGE),
+        )
+
+    def _phase_values(self, kind: PhaseKind) -> Phases | None:
+        values = self._phases.get(kind)
+        return None if values is None else (values[0], values[1], values[2])
 
     # -- rule 5: plausibility ------------------------------------------------------
 
@@ -233,6 +285,66 @@ class Pipeline:
         if watts > self._settings.max_power_w:
             return Rejection.IMPLAUSIBLE
         return None
+
+    def _check_phase(self, kind: PhaseKind, value: float) -> Rejection | None:
+        if kind is not PhaseKind.VOLTAGE:
+            return self._check_half(value)
+        if not math.isfinite(value):
+            return Rejection.NON_FINITE
+        if value < 0:
+            return Rejection.NEGATIVE
+        if value > MAX_VOLTAGE_V:
+            return Rejection.IMPLAUSIBLE
+        return None
+
+    def _checked_phases(self, reading: Reading, now: float, events: list[Event]) -> Reading:
+        """The reading without the per-phase values that are not plausible, each of
+        those counted; the totals stand on their own."""
+        imports = self._checked(reading.phase_import_w, PhaseKind.IMPORT, now, events)
+        exports = self._checked(reading.phase_export_w, PhaseKind.EXPORT, now, events)
+        volts = self._checked(reading.phase_voltage_v, PhaseKind.VOLTAGE, now, events)
+        if (imports, exports, volts) == (
+            reading.phase_import_w,
+            reading.phase_export_w,
+            reading.phase_voltage_v,
+        ):
+            return reading
+        return replace(
+            reading, phase_import_w=imports, phase_export_w=exports, phase_voltage_v=volts
+        )
+
+    def _checked(
+        self, values: Phases | None, kind: PhaseKind, now: float, events: list[Event]
+    ) -> Phases | None:
+        if values is None:
+            return None
+        kept = list(values)
+        for index, value in enumerate(values):
+            rejection = None if value is None else self._check_phase(kind, value)
+            if rejection is not None:
+                kept[index] = None
+                self._count_rejection(
+                    rejection, f"L{index + 1} {kind.value} {value!r}", now, events
+                )
+        return (kept[0], kept[1], kept[2])
+
+    def _clock_stuck(self, meter_time: datetime | None, now: float, events: list[Event]) -> bool:
+        """True for a reading whose meter clock has not moved on since the reading before
+        (a gateway re-sending a cached telegram). Counted each time; only the first of a
+        run is an event, so the log says it once."""
+        if meter_time is None:
+            return False
+        previous, self._meter_time = self._meter_time, meter_time
+        if previous is None or meter_time > previous:
+            self._meter_clock_stuck = False
+            return False
+        rejected = self.counters.rejected
+        rejected[Rejection.METER_CLOCK_STUCK] = rejected.get(Rejection.METER_CLOCK_STUCK, 0) + 1
+        if not self._meter_clock_stuck:
+            self._meter_clock_stuck = True
+            detail = f"meter clock stuck at {meter_time.isoformat()}: the same telegram again"
+            events.append(Rejected(now, Rejection.METER_CLOCK_STUCK, detail))
+        return True
 
     def _count_rejection(
         self, reason: Rejection, detail: str, now: float, events: list[Event]

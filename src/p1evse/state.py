@@ -94,6 +94,8 @@ class SiteState:
         self.history = History()
         self.listeners: list[Callable[[], None]] = []
         self.meter: Reading | None = None
+        # the meter's clock minus ours when its last reading came, if it says its time
+        self.meter_clock_offset_s: float | None = None
         self.published: GridPower | None = None
         self.stale: StaleEntered | None = None
         self.last_rejection: Rejected | None = None
@@ -118,6 +120,8 @@ class SiteState:
         """A Bridge observer: record the event (no I/O, no waiting)."""
         if isinstance(event, Reading):
             self.meter = event
+            if event.meter_time is not None:
+                self.meter_clock_offset_s = event.meter_time.timestamp() - self._wall()
             self.history.add_meter(event.at, event.net_w)
             self._chart_charger(event.at)
         elif isinstance(event, GridPower):
@@ -245,6 +249,12 @@ class SiteState:
                 "import_w": round(meter.import_w),
                 "export_w": round(meter.export_w),
                 "phases": phases_json(meter),
+                "clock": None
+                if meter.meter_time is None or self.meter_clock_offset_s is None
+                else {
+                    "time": meter.meter_time.isoformat(),
+                    "offset_s": round(self.meter_clock_offset_s, 1),
+                },
             },
             "published": None
             if published is None

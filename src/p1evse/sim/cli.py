@@ -15,8 +15,8 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from p1evse.config import PublishSettings
 from p1evse.errors import ConfigError
+from p1evse.pipeline import PublishSettings
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
 from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot

@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
-from p1evse.config import PublishSettings
 from p1evse.model import (
     Event,
     GridPower,
-    Phases,
+    PhaseKind,
     Reading,
     Rejection,
     Side,
@@ -27,7 +26,7 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
-from p1evse.pipeline import Pipeline
+from p1evse.pipeline import Pipeline, PublishSettings
 from p1evse.sim.house import Day, House, HouseSettings, Metered
 from p1evse.sim.meter import dsmr5_telegram
 from p1evse.sim.openevse import MQTT_PRIORITY, Car, Claim, DivertSettings, OpenEvseModel
@@ -232,9 +231,7 @@ class _Intake:
     def half(self, side: Side, watts: float) -> None:
         raise AssertionError("telegrams are never split")
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
         raise AssertionError("telegrams carry their phases")
 
     def reject(self, reason: Rejection, detail: str) -> None:

@@ -40,5 +40,5 @@ class StateTopic:
             self._scheduled.cancel()
             self._scheduled = None
         self._last = self._loop.time()
-        payload = json.dumps(self._state.snapshot(), separators=(",", ":"))
+        payload = json.dumps(self._state.snapshot(), separators=(",", ":"), allow_nan=False)
         self._broker.publish(self._topic, payload, retain=True)

@@ -20,7 +20,7 @@ from p1evse.sources.mqtt_value import MqttValueSettings, MqttValueSource
 from p1evse.sources.p1 import P1Settings, P1Source
 
 if TYPE_CHECKING:
-    from p1evse.model import Phases, Reading, Rejection, Side
+    from p1evse.model import PhaseKind, Reading, Rejection, Side
     from p1evse.mqtt import Broker
 
 SourceSettings = Annotated[
@@ -46,10 +46,9 @@ class Intake(Protocol):
         """A whole reading, `at` the loop time it arrived."""
         ...
 
-    def phases(
-        self, import_w: Phases | None, export_w: Phases | None, voltage_v: Phases | None
-    ) -> None:
-        """The latest per-phase values of a source that sends them apart (split topics)."""
+    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
+        """One per-phase value (L1-L3 as index 0-2) of a source that sends them apart
+        from the totals (split topics)."""
         ...
 
     def reject(self, reason: Rejection, detail: str) -> None: ...

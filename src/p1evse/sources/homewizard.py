@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.errors import InputError
+from p1evse.inputs import load_json, number_at, read_body
 from p1evse.model import Phases, Reading, Rejection
 from p1evse.settings import Section, secrets_from_files
-from p1evse.sources.mqtt_json import FieldError, load_json, number_at
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
@@ -181,24 +182,16 @@ class HomeWizardSource:
                         Rejection.HTTP_ERROR, f"HTTP {response.status} {response.reason}{hint}"
                     )
                     return False
-                body = bytearray()
-                async for chunk in response.content.iter_chunked(16_384):
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        intake.reject(
-                            Rejection.TOO_LONG, f"response over {MAX_RESPONSE_BYTES} bytes"
-                        )
-                        return False
+                body = await read_body(response, MAX_RESPONSE_BYTES)
+            reading = measurement(load_json(body, MAX_RESPONSE_BYTES), settings.api, loop.time())
+        except InputError as exc:
+            intake.reject(exc.reason, exc.detail)
+            return False
         except TimeoutError:
             intake.reject(Rejection.TIMEOUT, f"no answer within {settings.timeout:g} s")
             return False
         except (aiohttp.ClientError, OSError) as exc:
             intake.reject(Rejection.UNREACHABLE, f"{type(exc).__name__}: {exc}"[:160])
-            return False
-        try:
-            reading = measurement(load_json(body), settings.api, loop.time())
-        except FieldError as exc:
-            intake.reject(exc.reason, exc.detail)
             return False
         intake.reading(reading)
         return True
@@ -208,7 +201,7 @@ def measurement(document: Any, api: Literal[1, 2], at: float) -> Reading:
     """A reading from the device's JSON: signed total, signed per phase, voltages."""
     _, _, total, phase_power, phase_voltage = _API[api]
     if not isinstance(document, dict):
-        raise FieldError(Rejection.BAD_JSON, "not a JSON object")
+        raise InputError(Rejection.BAD_JSON, "not a JSON object")
     reading = signed_reading(at, number_at(document, total))
     power = _optional(document, phase_power)
     return Reading(
@@ -226,7 +219,7 @@ def _optional(document: Any, fields: tuple[str, ...]) -> Phases | None:
     for field in fields:
         try:
             values.append(number_at(document, field))
-        except FieldError:
+        except InputError:
             values.append(None)
     if all(value is None for value in values):
         return None

@@ -9,24 +9,24 @@ may come as JSON strings: DSMR-reader sends its decimals that way.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from p1evse.model import Phases, Reading, Rejection
+from p1evse.errors import InputError
+from p1evse.inputs import UNIT_FACTORS, load_json, lookup, number_at
+from p1evse.model import Phases, Reading
 from p1evse.settings import ReadTopic, Section
 from p1evse.sources.mqtt_value import signed_reading
-from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
     from p1evse.sources import Intake
 
 MAX_JSON_BYTES = 65_536
-_MISSING = object()
+MAX_TIMESTAMP_CHARS = 40
 
 
 class MqttJsonSettings(Section):
@@ -42,6 +42,9 @@ class MqttJsonSettings(Section):
     phase_import_fields: list[str] = Field(default_factory=list, max_length=3)
     phase_export_fields: list[str] = Field(default_factory=list, max_length=3)
     phase_voltage_fields: list[str] = Field(default_factory=list, max_length=3)
+    # the meter's own time of the reading (ISO 8601 with its UTC offset), as DSMR-reader
+    # sends it: a message whose time has not moved on is a repeat, not a new reading
+    timestamp_field: str | None = Field("timestamp", min_length=1)
 
     @model_validator(mode="after")
     def _one_way_to_read_power(self) -> MqttJsonSettings:
@@ -69,13 +72,6 @@ class MqttJsonSettings(Section):
         return f"mqtt_json {self.topic} {fields} ({self.unit}{scale})"
 
 
-class FieldError(ValueError):
-    def __init__(self, reason: Rejection, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
 class MqttJsonSource:
     def __init__(self, settings: MqttJsonSettings, broker: Broker) -> None:
         self._settings = settings
@@ -88,7 +84,7 @@ class MqttJsonSource:
         def on_payload(payload: bytes | bytearray) -> None:
             try:
                 reading = self.reading(payload, now())
-            except FieldError as exc:
+            except InputError as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
             intake.reading(reading)
@@ -97,7 +93,7 @@ class MqttJsonSource:
 
     def reading(self, payload: bytes | bytearray, at: float) -> Reading:
         settings = self._settings
-        document = load_json(payload)
+        document = load_json(payload, MAX_JSON_BYTES)
         factor = UNIT_FACTORS[settings.unit] * settings.scale
         if settings.power_field is not None:
             watts = number_at(document, settings.power_field) * factor
@@ -116,6 +112,7 @@ class MqttJsonSource:
             _phases(document, settings.phase_import_fields, factor),
             _phases(document, settings.phase_export_fields, factor),
             _phases(document, settings.phase_voltage_fields, 1.0),
+            _meter_time(document, settings.timestamp_field),
         )
 
     async def run(self, intake: Intake) -> None:
@@ -123,52 +120,18 @@ class MqttJsonSource:
         await asyncio.Event().wait()  # the broker delivers; nothing else to do
 
 
-def load_json(payload: bytes | bytearray) -> Any:
-    if len(payload) > MAX_JSON_BYTES:
-        raise FieldError(Rejection.TOO_LONG, f"{len(payload)} bytes")
+def _meter_time(document: Any, path: str | None) -> datetime | None:
+    """The meter's time, if the message says it with its offset from UTC; anything else
+    (no such field, not a time, a time without an offset) is no time, not a rejection:
+    the power values stand on their own."""
+    value = lookup(document, path) if path is not None else None
+    if not isinstance(value, str) or len(value) > MAX_TIMESTAMP_CHARS:
+        return None
     try:
-        text = bytes(payload).decode("utf-8")
-    except UnicodeDecodeError:
-        raise FieldError(Rejection.NOT_UTF8, repr(bytes(payload[:32]))) from None
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise FieldError(Rejection.BAD_JSON, str(exc)[:80]) from None
-
-
-def lookup(document: Any, path: str) -> Any:
-    node = document
-    for key in path.split("."):
-        if isinstance(node, dict):
-            node = node.get(key, _MISSING)
-        elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-            node = node[int(key)]
-        else:
-            node = _MISSING
-        if node is _MISSING:
-            return _MISSING
-    return node
-
-
-def number_at(document: Any, path: str) -> float:
-    """The number at a dotted path; a JSON string holding a plain number counts."""
-    value = lookup(document, path)
-    if value is _MISSING or value is None:
-        raise FieldError(Rejection.MISSING_FIELD, f"no field {path!r}")
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise FieldError(Rejection.NOT_A_NUMBER, f"{path} = {json.dumps(value)[:32]}")
-    if isinstance(value, str):
-        try:
-            return parse_number(value.encode())
-        except PayloadError as exc:
-            raise FieldError(exc.reason, f"{path} = {exc.detail}") from None
-    try:
-        number = float(value)
-    except OverflowError:  # an integer of hundreds of digits
-        number = math.inf
-    if not math.isfinite(number):  # json.loads takes NaN and Infinity
-        raise FieldError(Rejection.NON_FINITE, f"{path} = {value!r}")
-    return number
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo is not None else None
 
 
 def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
@@ -179,6 +142,6 @@ def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
     for path in (*paths, "", "")[:3]:
         try:
             values.append(number_at(document, path) * factor if path else None)
-        except FieldError:
+        except InputError:
             values.append(None)
     return (values[0], values[1], values[2])

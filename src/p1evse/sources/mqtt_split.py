@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from p1evse.model import Side
+from p1evse.errors import InputError
+from p1evse.inputs import UNIT_FACTORS, parse_number
+from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
-from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
     from p1evse.sources import Intake
-
-PHASE_KINDS = ("import", "export", "voltage")
 
 
 class MqttSplitSettings(Section):
@@ -48,12 +47,16 @@ class MqttSplitSettings(Section):
             raise ValueError(f"each topic carries one value; used more than once: {repeated}")
         return self
 
-    def phase_topics(self) -> dict[str, tuple[int, int]]:
-        """topic -> (kind: 0 import, 1 export, 2 voltage; phase index 0-2)"""
-        lists = (self.phase_delivered_topics, self.phase_returned_topics, self.phase_voltage_topics)
+    def phase_topics(self) -> dict[str, tuple[PhaseKind, int]]:
+        """topic -> (what it measures, phase index 0-2)"""
+        lists = {
+            PhaseKind.IMPORT: self.phase_delivered_topics,
+            PhaseKind.EXPORT: self.phase_returned_topics,
+            PhaseKind.VOLTAGE: self.phase_voltage_topics,
+        }
         return {
             topic: (kind, phase)
-            for kind, topics in enumerate(lists)
+            for kind, topics in lists.items()
             for phase, topic in enumerate(topics)
         }
 
@@ -77,7 +80,7 @@ class MqttSplitSource:
             def on_payload(payload: bytes | bytearray) -> None:
                 try:
                     value = parse_number(payload)
-                except PayloadError as exc:
+                except InputError as exc:
                     intake.reject(exc.reason, f"{side.value}: {exc.detail}")
                     return
                 intake.half(side, value * factor)
@@ -92,23 +95,16 @@ class MqttSplitSource:
         return handlers
 
     def _phase_handlers(self, intake: Intake, factor: float) -> dict[str, PayloadHandler]:
-        latest: list[list[float | None]] = [[None] * 3 for _ in PHASE_KINDS]
-
-        def snapshot(kind: int) -> tuple[float | None, float | None, float | None] | None:
-            values = latest[kind]
-            return None if values == [None] * 3 else (values[0], values[1], values[2])
-
-        def handler(kind: int, phase: int) -> PayloadHandler:
-            scale = 1.0 if PHASE_KINDS[kind] == "voltage" else factor
+        def handler(kind: PhaseKind, phase: int) -> PayloadHandler:
+            scale = 1.0 if kind is PhaseKind.VOLTAGE else factor
 
             def on_payload(payload: bytes | bytearray) -> None:
                 try:
                     value = parse_number(payload)
-                except PayloadError as exc:
-                    intake.reject(exc.reason, f"L{phase + 1} {PHASE_KINDS[kind]}: {exc.detail}")
+                except InputError as exc:
+                    intake.reject(exc.reason, f"L{phase + 1} {kind.value}: {exc.detail}")
                     return
-                latest[kind][phase] = value * scale
-                intake.phases(snapshot(0), snapshot(1), snapshot(2))
+                intake.phase(kind, phase, value * scale)
 
             return on_payload
 

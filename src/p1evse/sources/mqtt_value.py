@@ -8,9 +8,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from p1evse.errors import InputError
+from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import Reading
 from p1evse.settings import ReadTopic, Section
-from p1evse.sources.payload import UNIT_FACTORS, PayloadError, parse_number
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
@@ -44,7 +45,7 @@ class MqttValueSource:
         def on_payload(payload: bytes | bytearray) -> None:
             try:
                 watts = parse_number(payload) * factor
-            except PayloadError as exc:
+            except InputError as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
             intake.reading(signed_reading(now(), watts))

@@ -4,6 +4,7 @@
 
 (function () {
   const HOUR_S = 3600;
+  const CLOCK_SHOWN_FROM_S = 60; // a meter clock this far from ours is shown
   const $ = (id) => document.getElementById(id);
 
   const token = new URLSearchParams(location.search).get("token");
@@ -71,6 +72,13 @@
       setText("import", watts(meter.import_w));
       setText("export", watts(meter.export_w));
       setText("age", ago(meter.at));
+      // a meter's clock far from ours is worth knowing (its telegrams still count)
+      const offset = meter.clock ? meter.clock.offset_s : 0;
+      $("meter-clock-fact").hidden = Math.abs(offset) < CLOCK_SHOWN_FROM_S;
+      setText(
+        "meter-clock",
+        duration(Math.abs(offset)) + (offset > 0 ? " ahead of" : " behind") + " this machine"
+      );
     }
 
     const sent = state.published;
