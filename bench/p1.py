@@ -42,8 +42,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from relay import HOST, Mosquitto, compile_bytecode, interrupt_on_termination, progress
 
 from p1evse.bridge import Bridge
-from p1evse.pipeline import PublishSettings
-from p1evse.pipeline import Pipeline
+from p1evse.pipeline import Pipeline, PublishSettings
 from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder, ReferenceDecoder, crc16
 
