@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from p1evse.pipeline import PublishSettings
-from p1evse.sim.house import Day, SyntheticDay, read_csv
+from p1evse.sim.dayfile import read_csv
+from p1evse.sim.house import Day, SyntheticDay
 from p1evse.sim.openevse import DivertSettings
 from p1evse.sim.simulate import simulate
 

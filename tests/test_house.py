@@ -13,7 +13,8 @@ import pytest
 from p1evse.config import MqttSettings
 from p1evse.model import Reading
 from p1evse.mqtt import Broker
-from p1evse.sim.house import House, HouseSettings, RecordedDay, Sample, SyntheticDay, read_csv
+from p1evse.sim.dayfile import read_csv
+from p1evse.sim.house import House, HouseSettings, RecordedDay, Sample, SyntheticDay
 from p1evse.sim.meter import (
     PHASE_DELIVERED_TOPICS,
     PHASE_RETURNED_TOPICS,
@@ -117,6 +118,32 @@ def test_a_csv_day_in_epoch_seconds(tmp_path: Path) -> None:
     assert middle.solar_w == 1500
     assert sum(middle.load_w) == pytest.approx(300)
     assert day.origin == datetime(2018, 6, 10, 9, 0)  # the meter's local time
+
+
+def test_a_csv_day_in_iso_time_with_an_offset(tmp_path: Path) -> None:
+    """OpenEVSE's day1.csv: UTC with an offset, one solar column with an empty unit."""
+    csv = tmp_path / "day1.csv"
+    csv.write_text(
+        '"Date-time string","solar:solar ()"\n'
+        "2020-03-16T06:40:00+00:00,4\n2020-03-16T06:41:00+00:00,5\n2020-03-16T06:42:00Z,9\n"
+    )
+    day = read_csv(csv)
+    assert day.origin == datetime(2020, 3, 16, 7, 40)  # CET, the meter's local time
+    assert (day.first_s, day.last_s) == (0.0, 120.0)
+    assert day.sample(60.0).solar_w == 5
+
+
+def test_a_recorded_voltage_is_the_grids_unless_the_settings_say_otherwise(
+    tmp_path: Path,
+) -> None:
+    csv = tmp_path / "vrms.csv"
+    csv.write_text("time,solar_w,voltage_v\n1528614000, 1000, 249.2\n1528614060, 1000, 241.8\n")
+    day = read_csv(csv)
+    assert day.sample(30.0).voltage_v == pytest.approx(245.5)
+    recorded = House(day, HouseSettings(impedance_ohm=0)).read(0.0, 0.0)
+    assert recorded.reading.phase_voltage_v == (249.2, 249.2, 249.2)
+    chosen = House(day, HouseSettings(impedance_ohm=0, recorded_voltage=False)).read(0.0, 0.0)
+    assert chosen.reading.phase_voltage_v == (230.0, 230.0, 230.0)
 
 
 # -- the telegram ------------------------------------------------------------------------

@@ -7,14 +7,19 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from p1evse.cli import main
 from p1evse.config import MqttSettings
 from p1evse.mqtt import Broker
 from p1evse.pipeline import PublishSettings
+from p1evse.sim import dayfile
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.cli import ProgressBar
 from p1evse.sim.house import HouseSettings, SyntheticDay
@@ -197,7 +202,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_text("time,solar\n2018-06-10 10:00:00, lots\n")
     result = cli("--csv", str(bad))
     assert result.returncode == 2
-    assert "line 2: expected time, solar_w[, grid_w]" in result.stderr
+    assert "line 2: solar 'lots': expected a number of watts" in result.stderr
     assert "Traceback" not in result.stderr
     for args, message in (
         (("--compare", "colour=red"), "unknown setting 'colour'"),
@@ -270,3 +275,165 @@ def test_a_jittery_relayed_feed_keeps_the_car_on_grid_power_longer() -> None:
     assert again.grid_import_while_charging_kwh == imported[0]  # seeded
     with pytest.raises(ValueError, match="under the step"):
         simulate(day, PublishSettings(), DivertSettings(), 1.0, jitter_s=1.0)
+
+
+# -- day files: columns by header name, every other file refused in one line ----------------
+
+EXPECTED_COLUMNS = "expected time, solar_w[, grid_w][, voltage_v] by header name"
+
+
+def day_file(tmp_path: Path, header: str, row: Callable[[datetime, float], str]) -> Path:
+    """Four hours around noon, a minute apart: a cloudy hour, then 4 kW of sun."""
+    lines = [header]
+    for minute in range(240):
+        local = datetime(2018, 6, 10, 10, 0) + timedelta(minutes=minute)
+        lines.append(row(local, 4000.0 if minute >= 60 else 150.0))
+    path = tmp_path / "day.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def summary(path: Path, *args: str) -> dict[str, Any]:
+    result = cli("--csv", str(path), "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def amsterdam(local: datetime) -> datetime:
+    return local.replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
+
+
+def test_columns_are_found_by_their_names_in_any_order_and_time_form(tmp_path: Path) -> None:
+    """The same day written as the README shows it, as OpenEVSE's divert simulator
+    writes it (naive, ISO with an offset, epoch seconds), and with the columns shuffled."""
+    house_w = 300.0
+    forms: dict[str, tuple[str, Callable[[datetime, float], str]]] = {
+        "readme": ("time, solar_w, grid_w", lambda t, pv: f"{t}, {pv}, {house_w - pv}"),
+        "grid_ie": (
+            '"Date-time string", "solar:solar", "grid:Grid import export RAW"',
+            lambda t, pv: f"{t}, {pv}, {house_w - pv}",
+        ),
+        "iso offset": (
+            '"Date-time string","solar:solar ()","grid:Grid import export RAW"',
+            lambda t, pv: f"{amsterdam(t).astimezone(UTC).isoformat()},{pv},{house_w - pv}",
+        ),
+        "epoch": (
+            '"Unix timestamp", "Node SN2120051742:solar", "grid_w"',
+            lambda t, pv: f"{amsterdam(t).timestamp():.0f}, {pv}, {house_w - pv}",
+        ),
+        "shuffled": ("grid_w,solar_w,time", lambda t, pv: f"{house_w - pv},{pv},{t}"),
+    }
+    days = {name: summary(day_file(tmp_path, *form)) for name, form in forms.items()}
+    assert days["readme"]["ev_kwh"] > 0
+    assert days["readme"]["house_kwh"] == pytest.approx(house_w * 4 / 1000, abs=0.01)
+    assert all(day == days["readme"] for day in days.values()), days
+
+
+def test_a_voltage_column_is_the_grids_voltage_never_grid_power(tmp_path: Path) -> None:
+    """OpenEVSE's solar-vrms.csv: time, solar, AC RMS voltage. Its voltage was once read
+    as 249 W of grid import, so the car never charged; it is the grid's voltage."""
+    vrms = day_file(
+        tmp_path,
+        '"Date-time string", "solar:solar", "voltage:AC RMS Voltage"',
+        lambda t, pv: f"{t}, {pv}, 249.2",
+    )
+    with_voltage = summary(vrms)
+    assert with_voltage["house_kwh"] == 0  # the house uses nothing but what PV covers
+    assert with_voltage["ev_kwh"] > 0
+    plain = vrms.with_name("plain.csv")
+    plain.write_text("\n".join(line.rpartition(",")[0] for line in vrms.read_text().splitlines()))
+    assert with_voltage == summary(plain, "--grid-voltage", "249.2")
+    assert with_voltage != summary(plain)  # the charger's 240 V, a different day
+    # an explicit --grid-voltage wins over the file's
+    assert summary(vrms, "--grid-voltage", "230") == summary(plain, "--grid-voltage", "230")
+
+
+def test_a_missing_file_is_one_clear_line() -> None:
+    result = cli("--csv", "/nope.csv")
+    assert result.returncode == 2
+    assert result.stderr == "p1evse: config error: simulate: /nope.csv: no such file\n"
+
+
+def refusal(path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line `simulate --csv` prints for a file it refuses (exit 2)."""
+    assert main(["simulate", "--csv", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    return lines[0].removeprefix("p1evse: config error: simulate: ")
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("time,solar,watts", "unknown column 'watts'"),
+        ("time, solar:solar, solar_w", "two solar columns: 'solar:solar', 'solar_w'"),
+        ("time, solar:grid", "column 'solar:grid' reads as solar and as grid"),
+        ("time, grid_w", "no solar column"),
+        ("solar_w, grid_w", "no time column"),
+        ("time, solar (kW)", "column 'solar (kW)' is in kW, expected W"),
+        ("time,solar,", "unknown column ''"),
+        ("2018-06-10 10:00:00, 100, 20", "no header: the first line is data"),
+    ],
+)
+def test_columns_it_does_not_understand_are_refused_naming_found_and_expected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], header: str, problem: str
+) -> None:
+    path = tmp_path / "day.csv"
+    path.write_text(f"{header}\n2018-06-10 10:00:00, 100, 20\n2018-06-10 10:01:00, 100, 20\n")
+    found = ", ".join(repr(cell.strip()) for cell in header.split(","))
+    assert refusal(path, capsys) == f"{path}: {problem}; found {found}; {EXPECTED_COLUMNS}"
+
+
+def test_a_huge_header_is_shown_cut_short(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "day.csv"
+    path.write_text("time,solar," + ",".join("x" * 200 for _ in range(100)) + "\n")
+    line = refusal(path, capsys)
+    assert len(line) < 300 + len(str(path))
+    assert "and 97 more;" in line
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (b" \n\n", "empty"),
+        (b"time,solar\n2018-06-10 10:00:00, 10\xff0\n", "not UTF-8 text (byte 0xff at offset 34)"),
+        (b"time,solar\n", "needs at least two samples, found 0"),
+        (b"time,solar\n2018-06-10 10:00:00, null\n", "needs at least two samples, found 0"),
+        (b"time,solar\n2018-06-10 10:00:00, inf\n", "line 2: solar 'inf': expected a number"),
+        (b"time,solar\n2018-06-10 10:00:00, 1e7\n", "line 2: solar '1e7': expected a number"),
+        (b"time,solar,vrms\n2018-06-10 10:00:00, 100, 0\n", "line 2: voltage '0': expected"),
+        (b"time,solar\n1e300, 100\n", "line 2: time '1e300': expected"),
+        (b"time,solar\nnoon, 100\n", "line 2: time 'noon': expected"),
+        (b"time,solar\n2018-06-10 10:00:00, 100, 7\n", "line 2: 3 values for 2 columns"),
+        (
+            b"time,solar\n2018-06-10 10:01:00, 100\n2018-06-10 10:00:00, 100\n",
+            "line 3: time '2018-06-10 10:00:00' is not after the line before",
+        ),
+        (b'time,solar\n"2018-06-10 10:00:00, 100\n', "line 2: not CSV"),
+    ],
+)
+def test_a_file_it_cannot_read_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str
+) -> None:
+    path = tmp_path / "day.csv"
+    path.write_bytes(content)
+    assert refusal(path, capsys).startswith(f"{path}: {problem}")
+
+
+def test_a_directory_or_an_oversized_file_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert refusal(tmp_path, capsys) == f"{tmp_path}: a directory, not a file"
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as file:
+        file.truncate(dayfile.MAX_DAY_FILE_BYTES + 1)  # sparse: no disk is written
+    assert refusal(huge, capsys) == f"{huge}: larger than 32 MiB"
+    long = tmp_path / "long.csv"
+    long.write_text("time,solar\n" + "".join(f"{t},0\n" for t in range(5)))
+    monkeypatch.setattr(dayfile, "MAX_SAMPLES", 3)
+    assert refusal(long, capsys) == f"{long}: line 5: more than 3 samples"

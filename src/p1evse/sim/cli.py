@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from p1evse.errors import ConfigError
 from p1evse.pipeline import PublishSettings
-from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay, read_csv
+from p1evse.sim.dayfile import DayFileError, read_csv
+from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
 from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot
 from p1evse.sim.simulate import MeterPath, Outage, Result, simulate, table
@@ -45,7 +46,11 @@ def add_parser(commands: Any) -> None:
         "of OpenEVSE's divert, in virtual time, and report the energy.",
     )
     source = simulate.add_mutually_exclusive_group(required=True)
-    source.add_argument("--csv", type=Path, help="a day: time, solar_w[, grid_w] with a header")
+    source.add_argument(
+        "--csv",
+        type=Path,
+        help="a day: time, solar_w[, grid_w][, voltage_v] by header name",
+    )
     source.add_argument("--synthetic", action="store_true", help="a generated sunny day")
     simulate.add_argument("--seed", type=int, default=1, help="of the synthetic day")
     simulate.add_argument("--step", type=float, help="meter period, s (default: the data's; 1)")
@@ -84,7 +89,11 @@ def add_parser(commands: Any) -> None:
         "--shaper-max-pwr", type=float, help="turn the current shaper on with this cap, W"
     )
     house = simulate.add_argument_group("house and car")
-    house.add_argument("--grid-voltage", type=float, help="the grid's (default: --voltage)")
+    house.add_argument(
+        "--grid-voltage",
+        type=float,
+        help="the grid's (default: the day's voltage_v, else --voltage)",
+    )
     house.add_argument("--pv-phases", type=int, choices=[1, 3], default=1)
     house.add_argument("--car-max-current", type=float, default=32.0, help="A per phase")
     output = simulate.add_argument_group("output")
@@ -105,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
-    except (OSError, ValueError) as exc:
+    except DayFileError as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
     base = {key: getattr(args, key) for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)}
     if base["step"] is None:  # the data's own period
@@ -198,6 +207,7 @@ class _Run:
         grid = options["grid_voltage"]
         house = HouseSettings(
             voltage_v=float(grid) if grid is not None else divert.voltage,
+            recorded_voltage=grid is None,
             pv_phases=args.pv_phases,
             car_phases=3 if args.three_phase else 1,
         )

@@ -3,7 +3,8 @@
 A day says what the house does without the car: PV production and the household's
 consumption per phase, either generated (`SyntheticDay`: a base load, a fridge and
 appliances switched on at seeded random times; a clear-sky PV curve with seeded clouds)
-or from a recorded day (`RecordedDay`, e.g. OpenEVSE's divert-simulator CSV files).
+or from a recorded day (`RecordedDay`, e.g. OpenEVSE's divert-simulator CSV files, read
+by `sim/dayfile.py`).
 `House.read` adds the car, drawing what the charger lets it, and gives what the meter
 at the grid connection states: import and export exclusive at the totals (the meter
 nets the phases), the per-phase powers and voltages, its energy counters and its
@@ -14,14 +15,12 @@ as DSMR-reader's topics or as P1 telegrams; `simulate` feeds them to the pipelin
 from __future__ import annotations
 
 import bisect
-import csv
 import itertools
 import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -34,11 +33,13 @@ Triple = tuple[float, float, float]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """The house at one moment, without the car (W)."""
+    """The house at one moment, without the car (W), and the grid's voltage where the
+    day records it."""
 
     at: float  # seconds since the day's `origin`
     solar_w: float
     load_w: Triple  # the household's consumption on L1, L2, L3
+    voltage_v: float | None = None
 
     @property
     def net_w(self) -> float:
@@ -118,7 +119,7 @@ class SyntheticDay:
 @dataclass
 class RecordedDay:
     """Recorded samples, linear in between; the load is taken as spread evenly over the
-    phases (the files give one figure)."""
+    phases (the files give one figure). A voltage is either in every sample or in none."""
 
     samples: list[Sample]
     origin: datetime
@@ -137,7 +138,10 @@ class RecordedDay:
         a, b = self.samples[index - 1], self.samples[index]
         f = 0.0 if b.at == a.at else min(1.0, max(0.0, (at - a.at) / (b.at - a.at)))
         load = sum(a.load_w) + f * (sum(b.load_w) - sum(a.load_w))
-        return Sample(at, a.solar_w + f * (b.solar_w - a.solar_w), _even(load))
+        volts = None
+        if a.voltage_v is not None and b.voltage_v is not None:
+            volts = a.voltage_v + f * (b.voltage_v - a.voltage_v)
+        return Sample(at, a.solar_w + f * (b.solar_w - a.solar_w), even_phases(load), volts)
 
     def period_s(self) -> float:
         """The median spacing of the samples: the day's own meter period."""
@@ -145,46 +149,8 @@ class RecordedDay:
         return gaps[len(gaps) // 2]
 
 
-def read_csv(path: Path) -> RecordedDay:
-    """OpenEVSE's divert-simulator day files: `time, solar_w[, grid_w]` with a header;
-    time as `YYYY-MM-DD HH:MM:SS` or epoch seconds; grid_w is the house without the car
-    (+ import). Without grid_w the house is taken to use nothing but what PV covers.
-    Rows with `null` values are gaps, bridged by interpolation."""
-    rows: list[tuple[datetime, float, float]] = []
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.reader(file, skipinitialspace=True)
-        next(reader, None)  # the header
-        for number, row in enumerate(reader, 2):
-            if not row or not row[0].strip() or "null" in row[1:]:
-                continue  # a gap in the data: the neighbours are interpolated over it
-            try:
-                when = _when(row[0])
-                solar = float(row[1])
-                grid = float(row[2]) if len(row) > 2 and row[2].strip() else -solar
-            except (ValueError, IndexError):
-                raise ValueError(
-                    f"{path} line {number}: expected time, solar_w[, grid_w]; got {row!r}"
-                ) from None
-            rows.append((when, solar, grid))
-    if len(rows) < 2:
-        raise ValueError(f"{path}: needs at least two samples")
-    origin = rows[0][0]
-    samples = [
-        Sample((when - origin).total_seconds(), solar, _even(grid + solar))
-        for when, solar, grid in rows
-    ]
-    return RecordedDay(samples, origin)
-
-
-def _when(text: str) -> datetime:
-    text = text.strip()
-    try:
-        return datetime.fromtimestamp(float(text), UTC).astimezone(METER_ZONE).replace(tzinfo=None)
-    except ValueError:
-        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
-
-
-def _even(watts: float) -> Triple:
+def even_phases(watts: float) -> Triple:
+    """One figure for the whole house, spread evenly over the three phases."""
     third = watts / 3
     return (third, third, third)
 
@@ -195,6 +161,7 @@ def _even(watts: float) -> Triple:
 @dataclass(frozen=True, slots=True)
 class HouseSettings:
     voltage_v: float = 230.0  # the grid's nominal voltage
+    recorded_voltage: bool = True  # a day's recorded voltage, where it has one, wins
     pv_phases: int = 1  # a single-phase inverter on L1, or a three-phase one
     car_phases: int = 1  # the charger on L1, or on all three
     # the grid's impedance per phase seen from the meter: the voltage drops with import
@@ -241,6 +208,8 @@ class House:
         settings = self.settings
         sample = self.day.sample(at)
         volts = settings.voltage_v
+        if settings.recorded_voltage and sample.voltage_v is not None:
+            volts = sample.voltage_v
         pv_share = sample.solar_w / settings.pv_phases
         car_share = car_amps * volts
         net = [
