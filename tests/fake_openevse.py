@@ -41,6 +41,8 @@ class FakeOpenEvse:
     claims: dict[int, dict[str, Any]] = field(default_factory=dict)
     # path -> HTTP statuses to answer its next requests with
     fail: dict[str, list[int]] = field(default_factory=dict)
+    # (method, path) -> a body to answer with instead (status 200), however broken
+    garbage: dict[tuple[str, str], bytes] = field(default_factory=dict)
     stall: asyncio.Event | None = None  # requests wait for it while it is set up
     port: int = 0
 
@@ -84,6 +86,9 @@ class FakeOpenEvse:
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="openevse"'})
         if self.fail.get(request.path):
             return web.Response(status=self.fail[request.path].pop(0))
+        if (request.method, request.path) in self.garbage:
+            body = self.garbage[request.method, request.path]
+            return web.Response(body=body, content_type="application/json")
         response: web.StreamResponse = await handler(request)
         return response
 

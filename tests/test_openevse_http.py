@@ -16,7 +16,7 @@ from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.fake_openevse import FakeOpenEvse, Request
 from tests.logs import log_event
-from tests.probe import Probe
+from tests.probe import EVENT_TIMEOUT_S, Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
@@ -125,15 +125,18 @@ async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) 
     the event loop (and so the MQTT side) keeps going."""
     async with FakeOpenEvse(stall=asyncio.Event()) as charger:
         assert charger.stall is not None
-        settings = http_settings(broker, charger, timeout=30)
+        settings = http_settings(broker, charger, timeout=60)
         async with running(settings) as app, Probe(broker.port) as probe:
+            all_read = asyncio.Event()
+            counters = app.bridge.pipeline.counters
+            app.bridge.observers.append(lambda _: counters.readings < 21 or all_read.set())
             await ready(probe)
             probe.publish(DELIVERED, "0.100")
             await expect(charger, "POST", "/status")  # hangs in the charger
             for watts in range(101, 121):
                 probe.publish(DELIVERED, f"{watts / 1000:.3f}")
-            await probe.subscribe("p1evse/status")  # the loop still serves MQTT
-            assert app.bridge.pipeline.counters.readings == 21
+            # the loop still serves MQTT: all 20 readings come in while the request hangs
+            await asyncio.wait_for(all_read.wait(), EVENT_TIMEOUT_S)
             charger.stall.set()
             request = await expect(charger, "POST", "/status")
         assert request.body == {"grid_ie": 120}  # only the newest of the 20 waiting values
@@ -170,3 +173,57 @@ async def test_a_charger_in_normal_mode_is_not_paused(broker: BrokerProcess) -> 
                 claim = await expect(charger, "POST", CLAIM_PATH)
     assert claim.body == {"state": "disabled"}
     assert [r.path for r in charger.log if r.method == "POST"].count(CLAIM_PATH) == 1
+
+
+GARBAGE = [
+    # (the request answered with garbage, its answer, refused read-backs by reason)
+    pytest.param(("POST", "/status"), b"\xff\xfe{not utf-8", {}, id="post-not-utf8"),
+    pytest.param(("GET", "/status"), b"[" * 30_000 + b"]" * 30_000, {"bad_json": 1}, id="nested"),
+    pytest.param(
+        ("GET", "/status"), b'{"state": ' + b"9" * 400 + b"}", {"non_finite": 1}, id="400-digits"
+    ),
+    pytest.param(("GET", "/status"), b'{"amp": 1, "amp": 2}', {"bad_json": 1}, id="duplicate"),
+    pytest.param(("GET", "/status"), b"\xc3\x28", {"not_utf8": 1}, id="get-not-utf8"),
+    pytest.param(("GET", "/status"), b'"just a string"', {"bad_json": 1}, id="not-an-object"),
+    pytest.param(("GET", "/status"), b"x" * 200_000, {}, id="too-long"),  # a failed request
+]
+
+
+@pytest.mark.parametrize(("where", "answer", "refused"), GARBAGE)
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_charger_answering_garbage_never_stops_the_feed(
+    broker: BrokerProcess, where: tuple[str, str], answer: bytes, refused: dict[str, int]
+) -> None:
+    """Every answer is parsed defensively: a broken one is a counted refusal (or a
+    failed request), logged once, and values keep going to the charger."""
+    async with FakeOpenEvse(garbage={where: answer}) as charger:
+        async with running(http_settings(broker, charger, poll_interval=1)) as app:
+            async with Probe(broker.port) as probe:
+                await ready(probe)
+                for kw in ("0.100", "0.200", "0.300"):
+                    probe.publish(DELIVERED, kw)
+                    await expect(charger, "POST", "/status")
+                await expect(charger, "GET", "/status")
+                await expect(charger, "GET", "/status")  # polled again: the sink lives on
+            assert {reason.value for reason in app.charger.rejected} == set(refused)
+            assert app.supervisor.restarts == {}
+            [sink] = app.sinks
+            assert isinstance(sink, OpenEvseHttpSink)
+            if refused or where[0] == "POST":
+                assert sink.failures == 0  # the request itself went well
+            else:
+                assert sink.failures >= 2  # each poll, and it still polls
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_the_good_fields_of_a_broken_status_are_taken(broker: BrokerProcess) -> None:
+    answer = b'{"state": ' + b"9" * 400 + b', "amp": 6000, "divertmode": 7, "pilot": 16}'
+    async with FakeOpenEvse(garbage={("GET", "/status"): answer}) as charger:
+        async with running(http_settings(broker, charger, poll_interval=1)) as app:
+            await expect(charger, "GET", "/status")
+            await expect(charger, "GET", "/status")
+    assert (app.charger.amp, app.charger.pilot, app.charger.state) == (6000, 16, None)
+    assert {r.value: n for r, n in app.charger.rejected.items()} == {
+        "non_finite": 2,
+        "implausible": 2,
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from p1evse import __version__
@@ -18,6 +19,7 @@ from p1evse.sinks.homeassistant import HomeAssistantDiscovery
 from p1evse.sinks.state_topic import StateTopic
 from p1evse.sources import build_source
 from p1evse.state import LinkState, SiteState
+from p1evse.supervise import Supervisor
 
 if TYPE_CHECKING:
     from p1evse.web.server import WebServer
@@ -50,9 +52,11 @@ class App:
             self.broker.on_disconnected(
                 lambda: state.link_changed("broker", LinkState.DISCONNECTED)
             )
+            self.broker.on_problem(state.problem)
             if settings.mqtt.state_topic is not None:
                 StateTopic(state, self.broker, settings.mqtt.state_topic, loop)
         HomeAssistantDiscovery(settings, self.broker, self.state)
+        self.supervisor = Supervisor(loop, self.state.problem if self.state is not None else None)
         if settings.web.listen is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
@@ -66,17 +70,16 @@ class App:
         log.info("p1evse %s: %s", __version__, describe(self.settings))
         if self.web is not None:
             await self.web.start()
+        work: dict[str, Callable[[], Awaitable[None]]] = {
+            "mqtt": self.broker.run,
+            f"source:{self.settings.source.type}": lambda: self.source.run(self.bridge),
+            **{f"sink:{type(sink).__name__}": sink.run for sink in self.sinks},
+        }
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
-                    group.create_task(self.broker.run(), name="mqtt"),
-                    group.create_task(
-                        self.source.run(self.bridge), name=f"source:{self.settings.source.type}"
-                    ),
-                    *(
-                        group.create_task(sink.run(), name=f"sink:{type(sink).__name__}")
-                        for sink in self.sinks
-                    ),
+                    group.create_task(self.supervisor.keep(name, task), name=name)
+                    for name, task in work.items()
                 ]
                 self.bridge.start()
                 await stop.wait()

@@ -13,9 +13,10 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -23,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from p1evse.backoff import Backoff
 from p1evse.config import MqttSettings
+from p1evse.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,18 @@ PayloadHandler = Callable[[bytes | bytearray], None]
 CONNECT_TIMEOUT_S = 5.0
 ONLINE = "online"
 OFFLINE = "offline"
+HANDLER_FAILURE_LOG_PERIOD_S = 60.0
+# a broker that refuses a subscription: told to `on_problem` under this name
+SUBSCRIPTIONS = "subscriptions"
+
+
+class Will(NamedTuple):
+    """What the broker publishes for this client when its connection dies unannounced."""
+
+    topic: str
+    payload: str
+    qos: int = 1
+    retain: bool = False
 
 
 class BrokerUnavailable(Exception):
@@ -47,24 +61,54 @@ class BrokerStats:
     drops: int = 0  # connections lost after they were up
     failed_attempts: int = 0
     unsent: int = 0  # publishes dropped because the connection was down
+    retained_skipped: int = 0  # old retained messages on topics that want live ones only
+    handler_failures: int = 0  # messages whose handler raised
+    refused: dict[str, str] = field(default_factory=dict)  # subscriptions refused: reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    handler: PayloadHandler
+    retained: bool  # whether a retained message (an old value) is wanted
 
 
 class Broker:
     """Subscriptions survive reconnects; `publish` never blocks.
 
     Call `run()` as a task: it connects, reconnects with capped jittered backoff, and
-    keeps the availability topic (retained `online`, last will `offline`) true.
+    keeps the availability topic (retained `online`, last will `offline`) true. A
+    connection that must not speak for the service (`p1evse check`, the dead-man's
+    switch) says `announce=False`: no availability, and its own `will` if any.
     """
 
-    def __init__(self, settings: MqttSettings, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        settings: MqttSettings,
+        backoff: Backoff | None = None,
+        *,
+        client_id: str | None = None,
+        keepalive: int | None = None,
+        announce: bool = True,
+        will: Will | None = None,
+    ) -> None:
         self._settings = settings
         self._backoff = backoff or Backoff()
+        self._client_id = client_id or settings.client_id
+        self._keepalive = keepalive or settings.keepalive
+        self._announce = announce
+        if announce:
+            will = Will(settings.availability_topic, OFFLINE, qos=1, retain=True)
+        self._will = will
         self.stats = BrokerStats()
         self.connected = False
-        self._handlers: dict[str, PayloadHandler] = {}
-        self._wildcard_handlers: list[tuple[str, PayloadHandler]] = []
+        self._handlers: dict[str, _Subscription] = {}
+        self._wildcard_handlers: list[tuple[str, _Subscription]] = []
+        self._pending: dict[int, list[str]] = {}  # subscribe message id -> its topics
+        self._leaving: dict[int, list[str]] = {}  # unsubscribe message id -> its topics
         self._connected_listeners: list[Callable[[], None]] = []
         self._disconnected_listeners: list[Callable[[], None]] = []
+        self._problem_listeners: list[Callable[[str, str | None], None]] = []
+        self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
@@ -83,13 +127,42 @@ class Broker:
 
     # -- what sources and sinks use -------------------------------------------------
 
-    def subscribe(self, topic: str, handler: PayloadHandler) -> None:
+    @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    def subscribe(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
+        """Hand each message on `topic` to `handler`. `retained=False`: a retained
+        message the broker replays on subscribing is an old value, not news, and is
+        skipped (a meter's reading must be live)."""
+        subscription = _Subscription(handler, retained)
         if "+" in topic or "#" in topic:
-            self._wildcard_handlers.append((topic, handler))
+            self._wildcard_handlers.append((topic, subscription))
         else:
-            self._handlers[topic] = handler
+            self._handlers[topic] = subscription
         if self.connected:
-            self._client.subscribe(topic, qos=0)
+            self._send_subscribe([topic])
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        """Stop receiving `topics`. Messages the broker sent before it took this in
+        (such as the retained ones of a subscription made just before) still reach
+        their handlers: those go when the broker confirms."""
+        if not self.connected:
+            self._forget(topics)
+            return
+        _, mid = self._client.unsubscribe(topics)
+        if mid is not None:
+            self._leaving[mid] = topics
+
+    def _forget(self, topics: list[str]) -> None:
+        for topic in topics:
+            self._handlers.pop(topic, None)
+        self._wildcard_handlers = [(t, s) for t, s in self._wildcard_handlers if t not in topics]
+
+    def on_problem(self, listener: Callable[[str, str | None], None]) -> None:
+        """Told (SUBSCRIPTIONS, what is wrong) when the broker refuses a subscription,
+        and (SUBSCRIPTIONS, None) once every subscription is accepted again."""
+        self._problem_listeners.append(listener)
 
     def on_connected(self, listener: Callable[[], None]) -> None:
         """Called after every (re)connect, once subscriptions are renewed."""
@@ -149,7 +222,7 @@ class Broker:
         settings = self._settings
         try:
             await asyncio.to_thread(
-                self._client.connect, settings.host, settings.port, settings.keepalive
+                self._client.connect, settings.host, settings.port, self._keepalive
             )
         except ssl.SSLError as exc:
             raise BrokerUnavailable(f"TLS failed: {exc.reason or exc}") from None
@@ -163,14 +236,16 @@ class Broker:
             self._client.disconnect()
             raise BrokerUnavailable(f"no answer to CONNECT within {timeout:g} s") from None
         if result.is_failure:
-            raise BrokerRefused(_refusal(result, settings))
+            raise BrokerRefused(_refusal(result, settings, self._client_id))
 
     async def close(self, timeout: float = 1.0) -> None:
-        """Say `offline`, disconnect cleanly and stop reconnecting."""
+        """Say `offline`, disconnect cleanly (so the broker drops the will) and stop
+        reconnecting."""
         self._closing = True
         if not self.connected:
             return
-        self._client.publish(self._settings.availability_topic, OFFLINE, qos=1, retain=True)
+        if self._announce:
+            self._client.publish(self._settings.availability_topic, OFFLINE, qos=1, retain=True)
         self._client.disconnect()
         try:
             await asyncio.wait_for(self._lost.wait(), timeout)
@@ -191,7 +266,7 @@ class Broker:
         settings = self._settings
         client = paho.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
+            client_id=self._client_id,
             protocol=paho.MQTTv311,
             clean_session=True,
         )
@@ -207,10 +282,13 @@ class Broker:
                 keyfile=str(tls.key_file) if tls.key_file else None,
             )
             client.tls_insecure_set(tls.insecure)
-        client.will_set(settings.availability_topic, OFFLINE, qos=1, retain=True)
+        if self._will is not None:
+            client.will_set(*self._will)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
@@ -226,12 +304,50 @@ class Broker:
             return
         self.connected = True
         self.stats.connects += 1
+        self.stats.refused.clear()
+        self._pending.clear()
+        for topics in self._leaving.values():  # a new session holds none of them
+            self._forget(topics)
+        self._leaving.clear()
         topics = [*self._handlers, *(topic for topic, _ in self._wildcard_handlers)]
         if topics:
-            client.subscribe([(topic, 0) for topic in topics])
-        client.publish(self._settings.availability_topic, ONLINE, qos=1, retain=True)
+            self._send_subscribe(topics)
+        if self._announce:
+            client.publish(self._settings.availability_topic, ONLINE, qos=1, retain=True)
         for listener in self._connected_listeners:
             listener()
+
+    def _send_subscribe(self, topics: list[str]) -> None:
+        _, mid = self._client.subscribe([(topic, 0) for topic in topics])
+        if mid is not None:
+            self._pending[mid] = topics
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        """The broker's answer to a subscription: a refused one leaves the service deaf
+        to that topic, which /healthz must say."""
+        topics = self._pending.pop(mid, [])
+        refused = self.stats.refused
+        for topic, reason in zip(topics, reasons, strict=False):
+            if reason.is_failure:
+                if topic not in refused:
+                    log.error(
+                        "MQTT broker %s refused the subscription to %s (%s)",
+                        self.address,
+                        topic,
+                        reason,
+                    )
+                refused[topic] = str(reason)
+            else:
+                refused.pop(topic, None)
+        problem = None
+        if refused:
+            problem = "the MQTT broker refused the subscription to " + ", ".join(
+                f"{topic} ({reason})" for topic, reason in sorted(refused.items())
+            )
+        for listener in self._problem_listeners:
+            listener(SUBSCRIPTIONS, problem)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -244,18 +360,37 @@ class Broker:
             for listener in self._disconnected_listeners:
                 listener()
 
+    def _on_unsubscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        self._forget(self._leaving.pop(mid, []))
+
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         topic = message.topic
-        handler = self._handlers.get(topic)
+        subscription = self._handlers.get(topic)
+        if subscription is not None:
+            self._deliver(subscription, message)
+            return
+        for pattern, wildcard in self._wildcard_handlers:
+            if paho.topic_matches_sub(pattern, topic):
+                self._deliver(wildcard, message)
+
+    def _deliver(self, subscription: _Subscription, message: paho.MQTTMessage) -> None:
+        if message.retain and not subscription.retained:
+            self.stats.retained_skipped += 1
+            return
         try:
-            if handler is not None:
-                handler(message.payload)
-                return
-            for pattern, wildcard_handler in self._wildcard_handlers:
-                if paho.topic_matches_sub(pattern, topic):
-                    wildcard_handler(message.payload)
-        except Exception:
-            log.exception("handling a message on %s failed", topic)
+            subscription.handler(message.payload)
+        except Exception as exc:
+            # Handlers refuse bad input themselves; this is the last guard against a
+            # bug, logged with its traceback once a minute per kind, never per message.
+            self.stats.handler_failures += 1
+            suppressed = self._handler_failure_log.allow(type(exc).__name__)
+            if suppressed is not None:
+                more = f" ({suppressed} more since)" if suppressed else ""
+                log.error(
+                    "handling a message on %s failed%s", message.topic[:200], more, exc_info=exc
+                )
 
     # Socket callbacks: called on the worker thread during connect, so every change to
     # the event loop's registrations is passed to the loop thread, in order.
@@ -332,11 +467,11 @@ class Broker:
             self._writer_fd = None
 
 
-def _refusal(reason: ReasonCode, settings: MqttSettings) -> str:
+def _refusal(reason: ReasonCode, settings: MqttSettings, client_id: str) -> str:
     text = str(reason)
     if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorised
         user = settings.username or "(anonymous)"
         return f"refused the login as {user!r}: {text} (check mqtt.username and mqtt.password)"
     if reason.value in (2, 133):
-        return f"refused client id {settings.client_id!r}: {text} (check mqtt.client_id)"
+        return f"refused client id {client_id!r}: {text} (check mqtt.client_id)"
     return f"refused the connection: {text}"

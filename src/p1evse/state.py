@@ -99,6 +99,8 @@ class SiteState:
         self.published: GridPower | None = None
         self.stale: StaleEntered | None = None
         self.last_rejection: Rejected | None = None
+        # what keeps a part of the service from working, by part (a failed task, ...)
+        self.problems: dict[str, str] = {}
         self._stale_closed_s = 0.0  # time spent stale in gaps that have ended
         self._charted_amps: float | None = None
         self._charted_at = 0.0
@@ -160,6 +162,14 @@ class SiteState:
         link.since = self._clock()
         self._changed()
 
+    def problem(self, part: str, problem: str | None) -> None:
+        """A part of the service has a problem (None: no longer)."""
+        if problem is None:
+            self.problems.pop(part, None)
+        else:
+            self.problems[part] = problem
+        self._changed()
+
     def _changed(self) -> None:
         for listener in self.listeners:
             listener()
@@ -214,6 +224,8 @@ class SiteState:
 
     def unhealthy(self, now: float) -> str | None:
         """Why the service is not doing its job, in one line; None when it is."""
+        if self.problems:
+            return "; ".join(self.problems.values())
         broker = self.links["broker"]
         if broker.state is not LinkState.CONNECTED:
             return f"{broker.detail}: {broker.state.value}"
@@ -289,6 +301,7 @@ class SiteState:
                 "stale_entered": self.counters.stale_entered,
                 "stale_s": round(self.stale_seconds(now), 3),
             },
+            "problems": sorted(self.problems.values()),
             "last_rejection": None
             if self.last_rejection is None
             else {

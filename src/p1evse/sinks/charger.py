@@ -7,13 +7,15 @@ Both transports fill a `ChargerState` (MQTT from `<base>/amp`, `pilot`, …; HTT
 from __future__ import annotations
 
 import enum
-import json
 import logging
-import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from p1evse.model import Reading
+from p1evse.errors import InputError
+from p1evse.inputs import load_json, to_number
+from p1evse.model import Reading, Rejection
+from p1evse.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +34,41 @@ class ChargerState:
     divert_active: bool | None = None
     charge_rate: float | None = None  # A that divert asks for
     updated_at: float | None = None  # loop time of the last report
+    rejected: dict[Rejection, int] = field(default_factory=dict)  # reports refused
 
-    def update(self, field: str, raw: Any, at: float) -> bool:
-        """Take one reported value (JSON or MQTT text); False if it made no sense."""
-        value = _parse(field, raw)
-        if value is None:
-            return False
-        setattr(self, field, value)
+    def update(self, name: str, raw: Any, at: float) -> None:
+        """Take one reported value (a JSON value, or an MQTT payload holding one);
+        `InputError` says why it was refused (and it is counted)."""
+        try:
+            value = _parse(name, load_json(raw, MAX_REPORT_BYTES) if _is_bytes(raw) else raw)
+        except InputError as exc:
+            self._count(exc)
+            raise
+        setattr(self, name, value)
         self.updated_at = at
-        return True
 
-    def update_all(self, status: dict[str, Any], at: float) -> None:
-        for field in READ_BACK_FIELDS:
-            if field in status:
-                self.update(field, status[field], at)
+    def update_all(self, answer: bytes, at: float) -> None:
+        """Take every known field of the answer to `GET /status`; the first one refused
+        is raised once all the others are taken."""
+        try:
+            status = load_json(answer, MAX_STATUS_BYTES)
+            if not isinstance(status, dict):
+                raise InputError(Rejection.BAD_JSON, "/status is not a JSON object")
+        except InputError as exc:
+            self._count(exc)
+            raise
+        refused: InputError | None = None
+        for name in READ_BACK_FIELDS:
+            if name in status:
+                try:
+                    self.update(name, status[name], at)
+                except InputError as exc:
+                    refused = refused or exc
+        if refused is not None:
+            raise refused
+
+    def _count(self, refused: InputError) -> None:
+        self.rejected[refused.reason] = self.rejected.get(refused.reason, 0) + 1
 
     def pause_allowed(self) -> bool:
         """The stale guard pauses an Eco charge, or one whose mode is unknown; a charger
@@ -54,23 +77,58 @@ class ChargerState:
 
 
 READ_BACK_FIELDS = ("amp", "pilot", "state", "divertmode", "divert_active", "charge_rate")
+MAX_REPORT_BYTES = 64  # one number or true/false per topic
+MAX_STATUS_BYTES = 65_536  # the firmware's /status is a few kB
+EVSE_STATE_CODES = range(256)  # the EVSE's state is one byte
 
 
-def _parse(field: str, raw: Any) -> Any:
-    if isinstance(raw, bytes | bytearray):
-        try:
-            raw = json.loads(raw)
-        except ValueError:
-            return None
-    if field == "divert_active":
-        return bool(raw) if isinstance(raw, bool | int) else None
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
-        return None
-    if field == "divertmode":
-        return DivertMode(int(raw)) if raw in (1, 2) else None
-    if field == "state":
-        return int(raw)
-    return float(raw)
+def _is_bytes(raw: Any) -> bool:
+    return isinstance(raw, bytes | bytearray)
+
+
+def _parse(name: str, value: Any) -> Any:
+    """A reported value of the type the firmware's `/status` gives it."""
+    if name == "divert_active":
+        if isinstance(value, bool) or value in (0, 1):
+            return bool(value)
+        raise InputError(Rejection.BAD_JSON, f"{name} = {str(value)[:32]}: expected true or false")
+    number = to_number(value, name)
+    if name == "divertmode":
+        if number not in (1, 2):
+            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 1 or 2")
+        return DivertMode(int(number))
+    if name == "state":
+        if number not in EVSE_STATE_CODES:
+            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 0 to 255")
+        return int(number)
+    if number < 0:
+        raise InputError(Rejection.NEGATIVE, f"{name} = {number:g}")
+    return number
+
+
+class ReportLog:
+    """Logs the charger's refused reports: at most once a minute per reason, naming how
+    many were left out; a broken report is a counted line, never a traceback."""
+
+    def __init__(self, clock: Callable[[], float], where: str) -> None:
+        self._limit = RateLimiter(REPORT_LOG_PERIOD_S, clock)
+        self._where = where
+
+    def refused(self, exc: InputError) -> None:
+        suppressed = self._limit.allow(exc.reason)
+        if suppressed is None:
+            return
+        more = f" ({suppressed} more since the last report)" if suppressed else ""
+        log.warning(
+            "refused a report from OpenEVSE on %s (%s): %s%s",
+            self._where,
+            exc.reason.value,
+            exc.detail,
+            more,
+        )
+
+
+REPORT_LOG_PERIOD_S = 60.0
 
 
 @dataclass(slots=True)

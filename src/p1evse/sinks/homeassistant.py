@@ -2,7 +2,9 @@
 one device, read from the state topic and tied to p1evse's availability topic.
 
 Per-phase sensors are announced once the meter has reported phases. With discovery off,
-configs a previous run left retained on the broker are removed.
+configs a previous run left retained on the broker are removed once, at start-up: the
+discovery topics are listened to only for the retained messages the broker holds, so
+whatever anyone publishes there later is never read.
 """
 
 from __future__ import annotations
@@ -107,16 +109,13 @@ class HomeAssistantDiscovery:
         self._node = re.sub(r"[^A-Za-z0-9_-]", "_", settings.mqtt.client_id)
         self._prefix = settings.homeassistant.prefix.rstrip("/")
         self._announced: set[str] = set()
+        self._cleaned = False  # discovery off: the configs of an earlier run are removed
         if settings.homeassistant.discovery:
             assert state is not None  # the App keeps a state when discovery is on
             broker.on_connected(self._announce_all)
             state.listeners.append(self._announce_phases)
         else:
-            # configs a run with discovery on left retained: cleared as they come back
-            every_phase = phase_entities({key: (0.0, 0.0, 0.0) for key in PHASE_KEYS})
-            for entity in ENTITIES + every_phase:
-                topic = self.config_topic(entity)
-                broker.subscribe(topic, partial(self._remove, topic))
+            broker.on_connected(self._clean_up_once)
 
     def config_topic(self, entity: Entity) -> str:
         return f"{self._prefix}/{entity.component}/{self._node}/{entity.object_id}/config"
@@ -166,6 +165,19 @@ class HomeAssistantDiscovery:
         meter = self._state.meter if self._state is not None else None
         phases = phases_json(meter) if meter is not None else None
         return phase_entities(phases) if phases else []
+
+    def _clean_up_once(self) -> None:
+        """Remove configs a run with discovery on left retained: subscribe to every
+        topic it may have used, and at once unsubscribe again; the broker sends the
+        retained messages before it takes the unsubscription in."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        every_phase = phase_entities({key: (0.0, 0.0, 0.0) for key in PHASE_KEYS})
+        topics = [self.config_topic(entity) for entity in ENTITIES + every_phase]
+        for topic in topics:
+            self._broker.subscribe(topic, partial(self._remove, topic))
+        self._broker.unsubscribe(topics)
 
     def _remove(self, topic: str, payload: bytes | bytearray) -> None:
         if payload and self._broker.publish(topic, "", qos=1, retain=True):

@@ -8,6 +8,11 @@ Only the newest value matters: while a request is under way, newer values replac
 waiting one instead of queueing, so a slow charger never builds a backlog and never
 delays the event loop. Claims are state, not messages: a failed claim or release is
 retried with backoff until the charger has it.
+
+Whatever the charger answers is outside input: bodies are read up to a bound, and only
+`GET /status` (the read-back) and `GET /config` (for `check`) are parsed, defensively. A
+failed request or a refused answer is counted and logged once per kind of failure; it
+never ends the sink.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
+from p1evse.errors import InputError
+from p1evse.inputs import load_json, read_body
 from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
-from p1evse.sinks.charger import ChargerState, PauseIntent, feed_voltage
+from p1evse.sinks.charger import ChargerState, PauseIntent, ReportLog, feed_voltage
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,10 +38,16 @@ log = logging.getLogger(__name__)
 
 PAUSE = {"state": "disabled"}
 CLOSE_TIMEOUT_S = 1.0
+MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 
 
 class ChargerError(Exception):
-    """The charger could not be reached or refused a request."""
+    """The charger could not be reached or refused a request; `status` is the HTTP
+    status when it answered with an error."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
@@ -52,8 +65,13 @@ def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
 
 async def get_json(settings: OpenevseSettings, path: str) -> Any:
     """One GET of the charger's API (for `p1evse check`); `ChargerError` says why not."""
+    url = f"{settings.url}{path}"
     async with open_session(settings) as session:
-        return await request(session, settings, "GET", f"{settings.url}{path}")
+        answer = await request(session, settings, "GET", url)
+    try:
+        return load_json(answer, MAX_ANSWER_BYTES)
+    except InputError as exc:
+        raise ChargerError(f"GET {url}: {exc.reason.value}: {exc.detail}") from None
 
 
 async def request(
@@ -62,26 +80,24 @@ async def request(
     method: str,
     url: str,
     body: object = None,
-) -> Any:
-    """One request to the charger: the answer's JSON (None if it has none), or a
+) -> bytes:
+    """One request to the charger: the answer's body (at most MAX_ANSWER_BYTES), or a
     `ChargerError` that says what failed, a refused login by name."""
     import aiohttp
 
     try:
         async with session.request(method, url, json=body) as response:
             if response.status == 401:
-                raise ChargerError(_refused_login(settings))
+                raise ChargerError(_refused_login(settings), status=401)
             if response.status >= 400:
-                raise ChargerError(f"{method} {url}: HTTP {response.status}")
-            text = await response.text()
+                raise ChargerError(f"{method} {url}: HTTP {response.status}", response.status)
+            return await read_body(response, MAX_ANSWER_BYTES)
+    except InputError as exc:
+        raise ChargerError(f"{method} {url}: {exc.detail}") from None
     except aiohttp.ClientError as exc:
         raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
     except TimeoutError:
         raise ChargerError(f"{method} {url}: no answer within {settings.timeout:g} s") from None
-    try:
-        return json.loads(text) if text else None
-    except ValueError:
-        return None
 
 
 def _refused_login(settings: OpenevseSettings) -> str:
@@ -113,6 +129,7 @@ class OpenEvseHttpSink:
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._reported: str | None = None  # the failure last logged, to log once per change
+        self._report_log = ReportLog(clock, self._status_url)
         self.failures = 0
 
     def grid_power(self, value: GridPower) -> None:
@@ -160,7 +177,7 @@ class OpenEvseHttpSink:
                     await self._post_status(value)
             except ChargerError as exc:
                 self.failures += 1
-                self._report(str(exc))
+                self._report(exc)
                 if self._pause.wanted() != self.claim_sent:
                     await asyncio.sleep(self._backoff.next_delay())
                     self._wake.set()  # claims are retried; values are superseded anyway
@@ -175,17 +192,22 @@ class OpenEvseHttpSink:
         never paused), the state."""
         while True:
             try:
-                status = await self._request("GET", self._status_url)
+                answer = await self._request("GET", self._status_url)
             except ChargerError as exc:
                 self.failures += 1
-                self._report(str(exc))
+                self._report(exc)
             else:
-                mode = self.charger.divertmode
-                if isinstance(status, dict):
-                    self.charger.update_all(status, self._clock())
-                if self.charger.divertmode is not mode:
-                    self._wake.set()
+                self._read_back(answer)
             await asyncio.sleep(self._settings.poll_interval)
+
+    def _read_back(self, answer: bytes) -> None:
+        mode = self.charger.divertmode
+        try:
+            self.charger.update_all(answer, self._clock())
+        except InputError as exc:
+            self._report_log.refused(exc)
+        if self.charger.divertmode is not mode:
+            self._wake.set()
 
     async def _sync_claim(self) -> None:
         wanted = self._pause.wanted()
@@ -208,14 +230,15 @@ class OpenEvseHttpSink:
                 body["voltage"] = volts
         await self._request("POST", self._status_url, body)
 
-    async def _request(self, method: str, url: str, body: object = None) -> Any:
-        assert self._session is not None
+    async def _request(self, method: str, url: str, body: object = None) -> bytes:
+        if self._session is None:
+            raise ChargerError(f"{method} {url}: the sink is not running")
         return await request(self._session, self._settings, method, url, body)
 
-    def _report(self, failure: str) -> None:
-        if failure == self._reported:
+    def _report(self, failure: ChargerError) -> None:
+        """Log a failure when it differs from the last one logged."""
+        if str(failure) == self._reported:
             log.debug("%s", failure)
             return
-        self._reported = failure
-        level = logging.ERROR if "HTTP 401" in failure else logging.WARNING
-        log.log(level, "%s", failure)
+        self._reported = str(failure)
+        log.log(logging.ERROR if failure.status == 401 else logging.WARNING, "%s", failure)

@@ -8,8 +8,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from p1evse.errors import InputError
 from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
-from p1evse.sinks.charger import READ_BACK_FIELDS, ChargerState, PauseIntent, feed_voltage
+from p1evse.sinks.charger import (
+    READ_BACK_FIELDS,
+    ChargerState,
+    PauseIntent,
+    ReportLog,
+    feed_voltage,
+)
 
 if TYPE_CHECKING:
     from p1evse.config import OpenevseSettings
@@ -48,6 +55,7 @@ class OpenEvseMqttSink:
         self._clock = clock
         self.charger = charger
         self._pause = PauseIntent(charger)
+        self._report_log = ReportLog(clock, f"{settings.base_topic}/…")
         self.claim_sent = False
         broker.on_connected(self._sync_claim)
         for field in READ_BACK_FIELDS:
@@ -79,7 +87,12 @@ class OpenEvseMqttSink:
         self._sync_claim()
 
     def _on_report(self, field: str, payload: bytes | bytearray) -> None:
-        if self.charger.update(field, payload, self._clock()) and field == "divertmode":
+        try:
+            self.charger.update(field, payload, self._clock())
+        except InputError as exc:
+            self._report_log.refused(exc)
+            return
+        if field == "divertmode":
             self._sync_claim()
 
     def _sync_claim(self) -> None:

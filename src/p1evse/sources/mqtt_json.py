@@ -116,7 +116,7 @@ class MqttJsonSource:
         )
 
     async def run(self, intake: Intake) -> None:
-        self._broker.subscribe(self._settings.topic, self.handler(intake))
+        self._broker.subscribe(self._settings.topic, self.handler(intake), retained=False)
         await asyncio.Event().wait()  # the broker delivers; nothing else to do
 
 

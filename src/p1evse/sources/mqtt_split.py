@@ -115,5 +115,5 @@ class MqttSplitSource:
 
     async def run(self, intake: Intake) -> None:
         for topic, handler in self.handlers(intake).items():
-            self._broker.subscribe(topic, handler)
+            self._broker.subscribe(topic, handler, retained=False)
         await asyncio.Event().wait()  # the broker delivers; nothing else to do
