@@ -6,7 +6,7 @@ ENV PYTHONUNBUFFERED=1 \
 
 COPY pyproject.toml README.md /tmp/p1evse/
 COPY src /tmp/p1evse/src
-COPY deploy/install.sh /tmp/p1evse/deploy/install.sh
+COPY deploy/install.sh deploy/requirements.txt /tmp/p1evse/deploy/
 RUN sh /tmp/p1evse/deploy/install.sh /tmp/p1evse && rm -rf /tmp/p1evse \
     # a user of its own; `dialout` may open a P1 cable passed with --device
     && useradd --system --no-create-home --uid 10001 --groups dialout p1evse

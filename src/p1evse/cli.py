@@ -126,7 +126,18 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from p1evse.sim.demo import demo
+    try:
+        from p1evse.sim.demo import demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "amqtt":
+            raise
+        # exit 2 as for a bad config: trying again without installing it cannot help
+        print(
+            "p1evse: demo needs its MQTT broker, amqtt, which is not installed: "
+            "pip install 'p1evse[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
 
     try:
         WebSettings(listen=args.listen or None)
