@@ -15,9 +15,9 @@ USER p1evse
 WORKDIR /config
 EXPOSE 8080
 
-# Health: the status server's /healthz, asked on loopback inside the container.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=40s --retries=3 CMD \
-    python -c "import os, urllib.request; port = (os.environ.get('P1EVSE_WEB__LISTEN') or '127.0.0.1:8080').rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=4)"
+# Health: `p1evse health` reads the config as `run` does and asks its /healthz on loopback.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD if [ -f /config/p1evse.yaml ]; then p1evse health -c /config/p1evse.yaml; else p1evse health; fi
 
 # Configuration: P1EVSE_* environment variables, and /config/p1evse.yaml when mounted.
 CMD ["sh", "-c", "if [ -f /config/p1evse.yaml ]; then exec p1evse run -c /config/p1evse.yaml; else exec p1evse run; fi"]

@@ -1,6 +1,6 @@
 """What the Docker image, compose.yaml and the systemd unit rely on, checked where Docker and
 systemd cannot run: the install script the image uses and the pinned requirements it
-installs, and the unit file."""
+installs, the health check, and the unit file."""
 
 from __future__ import annotations
 
@@ -255,6 +255,26 @@ def test_dockerfile_installs_with_the_tested_script() -> None:
     assert "deploy/install.sh" in dockerfile
     assert "deploy/requirements.txt" in dockerfile
     assert "\nUSER p1evse\n" in dockerfile
+
+
+def healthcheck(text: str) -> str:
+    """The HEALTHCHECK instruction in `text`, with its continuation lines."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("HEALTHCHECK"))
+    end = start
+    while lines[end].endswith("\\"):
+        end += 1
+    return "\n".join(lines[start : end + 1])
+
+
+def test_the_readmes_healthcheck_is_the_dockerfiles() -> None:
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"^```dockerfile\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
+    shown = [block for block in blocks if "HEALTHCHECK" in block]
+    assert len(shown) == 1
+    instruction = healthcheck((REPO / "Dockerfile").read_text())
+    assert healthcheck(shown[0]) == instruction
+    assert "p1evse health" in instruction
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
