@@ -1,9 +1,10 @@
 """What the Docker image, compose.yaml and the systemd unit rely on, checked where Docker and
 systemd cannot run: the install script the image uses and the pinned requirements it
-installs, the health check, and the unit file."""
+installs, the mosquitto config compose.yaml mounts, the health check, and the unit file."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -16,13 +17,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from p1evse import __version__
+from tests.brokers import BrokerProcess, mosquitto_available
 from tests.conftest import require
+from tests.probe import Probe
 
 REPO = Path(__file__).resolve().parent.parent
 INSTALL = REPO / "deploy" / "install.sh"
@@ -275,6 +280,55 @@ def test_the_readmes_healthcheck_is_the_dockerfiles() -> None:
     instruction = healthcheck((REPO / "Dockerfile").read_text())
     assert healthcheck(shown[0]) == instruction
     assert "p1evse health" in instruction
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO / "compose.yaml").read_text())
+    return loaded
+
+
+def test_compose_publishes_the_page_on_loopback_only() -> None:
+    p1evse = compose()["services"]["p1evse"]
+    # inside its container p1evse listens on every address, so that Docker can forward
+    assert p1evse["environment"]["P1EVSE_WEB__LISTEN"] == "0.0.0.0:8080"
+    assert p1evse["ports"] == ["127.0.0.1:8080:8080"]
+
+
+def test_compose_mounts_the_shipped_mosquitto_config() -> None:
+    volumes = compose()["services"]["mosquitto"]["volumes"]
+    sources = [volume.split(":")[0] for volume in volumes if ":/mosquitto/config" in volume]
+    assert sources == ["./mosquitto/config"]
+    assert (REPO / sources[0] / "mosquitto.conf").is_file()
+
+
+async def test_the_shipped_mosquitto_config_starts_a_real_mosquitto(tmp_path: Path) -> None:
+    require("mosquitto", mosquitto_available())
+    shipped = (REPO / "mosquitto" / "config" / "mosquitto.conf").read_text()
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def config(port: int) -> str:
+        """Only the port and the data folder differ from what the container reads (and,
+        for a test run as root, the user mosquitto switches to)."""
+        text = shipped.replace("listener 1883\n", f"listener {port} 127.0.0.1\n")
+        text = text.replace(
+            "persistence_location /mosquitto/data/", f"persistence_location {data}/"
+        )
+        assert text.count(str(port)) == 1
+        assert text.count(str(data)) == 1
+        return text + f"user {getpass.getuser()}\n"
+
+    broker = BrokerProcess("mosquitto", tmp_path, config=config)
+    broker.start()
+    try:
+        async with Probe(broker.port) as probe:
+            await probe.subscribe("p1evse/grid_ie")
+            probe.publish("p1evse/grid_ie", "-1234")
+            assert await probe.next_payload("p1evse/grid_ie") == "-1234"
+    finally:
+        broker.stop()
+    assert not [line for line in broker.log if "Error" in line]
+    assert (data / "mosquitto.db").is_file()  # persistence writes where the volume is
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
