@@ -1,15 +1,30 @@
-# p1evse: a small image for amd64, arm64 and armv7 (pure Python; see docs/deployment.md).
-FROM python:3.12-slim
+# p1evse: a small image for amd64, arm64 and armv7 (see docs/deployment.md).
+#
+# The build stage installs p1evse into a venv with deploy/install.sh: the pinned, hash-checked
+# requirements, then p1evse itself. On armv7 only, two of them have no wheel (cffi, which
+# cryptography needs for encrypted meters, and PyYAML): that stage gets a C compiler there
+# to build cffi, and PyYAML installs its pure-Python form. The image gets the venv alone.
+FROM python:3.12-slim AS build
 
-ENV PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1
-
+ENV PIP_NO_CACHE_DIR=1
+RUN if [ "$(dpkg --print-architecture)" = armhf ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends gcc libc6-dev libffi-dev \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY pyproject.toml README.md /tmp/p1evse/
 COPY src /tmp/p1evse/src
 COPY deploy/install.sh deploy/requirements.txt /tmp/p1evse/deploy/
-RUN sh /tmp/p1evse/deploy/install.sh /tmp/p1evse && rm -rf /tmp/p1evse \
-    # a user of its own; `dialout` may open a P1 cable passed with --device
-    && useradd --system --no-create-home --uid 10001 --groups dialout p1evse
+RUN python -m venv /opt/p1evse \
+    && PATH=/opt/p1evse/bin:$PATH sh /tmp/p1evse/deploy/install.sh /tmp/p1evse
+
+FROM python:3.12-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PATH=/opt/p1evse/bin:$PATH
+COPY --from=build /opt/p1evse /opt/p1evse
+# a user of its own; `dialout` may open a P1 cable passed with --device
+RUN useradd --system --no-create-home --uid 10001 --groups dialout p1evse
 
 USER p1evse
 WORKDIR /config
