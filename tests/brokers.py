@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from p1evse.sim.broker import free_port
@@ -19,27 +20,41 @@ START_TIMEOUT_S = 10.0
 class BrokerProcess:
     """A broker that can be stopped and started again on the same port."""
 
-    def __init__(self, kind: str, workdir: Path, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        kind: str,
+        workdir: Path,
+        extra_config: str = "",
+        config: Callable[[int], str] | None = None,
+    ) -> None:
+        """`config(port)`, for mosquitto: the whole mosquitto.conf instead of the tests'
+        own (a config under test), which must log to stderr."""
         self.kind = kind
         self.port = free_port()
         self._workdir = workdir
         self._extra_config = extra_config
+        self._config = config
         self._process: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+
+    def _mosquitto_config(self) -> str:
+        if self._config is not None:
+            return self._config(self.port)
+        return (
+            f"listener {self.port} 127.0.0.1\n"
+            "persistence false\n"
+            "log_dest stderr\n"
+            "log_type error\nlog_type warning\nlog_type information\n"
+            "set_tcp_nodelay true\n"
+            # as root mosquitto would switch to its own user, which cannot read
+            # the test's password and certificate files
+            f"user {getpass.getuser()}\n" + (self._extra_config or "allow_anonymous true\n")
+        )
 
     def _command(self) -> list[str]:
         if self.kind == "mosquitto":
             conf = self._workdir / f"mosquitto-{self.port}.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\n"
-                "persistence false\n"
-                "log_dest stderr\n"
-                "log_type error\nlog_type warning\nlog_type information\n"
-                "set_tcp_nodelay true\n"
-                # as root mosquitto would switch to its own user, which cannot read
-                # the test's password and certificate files
-                f"user {getpass.getuser()}\n" + (self._extra_config or "allow_anonymous true\n")
-            )
+            conf.write_text(self._mosquitto_config())
             mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             # mosquitto block-buffers its log into a pipe; line buffering lets start()
             # see "running" the moment it is written

@@ -67,6 +67,22 @@ def test_demo_with_a_bad_listen_address_exits_2() -> None:
     )
 
 
+def test_demo_without_its_broker_says_what_to_install() -> None:
+    """The runtime install has no amqtt (the `demo` extra); an import of it fails then."""
+    without_amqtt = (
+        "import sys; sys.modules['amqtt'] = None; "
+        "from p1evse.cli import main; sys.exit(main(['demo', '--duration', '0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without_amqtt], capture_output=True, text=True, timeout=30
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "p1evse: demo needs its MQTT broker, amqtt, which is not installed: "
+        "pip install 'p1evse[demo]'\n"
+    )
+
+
 def test_status_page_address_in_use_exits_2() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

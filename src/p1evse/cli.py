@@ -1,13 +1,16 @@
-"""Command line: `p1evse run | check | demo`."""
+"""Command line: `p1evse run | check | health | simulate | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import logging
 import os
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +21,13 @@ from p1evse.config import CONFIG_PATH_VARIABLE, Settings, WebSettings, load
 from p1evse.errors import ConfigError
 
 EXIT_CONFIG = 2
+EXIT_UNHEALTHY = 1
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# `health` is Docker's HEALTHCHECK: a short wait, within the image's 10 s limit
+HEALTH_TIMEOUT_S = 3.0
+HEALTH_ANSWER_BYTES = 1024
+# an every-address bind is asked on the loopback of its family
+LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds to watch the source's data (0: don't), default 12",
     )
     check.set_defaults(command=_check)
+
+    health = commands.add_parser(
+        "health", help="ask the running service's /healthz (exit 0 healthy, 1 not)"
+    )
+    health.add_argument("-c", "--config", type=Path, help=config_help)
+    health.set_defaults(command=_health)
 
     from p1evse.sim.cli import add_parser as add_simulate
 
@@ -125,9 +140,61 @@ def _check(args: argparse.Namespace) -> int:
     return asyncio.run(check(settings, path, listen_s=args.listen, out=sys.stdout))
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from p1evse.sim.demo import demo
+def healthz_url(web: WebSettings) -> str:
+    """Where the status server that `web` describes answers /healthz on this machine."""
+    host = LOOPBACK_FOR.get(web.host, web.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{web.port}/healthz"
 
+
+def _health(args: argparse.Namespace) -> int:
+    """The config as `run` loads it, then one GET of /healthz (standard library only:
+    it runs every 30 s beside the service)."""
+    settings, _ = _settings(args)
+    if settings.web.listen is None:
+        print(
+            "p1evse: health: the status server is off (web.listen is empty): "
+            "there is no /healthz to ask",
+            file=sys.stderr,
+        )
+        return EXIT_UNHEALTHY
+    url = healthz_url(settings.web)
+    try:
+        status, answer = _get(url)
+    except (OSError, http.client.HTTPException) as exc:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        print(f"p1evse: health: cannot reach {url}: {reason}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    line = answer.decode("utf-8", "replace").partition("\n")[0].strip()
+    print(line or f"HTTP {status}")
+    return 0 if status == 200 else EXIT_UNHEALTHY
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    """The status and the start of the answer, never through a proxy."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=HEALTH_TIMEOUT_S) as response:
+            return int(response.status), bytes(response.read(HEALTH_ANSWER_BYTES))
+    except urllib.error.HTTPError as exc:  # 503: unhealthy, with the reason
+        with exc:
+            return exc.code, exc.read(HEALTH_ANSWER_BYTES)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from p1evse.sim.demo import demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "amqtt":
+            raise
+        # exit 2 as for a bad config: trying again without installing it cannot help
+        print(
+            "p1evse: demo needs its MQTT broker, amqtt, which is not installed: "
+            "pip install 'p1evse[demo]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     try:
         WebSettings(listen=args.listen or None)
     except ValidationError as exc:
