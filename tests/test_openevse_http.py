@@ -196,32 +196,36 @@ async def test_a_charger_answering_garbage_never_stops_the_feed(
 ) -> None:
     """Every answer is parsed defensively: a broken one is a counted refusal (or a
     failed request), logged once, and values keep going to the charger."""
-    async with FakeOpenEvse(garbage={where: answer}) as charger:
-        async with running(http_settings(broker, charger, poll_interval=1)) as app:
-            async with Probe(broker.port) as probe:
-                await ready(probe)
-                for kw in ("0.100", "0.200", "0.300"):
-                    probe.publish(DELIVERED, kw)
-                    await expect(charger, "POST", "/status")
-                await expect(charger, "GET", "/status")
-                await expect(charger, "GET", "/status")  # polled again: the sink lives on
-            assert {reason.value for reason in app.charger.rejected} == set(refused)
-            assert app.supervisor.restarts == {}
-            [sink] = app.sinks
-            assert isinstance(sink, OpenEvseHttpSink)
-            if refused or where[0] == "POST":
-                assert sink.failures == 0  # the request itself went well
-            else:
-                assert sink.failures >= 2  # each poll, and it still polls
+    async with (
+        FakeOpenEvse(garbage={where: answer}) as charger,
+        running(http_settings(broker, charger, poll_interval=1)) as app,
+        Probe(broker.port) as probe,
+    ):
+        await ready(probe)
+        for kw in ("0.100", "0.200", "0.300"):
+            probe.publish(DELIVERED, kw)
+            await expect(charger, "POST", "/status")
+        await expect(charger, "GET", "/status")
+        await expect(charger, "GET", "/status")  # polled again: the sink lives on
+        assert {reason.value for reason in app.charger.rejected} == set(refused)
+        assert app.supervisor.restarts == {}
+        [sink] = app.sinks
+        assert isinstance(sink, OpenEvseHttpSink)
+        if refused or where[0] == "POST":
+            assert sink.failures == 0  # the request itself went well
+        else:
+            assert sink.failures >= 2  # each poll, and it still polls
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_the_good_fields_of_a_broken_status_are_taken(broker: BrokerProcess) -> None:
     answer = b'{"state": ' + b"9" * 400 + b', "amp": 6000, "divertmode": 7, "pilot": 16}'
-    async with FakeOpenEvse(garbage={("GET", "/status"): answer}) as charger:
-        async with running(http_settings(broker, charger, poll_interval=1)) as app:
-            await expect(charger, "GET", "/status")
-            await expect(charger, "GET", "/status")
+    async with (
+        FakeOpenEvse(garbage={("GET", "/status"): answer}) as charger,
+        running(http_settings(broker, charger, poll_interval=1)) as app,
+    ):
+        await expect(charger, "GET", "/status")
+        await expect(charger, "GET", "/status")
     assert (app.charger.amp, app.charger.pilot, app.charger.state) == (6000, 16, None)
     assert {r.value: n for r, n in app.charger.rejected.items()} == {
         "non_finite": 2,
