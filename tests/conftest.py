@@ -11,8 +11,10 @@ import pytest
 
 from p1evse.app import App
 from p1evse.config import Settings
+from p1evse.sources import Source
 from tests.brokers import BrokerProcess, mosquitto_available
 from tests.pki import Pki, new_pki
+from tests.probe import EVENT_TIMEOUT_S
 
 BROKER_KINDS = ["mosquitto", "amqtt"]
 
@@ -69,16 +71,19 @@ def settings_for(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[App]:
-    """The service in this test's event loop, stopped as SIGTERM would stop it."""
+async def running(settings: Settings, source: Source | None = None) -> AsyncIterator[App]:
+    """The service in this test's event loop, stopped as SIGTERM would stop it; `source`
+    stands in for the configured one."""
     app = App(settings, asyncio.get_running_loop())
+    if source is not None:
+        app.source = source
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop), name="app")
     try:
         yield app
     finally:
         stop.set()
-        await asyncio.wait_for(task, 5)
+        await asyncio.wait_for(task, EVENT_TIMEOUT_S)
 
 
 @pytest.fixture

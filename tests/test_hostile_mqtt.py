@@ -1,0 +1,151 @@
+"""What an attacker (or a broken device) on the broker can do to the service: garbage on
+the charger's topics, floods on Home Assistant's discovery topics, a broker that refuses
+a subscription, and a part of the service that fails. None of it ends the service, floods
+its log or hides from /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from amqtt.broker import Broker as AmqttBroker
+
+from p1evse.model import Rejection
+from p1evse.sim.broker import free_port
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.waiting import state_holds
+
+DELIVERED = "dsmr/reading/electricity_currently_delivered"
+GRID_IE = "p1evse/grid_ie"
+STATUS = "p1evse/status"
+
+
+async def ready(probe: Probe) -> None:
+    await probe.subscribe(STATUS, GRID_IE)
+    await probe.wait_for_payload(STATUS, "online")
+
+
+async def test_garbage_on_the_chargers_topics_is_counted_never_a_traceback(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse")
+    settings = settings_for(one_broker, publish={"interval": 0})
+    async with running(settings) as app, Probe(one_broker.port) as probe:
+        await ready(probe)
+        for _ in range(300):
+            probe.publish("openevse/amp", b"[" * 30 + b"]" * 30)
+            probe.publish("openevse/state", b"9" * 400)
+            probe.publish("openevse/divertmode", b"1e999")
+            probe.publish("openevse/pilot", b'{"a": 1, "a": 2}')
+        probe.publish("openevse/amp", b"5000")
+        probe.publish(DELIVERED, "0.100")  # read after all the above, in order
+        assert await probe.next_payload(GRID_IE, EVENT_TIMEOUT_S) == "100"
+    assert app.charger.amp == 5000
+    assert app.charger.rejected == {
+        Rejection.NOT_A_NUMBER: 300,  # a list where a number belongs
+        Rejection.TOO_LONG: 300,
+        Rejection.NON_FINITE: 300,
+        Rejection.BAD_JSON: 300,  # a key given twice
+    }
+    refused = [r for r in caplog.records if "refused a report from OpenEVSE" in r.getMessage()]
+    assert len(refused) == 4  # once a minute per reason
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_with_discovery_off_its_topics_are_read_once_at_start_up(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse")
+    topic = "homeassistant/sensor/p1evse/grid_power/config"
+    settings = settings_for(one_broker, publish={"interval": 0})
+    async with running(settings), Probe(one_broker.port) as probe:
+        await ready(probe)
+        await probe.subscribe(topic)
+        for n in range(1000):
+            probe.publish(topic, f'{{"garbage": {n}}}')
+        probe.publish(DELIVERED, "0.500")  # after the flood, on the service's own topic
+        # the service has read past the flood: anything it said about it came before this
+        assert await probe.next_payload(GRID_IE, EVENT_TIMEOUT_S) == "500"
+        received = [await probe.next_payload(topic) for _ in range(1000)]
+        assert "" not in received + probe.pending(topic)  # it never removed a "config"
+    assert not [r for r in caplog.records if "discovery" in r.getMessage()]
+
+
+@asynccontextmanager
+async def broker_refusing(topic: str) -> AsyncIterator[int]:
+    """An amqtt broker whose topic filter refuses subscriptions to `topic` (as an ACL
+    would): it answers SUBACK 0x80."""
+    port = free_port()
+    broker = AmqttBroker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                "amqtt.plugins.topic_checking.TopicTabooPlugin": {},
+            },
+        }
+    )
+    await broker.start()
+    try:
+        yield port
+    finally:
+        await broker.shutdown()
+
+
+async def test_a_refused_subscription_is_an_error_health_reports() -> None:
+    """`prohibited` is one of the topics amqtt's taboo plugin refuses."""
+    async with broker_refusing("prohibited") as port:
+        settings = settings_for(
+            BrokerPort(port),
+            source={"type": "mqtt_value", "topic": "prohibited"},
+        )
+        async with running(settings) as app:
+            state = app.state
+            assert state is not None  # it serves the state topic
+            await state_holds(state, lambda: bool(state.problems))
+            problem = state.unhealthy(asyncio.get_running_loop().time())
+    assert problem == ("the MQTT broker refused the subscription to prohibited (Unspecified error)")
+
+
+class BrokerPort:
+    """Enough of a BrokerProcess for `settings_for`: a broker this test runs itself."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+
+class FailingSource:
+    """A source with a bug: it fails every time it starts."""
+
+    def __init__(self, starts: int) -> None:
+        self.starts = 0
+        self.started_again = asyncio.Event()  # set at the `starts`-th start
+        self._wanted = starts
+
+    async def run(self, intake: object) -> None:
+        self.starts += 1
+        if self.starts == self._wanted:
+            self.started_again.set()
+        raise RuntimeError(f"bug number {self.starts}")
+
+
+async def test_a_failing_task_is_restarted_and_named_by_health(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse")
+    source = FailingSource(starts=3)
+    async with running(settings_for(one_broker), source=source) as app:
+        assert app.state is not None
+        await asyncio.wait_for(source.started_again.wait(), EVENT_TIMEOUT_S)  # restarted twice
+        problem = app.state.unhealthy(asyncio.get_running_loop().time())
+        assert problem is not None
+        assert problem.startswith("task source:mqtt_split failed (RuntimeError: bug number")
+        assert app.broker.connected  # the rest of the service goes on
+    failures = [r for r in caplog.records if "task source:mqtt_split failed" in r.getMessage()]
+    assert len(failures) == 1  # the same cause is logged once
+    assert failures[0].exc_info is not None  # with its traceback
