@@ -12,7 +12,8 @@ from p1evse.model import Rejection
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.logs import log_event
-from tests.probe import Probe
+from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.proxy import TcpProxy
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
@@ -243,3 +244,37 @@ async def test_a_claim_p1evse_never_set_is_never_released(broker: BrokerProcess)
             probe.publish(DELIVERED, "0.100")
         await probe.wait_for_payload(STATUS, "offline")  # after any release would have been
         assert probe.pending(CLAIM) == []
+
+
+async def test_no_pause_blip_when_the_broker_comes_back(one_broker: BrokerProcess) -> None:
+    """The broker went away long enough for the stale guard to fire; the readings were
+    only missing because the broker was. On reconnect the pause waits for them (the
+    stale timeout), instead of going out at once and being released a moment later."""
+    settings = settings_for(
+        one_broker, publish={"interval": 0, "stale_after": 2.0, "pair_window": 0.1}
+    )
+    async with TcpProxy(one_broker.port) as proxy:
+        settings = settings.model_copy(
+            update={"mqtt": settings.mqtt.model_copy(update={"port": proxy.port})}
+        )
+        with log_event("no valid reading") as stale:
+            async with running(settings) as app, Probe(one_broker.port) as probe:
+                await probe.subscribe(GRID_IE, CLAIM)
+                await ready(probe)
+                probe.publish(DELIVERED, "0.500")
+                assert await probe.next_payload(GRID_IE) == "500"
+                proxy.cut()  # the service loses the broker
+                await asyncio.wait_for(stale.wait(), EVENT_TIMEOUT_S)  # its pause cannot go
+                await proxy.restore()
+                await probe.wait_for_payload(STATUS, "online", EVENT_TIMEOUT_S)  # it is back
+                probe.publish(DELIVERED, "0.600")
+                assert await probe.next_payload(GRID_IE) == "600"
+                app.broker.publish(CLAIM, "after")  # after all it said since it came back
+                assert await probe.next_payload(CLAIM) == "after"  # and no pause before it
+
+                proxy.cut()  # again, but this time the meter stays quiet once it is back
+                await probe.wait_for_payload(STATUS, "offline", EVENT_TIMEOUT_S)
+                await proxy.restore()
+                await probe.wait_for_payload(STATUS, "online", EVENT_TIMEOUT_S)
+                claim = await probe.next_payload(CLAIM, EVENT_TIMEOUT_S)
+                assert claim == '{"state":"disabled"}'  # the pause, once stale_after has passed

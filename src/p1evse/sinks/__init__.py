@@ -41,4 +41,8 @@ def build_sinks(
     """The charger's sink; `latest_reading` gives the voltages when they are fed."""
     if settings.openevse.transport == "http":
         return [OpenEvseHttpSink(settings.openevse, charger, clock, latest_reading)]
-    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading)]
+    # the readings ride on the broker too: after a reconnect they need time to come back
+    settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
+    return [
+        OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading, settle_s)
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -34,7 +35,10 @@ class OpenEvseMqttSink:
 
     Every MQTT client shares OpenEVSE's one MQTT claim slot, so p1evse releases only a
     claim it has sent itself; a claim or release that could not be sent while the
-    broker was away is sent on reconnect.
+    broker was away is sent on reconnect. When the meter's readings come through the
+    same broker, a pause wanted after a reconnect waits `reconnect_settle_s` (the stale
+    timeout) for them: they were only missing because the broker was, and a pause sent
+    on reconnect would be released again a moment later.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class OpenEvseMqttSink:
         charger: ChargerState,
         clock: Callable[[], float],
         latest_reading: Callable[[], Reading | None],
+        reconnect_settle_s: float = 0.0,
     ) -> None:
         self._value_topics = [settings.grid_ie_topic]
         if settings.shaper:
@@ -57,7 +62,9 @@ class OpenEvseMqttSink:
         self._pause = PauseIntent(charger)
         self._report_log = ReportLog(clock, f"{settings.base_topic}/…")
         self.claim_sent = False
-        broker.on_connected(self._sync_claim)
+        self._settle_s = reconnect_settle_s
+        self._settling: asyncio.TimerHandle | None = None
+        broker.on_connected(self._reconnected)
         for field in READ_BACK_FIELDS:
             broker.subscribe(f"{settings.base_topic}/{field}", partial(self._on_report, field))
 
@@ -83,6 +90,8 @@ class OpenEvseMqttSink:
         """Nothing of its own to run: the broker connection carries everything."""
 
     async def close(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
         self._pause.stale = False
         self._sync_claim()
 
@@ -94,6 +103,21 @@ class OpenEvseMqttSink:
             return
         if field == "divertmode":
             self._sync_claim()
+
+    def _reconnected(self) -> None:
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
+        if self._settle_s > 0 and self._pause.wanted() and not self.claim_sent:
+            self._settling = asyncio.get_running_loop().call_later(
+                self._settle_s, self._settled
+            )
+            return
+        self._sync_claim()
+
+    def _settled(self) -> None:
+        self._settling = None
+        self._sync_claim()
 
     def _sync_claim(self) -> None:
         wanted = self._pause.wanted()
