@@ -1,39 +1,75 @@
-"""`p1evse check` against a real broker and a publishing meter."""
+"""`p1evse check` against a real broker and a publishing meter: the same pipeline as
+`run`, exit 3 when the source is not ready, and a guest that never disturbs a running
+service."""
 
 from __future__ import annotations
 
 import asyncio
 import io
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 
-from p1evse.check import _config_warnings, check
+from p1evse.check import EXIT_NOT_READY, _config_warnings, check
 from p1evse.config import Settings
 from p1evse.sim.broker import free_port
 from tests import telegrams
 from tests.brokers import BrokerProcess
-from tests.conftest import settings_for
+from tests.conftest import running, settings_for
 from tests.fake_openevse import FakeOpenEvse
 from tests.gateways import Gateway
-from tests.probe import Probe
+from tests.probe import EVENT_TIMEOUT_S, Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
+STATUS = "p1evse/status"
 
 
-async def run_check(settings: Settings, listen_s: float = 0.0) -> tuple[int, str]:
+async def run_check(
+    settings: Settings, listen_s: float = 0.0, environ: Mapping[str, str] | None = None
+) -> tuple[int, str]:
     out = io.StringIO()
-    code = await check(settings, None, listen_s=listen_s, out=out)
+    code = await check(settings, None, listen_s=listen_s, out=out, environ=environ or {})
     return code, out.getvalue()
+
+
+@asynccontextmanager
+async def meter(
+    broker: BrokerProcess, messages: Sequence[tuple[str, str]], period_s: float = 0.1
+) -> AsyncIterator[None]:
+    """A meter publishing `messages` live, over and over, while the block runs."""
+    async with Probe(broker.port) as probe:
+
+        async def publish() -> None:
+            while True:
+                for topic, payload in messages:
+                    probe.publish(topic, payload)
+                await asyncio.sleep(period_s)  # pacing the simulated meter
+
+        task = asyncio.create_task(publish())
+        try:
+            yield
+        finally:
+            task.cancel()
 
 
 async def test_reports_topics_and_broker(broker: BrokerProcess) -> None:
     code, output = await run_check(settings_for(broker))
     assert code == 0
-    assert f"broker 127.0.0.1:{broker.port}: connected" in output
+    assert "config: built-in defaults: valid" in output  # no environment override claimed
+    assert f"broker 127.0.0.1:{broker.port}: connected (as p1evse-check-" in output
     assert f"  {DELIVERED}\n  {RETURNED}\n" in output
     assert "p1evse/grid_ie  whole watts" in output
     assert "openevse/claim/set" in output
+    assert "p1evse/state  retained JSON of p1evse's state" in output
     assert "status page: off (web.listen is empty)" in output
+    assert "source: not watched" in output
+
+
+async def test_environment_overrides_are_named_when_there_are_some(broker: BrokerProcess) -> None:
+    environ = {"P1EVSE_MQTT__PORT": str(broker.port), "P1EVSE_CONFIG": "x", "HOME": "/"}
+    code, output = await run_check(settings_for(broker), environ=environ)
+    assert code == 0
+    assert "config: built-in defaults with P1EVSE_MQTT__PORT from the environment: valid" in output
 
 
 async def test_unreachable_broker_fails() -> None:
@@ -44,43 +80,48 @@ async def test_unreachable_broker_fails() -> None:
     assert "refused" in output.lower()
 
 
-async def test_watts_published_where_kilowatts_are_configured(broker: BrokerProcess) -> None:
-    async with Probe(broker.port) as probe:
-        probe.publish(DELIVERED, "1234", retain=True)  # DSMR-reader retains its values
-        probe.publish(RETURNED, "0", retain=True)
-        code, output = await run_check(settings_for(broker), listen_s=0.5)
+async def test_ready_when_run_would_publish_sensible_values(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0})
+    async with meter(broker, [(DELIVERED, "0.000"), (RETURNED, "1.250")]):
+        code, output = await run_check(settings, listen_s=1.0)
     assert code == 0
-    assert "source probably publishes W; set source.unit: W" in output
+    assert "latest: import 0 W, export 1250 W" in output
+    assert "run would publish: -1250" in output
+    assert "ready: run would publish these values" in output
 
 
-async def test_kilowatts_published_where_watts_are_configured(broker: BrokerProcess) -> None:
-    async with Probe(broker.port) as probe:
-        probe.publish(DELIVERED, "1.234", retain=True)
-        code, output = await run_check(settings_for(broker, source={"unit": "W"}), listen_s=0.5)
-    assert code == 0
+async def test_watts_where_kilowatts_are_configured_is_not_ready(broker: BrokerProcess) -> None:
+    """The meter sends 512 (W) and check says kW: run rejects 512 kW, and so does check."""
+    async with meter(broker, [(DELIVERED, "512"), (RETURNED, "0")]):
+        code, output = await run_check(settings_for(broker), listen_s=1.0)
+    assert code == EXIT_NOT_READY
+    assert "x: implausible" in output
+    assert "512000" not in output  # never reported as a reading
+    assert "the source probably publishes W; set source.unit: W" in output
+    assert "not ready: every value the source sent was rejected" in output
+
+
+async def test_kilowatts_where_watts_are_configured_is_not_ready(broker: BrokerProcess) -> None:
+    async with meter(broker, [(DELIVERED, "1.234"), (RETURNED, "0.000")]):
+        code, output = await run_check(settings_for(broker, source={"unit": "W"}), listen_s=1.0)
+    assert code == EXIT_NOT_READY
+    assert "not ready: only small fractional values arrived" in output
     assert "probably publishes kW" in output
 
 
-async def test_silent_source_is_reported(broker: BrokerProcess) -> None:
-    code, output = await run_check(settings_for(broker), listen_s=0.3)
-    assert code == 0
-    assert "no data from the source" in output
+async def test_a_silent_source_is_not_ready(broker: BrokerProcess) -> None:
+    async with Probe(broker.port) as probe:
+        probe.publish(DELIVERED, "0.500", retain=True)  # an old value is no sign of life
+        code, output = await run_check(settings_for(broker), listen_s=0.5)
+    assert code == EXIT_NOT_READY
+    assert "not ready: no data from the source" in output
 
 
 async def test_stale_after_shorter_than_three_source_periods(broker: BrokerProcess) -> None:
-    publish: dict[str, Any] = {"stale_after": 0.5, "pair_window": 0.05}
-    settings = settings_for(broker, publish=publish)
-    async with Probe(broker.port) as probe:
-
-        async def meter() -> None:
-            for i in range(40):
-                probe.publish(DELIVERED, f"{1 + i / 1000:.3f}")
-                await asyncio.sleep(0.2)  # pacing a 5 Hz meter
-
-        meter_task = asyncio.create_task(meter())
+    settings = settings_for(broker, publish={"stale_after": 0.5, "pair_window": 0.05})
+    async with meter(broker, [(DELIVERED, "1.000")], period_s=0.2):
         code, output = await run_check(settings, listen_s=1.5)
-        meter_task.cancel()
-    assert code == 0
+    assert code == 0  # a warning: run would publish
     assert "about one reading every 0.2 s" in output
     assert "stale_after 0.5 s is shorter than 3 source periods" in output
 
@@ -116,13 +157,14 @@ async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
     await gateway.start()
     settings = settings_for(broker, source={"type": "p1", "url": gateway.url})
 
-    async def meter() -> None:
+    async def send() -> None:
         connection = await gateway.connection()
-        for _ in range(50):
-            connection.write(telegrams.dsmr5(import_w=0, export_w=1500))
+        for second in range(50):
+            clock = telegrams.meter_clock(second)
+            connection.write(telegrams.dsmr5(import_w=0, export_w=1500, clock=clock))
             await asyncio.sleep(0.1)  # pacing a 10 Hz meter
 
-    meter_task = asyncio.create_task(meter())
+    meter_task = asyncio.create_task(send())
     try:
         code, output = await run_check(settings, listen_s=1.0)
     finally:
@@ -131,34 +173,35 @@ async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
     assert code == 0
     assert f"p1 {gateway.url} (DSMR 5)" in output
     assert "subscribes to: nothing (the source is not MQTT)" in output
-    assert "latest export: 1500 W" in output
+    assert "latest: import 0 W, export 1500 W" in output
     assert "voltage per phase: 230 V / 230 V / 229 V" in output
-    assert "meter clock: 2017-01-02T18:20:02+00:00" in output
+    assert "meter clock: 2017-01-02T18:2" in output
+    assert "the meter's clock is" in output  # years behind this machine's: said, not refused
     assert "0 rejected" in output
 
 
 async def test_check_with_a_signed_value_source(broker: BrokerProcess) -> None:
     source = {"type": "mqtt_value", "topic": "home/grid/power", "unit": "kW"}
-    async with Probe(broker.port) as probe:
-        probe.publish("home/grid/power", "-1.5", retain=True)
+    async with meter(broker, [("home/grid/power", "-1.5")]):
         code, output = await run_check(settings_for(broker, source=source), listen_s=0.5)
     assert code == 0
     assert "  home/grid/power\n" in output
-    assert "latest export: 1500 W" in output
+    assert "latest: import 0 W, export 1500 W" in output
 
 
 async def test_reports_the_charger_read_back_over_mqtt(broker: BrokerProcess) -> None:
     async with Probe(broker.port) as probe:
-        probe.publish("openevse/divertmode", "1", retain=True)
+        probe.publish("openevse/divertmode", "1", retain=True)  # OpenEVSE retains its state
         probe.publish("openevse/amp", "6000", retain=True)
         code, output = await run_check(settings_for(broker), listen_s=0.5)
-    assert code == 0
+    assert code == EXIT_NOT_READY  # no meter here
     assert "charger: divert mode normal, state None, car draws 6 A" in output
     assert "OpenEVSE is in normal mode" in output
 
 
-async def test_a_silent_charger_is_reported(broker: BrokerProcess) -> None:
-    code, output = await run_check(settings_for(broker), listen_s=0.3)
+async def test_a_silent_charger_is_a_warning(broker: BrokerProcess) -> None:
+    async with meter(broker, [(DELIVERED, "0.300"), (RETURNED, "0.000")]):
+        code, output = await run_check(settings_for(broker), listen_s=0.5)
     assert code == 0  # a warning, not a failure: the charger may be off
     assert "nothing from OpenEVSE on openevse/…" in output
 
@@ -178,7 +221,31 @@ async def test_http_transport_reports_the_charger(broker: BrokerProcess) -> None
     async with FakeOpenEvse() as charger:
         settings = settings_for(broker, openevse={"transport": "http", "url": charger.url})
         code, output = await run_check(settings, listen_s=0.3)
-    assert code == 0
+    assert code == EXIT_NOT_READY  # no meter here
     assert "charger: divert mode eco, state 1, car draws 0 A" in output
     assert f"charger {charger.url}: divert type grid (import/export)" in output
     assert "warning: OpenEVSE" not in output
+
+
+async def test_check_beside_a_running_service_disturbs_nothing(one_broker: BrokerProcess) -> None:
+    """Its own client id (the service is never kicked off the broker), no availability
+    message or will of its own, nothing left retained; and it hears the meter too."""
+    settings = settings_for(one_broker, publish={"interval": 0})
+    async with running(settings) as app, Probe(one_broker.port) as watcher:
+        await watcher.subscribe(STATUS)
+        await watcher.wait_for_payload(STATUS, "online")
+        await watcher.subscribe("#")
+        async with meter(one_broker, [(DELIVERED, "0.400"), (RETURNED, "0.000")]):
+            code, output = await run_check(settings, listen_s=1.0)
+        assert code == 0, output
+        assert "run would publish: 400" in output
+        assert app.broker.stats.drops == 0  # never kicked off
+        assert app.broker.connected
+        assert "offline" not in watcher.pending(STATUS)
+    async with Probe(one_broker.port) as fresh:
+        await fresh.subscribe("#")
+        fresh.publish("test/end", "end")  # the broker sends it after every retained one
+        retained: set[str] = set()
+        while (message := await fresh.next("#", EVENT_TIMEOUT_S)).topic != "test/end":
+            retained.add(message.topic)
+    assert retained == {STATUS, "p1evse/state"}  # the service's own, nothing of check's

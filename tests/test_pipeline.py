@@ -290,6 +290,22 @@ def test_implausible_halves_are_rejected_and_counted(watts: float, reason: Rejec
     assert run.pipeline.latest(EXP) == 0  # the rejected value never replaced the last good one
 
 
+@pytest.mark.parametrize(
+    "script",
+    [
+        [(0, IMP, 512_000), (0.02, EXP, 0)],  # a kW meter read as W: both orders
+        [(0, EXP, 0), (0.02, IMP, 512_000)],
+        [(0, EXP, math.nan), (0.3, IMP, 0)],
+    ],
+)
+def test_a_rejected_half_takes_its_zero_partner_down_with_it(
+    script: list[tuple[float, Side, float]],
+) -> None:
+    """The telegram had no good value: its zero half alone must not make a 0 W reading."""
+    events = make().script(script, until=3)
+    assert published(events) == []
+
+
 def test_max_power_is_configurable() -> None:
     run = make(max_power_w=1000)
     assert published(run.script([(0, IMP, 1000), (1, IMP, 1001)], until=2)) == [(0, 1000)]

@@ -1,20 +1,31 @@
 """`p1evse check`: validate, connect once, watch the source briefly, and say what
-p1evse would do and which usual mistakes the setup shows."""
+p1evse would do and which usual mistakes the setup shows.
+
+What the source delivers goes through the same pipeline as in `run` (the same rules,
+rejections and averaging), so "ready" means `run` would publish sensible values. It is a
+guest on the broker: its own client id (a running service is never kicked off), no
+availability message and no will, nothing published, nothing retained.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import os
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 from p1evse.app import describe
-from p1evse.config import Settings, is_loopback
-from p1evse.model import PhaseKind, Reading, Rejection, Side, StaleAction
+from p1evse.bridge import Bridge
+from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, is_loopback, output_topics
+from p1evse.model import Event, GridPower, PhaseKind, Reading, Rejection, Side, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
+from p1evse.pipeline import Pipeline
 from p1evse.sinks import build_sinks
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import ChargerError, get_json
@@ -22,80 +33,142 @@ from p1evse.sources import build_source
 
 Say = Callable[[str], None]
 
-# A kW-configured value this large is almost certainly W (no household draws 100 kW).
-KW_LOOKS_LIKE_W = 100_000.0
+EXIT_READY = 0
+EXIT_BROKER = 1
+EXIT_NOT_READY = 3
 # DSMR-reader publishes kW with three decimals; a W-configured source seeing only
 # values below this (and fractional) is probably publishing kW.
 W_LOOKS_LIKE_KW = 50.0
+# A meter clock this far from this machine's is worth a word (its readings still count).
+CLOCK_OFF_S = 60.0
 
 
 @dataclass
-class _Recorder:
-    """An `Intake` that only remembers what the source delivered."""
+class _Tee:
+    """An `Intake` that remembers what the source delivered (for the unit and period
+    checks, rejected values included) and passes all of it on to the pipeline."""
 
-    loop: asyncio.AbstractEventLoop
-    halves: list[tuple[float, Side, float]] = field(default_factory=list)
-    rejections: dict[Rejection, int] = field(default_factory=dict)
-    last_reading: Reading | None = None
+    bridge: Bridge
+    clock: Callable[[], float]
+    values: list[tuple[float, float]] = field(default_factory=list)  # (arrival, W)
 
     def half(self, side: Side, watts: float) -> None:
-        self.halves.append((self.loop.time(), side, watts))
+        self.values.append((self.clock(), watts))
+        self.bridge.half(side, watts)
 
     def reading(self, reading: Reading) -> None:
-        """A whole reading counts as both halves, at one time."""
-        self.halves.append((reading.at, Side.IMPORT, reading.import_w))
-        self.halves.append((reading.at, Side.EXPORT, reading.export_w))
-        self.last_reading = reading
+        self.values += [(reading.at, reading.import_w), (reading.at, reading.export_w)]
+        self.bridge.reading(reading)
 
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
-        pass  # per-phase values don't change what check says
+        self.bridge.phase(kind, index, value)
 
     def reject(self, reason: Rejection, detail: str) -> None:
-        self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        self.bridge.reject(reason, detail)
 
 
-async def check(settings: Settings, path: Path | None, listen_s: float, out: TextIO) -> int:
+@dataclass
+class _Outcome:
+    """What the pipeline made of the source's data: the readings it accepted (with the
+    wall-clock time each came) and the values `run` would have published."""
+
+    readings: list[tuple[Reading, float]] = field(default_factory=list)
+    values: list[GridPower] = field(default_factory=list)
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, Reading):
+            self.readings.append((event, time.time()))
+        elif isinstance(event, GridPower):
+            self.values.append(event)
+
+
+async def check(
+    settings: Settings,
+    path: Path | None,
+    listen_s: float,
+    out: TextIO,
+    environ: Mapping[str, str] = os.environ,
+) -> int:
     def say(line: str = "") -> None:
         print(line, file=out)
 
-    say(f"config: {path or 'built-in defaults'} (with P1EVSE_* environment overrides): valid")
+    say(f"config: {path or 'built-in defaults'}{_overrides(environ)}: valid")
     say(f"  {describe(settings)}")
     topics = settings.source.subscriptions()
     say("subscribes to:" if topics else "subscribes to: nothing (the source is not MQTT)")
     for topic in topics:
         say(f"  {topic}")
+    _say_outputs(settings, say)
+    warnings = _config_warnings(settings)
+
+    mqtt = settings.mqtt
+    broker = Broker(mqtt, client_id=f"{mqtt.client_id}-check-{os.getpid()}", announce=False)
+    try:
+        await broker.connect_once()
+    except BrokerUnavailable as exc:
+        say(f"broker {broker.address}: FAILED: {exc}")
+        _print_warnings(say, warnings)
+        return EXIT_BROKER
+    say(f"broker {broker.address}: connected (as {broker.client_id})")
+    not_ready: list[str] = []
+    try:
+        if listen_s > 0:
+            not_ready, watch_warnings = await _watch(settings, broker, listen_s, say)
+            warnings += watch_warnings
+        else:
+            say("source: not watched (--listen 0)")
+    finally:
+        await broker.close()
+    if settings.openevse.url is not None:
+        warnings += await _charger_config(settings, say)
+    _print_warnings(say, warnings)
+    if not_ready:
+        for reason in not_ready:
+            say(f"not ready: {reason}")
+        return EXIT_NOT_READY
+    say("ready: run would publish these values")
+    return EXIT_READY
+
+
+def _overrides(environ: Mapping[str, str]) -> str:
+    names = sorted(
+        name
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_PATH_VARIABLE
+    )
+    return f" with {', '.join(names)} from the environment" if names else ""
+
+
+def _say_outputs(settings: Settings, say: Say) -> None:
     openevse = settings.openevse
     say("publishes to:")
-    say(f"  {openevse.grid_ie_topic}  whole watts, + import / - export, QoS 0, not retained")
-    say("    -> set OpenEVSE's 'grid import/export' MQTT topic to exactly this")
+    if openevse.transport == "http":
+        say(f"  {openevse.url}/status  grid_ie over HTTP (POST)")
+    outputs = output_topics(settings)
+    meaning = {
+        "openevse.grid_ie_topic": "whole watts, + import / - export, QoS 0, not retained\n"
+        "    -> set OpenEVSE's 'grid import/export' MQTT topic to exactly this",
+        "openevse.live_pwr_topic": "the same value, for OpenEVSE's current shaper",
+        "openevse.vrms_topic": "the meter's voltage, for OpenEVSE's divert maths",
+        "mqtt.state_topic": "retained JSON of p1evse's state (meter, value sent, charger)",
+    }
+    for key, topic in outputs.items():
+        say(f"  {topic}  {meaning[key]}")
     if settings.publish.on_stale is StaleAction.PAUSE:
-        say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
+        if openevse.transport == "http":
+            say(f"  {openevse.url}/claims/{openevse.claim_client_id}  pause claim when stale")
+        else:
+            say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
     say(f"  {settings.mqtt.availability_topic}  online / offline, retained")
+    if settings.homeassistant.discovery:
+        prefix = settings.homeassistant.prefix
+        say(f"  {prefix}/…/config  Home Assistant discovery, retained")
     web = settings.web
     if web.listen is None:
         say("status page: off (web.listen is empty)")
     else:
         token = ", token required" if web.token is not None else ""
         say(f"status page: http://{web.listen}/ (/api/state, /metrics, /healthz{token})")
-    warnings = _config_warnings(settings)
-
-    broker = Broker(settings.mqtt)
-    try:
-        await broker.connect_once()
-    except BrokerUnavailable as exc:
-        say(f"broker {broker.address}: FAILED: {exc}")
-        _print_warnings(say, warnings)
-        return 1
-    say(f"broker {broker.address}: connected")
-    try:
-        if listen_s > 0:
-            warnings += await _watch(settings, broker, listen_s, say)
-    finally:
-        await broker.close()
-    if settings.openevse.url is not None:
-        warnings += await _charger_config(settings, say)
-    _print_warnings(say, warnings)
-    return 0
 
 
 def _print_warnings(say: Say, warnings: list[str]) -> None:
@@ -138,56 +211,72 @@ def _config_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-async def _watch(settings: Settings, broker: Broker, listen_s: float, say: Say) -> list[str]:
-    """Run the real source, and the sinks for their read-back only, for `listen_s`."""
+async def _watch(
+    settings: Settings, broker: Broker, listen_s: float, say: Say
+) -> tuple[list[str], list[str]]:
+    """Run the real source into the real pipeline, and the sinks for their read-back
+    only (nothing is ever handed to them), for `listen_s`. Returns why the source is
+    not ready (empty: it is) and warnings."""
     loop = asyncio.get_running_loop()
-    recorder = _Recorder(loop)
+    pipeline = Pipeline(settings.publish, loop.time())
+    bridge = Bridge(pipeline, [], loop, name="check")
+    outcome = _Outcome()
+    bridge.observers.append(outcome.observe)
+    tee = _Tee(bridge, loop.time)
     charger = ChargerState()
-    sinks = build_sinks(
-        settings, broker, charger, loop.time, lambda: None
-    )  # nothing stale: no claims
+    sinks = build_sinks(settings, broker, charger, loop.time, lambda: None)
     tasks = [
-        loop.create_task(build_source(settings.source, broker).run(recorder)),
+        loop.create_task(build_source(settings.source, broker).run(tee)),
         *(loop.create_task(sink.run()) for sink in sinks),
     ]
+    bridge.start()
     await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
+    bridge.stop()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return _source_report(settings, recorder, listen_s, say) + _charger_report(
-        settings, charger, listen_s, say
-    )
+    not_ready, warnings = _source_report(settings, pipeline, outcome, tee, listen_s, say)
+    return not_ready, warnings + _charger_report(settings, charger, listen_s, say)
 
 
-def _source_report(settings: Settings, recorder: _Recorder, listen_s: float, say: Say) -> list[str]:
-    halves, warnings = recorder.halves, []
-    rejected = sum(recorder.rejections.values())
-    say(f"source: {len(halves)} values in {listen_s:g} s, {rejected} rejected")
-    for reason, count in recorder.rejections.items():
+def _source_report(
+    settings: Settings,
+    pipeline: Pipeline,
+    outcome: _Outcome,
+    tee: _Tee,
+    listen_s: float,
+    say: Say,
+) -> tuple[list[str], list[str]]:
+    counters = pipeline.counters
+    rejected = sum(counters.rejected.values())
+    say(f"source: {counters.readings} readings in {listen_s:g} s, {rejected} rejected")
+    for reason, count in counters.rejected.items():
         say(f"  rejected {count}x: {reason.value}")
-    if not halves:
-        warnings.append(
-            f"no data from the source within {listen_s:g} s: is the meter (reader) "
-            "sending, and are the topics or the address right?"
-        )
-        return warnings
-    latest = {side: watts for _, side, watts in halves}
-    for side in Side:
-        if side in latest:
-            say(f"  latest {side.value}: {latest[side]:g} W")
-    reading = recorder.last_reading
-    if reading is not None:
-        for name, values, unit in (
-            ("import per phase", reading.phase_import_w, "W"),
-            ("export per phase", reading.phase_export_w, "W"),
-            ("voltage per phase", reading.phase_voltage_v, "V"),
-        ):
-            if values is not None:
-                shown = " / ".join("-" if v is None else f"{v:g} {unit}" for v in values)
-                say(f"  {name}: {shown}")
-        if reading.meter_time is not None:
-            say(f"  meter clock: {reading.meter_time.isoformat()}")
-    period = _telegram_period(halves, settings.publish.pair_window)
+    unit_warnings = _unit_warnings(settings, [watts for _, watts in tee.values])
+    if not outcome.readings:
+        if tee.values or rejected:
+            problem = "every value the source sent was rejected (see above)"
+        else:
+            problem = (
+                f"no data from the source within {listen_s:g} s: is the meter (reader) "
+                "sending, and are the topics or the address right?"
+            )
+        return [problem, *unit_warnings], []
+    reading, arrived = outcome.readings[-1]
+    say(f"  latest: import {reading.import_w:g} W, export {reading.export_w:g} W")
+    for name, values, unit in (
+        ("import per phase", reading.phase_import_w, "W"),
+        ("export per phase", reading.phase_export_w, "W"),
+        ("voltage per phase", reading.phase_voltage_v, "V"),
+    ):
+        if values is not None:
+            shown = " / ".join("-" if v is None else f"{v:g} {unit}" for v in values)
+            say(f"  {name}: {shown}")
+    warnings = _clock_report(reading, arrived, say)
+    if outcome.values:
+        shown = ", ".join(f"{value.watts}" for value in outcome.values[-5:])
+        say(f"  run would publish: {shown} W (the last {min(5, len(outcome.values))})")
+    period = _period([at for at, _ in tee.values], settings.publish.pair_window)
     if period is not None:
         say(f"  about one reading every {period:.1f} s")
         if settings.publish.stale_after < 3 * period:
@@ -195,13 +284,26 @@ def _source_report(settings: Settings, recorder: _Recorder, listen_s: float, say
                 f"publish.stale_after {settings.publish.stale_after:g} s is shorter than 3 "
                 f"source periods ({3 * period:.0f} s): one late reading would pause charging"
             )
-    warnings += _unit_warnings(settings, [watts for _, _, watts in halves])
-    return warnings
+    return unit_warnings, warnings
 
 
-def _telegram_period(halves: list[tuple[float, Side, float]], pair_window: float) -> float | None:
+def _clock_report(reading: Reading, arrived: float, say: Say) -> list[str]:
+    if reading.meter_time is None:
+        return []
+    offset = reading.meter_time.timestamp() - arrived
+    say(f"  meter clock: {reading.meter_time.isoformat()} ({offset:+.0f} s from this machine)")
+    if abs(offset) < CLOCK_OFF_S:
+        return []
+    direction = "ahead of" if offset > 0 else "behind"
+    return [
+        f"the meter's clock is {abs(offset):.0f} s {direction} this machine's: its "
+        "readings still count (only a clock that stops moving makes them repeats)"
+    ]
+
+
+def _period(arrivals: list[float], pair_window: float) -> float | None:
     starts: list[float] = []
-    for at, _, _ in halves:
+    for at in arrivals:
         if not starts or at - starts[-1] >= pair_window:
             starts.append(at)
     gaps = [b - a for a, b in itertools.pairwise(starts)]
@@ -210,13 +312,16 @@ def _telegram_period(halves: list[tuple[float, Side, float]], pair_window: float
 
 def _unit_warnings(settings: Settings, values: list[float]) -> list[str]:
     unit = getattr(settings.source, "unit", None)
-    biggest = max(values)
-    if unit == "kW" and biggest > KW_LOOKS_LIKE_W:
+    finite = [value for value in values if math.isfinite(value)]
+    if not finite:
+        return []
+    biggest = max(finite)
+    if unit == "kW" and biggest > settings.publish.max_power_w:
         return [
-            f"a value of {biggest / 1000:g} kW arrived: the source probably publishes W; "
-            "set source.unit: W"
+            f"a value of {biggest / 1000:g} kW arrived, above publish.max_power_w: the "
+            "source probably publishes W; set source.unit: W"
         ]
-    nonzero = [value for value in values if value]
+    nonzero = [value for value in finite if value]
     if (
         unit == "W"
         and nonzero

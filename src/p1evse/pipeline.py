@@ -152,6 +152,7 @@ class Pipeline:
         rejection = self._check_half(watts)
         if rejection is not None:
             self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
+            self._drop_partner(side, now)
             return events
         if watts > 0:
             self._nonzero_half(side, watts, now, events)
@@ -248,6 +249,17 @@ class Pipeline:
             return
         self._absorb_side = None
         self._waiting = _Waiting(side, now)
+
+    def _drop_partner(self, side: Side, now: float) -> None:
+        """A rejected half leaves its telegram without a value: its zero partner, waiting
+        or yet to come within the window, is dropped too (a reading from it alone would
+        say 0 W where the meter said something else)."""
+        waiting = self._waiting
+        if waiting is not None and waiting.side is side.other:
+            self._waiting = None
+        else:
+            self._absorb_side = side.other
+            self._absorb_until = now + self._settings.pair_window
 
     def _complete_waiting(self, events: list[Event], now: float) -> None:
         """No partner within the window: the partner's latest value still holds, since

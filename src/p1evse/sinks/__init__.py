@@ -43,6 +43,4 @@ def build_sinks(
         return [OpenEvseHttpSink(settings.openevse, charger, clock, latest_reading)]
     # the readings ride on the broker too: after a reconnect they need time to come back
     settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
-    return [
-        OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading, settle_s)
-    ]
+    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading, settle_s)]

@@ -109,9 +109,7 @@ class OpenEvseMqttSink:
             self._settling.cancel()
             self._settling = None
         if self._settle_s > 0 and self._pause.wanted() and not self.claim_sent:
-            self._settling = asyncio.get_running_loop().call_later(
-                self._settle_s, self._settled
-            )
+            self._settling = asyncio.get_running_loop().call_later(self._settle_s, self._settled)
             return
         self._sync_claim()
 
