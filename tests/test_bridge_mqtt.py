@@ -251,7 +251,10 @@ async def test_no_pause_blip_when_the_broker_comes_back(one_broker: BrokerProces
     only missing because the broker was. On reconnect the pause waits for them (the
     stale timeout), instead of going out at once and being released a moment later."""
     settings = settings_for(
-        one_broker, publish={"interval": 0, "stale_after": 2.0, "pair_window": 0.1}
+        one_broker,
+        publish={"interval": 0, "stale_after": 2.0, "pair_window": 0.1},
+        # a cut connection makes the broker publish the dead-man's will: test_deadman.py
+        openevse={"deadman": False},
     )
     async with TcpProxy(one_broker.port) as proxy:
         settings = settings.model_copy(

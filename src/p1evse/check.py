@@ -151,6 +151,8 @@ def _say_outputs(settings: Settings, say: Say) -> None:
         "openevse.live_pwr_topic": "the same value, for OpenEVSE's current shaper",
         "openevse.vrms_topic": "the meter's voltage, for OpenEVSE's divert maths",
         "mqtt.state_topic": "retained JSON of p1evse's state (meter, value sent, charger)",
+        "openevse.deadman_topic": "retained marker of the dead-man's switch, whose will "
+        f"pauses the charger if p1evse dies (connection {settings.mqtt.client_id}-deadman)",
     }
     for key, topic in outputs.items():
         say(f"  {topic}  {meaning[key]}")
@@ -224,7 +226,7 @@ async def _watch(
     bridge.observers.append(outcome.observe)
     tee = _Tee(bridge, loop.time)
     charger = ChargerState()
-    sinks = build_sinks(settings, broker, charger, loop.time, lambda: None)
+    sinks = build_sinks(settings, broker, charger, loop.time, lambda: None, read_back_only=True)
     tasks = [
         loop.create_task(build_source(settings.source, broker).run(tee)),
         *(loop.create_task(sink.run()) for sink in sinks),

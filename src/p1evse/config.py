@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from p1evse.errors import ConfigError
+from p1evse.model import StaleAction
 from p1evse.pipeline import PublishSettings
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 from p1evse.sources import SOURCE_TYPES, SourceSettings
@@ -121,6 +122,11 @@ class OpenevseSettings(Section):
     claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=0xFFFF_FFFF)
     timeout: float = Field(5.0, gt=0, le=60)
     poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
+    # MQTT with on_stale pause: a second connection whose last will pauses the charger
+    # if p1evse dies; its retained marker tells the next run whether the will fired
+    deadman: bool = True
+    deadman_keepalive: int = Field(10, ge=2, le=600)  # s; the broker acts in 1.5x this
+    deadman_topic: PublishTopic = "p1evse/deadman"
 
     @model_validator(mode="before")
     @classmethod
@@ -330,6 +336,16 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
     return problems
 
 
+def deadman_armed(settings: Settings) -> bool:
+    """The dead-man's switch pauses the charger as the stale guard would: only over
+    MQTT (a last will is an MQTT message) and with `on_stale: pause`."""
+    return (
+        settings.openevse.deadman
+        and settings.openevse.transport == "mqtt"
+        and settings.publish.on_stale is StaleAction.PAUSE
+    )
+
+
 def output_topics(settings: Settings) -> dict[str, str]:
     """The MQTT topics p1evse publishes values to, by config key."""
     openevse = settings.openevse
@@ -339,6 +355,8 @@ def output_topics(settings: Settings) -> dict[str, str]:
     if openevse.transport != "mqtt":
         return topics
     topics["openevse.grid_ie_topic"] = openevse.grid_ie_topic
+    if deadman_armed(settings):
+        topics["openevse.deadman_topic"] = openevse.deadman_topic
     if openevse.shaper:
         topics["openevse.live_pwr_topic"] = openevse.live_pwr_topic
     if openevse.voltage:

@@ -14,7 +14,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,6 +36,17 @@ OFFLINE = "offline"
 HANDLER_FAILURE_LOG_PERIOD_S = 60.0
 # a broker that refuses a subscription: told to `on_problem` under this name
 SUBSCRIPTIONS = "subscriptions"
+
+
+class Retained(NamedTuple):
+    """A retained message, published with QoS 1."""
+
+    topic: str
+    payload: str
+
+
+def _nothing() -> None:
+    """No one to tell."""
 
 
 class Will(NamedTuple):
@@ -78,7 +89,8 @@ class Broker:
     Call `run()` as a task: it connects, reconnects with capped jittered backoff, and
     keeps the availability topic (retained `online`, last will `offline`) true. A
     connection that must not speak for the service (`p1evse check`, the dead-man's
-    switch) says `announce=False`: no availability, and its own `will` if any.
+    switch) says `announce=False`: no availability, and its own `will` if any; one beside
+    the service's main connection says `quiet=True`.
     """
 
     def __init__(
@@ -90,12 +102,16 @@ class Broker:
         keepalive: int | None = None,
         announce: bool = True,
         will: Will | None = None,
+        quiet: bool = False,
     ) -> None:
         self._settings = settings
         self._backoff = backoff or Backoff()
         self._client_id = client_id or settings.client_id
         self._keepalive = keepalive or settings.keepalive
         self._announce = announce
+        # another connection reports the broker's comings and goings: this one says them
+        # at debug level (a refusal still as an error)
+        self._quiet = logging.DEBUG if quiet else 0
         if announce:
             will = Will(settings.availability_topic, OFFLINE, qos=1, retain=True)
         self._will = will
@@ -109,9 +125,13 @@ class Broker:
         self._disconnected_listeners: list[Callable[[], None]] = []
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
+        # while closing: the last messages' ids, until the broker acknowledges them
+        self._unacknowledged: set[int] = set()
+        self._all_acknowledged: Callable[[], None] = _nothing
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
+        self._attempt: asyncio.Future[None] | None = None  # done when the attempt has ended
         self._lost = asyncio.Event()
         self._lost_reason = ""
         self._closing = False
@@ -195,7 +215,9 @@ class Broker:
                 self.stats.failed_attempts += 1
                 delay = self._backoff.next_delay()
                 if not reported_down:
-                    level = logging.ERROR if isinstance(exc, BrokerRefused) else logging.WARNING
+                    level = self._quiet or logging.WARNING
+                    if isinstance(exc, BrokerRefused):
+                        level = logging.ERROR
                     log.log(level, "MQTT broker %s: %s; retrying", self.address, exc)
                     reported_down = True
                 else:
@@ -204,17 +226,27 @@ class Broker:
                 continue
             reported_down = False
             self._backoff.reset()
-            log.info("connected to MQTT broker %s", self.address)
+            log.log(self._quiet or logging.INFO, "connected to MQTT broker %s", self.address)
             await self._stay_connected()
             if not self._closing:
                 self.stats.drops += 1
-                log.warning(
-                    "lost MQTT broker %s (%s); reconnecting", self.address, self._lost_reason
+                log.log(
+                    self._quiet or logging.WARNING,
+                    "lost MQTT broker %s (%s); reconnecting",
+                    self.address,
+                    self._lost_reason,
                 )
 
     async def connect_once(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         """Connect and wait for the broker's answer; `BrokerUnavailable` says why not."""
         loop = asyncio.get_running_loop()
+        self._attempt = attempt = loop.create_future()
+        try:
+            await self._connect(loop, timeout)
+        finally:
+            attempt.set_result(None)
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._lost.clear()
@@ -238,19 +270,39 @@ class Broker:
         if result.is_failure:
             raise BrokerRefused(_refusal(result, settings, self._client_id))
 
-    async def close(self, timeout: float = 1.0) -> None:
-        """Say `offline`, disconnect cleanly (so the broker drops the will) and stop
-        reconnecting."""
+    async def close(self, timeout: float = 1.0, last: Sequence[Retained] = ()) -> None:
+        """Publish the `last` retained messages and `offline`, disconnect cleanly (so the
+        broker drops the will) and stop reconnecting.
+
+        The goodbye waits for the broker's acknowledgements first: the socket is then
+        closed with nothing left unread in it. A socket closed with unread data sends a
+        reset, which can overtake the DISCONNECT; the broker would take that for a
+        death and publish the will."""
         self._closing = True
-        if not self.connected:
-            return
-        if self._announce:
-            self._client.publish(self._settings.availability_topic, OFFLINE, qos=1, retain=True)
-        self._client.disconnect()
         try:
-            await asyncio.wait_for(self._lost.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                attempt = self._attempt
+                if not self.connected and attempt is not None:
+                    # an attempt under way: the broker may hold its will already, so it
+                    # gets its goodbye too
+                    await asyncio.shield(attempt)
+                if self.connected:
+                    await self._goodbye(last)
         except TimeoutError:
             log.warning("MQTT broker %s did not take the disconnect in time", self.address)
+
+    async def _goodbye(self, last: Sequence[Retained]) -> None:
+        if self._announce:
+            last = [*last, Retained(self._settings.availability_topic, OFFLINE)]
+        acknowledged = asyncio.Event()
+        self._unacknowledged = {
+            self._client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in last
+        }
+        self._all_acknowledged = acknowledged.set
+        if self._unacknowledged:
+            await acknowledged.wait()
+        self._client.disconnect()
+        await self._lost.wait()
 
     async def _stay_connected(self) -> None:
         """Wait for the connection to drop, running paho's keepalive housekeeping."""
@@ -288,6 +340,7 @@ class Broker:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_publish = self._on_publish
         client.on_unsubscribe = self._on_unsubscribe
         client.on_socket_open = self._on_socket_open
         client.on_socket_close = self._on_socket_close
@@ -359,6 +412,15 @@ class Broker:
         if was_connected:
             for listener in self._disconnected_listeners:
                 listener()
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        unacknowledged = self._unacknowledged
+        if mid in unacknowledged:
+            unacknowledged.discard(mid)
+            if not unacknowledged:
+                self._all_acknowledged()
 
     def _on_unsubscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any

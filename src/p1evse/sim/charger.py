@@ -4,7 +4,9 @@ It subscribes to the grid import/export topic, `<base>/claim/set` and, when they
 set, the vrms and live power topics (one topic may drive divert and the shaper both),
 and publishes `amp` (mA), `pilot`, `state`, `divertmode`, `charge_rate` and
 `divert_active` under its base topic, as the firmware does, so that p1evse reads it
-back like a real charger.
+back like a real charger. Like the firmware (`Mqtt::publishClaim`), it keeps the MQTT
+claim's properties merged across `claim/set` messages and publishes them, retained, on
+`<base>/claim` (`{"state":"null"}` when there is none).
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ class SimulatedCharger:
         if topics.live_pwr is not None and topics.live_pwr != topics.grid_ie:
             broker.subscribe(topics.live_pwr, self.on_live_pwr)
         self._shaper_on_grid_ie = topics.live_pwr == topics.grid_ie  # one topic drives both
+        # the MQTT claim's properties, merged as the firmware's EvseProperties does
+        self.mqtt_claim: dict[str, object] = {}
+        self.claims_seen: list[str] = []  # every claim/set payload, in order
         broker.on_connected(self.report)
+        broker.on_connected(self._publish_claim)
 
     def on_grid_ie(self, payload: bytes | bytearray) -> None:
         """A value on the grid import/export topic: divert runs."""
@@ -90,16 +96,32 @@ class SimulatedCharger:
 
     def _on_claim(self, payload: bytes | bytearray) -> None:
         text = bytes(payload).decode(errors="replace").strip()
+        self.claims_seen.append(text)
         if text == "release":
             self.model.claim("mqtt", None)
+            self.mqtt_claim = {}
         else:
             try:
                 claim = json.loads(text)
             except ValueError:
                 return
-            if isinstance(claim, dict) and claim.get("state") in ("disabled", "active"):
-                self.model.claim("mqtt", Claim(MQTT_PRIORITY, claim["state"] == "active"))
+            if not isinstance(claim, dict):
+                return
+            known = ("state", "charge_current", "max_current", "auto_release")
+            self.mqtt_claim |= {key: claim[key] for key in known if key in claim}
+            state = self.mqtt_claim.get("state")
+            if state in ("disabled", "active"):
+                self.model.claim("mqtt", Claim(MQTT_PRIORITY, state == "active"))
+        self._publish_claim()
         self.report()
+
+    def _publish_claim(self) -> None:
+        if self.mqtt_claim:
+            claim = {"priority": MQTT_PRIORITY, **self.mqtt_claim}
+            claim.setdefault("auto_release", False)
+        else:
+            claim = {"state": "null"}
+        self._broker.publish(f"{self._base}/claim", json.dumps(claim), retain=True)
 
     def report(self) -> None:
         model = self.model

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from p1evse.config import deadman_armed
 from p1evse.sinks.charger import ChargerState
+from p1evse.sinks.deadman import DeadmanSwitch
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 
@@ -37,10 +39,16 @@ def build_sinks(
     charger: ChargerState,
     clock: Callable[[], float],
     latest_reading: Callable[[], Reading | None],
+    read_back_only: bool = False,
 ) -> list[Sink]:
-    """The charger's sink; `latest_reading` gives the voltages when they are fed."""
+    """The charger's sink (and over MQTT its dead-man's switch, unless only the charger's
+    read-back is wanted, as by `check`); `latest_reading` gives the voltages when they
+    are fed."""
     if settings.openevse.transport == "http":
         return [OpenEvseHttpSink(settings.openevse, charger, clock, latest_reading)]
     # the readings ride on the broker too: after a reconnect they need time to come back
     settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
-    return [OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading, settle_s)]
+    feed = OpenEvseMqttSink(settings.openevse, broker, charger, clock, latest_reading, settle_s)
+    if read_back_only or not deadman_armed(settings):
+        return [feed]
+    return [feed, DeadmanSwitch(settings, broker, charger, feed)]

@@ -1,0 +1,207 @@
+"""The dead-man's switch: if p1evse itself dies (killed, out of memory, its machine gone),
+the broker pauses the charger, as the stale guard would have.
+
+A second, light MQTT connection (`<client_id>-deadman`) carries a last will: the pause
+claim on `<base>/claim/set` (QoS 1, not retained). The broker publishes it when that
+connection ends without saying goodbye: at once when the process dies and the kernel
+closes its socket, or after 1.5 x `deadman_keepalive` without a keepalive when the
+process hangs or its machine goes (mosquitto checks keepalives every few seconds, so
+allow a little more). A clean shutdown says goodbye (DISCONNECT), and the will is
+dropped. While OpenEVSE reports normal mode the switch is disarmed (connected without a
+will): a deliberate charge is never paused, by p1evse alive or dead.
+
+Arming writes a retained marker (`deadman_topic`, JSON with this run's id); a clean
+shutdown removes it. A run that finds another run's armed marker knows that run died
+with its will armed; a run whose armed connection drops (a network cut between it and
+the broker looks like a death to the broker) knows its own will may have fired. Once its
+readings are fresh, it looks at OpenEVSE's retained `<base>/claim` (the MQTT claim
+slot's properties) and, if that is the pause the will sets (state disabled, nothing
+else), releases it, once. A claim with anything else in it is someone else's and is
+left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from p1evse.errors import InputError
+from p1evse.inputs import load_json
+from p1evse.model import GridPower, StaleEntered, StaleLeft
+from p1evse.mqtt import Broker, Retained, Will
+from p1evse.sinks.charger import ChargerState
+from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
+
+if TYPE_CHECKING:
+    from p1evse.config import Settings
+
+log = logging.getLogger(__name__)
+
+MQTT_CLAIM_PRIORITY = 500  # OpenEVSE's EvseManager_Priority_MQTT
+MAX_MARKER_BYTES = 256
+MAX_CLAIM_BYTES = 1024
+# A will's pause is looked for this long after it may have fired, in keepalives: a will
+# may come late (a dead connection outlives its process by 1.5 keepalives).
+INHERIT_KEEPALIVES = 3
+
+
+class DeadmanSwitch:
+    """A sink of the MQTT transport with a connection of its own (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: Broker,
+        charger: ChargerState,
+        feed: OpenEvseMqttSink,
+    ) -> None:
+        openevse = settings.openevse
+        self._mqtt = settings.mqtt
+        self._client_id = f"{settings.mqtt.client_id}-deadman"
+        self._keepalive = openevse.deadman_keepalive
+        self._marker_topic = openevse.deadman_topic
+        self._claim_topic = openevse.claim_topic
+        self._broker = broker
+        self._charger = charger
+        self._feed = feed
+        self.run_id = secrets.token_hex(8)
+        self._connection: Broker | None = None
+        self._armed: bool | None = None  # as the current connection is: with a will or not
+        self._rearm = asyncio.Event()
+        self._fresh = False  # the readings are fresh: values are going out
+        self.will_may_have_fired = False  # a pause by a will may be in force
+        self._will_window_ends = 0.0
+        self._charger_claim: dict[str, Any] | None = None  # OpenEVSE's MQTT claim
+        broker.subscribe(f"{openevse.base_topic}/claim", self._on_charger_claim)
+
+    # -- Sink ------------------------------------------------------------------------
+
+    def grid_power(self, value: GridPower) -> None:
+        if not value.failsafe:
+            self._fresh = True
+            self._release_will_pause()
+        if self._armed is not None and self._armed != self._charger.pause_allowed():
+            self._rearm.set()  # the charger's mode changed: arm or disarm
+
+    def stale_entered(self, event: StaleEntered) -> None:
+        self._fresh = False
+
+    def stale_left(self, event: StaleLeft) -> None:
+        """Fresh readings are known once a value goes out (grid_power)."""
+
+    async def run(self) -> None:
+        """Keep the switch's connection up, armed or not as the charger's mode wants."""
+        while True:
+            armed = self._charger.pause_allowed()
+            connection = self._connect(armed)
+            task = asyncio.create_task(connection.run(), name="deadman-mqtt")
+            try:
+                await self._rearm.wait()
+                self._rearm.clear()
+                await connection.close()  # the goodbye drops the will, if it had one
+            finally:
+                task.cancel()
+
+    async def close(self) -> None:
+        """Disarm for good: the marker goes, and the goodbye drops the will."""
+        connection = self._connection
+        if connection is not None:
+            await connection.close(last=[Retained(self._marker_topic, "")])
+            log.info("dead-man's switch disarmed")
+
+    # -- the switch's connection -----------------------------------------------------
+
+    def _connect(self, armed: bool) -> Broker:
+        will = Will(self._claim_topic, PAUSE_CLAIM, qos=1, retain=False) if armed else None
+        connection = Broker(
+            self._mqtt,
+            client_id=self._client_id,
+            keepalive=self._keepalive,
+            announce=False,
+            will=will,
+            quiet=True,
+        )
+        # The marker of the run before comes first (retained, right after subscribing),
+        # then this run's own: the broker takes the two packets in order.
+        connection.subscribe(self._marker_topic, self._on_marker)
+        connection.on_connected(lambda: self._connected(connection, armed))
+        self._connection = connection
+        self._armed = armed
+        return connection
+
+    def _connected(self, connection: Broker, armed: bool) -> None:
+        marker = json.dumps({"run": self.run_id, "armed": armed}, separators=(",", ":"))
+        connection.publish(self._marker_topic, marker, qos=1, retain=True)
+        if not armed:
+            return
+        if connection.stats.connects > 1:
+            self._expect_will_pause(
+                "the dead-man's switch lost the broker while armed: the broker may have "
+                "paused the charger with its will"
+            )
+        log.info(
+            "dead-man's switch armed: if p1evse dies, the broker pauses the charger within %g s",
+            1.5 * self._keepalive,
+        )
+
+    def _on_marker(self, payload: bytes | bytearray) -> None:
+        try:
+            marker = load_json(payload, MAX_MARKER_BYTES) if payload else None
+        except InputError:
+            return
+        if not isinstance(marker, dict) or marker.get("run") in (None, self.run_id):
+            return
+        if marker.get("armed") is True:
+            self._expect_will_pause(
+                "the last run of p1evse ended without disarming its dead-man's switch: "
+                "the charger may be paused by its will"
+            )
+
+    # -- the pause a will may have left ----------------------------------------------
+
+    def _expect_will_pause(self, why: str) -> None:
+        if self.will_may_have_fired:
+            return
+        self.will_may_have_fired = True
+        window = INHERIT_KEEPALIVES * self._keepalive + 30
+        self._will_window_ends = asyncio.get_running_loop().time() + window
+        log.warning("%s; p1evse releases that pause once its readings are fresh", why)
+
+    def _on_charger_claim(self, payload: bytes | bytearray) -> None:
+        try:
+            claim = load_json(payload, MAX_CLAIM_BYTES)
+        except InputError:
+            return
+        self._charger_claim = claim if isinstance(claim, dict) else None
+        self._release_will_pause()
+
+    def _release_will_pause(self) -> None:
+        if not (self.will_may_have_fired and self._fresh) or self._charger_claim is None:
+            return
+        claim = self._charger_claim
+        if asyncio.get_running_loop().time() > self._will_window_ends:
+            self.will_may_have_fired = False
+            return
+        if claim.get("state") in (None, "null"):
+            return  # nothing in the slot (yet: the will may still be on its way)
+        if not _is_our_pause(claim) or self._feed.claim_sent:
+            self.will_may_have_fired = False
+            log.info("not releasing OpenEVSE's MQTT claim %s: it is not the will's pause", claim)
+            return
+        if self._broker.publish(self._claim_topic, RELEASE, qos=1):
+            self.will_may_have_fired = False
+            log.warning("released the pause left by the dead-man's switch's will: %s", claim)
+
+
+def _is_our_pause(claim: dict[str, Any]) -> bool:
+    """OpenEVSE's `<base>/claim` as the will leaves it: `{"priority": 500, "state":
+    "disabled", "auto_release": false}` and nothing else."""
+    return (
+        claim.get("state") == "disabled"
+        and claim.get("priority", MQTT_CLAIM_PRIORITY) == MQTT_CLAIM_PRIORITY
+        and not claim.get("auto_release", False)
+        and set(claim) <= {"state", "priority", "auto_release"}
+    )
