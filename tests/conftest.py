@@ -12,6 +12,7 @@ import pytest
 from p1evse.app import App
 from p1evse.config import Settings
 from tests.brokers import BrokerProcess, mosquitto_available
+from tests.gateways import Gateway
 from tests.pki import Pki, new_pki
 
 BROKER_KINDS = ["mosquitto", "amqtt"]
@@ -79,6 +80,15 @@ async def running(settings: Settings) -> AsyncIterator[App]:
     finally:
         stop.set()
         await asyncio.wait_for(task, 5)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """A P1-to-TCP gateway on loopback (tests.gateways)."""
+    server = Gateway()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

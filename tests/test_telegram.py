@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import re
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p1evse.model import Reading, Rejection
-from p1evse.sources.framing import TelegramStream
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES, MAX_TELEGRAMS_PER_FEED, TelegramStream
 from p1evse.sources.telegram import (
     CLOCK,
     DSMR_VERSIONS,
@@ -337,6 +338,51 @@ def test_an_oversized_telegram_is_dropped_and_the_buffer_stays_bounded() -> None
         telegram_stream.feed(b"/" + b"A" * 4000 if chunk == 0 else b"A" * 4000)
         assert len(telegram_stream._buffer) <= 8192 + 4001
     assert rejections(intake)[Rejection.OVERSIZED] > 1
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"/" * 1_000_000, random.Random(1).randbytes(1_000_000)],
+    ids=["slashes", "random"],
+)
+def test_a_run_of_garbage_is_one_rejection(garbage: bytes) -> None:
+    telegram_stream, intake = stream()
+    for start in range(0, len(garbage), 4096):  # as a serial port reads it
+        telegram_stream.feed(garbage[start : start + 4096])
+        assert len(telegram_stream._buffer) <= MAX_TELEGRAM_BYTES
+    telegram_stream.feed(telegrams.dsmr5(import_w=500))
+    assert intake.published == [500]
+    assert sum(rejections(intake).values()) == 1  # each '/' began a telegram, cut off
+
+
+def test_every_telegram_cut_off_by_the_next_is_counted() -> None:
+    telegram_stream, intake = stream()
+    for watts in (600, 700):
+        telegram_stream.feed(telegrams.dsmr5(import_w=9999)[:400] + telegrams.dsmr5(import_w=watts))
+    assert intake.published == [600, 700]
+    assert rejections(intake) == {Rejection.TRUNCATED: 2}
+
+
+def test_a_flood_of_telegrams_is_decoded_a_few_per_call() -> None:
+    telegram_stream, intake = stream()
+    flood = b"/!\r\n" * 1000 + telegrams.dsmr5(import_w=800)
+    calls = 1
+    more = telegram_stream.feed(flood)
+    while more:
+        calls += 1
+        more = telegram_stream.feed(b"")
+    assert calls == 1000 // MAX_TELEGRAMS_PER_FEED + 1
+    assert intake.published == [800]
+    assert rejections(intake) == {Rejection.CRC: 1000}
+
+
+def test_what_is_left_of_a_flood_at_the_end_is_one_rejection() -> None:
+    telegram_stream, intake = stream()
+    assert telegram_stream.feed(telegrams.dsmr5(import_w=900) * (MAX_TELEGRAMS_PER_FEED + 5))
+    telegram_stream.end()
+    assert intake.published == [900] * MAX_TELEGRAMS_PER_FEED
+    assert rejections(intake) == {Rejection.OVERSIZED: 1}
+    assert telegram_stream._buffer == b""
 
 
 def test_a_bad_crc_keeps_the_previous_value() -> None:
