@@ -162,6 +162,15 @@ def test_telegrams_without_usable_power(lines: list[str], reason: Rejection) -> 
         assert caught.value.reason is reason, decoder
 
 
+@pytest.mark.parametrize("decoder", [FastDecoder, ReferenceDecoder])
+def test_a_signalling_nan_is_not_finite(decoder: Any) -> None:
+    # float(Decimal("sNaN")) raises ValueError: it escaped the reference decoder
+    frame = telegrams.telegram("ISk5MT382", ["1-0:1.7.0(sNaN*kW)"])
+    with pytest.raises(TelegramError) as caught:
+        to_reading(decoder(DSMR_VERSIONS["5"]).decode(frame), 0.0)
+    assert caught.value.reason is Rejection.NON_FINITE
+
+
 def test_a_missing_direction_is_zero() -> None:
     reading = decode_both(telegrams.telegram("ISk5MT382", ["1-0:1.7.0(01.500*kW)"]))
     assert (reading.import_w, reading.export_w) == (1500, 0)
@@ -176,7 +185,7 @@ def test_a_missing_direction_is_zero() -> None:
 # dsmr-parser's own reader (its buffer, its parser) and by p1evse's (the framing, the
 # fast decoder): both read the same, or both refuse it.
 
-POWER_LINE_CHARACTERS = "()*.:-0123456789eEinfatyNkWV\r "
+POWER_LINE_CHARACTERS = "()*.:-0123456789eEinfatysNkWV\r "
 
 
 def other_lines(version: str) -> list[str]:
