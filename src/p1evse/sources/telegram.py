@@ -192,18 +192,20 @@ class FastDecoder:
             check_crc(frame)
         lines: dict[str, tuple[float, str | None]] = {}
         meter_time = None
-        searched_to: dict[bytes, int] = {}  # where dsmr-parser's search for a code goes on
+        # where dsmr-parser's search for a code goes on after a line that ran over the
+        # next (a usual line ends where it should: the next one starts after it)
+        searched_to: dict[bytes, int] = {}
         for match in self._lines.finditer(frame):
             code_bytes, rest = match.group(1, 2)
-            if match.start() < searched_to.get(code_bytes, 0):
+            if searched_to and match.start() < searched_to.get(code_bytes, 0):
                 continue
-            searched_to[code_bytes] = match.end(2)
             code = code_bytes.decode()
             usual = _USUAL.fullmatch(rest) if code != CLOCK else None
             if usual is not None:
                 number, unit = usual.groups()
                 lines[code] = (float(number), unit.decode() if unit is not None else None)
                 continue
+            searched_to[code_bytes] = match.end(2)
             value = _value(frame[match.start() : match.end(2)], rest)
             if code == CLOCK:
                 meter_time = timestamp(value[0]) if value is not None else None
