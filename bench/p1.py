@@ -8,17 +8,24 @@
      reading, pipeline (through the real `Bridge`, no sinks),
    - the `p1` path with the fast decoder (what the service uses for plain telegrams).
    Each figure is the best of 5 rounds (CPU time of this process, `time.process_time`).
-2. The service: `p1evse run` as a subprocess (bytecode compiled first, as an installed
+2. Floods (issue: one megabyte of `/` held the event loop for 20 s): payloads of
+   `/`, of random bytes and of tiny telegrams (`/!` CR LF), 1 and 10 MB, on the
+   `mqtt_telegram` handler (called directly) and on the `p1` source over a loopback TCP
+   connection, both into the real `Bridge`; for each, the event loop's callbacks (CPU
+   time of each, `time.thread_time`), the longest, their total, and the rejections
+   counted. The MQTT handler refuses a message longer than a telegram unread, so its
+   largest message that is read (8,192 bytes) is measured as well.
+3. The service: `p1evse run` as a subprocess (bytecode compiled first, as an installed
    package has it) reading a 1 Hz DSMR 5 stream from a TCP gateway on loopback and
    publishing to its own mosquitto; after a warm-up, CPU % (its CPU time over wall time)
    for the measured stretch, and its peak RSS (VmHWM) at the end. The published values
    are counted to show it works (one every 5 s at the default interval).
 
     uv run python bench/p1.py            # full: 60 s of service
-    uv run python bench/p1.py --quick    # smoke: 10 s of service, fewer parse rounds
+    uv run python bench/p1.py --quick    # smoke: 10 s of service, fewer rounds, 1 MB floods
 
-It prints numbers; it judges nothing (the issue's target, 2,000 telegrams/s per core, is
-shown next to them).
+It prints numbers; it judges nothing (the issue's targets, 2,000 telegrams/s per core
+and no callback longer than 10 ms, are shown next to them).
 """
 
 from __future__ import annotations
@@ -28,13 +35,15 @@ import asyncio
 import contextlib
 import os
 import platform
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
@@ -42,8 +51,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from relay import HOST, Mosquitto, compile_bytecode, interrupt_on_termination, progress
 
 from p1evse.bridge import Bridge
+from p1evse.model import Reading, Rejection
 from p1evse.pipeline import Pipeline, PublishSettings
-from p1evse.sources.framing import TelegramStream
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES, TelegramStream
+from p1evse.sources.mqtt_telegram import MqttTelegramSettings, MqttTelegramSource
+from p1evse.sources.p1 import P1Settings, P1Source
 from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder, ReferenceDecoder, crc16
 
 TARGET_PER_S = 2000
@@ -162,7 +174,154 @@ def parsing(rounds: int, count: int) -> list[tuple[str, float]]:
     ]
 
 
-# -- 2. the service --------------------------------------------------------------------------
+# -- 2. floods ------------------------------------------------------------------------------
+
+CALLBACK_TARGET_MS = 10.0
+FLOODS: dict[str, Callable[[int], bytes]] = {
+    "/": lambda size: b"/" * size,
+    "random bytes": lambda size: random.Random(size).randbytes(size),
+    "tiny telegrams": lambda size: b"/!\r\n" * (size // 4),
+}
+
+
+@dataclass
+class FloodRow:
+    source: str
+    payload: str
+    size: int
+    callbacks: list[float]  # CPU seconds of each
+    rejections: int
+
+
+class UntilReading:
+    """The bridge as intake, and an event for the first reading (the telegram after
+    the flood)."""
+
+    def __init__(self, bridge: Bridge) -> None:
+        self.bridge = bridge
+        self.read = asyncio.Event()
+
+    def reading(self, reading: Reading) -> None:
+        self.bridge.reading(reading)
+        self.read.set()
+
+    def reject(self, reason: Rejection, detail: str) -> None:
+        self.bridge.reject(reason, detail)
+
+    @property
+    def rejections(self) -> int:
+        return sum(self.bridge.pipeline.counters.rejected.values())
+
+
+@contextlib.contextmanager
+def callback_cpu() -> Iterator[list[float]]:
+    """The CPU time of every callback the event loop runs while it is in effect."""
+    times: list[float] = []
+    run = asyncio.events.Handle._run
+
+    def timed(handle: asyncio.events.Handle) -> None:
+        started = time.thread_time()
+        try:
+            run(handle)
+        finally:
+            times.append(time.thread_time() - started)
+
+    asyncio.events.Handle._run = timed  # type: ignore[method-assign]
+    try:
+        yield times
+    finally:
+        asyncio.events.Handle._run = run  # type: ignore[method-assign]
+
+
+def new_bridge(loop: asyncio.AbstractEventLoop) -> Bridge:
+    return Bridge(Pipeline(PublishSettings(), loop.time()), [], loop)
+
+
+def mqtt_flood(payload: str, size: int) -> FloodRow:
+    loop = asyncio.new_event_loop()  # for its clock; the handler is called directly
+    try:
+        intake = UntilReading(new_bridge(loop))
+        source = MqttTelegramSource(MqttTelegramSettings(), broker=None)  # type: ignore[arg-type]
+        handle = source.handler(intake, loop.time)
+        data = FLOODS[payload](size)
+        started = time.thread_time()
+        handle(data)
+        cpu = time.thread_time() - started
+        return FloodRow("mqtt_telegram", payload, size, [cpu], intake.rejections)
+    finally:
+        loop.close()
+
+
+def send_once(data: bytes) -> tuple[int, Callable[[], None]]:
+    """A TCP gateway on loopback, in a thread, that sends `data` to its first client."""
+    server = socket.create_server((HOST, 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            connection, _ = server.accept()
+            with connection:
+                connection.sendall(data)
+                done.wait(60)
+
+    thread = threading.Thread(target=serve, daemon=True, name="flood-gateway")
+    thread.start()
+
+    def stop() -> None:
+        done.set()
+        server.close()
+        thread.join(5)
+
+    return server.getsockname()[1], stop
+
+
+async def tcp_flood(payload: str, size: int) -> FloodRow:
+    loop = asyncio.get_running_loop()
+    intake = UntilReading(new_bridge(loop))
+    port, stop = send_once(FLOODS[payload](size) + telegram(321))
+    source = P1Source(P1Settings(url=f"tcp://{HOST}:{port}"))
+    try:
+        task = asyncio.create_task(source.run(intake))  # type: ignore[arg-type]
+        with callback_cpu() as callbacks:
+            await asyncio.wait_for(intake.read.wait(), 120)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        stop()
+    return FloodRow("p1 over TCP", payload, size, callbacks, intake.rejections)
+
+
+def floods(sizes: Sequence[int]) -> list[FloodRow]:
+    import serialx  # noqa: F401  # the p1 source imports it on first use (~60 ms), not measured
+
+    rows = [mqtt_flood(payload, MAX_TELEGRAM_BYTES) for payload in FLOODS]
+    for size in sizes:
+        for payload in FLOODS:
+            progress(f"floods: {size // 1_000_000} MB of {payload}")
+            rows.append(mqtt_flood(payload, size))
+            rows.append(asyncio.run(tcp_flood(payload, size)))
+    return rows
+
+
+def flood_report(rows: Sequence[FloodRow]) -> list[str]:
+    lines = [
+        f"Floods: CPU time of the event loop's callbacks (target: none over "
+        f"{CALLBACK_TARGET_MS:g} ms)",
+        "",
+        "| source | payload | bytes | callbacks | longest | total | rejections |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.source} | {row.payload} | {row.size:,} | {len(row.callbacks):,} "
+            f"| {1000 * max(row.callbacks):.2f} ms | {1000 * sum(row.callbacks):.1f} ms "
+            f"| {row.rejections:,} |"
+        )
+    return lines
+
+
+# -- 3. the service --------------------------------------------------------------------------
 
 
 class Gateway:
@@ -286,7 +445,11 @@ def service(duration_s: float) -> list[str]:
         ]
 
 
-def report(rows: Sequence[tuple[str, float]], service_lines: Sequence[str]) -> str:
+def report(
+    rows: Sequence[tuple[str, float]],
+    flood_rows: Sequence[FloodRow],
+    service_lines: Sequence[str],
+) -> str:
     header = (
         f"P1 benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
         f"DSMR 5 telegram of {len(telegram(1000))} bytes"
@@ -300,6 +463,8 @@ def report(rows: Sequence[tuple[str, float]], service_lines: Sequence[str]) -> s
         "",
         f"fast path: {1 / fast:,.0f} telegrams/s per core (target {TARGET_PER_S:,}); "
         f"{reference / fast:.1f}x the dsmr-parser path",
+        "",
+        *flood_report(flood_rows),
         "",
         *service_lines,
     ]
@@ -317,7 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with interrupt_on_termination():
             progress("parsing")
             rows = parsing(rounds, count)
-            print(report(rows, service(duration)))
+            flood_rows = floods([1_000_000] if args.quick else [1_000_000, 10_000_000])
+            print(report(rows, flood_rows, service(duration)))
     except KeyboardInterrupt:
         progress("interrupted")
         return 130

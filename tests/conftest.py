@@ -13,6 +13,7 @@ from p1evse.app import App
 from p1evse.config import Settings
 from p1evse.sources import Source
 from tests.brokers import BrokerProcess, mosquitto_available
+from tests.gateways import Gateway
 from tests.pki import Pki, new_pki
 from tests.probe import EVENT_TIMEOUT_S
 
@@ -84,6 +85,15 @@ async def running(settings: Settings, source: Source | None = None) -> AsyncIter
     finally:
         stop.set()
         await asyncio.wait_for(task, EVENT_TIMEOUT_S)
+
+
+@pytest.fixture
+async def gateway() -> AsyncIterator[Gateway]:
+    """A P1-to-TCP gateway on loopback (tests.gateways)."""
+    server = Gateway()
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -21,12 +21,72 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-def telegram(header: str, lines: Sequence[str], crc: bool = True) -> bytes:
-    """`/header`, an empty line, the data lines, `!` and (with `crc`) 4 upper-case hex
-    digits over everything from `/` to `!` inclusive."""
+def telegram(
+    header: str,
+    lines: Sequence[str],
+    crc: bool = True,
+    *,
+    checksum_format: str = "{:04X}",
+    end: str = CRLF,
+) -> bytes:
+    """`/header`, an empty line, the data lines, `!` and (with `crc`) the checksum over
+    everything from `/` to `!` inclusive: 4 upper-case hex digits, or as
+    `checksum_format` says (`{:X}`: without leading zeros, as some meters send it); then
+    `end` (some meters send a NUL before the CR LF)."""
     body = f"/{header}{CRLF}{CRLF}" + "".join(line + CRLF for line in lines) + "!"
-    checksum = f"{crc16(body.encode('ascii')):04X}" if crc else ""
-    return (body + checksum + CRLF).encode("ascii")
+    checksum = checksum_format.format(crc16(body.encode("ascii"))) if crc else ""
+    return (body + checksum + end).encode("ascii")
+
+
+# -- the forms meters write ----------------------------------------------------------------
+
+# identification lines: with a backslash, a space, a control character, no baud digit
+HEADERS = ["XYZ5\\2TEST-1000", "XYZ5Q3DB1024 V3.04", "XYZ5\x02MIE5T-200", "XYZ-HEATLINK"]
+
+# lines p1evse does not read, in the forms meters send them: units or none, `*255`
+# suffixes, empty and repeated groups, a gas value on a line of its own (DSMR 2.2)
+OTHER_LINES = [
+    "1-3:0.2.8(50)",
+    "0-0:96.1.1(4B384547303034303436333935353037)",
+    "1-0:0.0.0(00000000)",
+    "1-0:0.0.0*255(1234567890123)",
+    "0-0:96.1.255*255(1ESY1234567890)",
+    "1-0:96.5.5*255(80)",
+    "1-0:1.8.1(000004.426*kWh)",
+    "1-0:1.8.0*255(00012345.6789012*kWh)",
+    "1-0:1.8.0(006545766*Wh)",
+    "1-0:3.7.0(000000000*var)",
+    "0-0:96.14.0(0002)",
+    "0-0:96.7.21(00013)",
+    "1-0:99.97.0(0)(0-0:96.7.19)",
+    "1-0:99.97.0(1)(0-0:96.7.19)(190326095015W)(0000002014*s)",
+    "0-0:96.13.0()",
+    "0-0:96.13.0(303132333435363738)",
+    "1-0:31.7.0(0.48*A)",
+    "1-0:31.7.0(000*A)",
+    "1-0:13.7.0(4.556)",
+    "1-0:14.7.0(50.00*Hz)",
+    "0-0:17.0.0(999.9*kW)",
+    "1-0:1.4.0(02.351*kW)",
+    "1-0:1.6.0(200509134558S)(02.589*kW)",
+    "0-0:98.1.0(1)(1-0:1.6.0)(1-0:1.6.0)(200501000000S)(200423192538S)(03.695*kW)",
+    "0-1:24.1.0(003)",
+    "0-1:96.1.0()",
+    "0-1:24.2.1(170102161005W)(00000.107*m3)",
+    "0-1:24.2.1(700101010000W)(00000000)",
+    "0-2:24.2.1(632525252525S)(00000.000)",
+    "0-1:24.3.0(161107190000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00001.001)",
+]
+
+# what a COM-1 gateway sends after each EasyMeter telegram: a counter and 0xFF padding
+COM1_PADDING = b"  31415926\r\n" + b"\xff" * 33 + b"\r\n"
+# what gateways send after the checksum line: nothing, that padding, a serial number, NULs
+AFTER_TELEGRAM = [
+    b"",
+    COM1_PADDING,
+    b"XY0000000000000000000000000000001\r\n",
+    b"\x00" * 16,
+]
 
 
 def corrupt(frame: bytes) -> bytes:
@@ -168,6 +228,29 @@ def watts_meter(import_w: float = 0, export_w: float = 734, clock: str = "240615
             f"1-0:22.7.0({export_w:06.0f}*W)",
             "1-0:32.7.0(231.4*V)",
         ],
+    )
+
+
+def easymeter_q3d(
+    import_w: float = 2124.86, phases_import_w: Sequence[float] = (747.85, 737.28, 639.73)
+) -> bytes:
+    """An EasyMeter Q3D (as read through a COM-1 gateway): OBIS codes with the `*255`
+    suffix, W with two decimals, no export lines, no clock and no CRC."""
+    return telegram(
+        "ESY5Q3DB1024 V3.04",
+        [
+            "1-0:0.0.0*255(1234567890123)",
+            "1-0:1.8.0*255(00012345.6789012*kWh)",
+            "1-0:2.8.0*255(00002345.6789012*kWh)",
+            *(
+                f"1-0:{c}.7.0*255({w:09.2f}*W)"
+                for c, w in zip((21, 41, 61), phases_import_w, strict=True)
+            ),
+            f"1-0:1.7.0*255({import_w:09.2f}*W)",
+            "1-0:96.5.5*255(80)",
+            "0-0:96.1.255*255(1ESY1234567890)",
+        ],
+        crc=False,
     )
 
 

@@ -251,6 +251,14 @@ def test_a_raw_telegram_per_message() -> None:
     assert rejected(intake) == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
 
 
+def test_an_easymeter_q3d_through_its_gateway() -> None:
+    intake, handle = telegram_source(dsmr_version="Q3D")
+    handle(telegrams.easymeter_q3d(import_w=1688.21) + telegrams.COM1_PADDING)
+    handle(telegrams.easymeter_q3d(import_w=2124.86) + telegrams.COM1_PADDING)
+    assert intake.published == [1688, 2125]
+    assert rejected(intake) == {}
+
+
 def test_mqtt_telegram_takes_plain_text_versions_only() -> None:
     with pytest.raises(ValueError, match="decrypted telegram text"):
         MqttTelegramSettings(dsmr_version="MSn")

@@ -4,7 +4,6 @@ source opens the slave's path like /dev/ttyUSB0) and a TCP gateway on loopback."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +23,6 @@ def serial_port(tmp_path: Path) -> Any:
     port.plug()
     yield port
     port.unplug()
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    server = Gateway()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 # -- serial ------------------------------------------------------------------------------
@@ -75,6 +66,22 @@ async def test_bad_telegrams_over_a_serial_port(serial_port: SerialPort) -> None
     counts = {reason: intake.count(reason) for reason, _ in intake.rejections}
     assert counts == {Rejection.CRC: 1, Rejection.TRUNCATED: 1, Rejection.OVERSIZED: 1}
     assert all(r.import_w in (HELLO_W, 501, 502, 503) for r in intake.readings)
+
+
+def burst(first_w: int) -> tuple[bytes, list[int]]:
+    """Twenty small telegrams at once: more than one read of the source decodes."""
+    watts = list(range(first_w, first_w + 20))
+    frames = [telegrams.telegram("XYZ5", [f"1-0:1.7.0({w / 1000:06.3f}*kW)"]) for w in watts]
+    return b"".join(frames), watts
+
+
+async def test_a_burst_over_a_serial_port_is_read_whole(serial_port: SerialPort) -> None:
+    async with source(str(serial_port.path)) as (_, intake):
+        await listening(serial_port.write, intake)
+        data, watts = burst(2000)
+        serial_port.write(data)
+        assert [round((await next_reading(intake)).import_w) for _ in watts] == watts
+    assert intake.rejections == []
 
 
 async def test_a_serial_port_unplugged_and_plugged_back(serial_port: SerialPort) -> None:
@@ -128,6 +135,15 @@ async def test_a_gateway_that_disconnects_mid_telegram_and_comes_back(gateway: G
         assert (await intake.next_reading()).import_w == 801
     assert [r.import_w for r in intake.readings] == [800, 801]
     assert p1_source.stats.connects == 2
+
+
+async def test_a_burst_through_a_tcp_gateway_is_read_whole(gateway: Gateway) -> None:
+    async with source(gateway.url) as (_, intake):
+        connection = await gateway.connection()
+        data, watts = burst(3000)
+        connection.write(data)
+        assert [round((await intake.next_reading()).import_w) for _ in watts] == watts
+    assert intake.rejections == []
 
 
 async def test_a_gateway_that_is_down_at_start(gateway: Gateway) -> None:

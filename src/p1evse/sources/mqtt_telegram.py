@@ -2,7 +2,7 @@
 
 Parsed exactly as the `p1` source parses a serial stream (framing.py, telegram.py): the
 CRC is checked, bytes before the header are skipped, a message that ends inside a
-telegram counts as truncated.
+telegram counts as truncated. A message longer than any telegram is refused unread.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import field_validator
 
+from p1evse.model import Rejection
 from p1evse.settings import ReadTopic, Section
-from p1evse.sources.framing import TelegramStream
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
 if TYPE_CHECKING:
@@ -56,12 +57,16 @@ class MqttTelegramSource:
         stream = TelegramStream(decoder, intake, now)
 
         def on_payload(payload: bytes | bytearray) -> None:
+            if len(payload) > MAX_TELEGRAM_BYTES:  # refused unread: no telegram is so long
+                detail = f"{len(payload)} bytes, more than a telegram ({MAX_TELEGRAM_BYTES})"
+                intake.reject(Rejection.OVERSIZED, detail)
+                return
             if b"\r\n" not in payload:
                 # some publishers strip the CR: the CRC was computed over CR LF, so
                 # putting it back restores the meter's bytes (or the CRC says no)
                 payload = payload.replace(b"\n", b"\r\n")
             stream.feed(payload)
-            stream.end()
+            stream.end()  # a message holds one telegram: the rest of a flood is dropped
 
         return on_payload
 

@@ -99,7 +99,12 @@ class LinkStats:
 
 
 class _Link(asyncio.Protocol):
-    """One open connection: bytes go straight to the telegram stream."""
+    """One open connection: bytes go straight to the telegram stream. When one read
+    holds more than a call of the stream decodes (a backlog, a flood), reading pauses
+    and the rest is decoded on the next turns of the loop: no call holds the loop for
+    long, and the buffer stays one read long."""
+
+    _transport: asyncio.ReadTransport  # from connection_made, before any data
 
     def __init__(self, stream: TelegramStream | CipherStream, loop: asyncio.AbstractEventLoop):
         self._stream = stream
@@ -107,9 +112,23 @@ class _Link(asyncio.Protocol):
         self.last_data = loop.time()
         self.closed: asyncio.Future[Exception | None] = loop.create_future()
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.ReadTransport)
+        self._transport = transport
+
     def data_received(self, data: bytes) -> None:
         self.last_data = self._loop.time()
-        self._stream.feed(data)
+        if self._stream.feed(data):
+            self._transport.pause_reading()
+            self._loop.call_soon(self.feed_more)
+
+    def feed_more(self) -> None:
+        if self.closed.done() or self._transport.is_closing():
+            return  # the session ends the stream
+        if self._stream.feed(b""):
+            self._loop.call_soon(self.feed_more)
+        else:
+            self._transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():

@@ -6,7 +6,9 @@ One piece shared by the `p1` source (serial port or TCP gateway) and `mqtt_teleg
 Two decoders produce the same values:
 
 - `FastDecoder` checks the CRC and reads only the handful of lines p1evse uses (power
-  totals and per phase, voltages, the meter's clock) with one regular expression. It is
+  totals and per phase, voltages, the meter's clock) in one pass, each line as
+  dsmr-parser reads it (OBIS suffixes such as EasyMeter's `*255`, any unit or none,
+  empty values, the lines the version's specification has and no others). It is
   the decoder for every plain-text telegram, chosen by bench/p1.py: the whole `p1` path
   (framing, CRC, decoding, pipeline) takes about 0.3 ms of CPU per DSMR 5 telegram with
   it and about 2.4 ms with dsmr-parser (3,200 against 420 telegrams/s per core; the
@@ -26,13 +28,28 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 
 from dsmr_parser.value_types import timestamp  # plain datetime code, no heavy imports
 
+from p1evse.errors import InputError
 from p1evse.model import Phases, Reading, Rejection
 
 Parity = Literal["N", "E"]
+
+
+# What p1evse reads, by OBIS code C.D.E (the A-B: channel prefix is not looked at)
+IMPORT_TOTAL, EXPORT_TOTAL = "1.7.0", "2.7.0"
+PHASE_IMPORT = ("21.7.0", "41.7.0", "61.7.0")
+PHASE_EXPORT = ("22.7.0", "42.7.0", "62.7.0")
+PHASE_VOLTAGE = ("32.7.0", "52.7.0", "72.7.0")
+CLOCK = "1.0.0"  # the meter's timestamp
+POWER_UNITS = {"kW": 1000.0, "W": 1.0}
+
+_TOTALS = (IMPORT_TOTAL, EXPORT_TOTAL)
+_PHASE_POWER = (*PHASE_IMPORT, *PHASE_EXPORT)
+_EVERY_CODE = (*_TOTALS, *_PHASE_POWER, *PHASE_VOLTAGE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +62,10 @@ class DsmrVersion:
     byte_size: int
     parity: Parity
     crc: bool  # the standard has a CRC16 after '!'
+    # the codes above that the spec reads, and whether it reads the clock: dsmr-parser
+    # ignores the other lines, and so does the fast decoder
+    codes: tuple[str, ...] = _EVERY_CODE
+    clock: bool = True
     encrypted: bool = False  # DLMS general-global-cipher frames, not text
 
 
@@ -54,36 +75,24 @@ _V4: tuple[int, int, Parity] = (115200, 7, "E")
 _V5: tuple[int, int, Parity] = (115200, 8, "N")
 
 DSMR_VERSIONS: dict[str, DsmrVersion] = {
-    "2.2": DsmrVersion("V2_2", *_V2, crc=False),
-    "4": DsmrVersion("V4", *_V4, crc=True),
+    "2.2": DsmrVersion("V2_2", *_V2, crc=False, codes=_TOTALS, clock=False),
+    "4": DsmrVersion("V4", *_V4, crc=True, codes=(*_TOTALS, *_PHASE_POWER)),
     "4+": DsmrVersion("V5", *_V4, crc=True),
     "5": DsmrVersion("V5", *_V5, crc=True),
     "5B": DsmrVersion("BELGIUM_FLUVIUS", *_V5, crc=True),
     "5L": DsmrVersion("LUXEMBOURG_SMARTY", *_V5, crc=True),
     "5S": DsmrVersion("SWEDEN", *_V5, crc=True),
-    "Q3D": DsmrVersion("Q3D", *_V5, crc=False),
+    "Q3D": DsmrVersion("Q3D", *_V5, crc=False, codes=(*_TOTALS, *PHASE_IMPORT), clock=False),
     "ISKRA_IE": DsmrVersion("ISKRA_IE", *_V5, crc=False),
-    "5EONHU": DsmrVersion("EON_HUNGARY", *_V5, crc=True),
+    "5EONHU": DsmrVersion("EON_HUNGARY", *_V5, crc=True, codes=(*_TOTALS, *PHASE_VOLTAGE)),
     "MSn": DsmrVersion("MSN", *_V5, crc=True, encrypted=True),
-    "SAGEMCOM_T210_D_R": DsmrVersion("SAGEMCOM_T210_D_R", *_V5, crc=True, encrypted=True),
+    "SAGEMCOM_T210_D_R": DsmrVersion(
+        "SAGEMCOM_T210_D_R", *_V5, crc=True, codes=_TOTALS, encrypted=True
+    ),
 }
 DsmrVersionName = Literal[
     "2.2", "4", "4+", "5", "5B", "5L", "5S", "Q3D", "ISKRA_IE", "5EONHU", "MSn", "SAGEMCOM_T210_D_R"
 ]
-
-# What p1evse reads, by OBIS code C.D.E (the A-B: channel prefix is not looked at)
-IMPORT_TOTAL, EXPORT_TOTAL = "1.7.0", "2.7.0"
-PHASE_IMPORT = ("21.7.0", "41.7.0", "61.7.0")
-PHASE_EXPORT = ("22.7.0", "42.7.0", "62.7.0")
-PHASE_VOLTAGE = ("32.7.0", "52.7.0", "72.7.0")
-POWER_UNITS = {"kW": 1000.0, "W": 1.0}
-
-
-class TelegramError(ValueError):
-    def __init__(self, reason: Rejection, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +105,7 @@ class TelegramValues:
 
 class Decoder(Protocol):
     def decode(self, frame: bytes) -> TelegramValues:
-        """The values of one complete telegram; `TelegramError` says why there are none."""
+        """The values of one complete telegram; `InputError` says why there are none."""
         ...
 
 
@@ -129,33 +138,40 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-_TRAILER = re.compile(rb"!([0-9A-Fa-f]{0,4})\x00?\r?\n?\Z")
+# the checksum after the telegram's '!', as dsmr-parser reads it: 1 to 4 upper-case hex
+# digits (some meters leave out leading zeros)
+_CHECKSUM = re.compile(rb"!([0-9A-F]{1,4})")
 
 
 def check_crc(frame: bytes) -> None:
-    """Raise `TelegramError(CRC)` unless the telegram's checksum matches its content."""
+    """Raise `InputError(CRC)` unless the telegram's checksum matches its content."""
     end = frame.rfind(b"!")
-    trailer = _TRAILER.match(frame, end) if end >= 0 else None
-    if trailer is None or not trailer.group(1):
-        raise TelegramError(Rejection.CRC, "no checksum after '!'")
-    expected = int(trailer.group(1), 16)
+    checksum = _CHECKSUM.match(frame, end) if end >= 0 else None
+    if checksum is None:
+        raise InputError(Rejection.CRC, "no checksum after '!'")
+    expected = int(checksum.group(1), 16)
     actual = crc16(frame[: end + 1])
     if actual != expected:
-        raise TelegramError(Rejection.CRC, f"checksum {expected:04X}, content gives {actual:04X}")
+        raise InputError(Rejection.CRC, f"checksum {expected:04X}, content gives {actual:04X}")
 
 
 # -- the fast decoder --------------------------------------------------------------------
 
-_WANTED = "|".join(
-    re.escape(code[: -len(".7.0")])
-    for code in (IMPORT_TOTAL, EXPORT_TOTAL, *PHASE_IMPORT, *PHASE_EXPORT, *PHASE_VOLTAGE)
-)
-# the lines as dsmr-parser finds them (`^\d-\d:1\.7\.0.+?\r\n`, multi-line)
-_LINE = re.compile(
-    rb"^\d-\d:(?:(" + _WANTED.encode() + rb")\.7\.0|(1\.0\.0))(.+?)\r\n", re.MULTILINE
-)
-_VALUE = re.compile(rb"\((\d+(?:\.\d+)?)(?:\*([A-Za-z]+))?\)")
-_TIMESTAMP = re.compile(rb"\(([0-9A-Z]{12,13})\)")
+# dsmr-parser finds each line it reads with its own `^\d-\d:<C.D.E>.+?\r\n` (multi-line,
+# dot-all): whatever follows the code (a `*255` suffix) up to the first CR LF, or up to
+# the next one when the code is followed by CR LF at once. It takes the line's value
+# from its one group `(...)` of these characters, `number*unit` or `number`, and `()` is
+# no value. The fast decoder finds and reads the lines the same way.
+_GROUP = re.compile(rb"(?<=\()[0-9a-zA-Z.*\-:]*(?=\))")
+# nearly every line: digits, a unit or none, an optional `*255`; read without the above
+_USUAL = re.compile(rb"(?:\*\d+)?\((\d+(?:\.\d+)?)(?:\*([A-Za-z]+))?\)\r\n")
+
+
+def _line_finder(codes: tuple[str, ...]) -> re.Pattern[bytes]:
+    """A look-ahead at every line start: one pass finds what dsmr-parser's separate
+    search per code finds, a line that another code's line ran over included."""
+    alternatives = b"|".join(re.escape(code.encode()) for code in codes)
+    return re.compile(rb"^(?=\d-\d:(" + alternatives + rb")(.+?\r\n))", re.MULTILINE | re.DOTALL)
 
 
 class FastDecoder:
@@ -163,28 +179,60 @@ class FastDecoder:
 
     def __init__(self, version: DsmrVersion) -> None:
         self._crc = version.crc
+        self._lines = _line_finder((*version.codes, *((CLOCK,) if version.clock else ())))
 
     def decode(self, frame: bytes) -> TelegramValues:
         if self._crc:
             check_crc(frame)
         lines: dict[str, tuple[float, str | None]] = {}
         meter_time = None
-        for match in _LINE.finditer(frame):
-            code, clock, rest = match.groups()
-            if clock is not None:
-                stamp = _TIMESTAMP.fullmatch(rest)
-                meter_time = timestamp(stamp.group(1).decode()) if stamp else None
+        # where dsmr-parser's search for a code goes on after a line that ran over the
+        # next (a usual line ends where it should: the next one starts after it)
+        searched_to: dict[bytes, int] = {}
+        for match in self._lines.finditer(frame):
+            code_bytes, rest = match.group(1, 2)
+            if searched_to and match.start() < searched_to.get(code_bytes, 0):
                 continue
-            value = _VALUE.fullmatch(rest)
-            if value is None:
-                line = match.group(0)[:60].decode("ascii", "replace").rstrip()
-                raise TelegramError(Rejection.BAD_TELEGRAM, f"malformed line {line!r}")
-            unit = value.group(2)
-            lines[code.decode() + ".7.0"] = (
-                float(value.group(1)),
-                unit.decode() if unit is not None else None,
-            )
+            code = code_bytes.decode()
+            usual = _USUAL.fullmatch(rest) if code != CLOCK else None
+            if usual is not None:
+                number, unit = usual.groups()
+                lines[code] = (float(number), unit.decode() if unit is not None else None)
+                continue
+            searched_to[code_bytes] = match.end(2)
+            value = _value(frame[match.start() : match.end(2)], rest)
+            if code == CLOCK:
+                meter_time = timestamp(value[0]) if value is not None else None
+            elif value is None:
+                lines.pop(code, None)  # the last line of a code counts, an empty one too
+            else:
+                lines[code] = (_number(code, value[0]), value[1])
         return TelegramValues(lines, meter_time)
+
+
+def _value(line: bytes, rest: bytes) -> tuple[str, str | None] | None:
+    """The line's value and unit as dsmr-parser reads them; None for `()`."""
+    groups = _GROUP.findall(rest)
+    if len(groups) != 1 or groups[0].count(b"*") > 1:
+        shown = line[:60].decode("ascii", "replace").rstrip()
+        raise InputError(Rejection.BAD_TELEGRAM, f"malformed line {shown!r}")
+    if not groups[0]:
+        return None
+    number, star, unit = groups[0].decode().partition("*")
+    return number, unit if star else None
+
+
+def _number(code: str, text: str) -> float:
+    """What dsmr-parser makes of a value (a `Decimal`), as a float."""
+    try:
+        return to_float(Decimal(text))
+    except InvalidOperation:
+        raise InputError(Rejection.BAD_TELEGRAM, f"{code} value {text!r}") from None
+
+
+def to_float(value: Decimal) -> float:
+    """`float()`, except that a signalling NaN is a NaN like any other, not a ValueError."""
+    return math.nan if value.is_snan() else float(value)
 
 
 # -- the reference decoder: dsmr-parser ----------------------------------------------------
@@ -231,17 +279,17 @@ class ReferenceDecoder:
         try:
             telegram = self._parser.parse(text, decryption_key, authentication_key, throw_ex=True)
         except self._checksum_error as exc:
-            raise TelegramError(Rejection.CRC, str(exc)) from None
+            raise InputError(Rejection.CRC, str(exc)) from None
         except self._decryption_error as exc:
             detail = f"{exc} (check decryption_key and authentication_key)"
-            raise TelegramError(Rejection.DECRYPTION, detail) from None
+            raise InputError(Rejection.DECRYPTION, detail) from None
         except Exception as exc:  # dsmr-parser raises what its value parsers raise
-            raise TelegramError(Rejection.BAD_TELEGRAM, f"{type(exc).__name__}: {exc}") from None
+            raise InputError(Rejection.BAD_TELEGRAM, f"{type(exc).__name__}: {exc}") from None
         lines: dict[str, tuple[float, str | None]] = {}
         for code, name in REFERENCE_NAMES.items():
             item: Any = getattr(telegram, name, None)
             if item is not None and item.value is not None:
-                lines[code] = (float(item.value), item.unit)
+                lines[code] = (to_float(item.value), item.unit)
         stamp: Any = getattr(telegram, "P1_MESSAGE_TIMESTAMP", None)
         meter_time = stamp.value if stamp is not None else None
         return TelegramValues(lines, meter_time if isinstance(meter_time, datetime) else None)
@@ -266,7 +314,7 @@ def to_reading(values: TelegramValues, at: float) -> Reading:
     import_w = _total(lines, IMPORT_TOTAL, phase_import)
     export_w = _total(lines, EXPORT_TOTAL, phase_export)
     if import_w is None and export_w is None:
-        raise TelegramError(
+        raise InputError(
             Rejection.MISSING_FIELD,
             "no power lines: neither 1-0:1.7.0 / 1-0:2.7.0 nor per-phase 21.7.0 ... 62.7.0",
         )
@@ -284,12 +332,12 @@ def to_reading(values: TelegramValues, at: float) -> Reading:
 def _watts(code: str, value: float, unit: str | None, units: dict[str, float]) -> float:
     factor = units.get(unit or "")
     if factor is None:
-        raise TelegramError(
+        raise InputError(
             Rejection.BAD_TELEGRAM,
             f"{code} unit {unit!r}; expected {' or '.join(units)}",
         )
     if not math.isfinite(value):
-        raise TelegramError(Rejection.NON_FINITE, f"{code} {value!r}")
+        raise InputError(Rejection.NON_FINITE, f"{code} {value!r}")
     return value * factor
 
 

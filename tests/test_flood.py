@@ -1,0 +1,168 @@
+"""A flood of garbage on the telegram sources (issue: one megabyte of `/` held the event
+loop for 20 s): one rejection per run of garbage, work linear in the bytes, and no
+call from the event loop that takes more than 10 ms.
+
+Measured in CPU time of the thread (`time.thread_time()`), so that a busy machine does
+not fail the test; the bound is checked together with linearity: ten times the bytes
+cost about ten times the time, not a hundred. The garbage collector is paused while a
+test measures: a pass over the test process's heap (hundreds of thousands of objects)
+can land in any call and costs tens of milliseconds that say nothing of the framing."""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from p1evse.model import Rejection
+from p1evse.sources import p1
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES
+from tests import telegrams
+from tests.gateways import Gateway, source
+from tests.intakes import RecordingIntake
+from tests.test_mqtt_sources import rejected, telegram_source
+from tests.test_p1 import KEY
+
+MB = 1_000_000
+CALL_BOUND_S = 0.010
+# ten times the bytes may cost 20 times the time (noise), never 100 times (quadratic);
+# below a millisecond, timer noise is all there is to see
+LINEAR_FACTOR, NOISE_S = 20, 0.001
+
+FLOODS = {
+    "slashes": lambda size: b"/" * size,
+    "random": lambda size: random.Random(size).randbytes(size),
+}
+
+
+@pytest.fixture(autouse=True)
+def no_garbage_collection() -> Iterator[None]:
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@dataclass
+class CpuTimes:
+    """CPU seconds of each call of the functions it wraps."""
+
+    calls: list[float] = field(default_factory=list)
+
+    def wrap(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return function(*args)
+            finally:
+                self.calls.append(time.thread_time() - started)
+
+        return timed
+
+    @property
+    def total(self) -> float:
+        return sum(self.calls)
+
+
+def assert_linear(small: CpuTimes, large: CpuTimes) -> None:
+    assert large.total <= LINEAR_FACTOR * small.total + NOISE_S, (small.total, large.total)
+
+
+# -- mqtt_telegram -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flood", FLOODS)
+def test_a_huge_message_is_refused_unread(flood: str) -> None:
+    times = {}
+    for size in (MB, 10 * MB):
+        intake, handle = telegram_source()
+        times[size] = CpuTimes()
+        times[size].wrap(handle)(FLOODS[flood](size))
+        assert max(times[size].calls) <= CALL_BOUND_S
+        assert rejected(intake) == {Rejection.OVERSIZED: 1}
+    assert_linear(times[MB], times[10 * MB])
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        *(make(MAX_TELEGRAM_BYTES) for make in FLOODS.values()),
+        b"/!\r\n" * (MAX_TELEGRAM_BYTES // 4),  # a thousand tiny telegrams
+        telegrams.dsmr5() * (MAX_TELEGRAM_BYTES // len(telegrams.dsmr5())),
+    ],
+    ids=["slashes", "random", "tiny-telegrams", "real-telegrams"],
+)
+def test_the_largest_message_read_holds_the_loop_briefly(payload: bytes) -> None:
+    intake, handle = telegram_source()
+    times = CpuTimes()
+    for _ in range(5):
+        times.wrap(handle)(payload)
+    assert max(times.calls) <= CALL_BOUND_S
+    assert sum(rejected(intake).values()) <= 5 * 5  # a few telegrams, then one for the rest
+
+
+# -- p1 over TCP ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def link_calls(monkeypatch: pytest.MonkeyPatch) -> CpuTimes:
+    """The CPU time of every call the p1 source's connection gets from the event loop."""
+    times = CpuTimes()
+    for name in ("data_received", "feed_more"):
+        monkeypatch.setattr(p1._Link, name, times.wrap(getattr(p1._Link, name)))
+    return times
+
+
+async def flood_over_tcp(
+    gateway: Gateway,
+    garbage: bytes,
+    times: CpuTimes,
+    telegram: bytes = telegrams.dsmr5(import_w=321),
+    **settings: Any,
+) -> RecordingIntake:
+    """The garbage and then a telegram through a TCP gateway, until the source read it."""
+    async with source(gateway.url, **settings) as (_, intake):
+        connection = await gateway.connection()
+        times.calls.clear()
+        connection.write(garbage + telegram)
+        reading = await intake.next_reading(timeout=60)
+    assert reading.import_w == 321
+    return intake
+
+
+@pytest.mark.parametrize("flood", FLOODS)
+async def test_a_flood_over_tcp(gateway: Gateway, link_calls: CpuTimes, flood: str) -> None:
+    times = {}
+    for size in (MB, 10 * MB):
+        intake = await flood_over_tcp(gateway, FLOODS[flood](size), link_calls)
+        times[size] = CpuTimes(list(link_calls.calls))
+        assert max(times[size].calls) <= CALL_BOUND_S, sorted(times[size].calls)[-3:]
+        assert len(intake.rejections) == 1, intake.rejections
+    assert_linear(times[MB], times[10 * MB])
+
+
+async def test_a_flood_of_tiny_telegrams_over_tcp(gateway: Gateway, link_calls: CpuTimes) -> None:
+    intake = await flood_over_tcp(gateway, b"/!\r\n" * 25_000, link_calls)
+    assert max(link_calls.calls) <= CALL_BOUND_S, sorted(link_calls.calls)[-3:]
+    assert intake.count(Rejection.CRC) == 25_000  # each a telegram, decoded in its turn
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xdb" * MB, telegrams.encrypted(b"x", KEY, KEY) * 25_000],
+    ids=["cipher-tags", "tiny-cipher-frames"],
+)
+async def test_a_flood_over_tcp_into_an_encrypted_meter(
+    gateway: Gateway, link_calls: CpuTimes, garbage: bytes
+) -> None:
+    # twice: a length-prefixed frame right after garbage can be swallowed by a false one
+    telegram = telegrams.encrypted(telegrams.dsmr5(import_w=321), KEY, KEY) * 2
+    settings = {"dsmr_version": "SAGEMCOM_T210_D_R", "decryption_key": KEY.hex()}
+    await flood_over_tcp(gateway, garbage, link_calls, telegram, **settings)
+    assert max(link_calls.calls) <= CALL_BOUND_S, sorted(link_calls.calls)[-3:]
