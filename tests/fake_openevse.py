@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.probe import EVENT_TIMEOUT_S
+
 
 @dataclass(frozen=True)
 class Request:
@@ -71,7 +73,7 @@ class FakeOpenEvse:
     async def __aexit__(self, *exc: object) -> None:
         await self._runner.cleanup()
 
-    async def next_request(self, timeout: float = 5.0) -> Request:
+    async def next_request(self, timeout: float = EVENT_TIMEOUT_S) -> Request:
         return await asyncio.wait_for(self.requests.get(), timeout)
 
     @web.middleware

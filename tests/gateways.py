@@ -17,6 +17,7 @@ from p1evse.model import Reading
 from p1evse.sources.p1 import P1Settings, P1Source
 from tests import telegrams
 from tests.intakes import RecordingIntake
+from tests.probe import EVENT_TIMEOUT_S
 
 
 class SerialPort:
@@ -99,7 +100,7 @@ class Gateway:
             await self._server.wait_closed()
             self._server = None
 
-    async def connection(self, timeout: float = 5.0) -> asyncio.StreamWriter:
+    async def connection(self, timeout: float = EVENT_TIMEOUT_S) -> asyncio.StreamWriter:
         return await asyncio.wait_for(self._connections.get(), timeout)
 
     @property
@@ -131,7 +132,7 @@ async def source(url: str, **settings: Any) -> AsyncIterator[tuple[P1Source, Rec
 
 async def listening(write: Callable[[bytes], None], intake: RecordingIntake) -> None:
     """Send a telegram every 50 ms until the source reads one: it has the port open."""
-    async with asyncio.timeout(5):
+    async with asyncio.timeout(EVENT_TIMEOUT_S):
         while True:
             write(telegrams.dsmr5(import_w=HELLO_W))
             with contextlib.suppress(TimeoutError):

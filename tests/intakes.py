@@ -9,8 +9,9 @@ from typing import Any
 
 from p1evse.model import Event, GridPower, PhaseKind, Reading, Rejection, Side
 from p1evse.pipeline import Pipeline, PublishSettings
+from tests.probe import EVENT_TIMEOUT_S
 
-TIMEOUT_S = 5.0
+TIMEOUT_S = EVENT_TIMEOUT_S
 
 
 @dataclass

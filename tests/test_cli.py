@@ -14,7 +14,7 @@ import pytest
 
 from p1evse import __version__
 from tests.brokers import BrokerProcess
-from tests.probe import Probe
+from tests.probe import EVENT_TIMEOUT_S, Probe
 
 CLAIM = "openevse/claim/set"
 STATUS = "p1evse/status"
@@ -123,7 +123,7 @@ async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
             loop = asyncio.get_running_loop()
             signalled = loop.time()
             process.send_signal(sig)
-            _, stderr = await asyncio.wait_for(process.communicate(), 5)
+            _, stderr = await asyncio.wait_for(process.communicate(), EVENT_TIMEOUT_S)
             took = loop.time() - signalled
         finally:
             if process.returncode is None:

@@ -16,12 +16,12 @@ class Backoff:
         self, initial: float = 0.5, cap: float = 30.0, rng: random.Random | None = None
     ) -> None:
         self._initial = initial
-        self._cap = cap
+        self.cap_s = cap
         self._rng = rng or random.Random()
         self._attempt = 0
 
     def next_delay(self) -> float:
-        base = min(self._cap, self._initial * 2.0 ** min(self._attempt, 32))
+        base = min(self.cap_s, self._initial * 2.0 ** min(self._attempt, 32))
         self._attempt += 1
         jitter: float = self._rng.uniform(0.5, 1.0)
         return base * jitter
