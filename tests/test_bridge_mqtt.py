@@ -186,18 +186,18 @@ async def test_started_before_the_broker_it_connects_when_the_broker_appears(
     caplog.set_level(logging.INFO, logger="p1evse")
     broker = BrokerProcess("amqtt", tmp_path)
     settings = settings_for(broker, publish={"interval": 0})
-    with log_event("retrying") as refused:
-        async with running(settings):
-            await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)  # found no broker
-            broker.start()
-            try:
+    try:
+        with log_event("retrying") as refused:
+            async with running(settings):
+                await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)  # found no broker
+                broker.start()
                 async with Probe(broker.port) as probe:
                     await probe.subscribe(GRID_IE, STATUS)
                     await probe.wait_for_payload(STATUS, "online")
                     probe.publish(DELIVERED, "0.100")
                     assert await probe.next_payload(GRID_IE) == "100"
-            finally:
-                broker.stop()
+    finally:
+        broker.stop()  # after the service: its loss would be one more state change
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if "retrying" in m]) == 1  # once per state change
     assert any(m.startswith("connected to MQTT broker") for m in messages)

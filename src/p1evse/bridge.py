@@ -47,6 +47,7 @@ class Bridge:
         self._name = name
         self._timer: asyncio.TimerHandle | None = None
         self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
+        self._failure_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
         self.observers: list[Callable[[Event], None]] = []
         # `--log-level debug` shows every message; decided once, not per message
         self._debug = log.isEnabledFor(logging.DEBUG)
@@ -83,24 +84,35 @@ class Bridge:
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
-            if isinstance(event, GridPower):
-                if self._debug:
-                    log.debug("%s: publish %d W (%s)", self._name, event.watts, _covers(event))
-                for sink in self._sinks:
-                    sink.grid_power(event)
-            elif isinstance(event, Rejected):
-                self._log_rejection(event)
-            elif isinstance(event, StaleEntered):
-                self._log_stale(event)
-                for sink in self._sinks:
-                    sink.stale_entered(event)
-            elif isinstance(event, StaleLeft):
-                log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
-                for sink in self._sinks:
-                    sink.stale_left(event)
-            for observer in self.observers:
-                observer(event)
+            try:
+                self._dispatch_one(event)
+            except Exception as exc:
+                # a bug in one sink or observer must not keep the next event (the value
+                # after a reading) from the others, nor end the source that called
+                suppressed = self._failure_log.allow(type(exc).__name__)
+                if suppressed is not None:
+                    more = f" ({suppressed} more since)" if suppressed else ""
+                    log.error("%s: handling %s failed%s", self._name, event, more, exc_info=exc)
         self._reschedule()
+
+    def _dispatch_one(self, event: Event) -> None:
+        if isinstance(event, GridPower):
+            if self._debug:
+                log.debug("%s: publish %d W (%s)", self._name, event.watts, _covers(event))
+            for sink in self._sinks:
+                sink.grid_power(event)
+        elif isinstance(event, Rejected):
+            self._log_rejection(event)
+        elif isinstance(event, StaleEntered):
+            self._log_stale(event)
+            for sink in self._sinks:
+                sink.stale_entered(event)
+        elif isinstance(event, StaleLeft):
+            log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
+            for sink in self._sinks:
+                sink.stale_left(event)
+        for observer in self.observers:
+            observer(event)
 
     def _log_rejection(self, event: Rejected) -> None:
         suppressed = self._rejection_log.allow(event.reason)

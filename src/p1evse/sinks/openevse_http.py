@@ -27,6 +27,7 @@ from p1evse.backoff import Backoff
 from p1evse.errors import InputError
 from p1evse.inputs import load_json, read_body
 from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
+from p1evse.ratelimit import RateLimiter
 from p1evse.sinks.charger import ChargerState, PauseIntent, ReportLog, feed_voltage
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 PAUSE = {"state": "disabled"}
 CLOSE_TIMEOUT_S = 1.0
+FAILURE_LOG_PERIOD_S = 60.0
 MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 
 
@@ -128,8 +130,9 @@ class OpenEvseHttpSink:
         self.claim_sent = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
-        self._reported: str | None = None  # the failure last logged, to log once per change
+        self._reported: str | None = None  # the last failure, until the charger answers again
         self._report_log = ReportLog(clock, self._status_url)
+        self._failure_log = RateLimiter(FAILURE_LOG_PERIOD_S, clock)
         self.failures = 0
 
     def grid_power(self, value: GridPower) -> None:
@@ -236,9 +239,13 @@ class OpenEvseHttpSink:
         return await request(self._session, self._settings, method, url, body)
 
     def _report(self, failure: ChargerError) -> None:
-        """Log a failure when it differs from the last one logged."""
-        if str(failure) == self._reported:
+        """Log a failure at most once a minute (the charger's answers are outside input:
+        the same failure, or failures taking turns, never flood the log)."""
+        self._reported = str(failure)
+        suppressed = self._failure_log.allow(self._reported)
+        if suppressed is None:
             log.debug("%s", failure)
             return
-        self._reported = str(failure)
-        log.log(logging.ERROR if failure.status == 401 else logging.WARNING, "%s", failure)
+        more = f" ({suppressed} more since)" if suppressed else ""
+        level = logging.ERROR if failure.status == 401 else logging.WARNING
+        log.log(level, "%s%s", failure, more)
