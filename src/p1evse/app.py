@@ -60,12 +60,8 @@ class App:
             self.web = WebServer(settings.web, self.state, self.broker, self.bridge, loop)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then release claims, say offline and return.
-        A web.listen address that cannot be used raises ConfigError before anything
-        else starts."""
+        """Run until `stop` is set, then release claims, say offline and return."""
         log.info("p1evse %s: %s", __version__, describe(self.settings))
-        if self.web is not None:
-            await self.web.start()
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -78,6 +74,8 @@ class App:
                         for sink in self.sinks
                     ),
                 ]
+                if self.web is not None:  # a port it cannot have yet does not stop the bridge
+                    tasks.append(group.create_task(self.web.run(), name="web"))
                 self.bridge.start()
                 await stop.wait()
                 log.info("stopping")

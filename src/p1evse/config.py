@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -197,6 +198,21 @@ class OpenevseSettings(Section):
         return f"{self.base_topic}/claim/set"
 
 
+# a DNS name: dot-separated labels of letters, digits and inner hyphens
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_host(host: str) -> bool:
+    """An IP address (IPv6 in brackets, or bare) or a name that could resolve: anything
+    else can never be listened on, which is a config error, not a reason to retry."""
+    bracketed = host.startswith("[")
+    address = host[1:-1] if bracketed and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(address).version == 6 or not bracketed
+    except ValueError:
+        return not bracketed and len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
 class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
     token: SecretStr | None = None
@@ -208,7 +224,7 @@ class WebSettings(Section):
         if listen is None or not listen.strip():
             return None  # empty = off
         host, sep, port = listen.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not _is_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
         return listen.strip()
 

@@ -18,6 +18,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from p1evse.backoff import Backoff
 from p1evse.config import WebSettings, is_loopback
-from p1evse.errors import ConfigError
 from p1evse.web.metrics import Metrics
 from p1evse.web.stream import Fanout, StatePush
 
@@ -44,6 +45,9 @@ PING_PERIOD_S = 20.0  # a comment on an idle stream keeps proxies from closing i
 # at most this (doubled by the kernel) instead of the autotuned megabytes.
 STREAM_SNDBUF = 64 * 1024
 SHUTDOWN_TIMEOUT_S = 0.5
+# retrying a port that another program holds: soon at first, then once a minute at most
+RETRY_INITIAL_S = 1.0
+RETRY_CAP_S = 60.0
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -100,14 +104,44 @@ class WebServer:
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
         self._runner: web.AppRunner | None = None
+        self.backoff = Backoff(RETRY_INITIAL_S, RETRY_CAP_S)
+        self.listening = asyncio.Event()  # set once the page is served
 
     @property
     def url(self) -> str:
         host = self._settings.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self._settings.port}/"
 
-    async def start(self) -> None:
-        """Listen on `web.listen`; a ConfigError says why that is not possible."""
+    async def run(self) -> None:
+        """Serve the page until cancelled. A port it cannot have (in use by another
+        program, an address not up yet) is retried with backoff while the bridge goes on
+        feeding the charger; that is logged once, and once more when the page is up."""
+        said_unavailable = False
+        while True:
+            try:
+                await self._listen()
+                break
+            except OSError as exc:
+                reason = _why(exc)
+                if not said_unavailable:
+                    log.warning(
+                        "status page and /healthz unavailable: web.listen %s: %s; "
+                        "the bridge runs on, retrying",
+                        self._settings.listen,
+                        reason,
+                    )
+                else:
+                    log.debug("web.listen %s: still %s", self._settings.listen, reason)
+                said_unavailable = True
+            await asyncio.sleep(self.backoff.next_delay())
+        log.info("status page on %s", self.url)
+        warning = exposure_warning(self._settings)
+        if warning is not None:
+            log.warning("%s", warning)
+        self.listening.set()
+        await asyncio.Event().wait()  # served by aiohttp's own callbacks until cancelled
+
+    async def _listen(self) -> None:
         runner = web.AppRunner(
             self._application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
@@ -115,15 +149,10 @@ class WebServer:
         site = web.TCPSite(runner, self._settings.host, self._settings.port)
         try:
             await site.start()
-        except OSError as exc:
+        except OSError:
             await runner.cleanup()
-            reason = exc.strerror or str(exc)
-            raise ConfigError([f"web.listen = {self._settings.listen!r}: {reason}"]) from None
+            raise
         self._runner = runner
-        log.info("status page on %s", self.url)
-        warning = exposure_warning(self._settings)
-        if warning is not None:
-            log.warning("%s", warning)
 
     async def close(self) -> None:
         self.push.close()
@@ -215,6 +244,13 @@ class WebServer:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _why(exc: OSError) -> str:
+    """ "Address already in use", without asyncio's wrapping of it."""
+    if exc.errno is not None and exc.errno > 0:  # a name lookup's errors are negative
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 def _json(data: Any) -> web.Response:
