@@ -217,6 +217,12 @@ class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
     token: SecretStr | None = None
     token_file: Path | None = None
+    # A household's clients: a few phones and desktops (a live stream each, a few
+    # connections while a page loads), Prometheus, Home Assistant, a health check.
+    max_connections: int = Field(64, ge=2, le=10_000)
+    max_streams: int = Field(16, ge=1, le=10_000)
+    header_timeout: float = Field(10.0, gt=0, le=300)  # s to send a request's headers
+    write_timeout: float = Field(5.0, gt=0, le=300)  # s a client may leave a write unread
 
     @field_validator("listen")
     @classmethod
@@ -227,6 +233,16 @@ class WebSettings(Section):
         if not sep or not _is_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
         return listen.strip()
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> WebSettings:
+        if self.max_streams >= self.max_connections:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be below max_connections "
+                f"({self.max_connections}): every live page's stream is a connection, and "
+                "/healthz and /metrics need one too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _token_from_file(self) -> WebSettings:
