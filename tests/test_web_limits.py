@@ -186,6 +186,21 @@ async def test_event_streams_beyond_the_cap_get_503(one_broker: BrokerProcess) -
         assert samples[("p1evse_page_clients", ())] == 2
 
 
+async def test_a_page_that_leaves_frees_its_stream_at_once(one_broker: BrokerProcess) -> None:
+    """Not at the next write that fails, up to a ping period later: until then a page
+    opened in its place would be refused."""
+    settings = web_settings(one_broker, web={"max_streams": 1})
+    async with serving(settings) as site:
+        url = site.url + "api/events"
+        async with site.http.get(url) as first:
+            assert (await read_event(first.content))["full"] is True
+            first.close()  # the connection, as a closed tab does
+        # one more request: the server has seen the close before it answers this one
+        assert (await site.get("healthz"))[0] == 503
+        async with site.http.get(url) as second:
+            assert second.status == 200
+
+
 def stalled_stream(site: Site) -> socket.socket:
     """Opens the event stream and never reads it; a small receive buffer fills soon."""
     host, _, port = site.url.removeprefix("http://").rstrip("/").rpartition(":")

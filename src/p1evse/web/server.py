@@ -188,6 +188,9 @@ class WebServer:
             # bytes of them came: the first request and every later one must be in
             # within this, and an idle keep-alive connection lasts as long.
             keepalive_timeout=settings.header_timeout,
+            # a page that leaves ends its stream at once, and frees its web.max_streams
+            # slot, instead of at the next write that fails (up to PING_PERIOD_S later)
+            handler_cancellation=True,
         )
         await runner.setup()
         assert runner.server is not None
