@@ -7,7 +7,12 @@ bench/relay.py's load generator and receiver, as three subjects:
 - `web off`: `web.listen` empty (aiohttp is never imported),
 - `web on`: the status page served, no page open,
 - `web on, N pages`: N clients (default 20) holding the page's event stream open and
-  reading it, as open browser tabs do, for the whole measurement.
+  reading it, as open browser tabs do, for the whole measurement;
+- `web on, N hostile`: N connections (default 1000) that attack the port for the whole
+  measurement: half send a request's headers a byte a second and never finish
+  (slowloris), half open the event stream and never read it. Each one the service closes,
+  refuses or cuts off is opened again a second later, so N attempts are always under way.
+  The service runs with the systemd unit's file limit (`LimitNOFILE=1024`).
 
 For each it reports publish latency (reading in -> value out through the broker, p50 and
 p99) at each input rate and the process' peak RSS, and for `web on` the bytes of
@@ -15,9 +20,12 @@ everything the page loads: the HTML, its static files, and the event stream's fi
 message (the whole state and chart), measured as served, plus that first message as it
 would be with a full hour of chart (one row per second) built in this process.
 
-    uv run python bench/web.py             # 10/s and 100/s, 10 s each; about 1.5 minutes
+    uv run python bench/web.py             # 10/s and 100/s, 10 s each; about 2 minutes
     uv run python bench/web.py --quick     # smoke run
-    uv run python bench/web.py --pages 20 --rates 10 --duration 30
+    uv run python bench/web.py --pages 20 --hostile 1000 --rates 10 --duration 30
+
+The bench process needs a file per hostile connection: it raises its own soft limit
+(`ulimit -n`) as far as the hard limit allows, and says so when that is not enough.
 
 It prints a markdown table on stdout (progress goes to stderr) and judges nothing.
 """
@@ -26,7 +34,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import heapq
+import math
+import multiprocessing
+import os
 import re
+import resource
+import select
 import socket
 import sys
 import threading
@@ -34,6 +48,8 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Event
 
 from relay import (
     HOST,
@@ -52,8 +68,18 @@ from relay import (
     subject_specs,
 )
 
+from p1evse.config import WebSettings
+
 PAGE_TIMEOUT_S = 10.0
 READ_SIZE = 65536
+SERVICE_OPEN_FILES = 1024  # deploy/p1evse.service: LimitNOFILE
+BENCH_OPEN_FILES = 256  # this process' own: the broker, the load, the receiver, pages
+RECONNECT_S = 1.0  # a hostile connection that was closed is opened again after this
+TRICKLE_S = 1.0  # a slowloris connection sends one more byte of its headers this often
+HOSTILE_RCVBUF = 4096  # a stream that never reads: its window closes soon
+CROWD_NICE = 10
+DEFAULT_MAX_STREAMS = WebSettings().max_streams
+DEFAULT_MAX_CONNECTIONS = WebSettings().max_connections
 
 
 @dataclass
@@ -103,6 +129,168 @@ def open_pages(port: int, count: int) -> Iterator[list[Page]]:
             page.close()
         for page in pages:
             page.join(PAGE_TIMEOUT_S)
+
+
+@dataclass
+class Attempt:
+    """One hostile connection slot: its socket while open, and what it does."""
+
+    slowloris: bool
+    sock: socket.socket | None = None
+    connected: bool = False
+    generation: int = 0  # its timer's: one scheduled before a reconnect is void
+
+
+class HostileCrowd:
+    """`count` connections attacking the page's port from one epoll loop, in a process of
+    its own: its work holds no lock of the bench's sender and receiver, and, niced, it
+    leaves the CPU to the service first (a real attacker brings its own)."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.attempts = [Attempt(slowloris=i % 2 == 0) for i in range(count)]
+        self.opened = 0  # connections opened
+        self.ended = 0  # connections the service closed, refused or cut off
+        self._poll = select.epoll()
+        self._by_fd: dict[int, int] = {}
+        self._timers = [(0.0, i, 0) for i in range(count)]  # (due, attempt, generation)
+
+    def run(self, stopping: Event) -> tuple[int, int, int]:
+        """Attack until `stopping`; then (opened, ended, still open or connecting)."""
+        while not stopping.is_set():
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, index, generation = heapq.heappop(self._timers)
+                if generation == self.attempts[index].generation:
+                    self._act(index, now)
+            wait = self._timers[0][0] - now if self._timers else TRICKLE_S
+            for fd, events in self._poll.poll(min(max(wait, 0.0), 0.1)):
+                index = self._by_fd.get(fd)
+                if index is not None:
+                    self._event(index, events, time.monotonic())
+        still_open = sum(1 for attempt in self.attempts if attempt.sock is not None)
+        for index in range(len(self.attempts)):
+            self._drop(index)
+        self._poll.close()
+        return self.opened, self.ended, still_open
+
+    def _later(self, index: int, due: float) -> None:
+        attempt = self.attempts[index]
+        attempt.generation += 1
+        heapq.heappush(self._timers, (due, index, attempt.generation))
+
+    def _act(self, index: int, now: float) -> None:
+        attempt = self.attempts[index]
+        if attempt.sock is None:
+            self._connect(index, now)
+        elif attempt.connected and attempt.slowloris:
+            self._send(index, b"X", now)
+            if attempt.sock is not None:
+                self._later(index, now + TRICKLE_S)
+
+    def _connect(self, index: int, now: float) -> None:
+        attempt = self.attempts[index]
+        sock = socket.socket()
+        sock.setblocking(False)
+        if not attempt.slowloris:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, HOSTILE_RCVBUF)
+        sock.connect_ex((HOST, self.port))
+        attempt.sock, attempt.connected = sock, False
+        self._by_fd[sock.fileno()] = index
+        self._poll.register(sock, select.EPOLLOUT | select.EPOLLRDHUP)
+        self.opened += 1
+
+    def _event(self, index: int, events: int, now: float) -> None:
+        attempt = self.attempts[index]
+        if events & (select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP):
+            self._ended(index, now)
+        elif events & select.EPOLLOUT and attempt.sock is not None and not attempt.connected:
+            attempt.connected = True
+            self._poll.modify(attempt.sock, select.EPOLLRDHUP)  # never EPOLLIN: never read
+            if attempt.slowloris:
+                self._send(index, b"GET / HTTP/1.1\r\nHost: bench\r\nX-Slow: ", now)
+                self._later(index, now + TRICKLE_S)
+            else:
+                self._send(index, b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n", now)
+
+    def _send(self, index: int, data: bytes, now: float) -> None:
+        sock = self.attempts[index].sock
+        assert sock is not None
+        try:
+            sock.send(data)
+        except BlockingIOError:
+            pass  # its buffer is full: the same as a slower attacker
+        except OSError:
+            self._ended(index, now)
+
+    def _ended(self, index: int, now: float) -> None:
+        """The service closed it: open it again a little later."""
+        self.ended += 1
+        self._drop(index)
+        self._later(index, now + RECONNECT_S)
+
+    def _drop(self, index: int) -> None:
+        attempt = self.attempts[index]
+        sock = attempt.sock
+        if sock is None:
+            return
+        self._by_fd.pop(sock.fileno(), None)
+        with contextlib.suppress(OSError):
+            self._poll.unregister(sock)
+        sock.close()
+        attempt.sock, attempt.connected = None, False
+
+
+def attack(port: int, count: int, stopping: Event, results: Connection) -> None:
+    """The crowd's process."""
+    os.nice(CROWD_NICE)
+    results.send(HostileCrowd(port, count).run(stopping))
+
+
+@dataclass
+class CrowdReport:
+    count: int = 0
+    opened: int = 0
+    ended: int = 0
+    seconds: float = 0.0
+    open_at_end: int = 0
+
+
+@contextlib.contextmanager
+def hostile(subject: SubjectProcess, port: int, count: int, report: CrowdReport) -> Iterator[None]:
+    # the service's files as under systemd (bench/relay.py starts it with this process')
+    resource.prlimit(subject.pid, resource.RLIMIT_NOFILE, (SERVICE_OPEN_FILES,) * 2)
+    spawn = multiprocessing.get_context("spawn")
+    stopping = spawn.Event()
+    results, sender = spawn.Pipe(duplex=False)
+    crowd = spawn.Process(target=attack, args=(port, count, stopping, sender), name="hostile")
+    started = time.monotonic()
+    crowd.start()
+    progress(f"{count} hostile connections attacking")
+    try:
+        yield
+    finally:
+        stopping.set()
+        if not results.poll(PAGE_TIMEOUT_S):
+            crowd.kill()
+            raise BenchError("the hostile crowd did not report")
+        report.opened, report.ended, report.open_at_end = results.recv()
+        report.count, report.seconds = count, time.monotonic() - started
+        crowd.join(PAGE_TIMEOUT_S)
+
+
+def raise_open_files(needed: int) -> None:
+    """This process' soft limit of open files, raised to `needed` if the hard one allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise BenchError(
+            f"--hostile needs {needed} open files, but this shell allows at most {hard} "
+            f"(ulimit -Hn): raise it, or ask for fewer"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    progress(f"open files: soft limit raised from {soft} to {needed}")
 
 
 def fetch(url: str) -> bytes:
@@ -165,12 +353,22 @@ def full_hour_first_message() -> int:
         loop.close()
 
 
-def web_spec(base: SubjectSpec, name: str, port: int) -> SubjectSpec:
+def web_spec(base: SubjectSpec, name: str, port: int, pages: int = 0) -> SubjectSpec:
+    """The service with its page on `port`, its defaults raised to let `pages` in."""
     env = {**base.env, "P1EVSE_WEB__LISTEN": f"{HOST}:{port}"}
+    if pages > DEFAULT_MAX_STREAMS:
+        env["P1EVSE_WEB__MAX_STREAMS"] = str(pages)
+        env["P1EVSE_WEB__MAX_CONNECTIONS"] = str(max(DEFAULT_MAX_CONNECTIONS, 2 * pages))
     return SubjectSpec(name, base.argv, env, says_online=True)
 
 
-def report(rows: Sequence[Row], weight: Weight | None, full_hour: int, pages: int) -> str:
+def report(
+    rows: Sequence[Row],
+    weight: Weight | None,
+    full_hour: int,
+    pages: int,
+    crowd: CrowdReport,
+) -> str:
     lines = [
         "| rate | subject | sent | received | p50 ms | p99 ms | max ms | CPU µs/reading "
         "| peak RSS MB |",
@@ -195,6 +393,25 @@ def report(rows: Sequence[Row], weight: Weight | None, full_hour: int, pages: in
             f"(everything then: {files + full_hour})",
         ]
     lines += ["", f"pages: {pages} open event streams, each read as it arrives"]
+    if crowd.count:
+        rate = crowd.opened / crowd.seconds if crowd.seconds else math.nan
+        lines += [
+            f"hostile: {crowd.count} connections (half slowloris, half streams that never "
+            f"read), the service with {SERVICE_OPEN_FILES} open files; over "
+            f"{crowd.seconds:.0f} s they opened {crowd.opened} connections "
+            f"({fmt(rate, 0)}/s), the service ended {crowd.ended} of them, "
+            f"{crowd.open_at_end} were open or connecting at the end",
+            "",
+            "p99 publish latency, no page open vs the hostile crowd:",
+        ]
+        quiet = {row.rate: row for row in rows if row.subject == "web on"}
+        for row in rows:
+            if row.subject.endswith(" hostile") and row.rate in quiet:
+                lines.append(
+                    f"- {row.rate}/s: {fmt(quiet[row.rate].p99_ms, 3)} ms vs "
+                    f"{fmt(row.p99_ms, 3)} ms (max {fmt(quiet[row.rate].max_ms, 3)} ms vs "
+                    f"{fmt(row.max_ms, 3)} ms)"
+                )
     return "\n".join(lines)
 
 
@@ -203,6 +420,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rates", default="10,100", help="readings per second, comma-separated")
     parser.add_argument("--duration", type=float, help="seconds per rate (default 10)")
     parser.add_argument("--pages", type=int, default=20, help="open pages (default 20)")
+    parser.add_argument(
+        "--hostile", type=int, default=1000, help="hostile connections (default 1000; 0: none)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 s per rate")
     return parser.parse_args(argv)
 
@@ -214,9 +434,11 @@ def run(args: argparse.Namespace) -> str:
         duration_s=duration,
         warmup_s=0.3 if args.quick else 1.0,
     )
+    raise_open_files(args.hostile + args.pages + BENCH_OPEN_FILES)
     progress("compiling bytecode")
     compile_bytecode()
     weight: Weight | None = None
+    crowd = CrowdReport()
     with contextlib.ExitStack() as stack:
         broker, bench = open_bench(stack)
         base = subject_specs(broker.port)["p1evse"]
@@ -234,12 +456,20 @@ def run(args: argparse.Namespace) -> str:
         rows += measure_subject(web_spec(base, "web on", port), bench, plan, during=weigh)
         port = free_port()
         rows += measure_subject(
-            web_spec(base, f"web on, {args.pages} pages", port),
+            web_spec(base, f"web on, {args.pages} pages", port, pages=args.pages),
             bench,
             plan,
             during=lambda subject: open_pages(port, args.pages),
         )
-    return report(rows, weight, full_hour_first_message(), args.pages)
+        if args.hostile:
+            port = free_port()
+            rows += measure_subject(
+                web_spec(base, f"web on, {args.hostile} hostile", port),
+                bench,
+                plan,
+                during=lambda subject: hostile(subject, port, args.hostile, crowd),
+            )
+    return report(rows, weight, full_hour_first_message(), args.pages, crowd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

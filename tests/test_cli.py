@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,22 @@ def p1evse(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         timeout=30,
         env={**os.environ, **(env or {})},
     )
+
+
+@asynccontextmanager
+async def service(env: dict[str, str]) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`p1evse run` with these variables, its log on a pipe; killed if left running."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "p1evse", "run"),
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def test_version() -> None:
@@ -83,15 +101,29 @@ def test_demo_without_its_broker_says_what_to_install() -> None:
     )
 
 
-def test_status_page_address_in_use_exits_2() -> None:
+async def test_a_status_page_port_in_use_does_not_stop_the_service(
+    one_broker: BrokerProcess,
+) -> None:
+    """Not a config error (exit 2 would keep systemd from restarting it): the bridge runs,
+    and says why the page is missing."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         listen = f"127.0.0.1:{taken.getsockname()[1]}"
-        result = p1evse("run", env={"P1EVSE_WEB__LISTEN": listen})
-    assert result.returncode == 2
-    assert f"p1evse: config error: web.listen = '{listen}': " in result.stderr
-    assert "Traceback" not in result.stderr
+        env = {"P1EVSE_MQTT__PORT": str(one_broker.port), "P1EVSE_WEB__LISTEN": listen}
+        async with Probe(one_broker.port) as probe, service(env) as process:
+            await probe.subscribe(STATUS)
+            await probe.wait_for_payload(STATUS, "online")
+            assert process.stderr is not None
+            async with asyncio.timeout(10):
+                while b"unavailable" not in (line := await process.stderr.readline()):
+                    assert line, "p1evse ended"
+            assert process.returncode is None
+            process.send_signal(signal.SIGTERM)
+            _, rest = await asyncio.wait_for(process.communicate(), 5)
+    assert process.returncode == 0
+    assert f"status page and /healthz unavailable: web.listen {listen}: " in line.decode()
+    assert b"Traceback" not in rest
 
 
 def test_bad_environment_value_exits_2() -> None:
@@ -106,7 +138,6 @@ async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
     broker: BrokerProcess, sig: signal.Signals
 ) -> None:
     env = {
-        **os.environ,
         "P1EVSE_MQTT__PORT": str(broker.port),
         "P1EVSE_PUBLISH__STALE_AFTER": "0.6",
         "P1EVSE_PUBLISH__PAIR_WINDOW": "0.1",
@@ -114,10 +145,7 @@ async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
     }
     async with Probe(broker.port) as probe:
         await probe.subscribe(CLAIM, STATUS)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "p1evse", "run", env=env, stderr=asyncio.subprocess.PIPE
-        )
-        try:
+        async with service(env) as process:
             await probe.wait_for_payload(STATUS, "online")
             assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
             loop = asyncio.get_running_loop()
@@ -125,10 +153,6 @@ async def test_signal_releases_the_claim_says_offline_and_exits_0_within_2_s(
             process.send_signal(sig)
             _, stderr = await asyncio.wait_for(process.communicate(), EVENT_TIMEOUT_S)
             took = loop.time() - signalled
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         assert process.returncode == 0, stderr.decode()
         assert took < 2.0
         assert await probe.next_payload(CLAIM) == "release"

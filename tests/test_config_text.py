@@ -50,6 +50,7 @@ SOURCE_BASE: dict[str, dict[str, str]] = {
 # ("p1:source.url" before "source.url" before "url")
 COMPANIONS: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {
     ("openevse", "transport"): {("openevse", "url"): "http://openevse.local"},
+    ("web", "max_connections"): {("web", "max_streams"): "1"},
     ("mqtt", "tls", "cert_file"): {("mqtt", "tls", "key_file"): "{file}"},
     ("mqtt", "tls", "key_file"): {("mqtt", "tls", "cert_file"): "{file}"},
     ("mqtt_json", "source", "invert"): {("source", "power_field"): "SML.power"},

@@ -204,3 +204,17 @@ async def test_page_with_a_token(one_broker: BrokerProcess, browser: Browser) ->
         refused = await watched.page.goto(site.url)
         assert refused is not None
         assert refused.status == 401
+
+
+async def test_a_page_refused_a_live_stream_goes_live_once_there_is_room(
+    one_broker: BrokerProcess, browser: Browser
+) -> None:
+    """web.max_streams reached: the browser's EventSource gives a 503 up for good, so
+    the page itself tries again."""
+    async with serving(web_settings(one_broker, web={"max_streams": 1})) as site:
+        first = await open_page(browser, site)
+        second = await (await browser.new_context()).new_page()
+        await second.goto(site.url)
+        await second.wait_for_selector("#live[data-state=lost]", timeout=WAIT_MS)
+        await first.page.close()
+        await second.wait_for_selector("#live[data-state=live]", timeout=30_000)

@@ -45,7 +45,9 @@ async def round_trip(probe: Probe, value: int) -> float:
 async def test_a_stalled_page_is_cut_off_and_does_not_delay_publishing(
     one_broker: BrokerProcess,
 ) -> None:
-    async with serving(web_settings(one_broker)) as site:
+    # the queue rule alone: web.write_timeout, which would also cut them, is left out
+    settings = web_settings(one_broker, web={"write_timeout": 300})
+    async with serving(settings) as site:
         web = site.app.web
         assert web is not None
         # every reading makes a message, so the stalled pages' buffers fill in a second

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -16,15 +17,17 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
 from p1evse.app import App
+from p1evse.backoff import Backoff
 from p1evse.config import Settings, WebSettings
-from p1evse.errors import ConfigError
 from p1evse.sim.broker import free_port
 from p1evse.state import LinkState, SiteState
 from p1evse.web.server import STATIC_DIR, exposure_warning
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
+from tests.logs import log_event
 from tests.probe import Probe
 from tests.test_bridge_mqtt import DELIVERED, GRID_IE, RETURNED, ready
 
@@ -63,7 +66,7 @@ def web_settings(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
 
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Site]:
-    """The app with its web server, once it is connected (the page listens first)."""
+    """The app with its web server, once it is connected and its page is served."""
     async with (
         running(settings) as app,
         Probe(settings.mqtt.port) as probe,
@@ -73,6 +76,8 @@ async def serving(settings: Settings) -> AsyncIterator[Site]:
         await ready(probe)
         assert settings.web.listen is not None
         assert app.state is not None
+        assert app.web is not None
+        await asyncio.wait_for(app.web.listening.wait(), 5)
         yield Site(app, app.state, f"http://{settings.web.listen}/", probe, http)
 
 
@@ -269,6 +274,8 @@ async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
         ):
             await probe.subscribe(GRID_IE)
             await ready(probe)
+            assert app.web is not None
+            await asyncio.wait_for(app.web.listening.wait(), 5)
             url = f"http://{settings.web.listen}/api/events"
             async with http.get(url) as response:
                 assert response.headers["Content-Type"] == "text/event-stream"
@@ -283,7 +290,6 @@ async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
                 assert message["full"] is False
                 assert message["state"]["published"]["watts"] == 777
                 assert message["history"]["rows"][-1][1:] == [777, 777]
-                assert app.web is not None
                 assert len(app.web.fanout) == 1
                 loop = asyncio.get_running_loop()
                 stopping = loop.time()
@@ -297,18 +303,54 @@ async def test_event_stream_sends_state_changes_and_ends_on_shutdown(
         await asyncio.wait_for(task, 5)
 
 
-async def test_an_address_in_use_is_a_config_error(one_broker: BrokerProcess) -> None:
-    with socket.socket() as taken:
+async def test_a_taken_port_keeps_the_bridge_publishing_until_the_page_can_have_it(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A busy port is not a bad config: the charger is fed while the page retries."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    with socket.socket() as taken, log_event("unavailable") as unavailable:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        settings = settings_for(one_broker, web={"listen": f"127.0.0.1:{port}"})
-        app = App(settings, asyncio.get_running_loop())
-        with pytest.raises(ConfigError) as caught:
-            await app.run(asyncio.Event())
-    [problem] = caught.value.problems
-    assert problem.startswith(f"web.listen = '127.0.0.1:{port}': ")
-    assert "in use" in problem
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        async with (
+            running(web_settings(one_broker, web={"listen": listen})) as app,
+            Probe(one_broker.port) as probe,
+            aiohttp.ClientSession(timeout=TIMEOUT) as http,
+        ):
+            assert app.web is not None
+            app.web.backoff = Backoff(initial=0.05, cap=0.5)  # retries a test can wait for
+            await probe.subscribe(GRID_IE)
+            await ready(probe)
+            await asyncio.wait_for(unavailable.wait(), 5)
+            for value in range(100, 105):
+                probe.publish(DELIVERED, f"{value / 1000:.3f}")
+                assert await probe.next_payload(GRID_IE) == str(value)
+            assert not app.web.listening.is_set()
+            taken.close()
+            await asyncio.wait_for(app.web.listening.wait(), 30)
+            async with http.get(f"http://{listen}/healthz") as response:
+                assert response.status == 200
+                assert (await response.text()).startswith("ok: broker connected")
+            probe.publish(DELIVERED, "0.200")
+            assert await probe.next_payload(GRID_IE) == "200"
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("p1evse.web")]
+    [down] = [m for m in messages if "unavailable" in m]
+    assert down.startswith(f"status page and /healthz unavailable: web.listen {listen}: ")
+    assert "Address already in use" in down
+    assert [m for m in messages if m.startswith("status page on")] == [
+        f"status page on http://{listen}/"
+    ]
+
+
+@pytest.mark.parametrize("listen", ["no such host:8080", "[::1:8080", "nas..lan:8080", "[nas]:80"])
+def test_an_address_that_cannot_be_parsed_stays_a_config_error(listen: str) -> None:
+    with pytest.raises(ValidationError, match=r"expected host:port such as 127\.0\.0\.1:8080"):
+        WebSettings(listen=listen)
+
+
+@pytest.mark.parametrize("listen", ["localhost:8080", "[::1]:8080", "::1:8080", "nas.lan.:80"])
+def test_names_and_addresses_are_accepted(listen: str) -> None:
+    assert WebSettings(listen=listen).listen == listen
 
 
 def test_a_page_open_to_the_network_without_a_token_is_warned_about() -> None:

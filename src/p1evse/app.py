@@ -64,17 +64,15 @@ class App:
             self.web = WebServer(settings.web, self.state, self.broker, self.bridge, loop)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then release claims, say offline and return.
-        A web.listen address that cannot be used raises ConfigError before anything
-        else starts."""
+        """Run until `stop` is set, then release claims, say offline and return."""
         log.info("p1evse %s: %s", __version__, describe(self.settings))
-        if self.web is not None:
-            await self.web.start()
         work: dict[str, Callable[[], Awaitable[None]]] = {
             "mqtt": self.broker.run,
             f"source:{self.settings.source.type}": lambda: self.source.run(self.bridge),
             **{f"sink:{type(sink).__name__}": sink.run for sink in self.sinks},
         }
+        if self.web is not None:  # a port it cannot have yet does not stop the bridge
+            work["web"] = self.web.run
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 import time
 from typing import Literal, TextIO
 
 from p1evse.app import App, describe
 from p1evse.config import MqttSettings, Settings, WebSettings, load
-from p1evse.errors import ConfigError
 from p1evse.model import Event, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker
 from p1evse.sim.broker import embedded_broker
@@ -84,6 +84,9 @@ async def demo(
         if meter == "p1":
             await gateway.start()
             stack.push_async_callback(gateway.close)
+        wanted = listen
+        if listen is not None:
+            listen = with_a_free_port(listen)
         settings = demo_settings(port, listen, meter, gateway.port)
         loop = asyncio.get_running_loop()
         app = App(settings, loop)
@@ -137,24 +140,51 @@ async def demo(
                 charger.tick()
                 await asyncio.sleep(METER_PERIOD_S)
 
-        page = f"\n  status page: {app.web.url}" if app.web is not None else ""
+        async def show_page() -> None:
+            """Its address once it is served: one that answers."""
+            if app.web is None:
+                return
+            await app.web.listening.wait()
+            moved = f"  ({wanted} is in use)" if listen != wanted else ""
+            print(f"  status page: {app.web.url}{moved}", file=out, flush=True)
+
         print(
             f"p1evse demo: broker 127.0.0.1:{port}, a DSMR 5 meter once a second, "
-            f"a sunny day at {speed:g}x\n  {describe(settings)}{page}",
+            f"a sunny day at {speed:g}x\n  {describe(settings)}",
             file=out,
             flush=True,
         )
         if duration is not None:
             loop.call_later(duration, stop.set)
+        async with asyncio.TaskGroup() as group:
+            link_task = group.create_task(link.run(), name="demo-sim-mqtt")
+            meter_task = group.create_task(run_meter(), name="demo-meter")
+            page_task = group.create_task(show_page(), name="demo-page")
+            await app.run(stop)
+            meter_task.cancel()
+            page_task.cancel()
+            await link.close()
+            link_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await meter_task
+
+
+def with_a_free_port(listen: str) -> str:
+    """`listen`, or its host with a free port when another program holds that port: the
+    demo should just work, and it prints where its page went."""
+    page = WebSettings(listen=listen)
+    try:
+        [(family, kind, _, _, address), *_] = socket.getaddrinfo(
+            page.host, page.port, type=socket.SOCK_STREAM
+        )
+    except OSError:
+        return listen  # a name that does not resolve: the page says so, and retries
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the page binds
         try:
-            async with asyncio.TaskGroup() as group:
-                link_task = group.create_task(link.run(), name="demo-sim-mqtt")
-                meter_task = group.create_task(run_meter(), name="demo-meter")
-                await app.run(stop)
-                meter_task.cancel()
-                await link.close()
-                link_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await meter_task
-        except* ConfigError as group:
-            raise group.exceptions[0] from None  # e.g. the page's address is in use
+            probe.bind(address)
+            return listen
+        except OSError:
+            probe.bind((address[0], 0, *address[2:]))
+            port: int = probe.getsockname()[1]
+    return f"{listen.rpartition(':')[0]}:{port}"

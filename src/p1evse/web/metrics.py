@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
@@ -22,10 +23,12 @@ from prometheus_client.core import (
 from p1evse import __version__
 from p1evse.model import Event, GridPower, Rejection
 from p1evse.state import LinkState
+from p1evse.web.limits import Limit
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker
     from p1evse.state import SiteState
+    from p1evse.web.limits import PortCounters
     from p1evse.web.stream import Fanout
 
 # From a reading's arrival to its value being handed to the MQTT client: tens of µs
@@ -51,7 +54,12 @@ LATENCY_BUCKETS = (
 
 class Metrics:
     def __init__(
-        self, state: SiteState, broker: Broker, fanout: Fanout, clock: Callable[[], float]
+        self,
+        state: SiteState,
+        broker: Broker,
+        fanout: Fanout,
+        port: PortCounters,
+        clock: Callable[[], float],
     ) -> None:
         self._clock = clock
         self.registry = CollectorRegistry()
@@ -62,7 +70,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_SiteCollector(state, broker, fanout, clock))
+        self.registry.register(_SiteCollector(state, broker, fanout, port, clock))
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
@@ -71,19 +79,18 @@ class Metrics:
             self.latency.observe(self._clock() - event.at)
 
 
+@dataclass(frozen=True, slots=True)
 class _SiteCollector:
-    def __init__(
-        self, state: SiteState, broker: Broker, fanout: Fanout, clock: Callable[[], float]
-    ) -> None:
-        self._state = state
-        self._broker = broker
-        self._fanout = fanout
-        self._clock = clock
+    state: SiteState
+    broker: Broker
+    fanout: Fanout
+    port: PortCounters
+    clock: Callable[[], float]
 
     def collect(self) -> Iterator[Metric]:
-        state = self._state
+        state = self.state
         counters = state.counters
-        now = self._clock()
+        now = self.clock()
 
         info = InfoMetricFamily("p1evse_build", "Version of p1evse and of Python")
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
@@ -139,13 +146,13 @@ class _SiteCollector:
                 value=charger.amp / 1000,
             )
 
-        endpoint = [f"mqtt://{self._broker.address}"]
+        endpoint = [f"mqtt://{self.broker.address}"]
         connected = GaugeMetricFamily(
             "p1evse_connected", "1 while the connection is up", labels=["endpoint"]
         )
         connected.add_metric(endpoint, int(state.links["broker"].state is LinkState.CONNECTED))
         yield connected
-        stats = self._broker.stats
+        stats = self.broker.stats
         reconnects = CounterMetricFamily(
             "p1evse_reconnects", "Connections made after the first one", labels=["endpoint"]
         )
@@ -158,10 +165,28 @@ class _SiteCollector:
         yield unsent
 
         yield GaugeMetricFamily(
-            "p1evse_page_clients", "Status pages receiving live updates", value=len(self._fanout)
+            "p1evse_page_clients", "Status pages receiving live updates", value=len(self.fanout)
         )
         yield CounterMetricFamily(
             "p1evse_page_clients_dropped",
             "Status pages cut off because they did not keep up",
-            value=self._fanout.dropped,
+            value=self.fanout.dropped,
+        )
+
+        port = self.port
+        yield GaugeMetricFamily(
+            "p1evse_web_connections", "Open connections to the status page", value=port.open
+        )
+        refused = CounterMetricFamily(
+            "p1evse_web_refused",
+            "Connections and live streams refused at web.max_connections or web.max_streams",
+            labels=["limit"],
+        )
+        for limit in (Limit.MAX_CONNECTIONS, Limit.MAX_STREAMS):
+            refused.add_metric([limit.value], port.acted[limit])
+        yield refused
+        yield CounterMetricFamily(
+            "p1evse_web_stalled",
+            "Connections reset because the client left a write unread for web.write_timeout",
+            value=port.acted[Limit.WRITE_TIMEOUT],
         )

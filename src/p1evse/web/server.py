@@ -18,6 +18,8 @@ import contextlib
 import hmac
 import json
 import logging
+import os
+import resource
 import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from p1evse.backoff import Backoff
 from p1evse.config import WebSettings, is_loopback
-from p1evse.errors import ConfigError
+from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
 from p1evse.web.metrics import Metrics
 from p1evse.web.stream import Fanout, StatePush
 
@@ -40,10 +43,24 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 PING_PERIOD_S = 20.0  # a comment on an idle stream keeps proxies from closing it
-# A page's stream needs little kernel buffer; capped, a page that stops reading pins
-# at most this (doubled by the kernel) instead of the autotuned megabytes.
-STREAM_SNDBUF = 64 * 1024
+# A page's stream needs little buffer. Small ones, in the kernel (doubled by it) and in
+# the transport, pin little for a page that stops reading, and fill soon, so its writes
+# block and web.write_timeout cuts it in seconds rather than after megabytes.
+STREAM_SNDBUF = 16 * 1024
+STREAM_BUFFER = 16 * 1024
 SHUTDOWN_TIMEOUT_S = 0.5
+# files (sockets) kept for all but the page: the meter, the broker, the charger, Python
+RESERVED_FILES = 64
+# Connections the kernel queues for p1evse to accept, which asyncio then accepts in one
+# go: a flood is throttled by the kernel, and each burst of accepts holds the loop (and a
+# value on its way to the charger) for a moment only. With asyncio's default of 100,
+# bench/web.py's 1000 hostile connections raised the median publish latency from 0.7 ms
+# to 10 ms; with 16 it stays where it was.
+ACCEPT_BACKLOG = 16
+# retrying a port that another program holds: soon at first, then once a minute at most
+RETRY_INITIAL_S = 1.0
+RETRY_CAP_S = 60.0
+RETRY_STREAM_S = 30  # a refused page's stream: when to try again
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -80,6 +97,21 @@ def exposure_warning(settings: WebSettings) -> str | None:
     )
 
 
+def file_limit_warning(settings: WebSettings, open_files: int) -> str | None:
+    """What to tell a user whose page may hold the files the bridge needs."""
+    if (
+        open_files == resource.RLIM_INFINITY
+        or settings.max_connections <= open_files - RESERVED_FILES
+    ):
+        return None
+    return (
+        f"web.max_connections {settings.max_connections}: this process may open only "
+        f"{open_files} files (ulimit -n, systemd's LimitNOFILE), and the meter, the broker "
+        f"and the charger need some of them; keep it at {open_files - RESERVED_FILES} or "
+        "below"
+    )
+
+
 class WebServer:
     def __init__(
         self,
@@ -94,40 +126,97 @@ class WebServer:
         self._loop = loop
         self.fanout = Fanout()
         self.push = StatePush(state, self.fanout, loop)
-        self.metrics = Metrics(state, broker, self.fanout, loop.time)
+        self.port = PortCounters(loop.time)
+        self.metrics = Metrics(state, broker, self.fanout, self.port, loop.time)
         bridge.observers.append(self.metrics.observe)
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._streams = 0
+        self.backoff = Backoff(RETRY_INITIAL_S, RETRY_CAP_S)
+        self.listening = asyncio.Event()  # set once the page is served
 
     @property
     def url(self) -> str:
         host = self._settings.host
         return f"http://{f'[{host}]' if ':' in host else host}:{self._settings.port}/"
 
-    async def start(self) -> None:
-        """Listen on `web.listen`; a ConfigError says why that is not possible."""
+    async def run(self) -> None:
+        """Serve the page until cancelled. A port it cannot have (in use by another
+        program, an address not up yet) is retried with backoff while the bridge goes on
+        feeding the charger; that is logged once, and once more when the page is up."""
+        said_unavailable = False
+        while True:
+            try:
+                await self._listen()
+                break
+            except OSError as exc:
+                reason = _why(exc)
+                if not said_unavailable:
+                    log.warning(
+                        "status page and /healthz unavailable: web.listen %s: %s; "
+                        "the bridge runs on, retrying",
+                        self._settings.listen,
+                        reason,
+                    )
+                else:
+                    log.debug("web.listen %s: still %s", self._settings.listen, reason)
+                said_unavailable = True
+            await asyncio.sleep(self.backoff.next_delay())
+        log.info("status page on %s", self.url)
+        open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        for warning in (
+            exposure_warning(self._settings),
+            file_limit_warning(self._settings, open_files),
+        ):
+            if warning is not None:
+                log.warning("%s", warning)
+        self.listening.set()
+        await asyncio.Event().wait()  # served by aiohttp's own callbacks until cancelled
+
+    async def _listen(self) -> None:
+        settings = self._settings
         runner = web.AppRunner(
-            self._application(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            self._application(),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            # The header timeout. aiohttp arms its keep-alive timer when a connection is
+            # made (since 3.14.4) and again after each response, and at its end closes
+            # the connection if it still waits for a request's headers, however many
+            # bytes of them came: the first request and every later one must be in
+            # within this, and an idle keep-alive connection lasts as long.
+            keepalive_timeout=settings.header_timeout,
+            # a page that leaves ends its stream at once, and frees its web.max_streams
+            # slot, instead of at the next write that fails (up to PING_PERIOD_S later)
+            handler_cancellation=True,
         )
         await runner.setup()
-        site = web.TCPSite(runner, self._settings.host, self._settings.port)
+        assert runner.server is not None
+        limit = ConnectionLimit(
+            runner.server,
+            settings.max_connections,
+            settings.write_timeout,
+            self.port,
+            self._loop,
+        )
         try:
-            await site.start()
-        except OSError as exc:
+            server = await self._loop.create_server(
+                limit, settings.host, settings.port, backlog=ACCEPT_BACKLOG
+            )
+        except OSError:
             await runner.cleanup()
-            reason = exc.strerror or str(exc)
-            raise ConfigError([f"web.listen = {self._settings.listen!r}: {reason}"]) from None
+            raise
+        self._server = server
         self._runner = runner
-        log.info("status page on %s", self.url)
-        warning = exposure_warning(self._settings)
-        if warning is not None:
-            log.warning("%s", warning)
 
     async def close(self) -> None:
         self.push.close()
         self.fanout.close()
+        if self._server is not None:
+            self._server.close()  # not wait_closed(): a client that does not read holds it
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -180,6 +269,25 @@ class WebServer:
         )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
+        limit = self._settings.max_streams
+        if self._streams >= limit:
+            assert request.transport is not None
+            self.port.count(
+                Limit.MAX_STREAMS,
+                f"refused a live stream to {peer(request.transport)}: "
+                f"web.max_streams ({limit}) are open",
+            )
+            raise web.HTTPServiceUnavailable(
+                text=f"too many live pages: web.max_streams is {limit}\n",
+                headers={"Retry-After": str(RETRY_STREAM_S)},
+            )
+        self._streams += 1  # before the first await: the cap holds for streams starting
+        try:
+            return await self._stream(request)
+        finally:
+            self._streams -= 1
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -189,10 +297,12 @@ class WebServer:
         )
         await response.prepare(request)
         transport = request.transport
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        if transport is not None:
+            transport.set_write_buffer_limits(high=STREAM_BUFFER)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
         # the first message and joining the fan-out happen in one step: nothing is missed
         first = self.push.first_message()
         client = self.fanout.add(transport)
@@ -208,13 +318,20 @@ class WebServer:
                     break
                 await response.write(message)
         except (ConnectionError, RuntimeError):
-            pass  # the page went away, or was cut off for not keeping up
+            pass  # the page went away, or was cut off for not keeping up or not reading
         finally:
             self.fanout.remove(client)
         return response
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _why(exc: OSError) -> str:
+    """ "Address already in use", without asyncio's wrapping of it."""
+    if exc.errno is not None and exc.errno > 0:  # a name lookup's errors are negative
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc)
 
 
 def _json(data: Any) -> web.Response:

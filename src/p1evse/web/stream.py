@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p1evse.state import SiteState
+from p1evse.web.limits import reset
 
 QUEUE_SIZE = 64  # messages; at most 10 a second, so seconds of backlog
 PUSH_PERIOD_S = 0.1
@@ -31,14 +32,12 @@ def sse_message(event: str, data: Any, retry_ms: int | None = None) -> bytes:
 class PageClient:
     """One open event stream. `abort` cuts its connection at once."""
 
-    transport: asyncio.BaseTransport | None
+    transport: asyncio.WriteTransport | None
     queue: asyncio.Queue[bytes | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
 
     def abort(self) -> None:
-        if isinstance(self.transport, asyncio.WriteTransport):
-            self.transport.abort()
-        elif self.transport is not None:
-            self.transport.close()
+        if self.transport is not None:
+            reset(self.transport)
 
 
 class Fanout:
@@ -51,7 +50,7 @@ class Fanout:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def add(self, transport: asyncio.BaseTransport | None) -> PageClient:
+    def add(self, transport: asyncio.WriteTransport | None) -> PageClient:
         client = PageClient(transport)
         self._clients.add(client)
         return client

@@ -5,6 +5,7 @@
 (function () {
   const HOUR_S = 3600;
   const CLOCK_SHOWN_FROM_S = 60; // a meter clock this far from ours is shown
+  const REFUSED_RETRY_MS = 5000; // a refused stream is tried again after 5-10 s
   const $ = (id) => document.getElementById(id);
 
   const token = new URLSearchParams(location.search).get("token");
@@ -390,6 +391,11 @@
     source.addEventListener("error", () => {
       live.dataset.state = "lost";
       setText("live-text", "reconnecting…");
+      if (source.readyState === EventSource.CLOSED) {
+        // refused (503: as many live pages as web.max_streams are open): the browser
+        // gives such a stream up, so the page tries again by itself
+        setTimeout(connect, REFUSED_RETRY_MS * (1 + Math.random()));
+      }
     });
     source.addEventListener("state", (event) => {
       const message = JSON.parse(event.data);
