@@ -194,6 +194,7 @@ async def test_health_follows_broker_and_readings(one_broker: BrokerProcess) -> 
 async def test_metrics(one_broker: BrokerProcess) -> None:
     async with serving(web_settings(one_broker)) as site:
         site.probe.publish(DELIVERED, "abc")
+        site.probe.publish("openevse/state", "1e999")  # a charger report that is no state
         await site.send(DELIVERED, "1.500", "1500")
         await site.send(RETURNED, "0.250", "-250")
         status, text, headers = await site.get("metrics")
@@ -224,6 +225,9 @@ async def test_metrics(one_broker: BrokerProcess) -> None:
     assert value("p1evse_pipeline_latency_seconds_count") == 2
     assert 0 < value("p1evse_pipeline_latency_seconds_sum") < 1
     assert value("p1evse_page_clients") == 0
+    assert value("p1evse_charger_rejected_total", reason="non_finite") == 1
+    assert value("p1evse_retained_skipped_total", endpoint=endpoint) == 0
+    assert not [k for k in samples if k[0] == "p1evse_problem"]  # nothing wrong
     [build] = [k for k in samples if k[0] == "p1evse_build_info"]
     assert dict(build[1])["version"]
     assert value("process_resident_memory_bytes") > 0

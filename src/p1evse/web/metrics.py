@@ -145,6 +145,23 @@ class _SiteCollector:
                 "The current the car draws, as the charger last reported it",
                 value=charger.amp / 1000,
             )
+        if charger is not None:
+            refused = CounterMetricFamily(
+                "p1evse_charger_rejected",
+                "Reports and answers of the charger refused, by reason",
+                labels=["reason"],
+            )
+            for reason, count in charger.rejected.items():
+                refused.add_metric([reason.value], count)
+            yield refused
+        problems = GaugeMetricFamily(
+            "p1evse_problem",
+            "1 for each part of the service that cannot do its job (what /healthz names)",
+            labels=["part"],
+        )
+        for part in state.problems:
+            problems.add_metric([part], 1)
+        yield problems
 
         endpoint = [f"mqtt://{self.broker.address}"]
         connected = GaugeMetricFamily(
@@ -163,6 +180,13 @@ class _SiteCollector:
         )
         unsent.add_metric(endpoint, stats.unsent)
         yield unsent
+        skipped = CounterMetricFamily(
+            "p1evse_retained_skipped",
+            "Old retained messages on the meter's topics, not taken for readings",
+            labels=["endpoint"],
+        )
+        skipped.add_metric(endpoint, stats.retained_skipped)
+        yield skipped
 
         yield GaugeMetricFamily(
             "p1evse_page_clients", "Status pages receiving live updates", value=len(self.fanout)
