@@ -111,7 +111,8 @@ class Broker:
         self._announce = announce
         # another connection reports the broker's comings and goings: this one says them
         # at debug level (a refusal still as an error)
-        self._quiet = logging.DEBUG if quiet else 0
+        self._info_level = logging.DEBUG if quiet else logging.INFO
+        self._warning_level = logging.DEBUG if quiet else logging.WARNING
         if announce:
             will = Will(settings.availability_topic, OFFLINE, qos=1, retain=True)
         self._will = will
@@ -215,9 +216,8 @@ class Broker:
                 self.stats.failed_attempts += 1
                 delay = self._backoff.next_delay()
                 if not reported_down:
-                    level = self._quiet or logging.WARNING
-                    if isinstance(exc, BrokerRefused):
-                        level = logging.ERROR
+                    refused = isinstance(exc, BrokerRefused)
+                    level = logging.ERROR if refused else self._warning_level
                     log.log(level, "MQTT broker %s: %s; retrying", self.address, exc)
                     reported_down = True
                 else:
@@ -226,12 +226,12 @@ class Broker:
                 continue
             reported_down = False
             self._backoff.reset()
-            log.log(self._quiet or logging.INFO, "connected to MQTT broker %s", self.address)
+            log.log(self._info_level, "connected to MQTT broker %s", self.address)
             await self._stay_connected()
             if not self._closing:
                 self.stats.drops += 1
                 log.log(
-                    self._quiet or logging.WARNING,
+                    self._warning_level,
                     "lost MQTT broker %s (%s); reconnecting",
                     self.address,
                     self._lost_reason,
