@@ -58,6 +58,7 @@ async def test_watts_unit_and_reserve(broker: BrokerProcess) -> None:
         assert await probe.next_payload(GRID_IE) == "-1900"
 
 
+@pytest.mark.slow  # a 1 Hz meter for five seconds of real time
 async def test_one_hz_input_is_averaged_over_five_seconds(broker: BrokerProcess) -> None:
     settings = settings_for(broker, publish={"interval": 5})
     async with running(settings) as app, Probe(broker.port) as probe:

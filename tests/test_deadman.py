@@ -143,7 +143,10 @@ async def armed(probe: Probe, service: Service) -> str:
 
 @pytest.mark.parametrize(
     ("death", "how"),
-    [(signal.SIGKILL, "killed: the kernel closes its sockets"), (signal.SIGSTOP, "hung")],
+    [
+        (signal.SIGKILL, "killed: the kernel closes its sockets"),
+        pytest.param(signal.SIGSTOP, "hung", marks=pytest.mark.slow),  # 1.5+ keepalives
+    ],
 )
 async def test_when_p1evse_dies_the_broker_pauses_the_charger_and_the_next_run_releases_it(
     one_broker: BrokerProcess, death: signal.Signals, how: str

@@ -206,6 +206,7 @@ async def test_page_with_a_token(one_broker: BrokerProcess, browser: Browser) ->
         assert refused.status == 401
 
 
+@pytest.mark.slow  # the page's own retry waits 5-10 s
 async def test_a_page_refused_a_live_stream_goes_live_once_there_is_room(
     one_broker: BrokerProcess, browser: Browser
 ) -> None:

@@ -62,6 +62,7 @@ async def test_broker_killed_under_load_resumes_and_loses_nothing_after(
     assert app.broker.stats.connects == 2
 
 
+@pytest.mark.slow  # 110 stale cycles
 @pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
 async def test_hundred_stale_cycles_leak_no_tasks_files_or_memory(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
