@@ -154,8 +154,8 @@ def _say_outputs(settings: Settings, say: Say) -> None:
         "openevse.deadman_topic": "retained marker of the dead-man's switch, whose will "
         f"pauses the charger if p1evse dies (connection {settings.mqtt.client_id}-deadman)",
     }
-    for key, topic in outputs.items():
-        say(f"  {topic}  {meaning[key]}")
+    for key in sorted(outputs, key=list(meaning).index):  # the charger's feed first
+        say(f"  {outputs[key]}  {meaning[key]}")
     if settings.publish.on_stale is StaleAction.PAUSE:
         if openevse.transport == "http":
             say(f"  {openevse.url}/claims/{openevse.claim_client_id}  pause claim when stale")
