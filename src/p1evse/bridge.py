@@ -89,9 +89,8 @@ class Bridge:
             except Exception as exc:
                 # a bug in one sink or observer must not keep the next event (the value
                 # after a reading) from the others, nor end the source that called
-                suppressed = self._failure_log.allow(type(exc).__name__)
-                if suppressed is not None:
-                    more = f" ({suppressed} more since)" if suppressed else ""
+                more = self._failure_log.note(type(exc).__name__)
+                if more is not None:
                     log.error("%s: handling %s failed%s", self._name, event, more, exc_info=exc)
         self._reschedule()
 
@@ -115,10 +114,9 @@ class Bridge:
             observer(event)
 
     def _log_rejection(self, event: Rejected) -> None:
-        suppressed = self._rejection_log.allow(event.reason)
-        if suppressed is None:
+        more = self._rejection_log.note(event.reason)
+        if more is None:
             return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
         hint = ""
         if event.reason is Rejection.IMPLAUSIBLE:
             hint = f"; above publish.max_power_w = {self.pipeline.max_power_w:g} W — wrong unit?"

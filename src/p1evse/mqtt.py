@@ -447,9 +447,8 @@ class Broker:
             # Handlers refuse bad input themselves; this is the last guard against a
             # bug, logged with its traceback once a minute per kind, never per message.
             self.stats.handler_failures += 1
-            suppressed = self._handler_failure_log.allow(type(exc).__name__)
-            if suppressed is not None:
-                more = f" ({suppressed} more since)" if suppressed else ""
+            more = self._handler_failure_log.note(type(exc).__name__)
+            if more is not None:
                 log.error(
                     "handling a message on %s failed%s", message.topic[:200], more, exc_info=exc
                 )

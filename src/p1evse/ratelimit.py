@@ -12,12 +12,13 @@ class RateLimiter:
         self._next_allowed: dict[Hashable, float] = {}
         self._suppressed: dict[Hashable, int] = {}
 
-    def allow(self, key: Hashable) -> int | None:
-        """None when this occurrence should stay quiet; otherwise how many were
-        suppressed since the last one that was let through."""
+    def note(self, key: Hashable) -> str | None:
+        """None when this occurrence should stay quiet; otherwise what to add to its log
+        line: how many were left out since the last one let through ("" for none)."""
         now = self._clock()
         if now < self._next_allowed.get(key, float("-inf")):
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return None
         self._next_allowed[key] = now + self._period
-        return self._suppressed.pop(key, 0)
+        suppressed = self._suppressed.pop(key, 0)
+        return f" ({suppressed} more since the last report)" if suppressed else ""

@@ -56,9 +56,8 @@ class Supervisor:
 
     def _failed(self, name: str, error: Exception) -> None:
         cause = f"{type(error).__name__}: {error}"[:200]
-        suppressed = self._log.allow((name, type(error).__name__))
-        if suppressed is not None:
-            more = f" ({suppressed} more times since it was last logged)" if suppressed else ""
+        more = self._log.note((name, type(error).__name__))
+        if more is not None:
             log.error("task %s failed: %s; restarting it%s", name, cause, more, exc_info=error)
         self._failing.add(name)
         if self._on_problem is not None:

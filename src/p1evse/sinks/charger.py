@@ -115,10 +115,9 @@ class ReportLog:
         self._where = where
 
     def refused(self, exc: InputError) -> None:
-        suppressed = self._limit.allow(exc.reason)
-        if suppressed is None:
+        more = self._limit.note(exc.reason)
+        if more is None:
             return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
         log.warning(
             "refused a report from OpenEVSE on %s (%s): %s%s",
             self._where,

@@ -242,10 +242,9 @@ class OpenEvseHttpSink:
         """Log a failure at most once a minute (the charger's answers are outside input:
         the same failure, or failures taking turns, never flood the log)."""
         self._reported = str(failure)
-        suppressed = self._failure_log.allow(self._reported)
-        if suppressed is None:
+        more = self._failure_log.note(self._reported)
+        if more is None:
             log.debug("%s", failure)
             return
-        more = f" ({suppressed} more since)" if suppressed else ""
         level = logging.ERROR if failure.status == 401 else logging.WARNING
         log.log(level, "%s%s", failure, more)

@@ -52,10 +52,9 @@ class PortCounters:
 
     def count(self, limit: Limit, message: str) -> None:
         self.acted[limit] += 1
-        suppressed = self._log.allow(limit)
-        if suppressed is None:
+        more = self._log.note(limit)
+        if more is None:
             return
-        more = f" ({suppressed} more since the last report)" if suppressed else ""
         log.warning("status page: %s%s", message, more)
 
 
