@@ -180,12 +180,8 @@ class Pipeline:
         """One per-phase value (index 0-2 for L1-L3) from a source that sends them apart
         from the totals (split topics); the next reading made from halves carries it."""
         events: list[Event] = []
-        rejection = self._check_phase(kind, value)
-        if rejection is not None:
-            detail = f"L{index + 1} {kind.value} {value!r}"
-            self._count_rejection(rejection, detail, now, events)
-            return events
-        self._phases.setdefault(kind, [None, None, None])[index] = value
+        if not self._phase_rejected(kind, index, value, now, events):
+            self._phases.setdefault(kind, [None, None, None])[index] = value
         return events
 
     def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
@@ -290,24 +286,17 @@ class Pipeline:
     # -- rule 5: plausibility ------------------------------------------------------
 
     def _check_half(self, watts: float) -> Rejection | None:
-        if not math.isfinite(watts):
-            return Rejection.NON_FINITE
-        if watts < 0:
-            return Rejection.NEGATIVE
-        if watts > self._settings.max_power_w:
-            return Rejection.IMPLAUSIBLE
-        return None
+        return _check(watts, self._settings.max_power_w)
 
-    def _check_phase(self, kind: PhaseKind, value: float) -> Rejection | None:
-        if kind is not PhaseKind.VOLTAGE:
-            return self._check_half(value)
-        if not math.isfinite(value):
-            return Rejection.NON_FINITE
-        if value < 0:
-            return Rejection.NEGATIVE
-        if value > MAX_VOLTAGE_V:
-            return Rejection.IMPLAUSIBLE
-        return None
+    def _phase_rejected(
+        self, kind: PhaseKind, index: int, value: float, now: float, events: list[Event]
+    ) -> bool:
+        """Whether a per-phase value breaks the totals' rules (counted if it does)."""
+        limit = MAX_VOLTAGE_V if kind is PhaseKind.VOLTAGE else self._settings.max_power_w
+        rejection = _check(value, limit)
+        if rejection is not None:
+            self._count_rejection(rejection, f"L{index + 1} {kind.value} {value!r}", now, events)
+        return rejection is not None
 
     def _checked_phases(self, reading: Reading, now: float, events: list[Event]) -> Reading:
         """The reading without the per-phase values that are not plausible, each of
@@ -330,14 +319,12 @@ class Pipeline:
     ) -> Phases | None:
         if values is None:
             return None
-        kept = list(values)
-        for index, value in enumerate(values):
-            rejection = None if value is None else self._check_phase(kind, value)
-            if rejection is not None:
-                kept[index] = None
-                self._count_rejection(
-                    rejection, f"L{index + 1} {kind.value} {value!r}", now, events
-                )
+        kept = [
+            None
+            if value is None or self._phase_rejected(kind, index, value, now, events)
+            else value
+            for index, value in enumerate(values)
+        ]
         return (kept[0], kept[1], kept[2])
 
     def _clock_stuck(self, meter_time: datetime | None, now: float, events: list[Event]) -> bool:
@@ -350,20 +337,20 @@ class Pipeline:
         if previous is None or meter_time > previous:
             self._meter_clock_stuck = False
             return False
-        rejected = self.counters.rejected
-        rejected[Rejection.METER_CLOCK_STUCK] = rejected.get(Rejection.METER_CLOCK_STUCK, 0) + 1
-        if not self._meter_clock_stuck:
-            self._meter_clock_stuck = True
-            detail = f"meter clock stuck at {meter_time.isoformat()}: the same telegram again"
-            events.append(Rejected(now, Rejection.METER_CLOCK_STUCK, detail))
+        detail = f"meter clock stuck at {meter_time.isoformat()}: the same telegram again"
+        self._count_rejection(
+            Rejection.METER_CLOCK_STUCK, detail, now, events, event=not self._meter_clock_stuck
+        )
+        self._meter_clock_stuck = True
         return True
 
     def _count_rejection(
-        self, reason: Rejection, detail: str, now: float, events: list[Event]
+        self, reason: Rejection, detail: str, now: float, events: list[Event], event: bool = True
     ) -> None:
         rejected = self.counters.rejected
         rejected[reason] = rejected.get(reason, 0) + 1
-        events.append(Rejected(now, reason, detail))
+        if event:
+            events.append(Rejected(now, reason, detail))
 
     # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
 
@@ -446,3 +433,14 @@ class Pipeline:
         period = self._settings.interval or FAILSAFE_PERIOD_WHEN_RELAYING_S
         self._next_failsafe = now + period
         self._emit(GridPower(now, self._settings.failsafe_import_w, 0, failsafe=True), events)
+
+
+def _check(value: float, limit: float) -> Rejection | None:
+    """Rule 5 for one value: finite, not negative, not above `limit`."""
+    if not math.isfinite(value):
+        return Rejection.NON_FINITE
+    if value < 0:
+        return Rejection.NEGATIVE
+    if value > limit:
+        return Rejection.IMPLAUSIBLE
+    return None
