@@ -45,10 +45,6 @@ class Retained(NamedTuple):
     payload: str
 
 
-def _nothing() -> None:
-    """No one to tell."""
-
-
 class Will(NamedTuple):
     """What the broker publishes for this client when its connection dies unannounced."""
 
@@ -126,9 +122,9 @@ class Broker:
         self._disconnected_listeners: list[Callable[[], None]] = []
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
-        # while closing: the last messages' ids, until the broker acknowledges them
+        # while closing: the last messages' ids, until the broker acknowledges them all
         self._unacknowledged: set[int] = set()
-        self._all_acknowledged: Callable[[], None] = _nothing
+        self._acknowledged = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._connack: asyncio.Future[ReasonCode] | None = None
@@ -294,13 +290,11 @@ class Broker:
     async def _goodbye(self, last: Sequence[Retained]) -> None:
         if self._announce:
             last = [*last, Retained(self._settings.availability_topic, OFFLINE)]
-        acknowledged = asyncio.Event()
         self._unacknowledged = {
             self._client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in last
         }
-        self._all_acknowledged = acknowledged.set
         if self._unacknowledged:
-            await acknowledged.wait()
+            await self._acknowledged.wait()
         self._client.disconnect()
         await self._lost.wait()
 
@@ -420,7 +414,7 @@ class Broker:
         if mid in unacknowledged:
             unacknowledged.discard(mid)
             if not unacknowledged:
-                self._all_acknowledged()
+                self._acknowledged.set()
 
     def _on_unsubscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any

@@ -51,7 +51,7 @@ class ChargerState:
         """Take every known field of the answer to `GET /status`; the first one refused
         is raised once all the others are taken."""
         try:
-            status = load_json(answer, MAX_STATUS_BYTES)
+            status = load_json(answer, MAX_ANSWER_BYTES)
             if not isinstance(status, dict):
                 raise InputError(Rejection.BAD_JSON, "/status is not a JSON object")
         except InputError as exc:
@@ -78,7 +78,7 @@ class ChargerState:
 
 READ_BACK_FIELDS = ("amp", "pilot", "state", "divertmode", "divert_active", "charge_rate")
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
-MAX_STATUS_BYTES = 65_536  # the firmware's /status is a few kB
+MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 EVSE_STATE_CODES = range(256)  # the EVSE's state is one byte
 
 

@@ -28,7 +28,13 @@ from p1evse.errors import InputError
 from p1evse.inputs import load_json, read_body
 from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
 from p1evse.ratelimit import RateLimiter
-from p1evse.sinks.charger import ChargerState, PauseIntent, ReportLog, feed_voltage
+from p1evse.sinks.charger import (
+    MAX_ANSWER_BYTES,
+    ChargerState,
+    PauseIntent,
+    ReportLog,
+    feed_voltage,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -40,7 +46,6 @@ log = logging.getLogger(__name__)
 PAUSE = {"state": "disabled"}
 CLOSE_TIMEOUT_S = 1.0
 FAILURE_LOG_PERIOD_S = 60.0
-MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 
 
 class ChargerError(Exception):
