@@ -9,10 +9,28 @@ import asyncio
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from amqtt.broker import Broker as AmqttBroker
+
+_Subscriptions = dict[str, list[Any]]
+
+
+class _SnapshotDict(_Subscriptions):
+    """amqtt's table of subscriptions, iterated over a copy.
+
+    amqtt 0.12 walks this table with awaits inside the loop (retained messages for a
+    client that connects, and every broadcast); a client that subscribes meanwhile
+    changes its size, and the connecting client's session dies with "dictionary changed
+    size during iteration". Walking a snapshot is what the loops mean to do."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
+
+    def items(self) -> list[tuple[str, list[Any]]]:  # type: ignore[override]
+        return list(super().items())
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,6 +53,7 @@ async def embedded_broker(port: int = 0, host: str = "127.0.0.1") -> AsyncIterat
             },
         }
     )
+    broker._subscriptions = _SnapshotDict()  # see _SnapshotDict
     await broker.start()
     try:
         yield port
