@@ -68,7 +68,7 @@ from relay import (
     subject_specs,
 )
 
-from p1evse.config import WebSettings
+from p1evse.web.settings import WebSettings
 
 PAGE_TIMEOUT_S = 10.0
 READ_SIZE = 65536
@@ -333,14 +333,14 @@ def full_hour_first_message() -> int:
     from p1evse.model import GridPower, Reading
     from p1evse.pipeline import Counters
     from p1evse.sinks.charger import ChargerState
-    from p1evse.state import SiteState
+    from p1evse.site import new_state
     from p1evse.web.stream import Fanout, StatePush
 
     loop = asyncio.new_event_loop()
     try:
         now = time.monotonic()
         charger = ChargerState()
-        state = SiteState(Settings(), Counters(), lambda: now, charger=charger)
+        state = new_state(Settings(), Counters(), lambda: now, charger=charger)
         for second in range(3600):
             at = now - 3600 + second + 0.5
             if second % 5 == 0:

@@ -77,7 +77,7 @@ async def running(settings: Settings, source: Source | None = None) -> AsyncIter
     stands in for the configured one."""
     app = App(settings, asyncio.get_running_loop())
     if source is not None:
-        app.source = source
+        app.site.source = source
     stop = asyncio.Event()
     task = asyncio.create_task(app.run(stop), name="app")
     try:

@@ -63,7 +63,9 @@ async def test_one_hz_input_is_averaged_over_five_seconds(broker: BrokerProcess)
     settings = settings_for(broker, publish={"interval": 5})
     async with running(settings) as app, Probe(broker.port) as probe:
         readings: list[Reading] = []
-        app.bridge.observers.append(lambda e: readings.append(e) if isinstance(e, Reading) else 0)
+        app.site.bridge.observers.append(
+            lambda e: readings.append(e) if isinstance(e, Reading) else 0
+        )
         await probe.subscribe(GRID_IE)
         await ready(probe)
         loop = asyncio.get_running_loop()
@@ -96,7 +98,7 @@ async def test_stale_pause_claim_and_release_cycle(broker: BrokerProcess) -> Non
             assert await probe.next_payload(CLAIM) == "release"
             assert await probe.next_payload(GRID_IE) == f"-{cycle + 3}00"
             assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
-        assert app.bridge.pipeline.counters.stale_entered == 3
+        assert app.site.bridge.pipeline.counters.stale_entered == 3
 
 
 async def test_publishing_resumes_after_a_broker_restart(broker: BrokerProcess) -> None:
@@ -158,7 +160,7 @@ async def test_bad_payloads_never_reach_the_output(
         probe.publish(DELIVERED, "0.321")  # the messages of one client arrive in order
         assert await probe.next_payload(GRID_IE) == "321"
         assert probe.pending(GRID_IE) == []
-        rejected = app.bridge.pipeline.counters.rejected
+        rejected = app.site.bridge.pipeline.counters.rejected
         assert sum(rejected.values()) == 2 * len(BAD_PAYLOADS)
         assert set(rejected) == SPLIT_REJECTIONS
     # each kind of rejection is logged once, not per message
@@ -233,9 +235,9 @@ async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
         with log_event("normal mode: not pausing it") as spared:
             async with running(settings) as app:
                 await asyncio.wait_for(spared.wait(), 5)
-                assert app.charger.amp == 16000
-                assert app.charger.state == 3
-                assert app.charger.divert_active is False
+                assert app.site.charger.amp == 16000
+                assert app.site.charger.state == 3
+                assert app.site.charger.divert_active is False
                 probe.publish("openevse/divertmode", "2")  # the user switches to Eco
                 assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
                 probe.publish("openevse/divertmode", "1")  # and back: released

@@ -173,8 +173,8 @@ def test_unknown_source_type(tmp_path: Path) -> None:
 def test_unknown_section(tmp_path: Path) -> None:
     [problem] = problems(write(tmp_path, "mqttt:\n  host: x\n"))
     assert problem.startswith(
-        "mqttt: unknown key; did you mean 'mqtt'? Allowed: mqtt, source, publish, openevse, web, "
-        "homeassistant, log"
+        "mqttt: unknown key; did you mean 'mqtt'? Allowed: mqtt, source, publish, openevse, "
+        "homeassistant, web, log"
     )
 
 

@@ -15,9 +15,10 @@ import annotated_types
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from p1evse.config import MIN_TOKEN_CHARS, Settings, load
+from p1evse.config import Settings, load
 from p1evse.errors import ConfigError
-from p1evse.sources import SOURCE_TYPES
+from p1evse.sources.build import SOURCE_TYPES
+from p1evse.web.settings import MIN_TOKEN_CHARS
 
 TOKEN = "t0ken-0123456789abcdef"
 HEX_KEY = "00112233445566778899AABBCCDDEEFF"

@@ -17,8 +17,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from p1evse.config import MqttSettings
-from p1evse.mqtt import Broker
+from p1evse.mqtt import Broker, MqttSettings
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.openevse import DivertSettings, OpenEvseModel
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p1evse.history import History, Row
+from p1evse.status.history import History, Row
 
 
 def test_readings_in_one_bucket_are_averaged_and_the_last_value_sent_wins() -> None:

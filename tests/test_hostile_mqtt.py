@@ -45,8 +45,8 @@ async def test_garbage_on_the_chargers_topics_is_counted_never_a_traceback(
         probe.publish("openevse/amp", b"5000")
         probe.publish(DELIVERED, "0.100")  # read after all the above, in order
         assert await probe.next_payload(GRID_IE, EVENT_TIMEOUT_S) == "100"
-    assert app.charger.amp == 5000
-    assert app.charger.rejected == {
+    assert app.site.charger.amp == 5000
+    assert app.site.charger.rejected == {
         Rejection.NOT_A_NUMBER: 300,  # a list where a number belongs
         Rejection.TOO_LONG: 300,
         Rejection.NON_FINITE: 300,
@@ -105,7 +105,7 @@ async def test_a_refused_subscription_is_an_error_health_reports() -> None:
             source={"type": "mqtt_value", "topic": "prohibited"},
         )
         async with running(settings) as app:
-            state = app.state
+            state = app.site.state
             assert state is not None  # it serves the state topic
             await state_holds(state, lambda: bool(state.problems))
             problem = state.unhealthy(asyncio.get_running_loop().time())
@@ -140,9 +140,9 @@ async def test_a_failing_task_is_restarted_and_named_by_health(
     caplog.set_level(logging.DEBUG, logger="p1evse")
     source = FailingSource(starts=3)
     async with running(settings_for(one_broker), source=source) as app:
-        assert app.state is not None
+        assert app.site.state is not None
         await asyncio.wait_for(source.started_again.wait(), EVENT_TIMEOUT_S)  # restarted twice
-        problem = app.state.unhealthy(asyncio.get_running_loop().time())
+        problem = app.site.state.unhealthy(asyncio.get_running_loop().time())
         assert problem is not None
         assert problem.startswith("task source:mqtt_split failed (RuntimeError: bug number")
         assert app.broker.connected  # the rest of the service goes on

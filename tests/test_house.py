@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from p1evse.config import MqttSettings
 from p1evse.model import Reading
-from p1evse.mqtt import Broker
+from p1evse.mqtt import Broker, MqttSettings
 from p1evse.sim.dayfile import read_csv
 from p1evse.sim.house import House, HouseSettings, RecordedDay, Sample, SyntheticDay
 from p1evse.sim.meter import (
@@ -208,7 +207,7 @@ async def test_dsmr_reader_topics_reach_the_bridge_with_their_phases(broker: Bro
     metered = a_house().read(NOON, 0.0)
     async with running(settings) as app, Probe(broker.port) as probe:
         readings: list[Reading] = []
-        app.bridge.observers.append(
+        app.site.bridge.observers.append(
             lambda event: readings.append(event) if isinstance(event, Reading) else None
         )
         await probe.subscribe("p1evse/grid_ie")

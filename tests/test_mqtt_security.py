@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from p1evse.check import check
-from p1evse.config import MqttSettings
-from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable
+from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable, MqttSettings
 from tests.brokers import BrokerProcess, mosquitto_available
 from tests.conftest import require, running, settings_for
 from tests.pki import Pki, make_ca

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from p1evse.config import HTTP_CLAIM_CLIENT_ID
-from p1evse.sinks.charger import DivertMode
+from p1evse.sinks.charger import HTTP_CLAIM_CLIENT_ID, DivertMode
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
@@ -113,7 +112,7 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
         async with running(settings) as app:
             for _ in range(3):  # 500, 503, then accepted
                 await expect(charger, "POST", CLAIM_PATH)
-            [sink] = app.sinks
+            [sink] = app.site.sinks
             assert isinstance(sink, OpenEvseHttpSink)
             assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
             assert sink.failures == 2
@@ -128,8 +127,8 @@ async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) 
         settings = http_settings(broker, charger, timeout=60)
         async with running(settings) as app, Probe(broker.port) as probe:
             all_read = asyncio.Event()
-            counters = app.bridge.pipeline.counters
-            app.bridge.observers.append(lambda _: counters.readings < 21 or all_read.set())
+            counters = app.site.bridge.pipeline.counters
+            app.site.bridge.observers.append(lambda _: counters.readings < 21 or all_read.set())
             await ready(probe)
             probe.publish(DELIVERED, "0.100")
             await expect(charger, "POST", "/status")  # hangs in the charger
@@ -153,11 +152,11 @@ async def test_the_charger_is_read_back(broker: BrokerProcess) -> None:
         async with running(http_settings(broker, charger, poll_interval=1)) as app:
             await expect(charger, "GET", "/status")
             await expect(charger, "GET", "/status")  # the first answer has been taken in
-    assert app.charger.amp == 9800
-    assert app.charger.pilot == 10
-    assert app.charger.state == 3
-    assert app.charger.divertmode is DivertMode.ECO
-    assert app.charger.divert_active is True
+    assert app.site.charger.amp == 9800
+    assert app.site.charger.pilot == 10
+    assert app.site.charger.state == 3
+    assert app.site.charger.divertmode is DivertMode.ECO
+    assert app.site.charger.divert_active is True
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
@@ -207,9 +206,9 @@ async def test_a_charger_answering_garbage_never_stops_the_feed(
             await expect(charger, "POST", "/status")
         await expect(charger, "GET", "/status")
         await expect(charger, "GET", "/status")  # polled again: the sink lives on
-        assert {reason.value for reason in app.charger.rejected} == set(refused)
+        assert {reason.value for reason in app.site.charger.rejected} == set(refused)
         assert app.supervisor.restarts == {}
-        [sink] = app.sinks
+        [sink] = app.site.sinks
         assert isinstance(sink, OpenEvseHttpSink)
         if refused or where[0] == "POST":
             assert sink.failures == 0  # the request itself went well
@@ -226,8 +225,12 @@ async def test_the_good_fields_of_a_broken_status_are_taken(broker: BrokerProces
     ):
         await expect(charger, "GET", "/status")
         await expect(charger, "GET", "/status")
-    assert (app.charger.amp, app.charger.pilot, app.charger.state) == (6000, 16, None)
-    assert {r.value: n for r, n in app.charger.rejected.items()} == {
+    assert (app.site.charger.amp, app.site.charger.pilot, app.site.charger.state) == (
+        6000,
+        16,
+        None,
+    )
+    assert {r.value: n for r, n in app.site.charger.rejected.items()} == {
         "non_finite": 2,
         "implausible": 2,
     }

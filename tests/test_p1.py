@@ -184,9 +184,9 @@ async def test_the_service_publishes_from_a_tcp_gateway(
         connection.write(telegrams.dsmr5(import_w=321, clock=clock(4)))
         assert await probe.next_payload("p1evse/grid_ie") == "321"
         assert probe.pending("p1evse/grid_ie") == []
-        rejected = app.bridge.pipeline.counters.rejected
+        rejected = app.site.bridge.pipeline.counters.rejected
         assert rejected == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
-        last = app.bridge.pipeline.last_reading
+        last = app.site.bridge.pipeline.last_reading
         assert last is not None
         assert last.phase_voltage_v == (230.0, 230.0, 229.0)
 

@@ -97,7 +97,7 @@ async def test_hundred_stale_cycles_leak_no_tasks_files_or_memory(
             after = footprint()
         finally:
             tracemalloc.stop()
-        assert app.bridge.pipeline.counters.stale_entered == 110
+        assert app.site.bridge.pipeline.counters.stale_entered == 110
     tasks, files, memory = (b - a for a, b in zip(before, after, strict=True))
     assert tasks == 0
     assert files == 0

@@ -16,8 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from p1evse.cli import main
-from p1evse.config import MqttSettings
-from p1evse.mqtt import Broker
+from p1evse.mqtt import Broker, MqttSettings
 from p1evse.pipeline import PublishSettings
 from p1evse.sim import dayfile
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
@@ -247,7 +246,7 @@ async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
         try:
             await meter.subscribe("openevse/amp", "p1evse/status")
             await meter.wait_for_payload("p1evse/status", "online")
-            while app.charger.amp in (None, 0.0):  # p1evse reads the charger back
+            while app.site.charger.amp in (None, 0.0):  # p1evse reads the charger back
                 sim_clock[0] += 5
                 meter.publish("dsmr/reading/phase_voltage_l1", "219.5")
                 meter.publish("dsmr/reading/electricity_currently_returned", "4.000")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import typing
 
-from p1evse.sources import SOURCE_TYPES, SourceSettings
+from p1evse.sources.build import SOURCE_TYPES, SourceSettings
 
 HEAVY = ("aiohttp", "serialx", "cryptography", "dlms_cosem", "dsmr_parser.parsers")
 
@@ -28,7 +28,7 @@ def test_building_a_source_imports_no_heavy_library() -> None:
         "import sys\n"
         "import p1evse.app\n"
         "from p1evse.config import Settings\n"
-        "from p1evse.sources import build_source\n"
+        "from p1evse.sources.build import build_source\n"
         "for source in ({'type': 'p1', 'url': 'tcp://127.0.0.1:1'},\n"
         "               {'type': 'homewizard', 'host': '127.0.0.1'}, {'type': 'mqtt_telegram'}):\n"
         "    build_source(Settings(source=source).source, None)\n"

@@ -19,7 +19,8 @@ from p1evse.model import (
 )
 from p1evse.pipeline import Counters
 from p1evse.sinks.charger import ChargerState
-from p1evse.state import CHARGER_FRESH_S, LinkState, SiteState
+from p1evse.site import new_state
+from p1evse.status.state import CHARGER_FRESH_S, LinkState, SiteState
 
 WALL_OFFSET = 1_800_000_000.0  # Unix time = the clock + this
 
@@ -39,7 +40,7 @@ def make(
     settings: Settings | None = None, charger: ChargerState | None = None
 ) -> tuple[SiteState, Clock]:
     clock = Clock()
-    state = SiteState(settings or Settings(), Counters(), clock, wall=clock.wall, charger=charger)
+    state = new_state(settings or Settings(), Counters(), clock, wall=clock.wall, charger=charger)
     return state, clock
 
 

@@ -107,8 +107,8 @@ async def test_implausible_phase_values_never_reach_the_states_json(broker: Brok
         state = strict_json(await probe.next_payload(STATE))  # every message strict JSON
         while state["published"] is None:
             state = strict_json(await probe.next_payload(STATE))
-        assert app.state is not None
-        json.dumps(app.state.snapshot(), allow_nan=False)  # what /api/state and SSE send
+        assert app.site.state is not None
+        json.dumps(app.site.state.snapshot(), allow_nan=False)  # what /api/state and SSE send
     assert state["meter"]["phases"] == {
         "import_w": [None, None, None],
         "export_w": [None, 1500.0, None],

@@ -9,7 +9,7 @@ import json
 from p1evse.config import Settings
 from p1evse.model import GridPower, Reading
 from p1evse.pipeline import Counters
-from p1evse.state import SiteState
+from p1evse.site import new_state
 from p1evse.web.stream import QUEUE_SIZE, Fanout, StatePush, sse_message
 
 
@@ -47,7 +47,7 @@ def test_a_page_that_does_not_keep_up_is_cut_off_and_the_others_go_on() -> None:
 
 async def test_changes_are_coalesced_into_one_push_per_period() -> None:
     loop = asyncio.get_running_loop()
-    state = SiteState(Settings(), Counters(), loop.time)
+    state = new_state(Settings(), Counters(), loop.time)
     fanout = Fanout()
     push = StatePush(state, fanout, loop, push_period_s=0.2)
     page = fanout.add(None)

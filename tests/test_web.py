@@ -21,10 +21,11 @@ from pydantic import ValidationError
 
 from p1evse.app import App
 from p1evse.backoff import Backoff
-from p1evse.config import Settings, WebSettings
+from p1evse.config import Settings
 from p1evse.sim.broker import free_port
-from p1evse.state import LinkState, SiteState
+from p1evse.status.state import LinkState, SiteState
 from p1evse.web.server import STATIC_DIR, exposure_warning
+from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.logs import log_event
@@ -75,10 +76,10 @@ async def serving(settings: Settings) -> AsyncIterator[Site]:
         await probe.subscribe(GRID_IE)
         await ready(probe)
         assert settings.web.listen is not None
-        assert app.state is not None
+        assert app.site.state is not None
         assert app.web is not None
         await asyncio.wait_for(app.web.listening.wait(), 5)
-        yield Site(app, app.state, f"http://{settings.web.listen}/", probe, http)
+        yield Site(app, app.site.state, f"http://{settings.web.listen}/", probe, http)
 
 
 async def changed(state: SiteState, condition: Any, timeout: float = 5.0) -> None:

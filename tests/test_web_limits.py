@@ -16,8 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
-from p1evse.config import WebSettings
 from p1evse.web.server import file_limit_warning
+from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.logs import log_event
 from tests.test_bridge_mqtt import DELIVERED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from p1evse.state import SiteState
+from p1evse.status.state import SiteState
 from tests.probe import EVENT_TIMEOUT_S
 
 

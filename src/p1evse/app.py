@@ -1,4 +1,4 @@
-"""Wiring: one broker connection, one source, one pipeline, the sinks, in one TaskGroup.
+"""The service: one broker connection, one Site, the status page, in one TaskGroup.
 Leaving the TaskGroup is shutdown."""
 
 from __future__ import annotations
@@ -9,16 +9,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from p1evse import __version__
-from p1evse.bridge import Bridge
 from p1evse.config import Settings
+from p1evse.model import Event
 from p1evse.mqtt import Broker
-from p1evse.pipeline import Pipeline
-from p1evse.sinks import build_sinks
-from p1evse.sinks.charger import ChargerState
-from p1evse.sinks.homeassistant import HomeAssistantDiscovery
-from p1evse.sinks.state_topic import StateTopic
-from p1evse.sources import build_source
-from p1evse.state import LinkState, SiteState
+from p1evse.site import Ports, Role, build_site
 from p1evse.supervise import Supervisor
 
 if TYPE_CHECKING:
@@ -28,48 +22,35 @@ log = logging.getLogger(__name__)
 
 
 class App:
-    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+    """The service: one broker connection, one Site, the status page, supervised."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        observers: list[Callable[[Event], None]] | None = None,
+    ) -> None:
+        """`observers` see every event of the site (as the demo shows them)."""
         self.settings = settings
         self.broker = Broker(settings.mqtt)
-        self.charger = ChargerState()
-        pipeline = Pipeline(settings.publish, loop.time())
-        self.sinks = build_sinks(
-            settings, self.broker, self.charger, loop.time, lambda: pipeline.last_reading
-        )
-        self.bridge = Bridge(pipeline, self.sinks, loop)
-        self.source = build_source(settings.source, self.broker)
-        # The site's state is what the status page and /metrics show; without them
-        # nothing reads it, so nothing feeds it and the relay path stays as lean as it was.
-        self.state: SiteState | None = None
+        # the status model is kept only when something reads it: the page and /metrics,
+        # the state topic, discovery; without them the relay path stays as lean as it was
+        role = Role(status=settings.web.listen is not None)
+        self.site = build_site(settings, Ports(loop, self.broker), role, observers=observers)
+        self.supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
         self.web: WebServer | None = None
-        wants_state = settings.mqtt.state_topic is not None or settings.homeassistant.discovery
-        if settings.web.listen is not None or wants_state:
-            state = self.state = SiteState(
-                settings, pipeline.counters, loop.time, charger=self.charger
-            )
-            self.bridge.observers.append(state.observe)
-            self.broker.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
-            self.broker.on_disconnected(
-                lambda: state.link_changed("broker", LinkState.DISCONNECTED)
-            )
-            self.broker.on_problem(state.problem)
-            if settings.mqtt.state_topic is not None:
-                StateTopic(state, self.broker, settings.mqtt.state_topic, loop)
-        HomeAssistantDiscovery(settings, self.broker, self.state)
-        self.supervisor = Supervisor(loop, self.state.problem if self.state is not None else None)
-        if settings.web.listen is not None:
+        if settings.web.listen is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            assert self.state is not None
-            self.web = WebServer(settings.web, self.state, self.broker, self.bridge, loop)
+            self.web = WebServer(settings.web, self.site.state, self.broker, loop)
+            self.site.state.event_listeners.append(self.web.metrics.observe)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return."""
         log.info("p1evse %s: %s", __version__, describe(self.settings))
         work: dict[str, Callable[[], Awaitable[None]]] = {
             "mqtt": self.broker.run,
-            f"source:{self.settings.source.type}": lambda: self.source.run(self.bridge),
-            **{f"sink:{type(sink).__name__}": sink.run for sink in self.sinks},
+            **self.site.work(),
         }
         if self.web is not None:  # a port it cannot have yet does not stop the bridge
             work["web"] = self.web.run
@@ -79,12 +60,10 @@ class App:
                     group.create_task(self.supervisor.keep(name, task), name=name)
                     for name, task in work.items()
                 ]
-                self.bridge.start()
+                self.site.start()
                 await stop.wait()
                 log.info("stopping")
-                self.bridge.stop()
-                for sink in self.sinks:
-                    await sink.close()
+                await self.site.close()
                 await self.broker.close()
                 for task in tasks:
                     task.cancel()

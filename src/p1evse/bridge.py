@@ -7,9 +7,9 @@ one process will be thousands of bridges, one pipeline each.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from p1evse.model import (
     Event,
@@ -31,24 +31,40 @@ log = logging.getLogger(__name__)
 REJECTION_LOG_PERIOD_S = 60.0
 
 
+class Timer(Protocol):
+    def when(self) -> float: ...
+
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The event loop (`asyncio.AbstractEventLoop` is one), or a virtual clock."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], object]) -> Timer: ...
+
+
 class Bridge:
-    """Implements the sources' `Intake`."""
+    """Implements the sources' `Intake`: stamps each input with the clock's time, and
+    hands the pipeline's events to the sinks, then to the observers."""
 
     def __init__(
         self,
         pipeline: Pipeline,
         sinks: Sequence[Sink],
-        loop: asyncio.AbstractEventLoop,
+        clock: Clock,
+        observers: Sequence[Callable[[Event], None]] = (),
         name: str = "p1evse",
     ) -> None:
         self.pipeline = pipeline
         self._sinks = sinks
-        self._loop = loop
+        self._clock = clock
+        self.observers = list(observers)
         self._name = name
-        self._timer: asyncio.TimerHandle | None = None
-        self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
-        self._failure_log = RateLimiter(REJECTION_LOG_PERIOD_S, loop.time)
-        self.observers: list[Callable[[Event], None]] = []
+        self._timer: Timer | None = None
+        self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, clock.time)
+        self._failure_log = RateLimiter(REJECTION_LOG_PERIOD_S, clock.time)
         # `--log-level debug` shows every message; decided once, not per message
         self._debug = log.isEnabledFor(logging.DEBUG)
 
@@ -65,20 +81,20 @@ class Bridge:
     def half(self, side: Side, watts: float) -> None:
         if self._debug:
             log.debug("%s: %s %g W", self._name, side.value, watts)
-        self._dispatch(self.pipeline.half(side, watts, self._loop.time()))
+        self._dispatch(self.pipeline.half(side, watts, self._clock.time()))
 
     def reading(self, reading: Reading) -> None:
         if self._debug:
             log.debug(
                 "%s: import %g W, export %g W", self._name, reading.import_w, reading.export_w
             )
-        self._dispatch(self.pipeline.reading(reading, self._loop.time()))
+        self._dispatch(self.pipeline.reading(reading, self._clock.time()))
 
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
-        self._dispatch(self.pipeline.phase(kind, index, value, self._loop.time()))
+        self._dispatch(self.pipeline.phase(kind, index, value, self._clock.time()))
 
     def reject(self, reason: Rejection, detail: str) -> None:
-        self._dispatch(self.pipeline.reject(reason, detail, self._loop.time()))
+        self._dispatch(self.pipeline.reject(reason, detail, self._clock.time()))
 
     # -- events ----------------------------------------------------------------------
 
@@ -150,11 +166,11 @@ class Bridge:
             if timer.when() <= deadline:
                 return  # it fires first; a too-early tick finds nothing and reschedules
             timer.cancel()
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = self._clock.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._dispatch(self.pipeline.tick(self._loop.time()))
+        self._dispatch(self.pipeline.tick(self._clock.time()))
 
 
 def _covers(value: GridPower) -> str:

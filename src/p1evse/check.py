@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import TextIO
 
 from p1evse.app import describe
-from p1evse.bridge import Bridge
-from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, is_loopback, output_topics
-from p1evse.model import Event, GridPower, PhaseKind, Reading, Rejection, Side, StaleAction
+from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, output_topics
+from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
-from p1evse.sinks import build_sinks
+from p1evse.settings import is_loopback
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import ChargerError, get_json
-from p1evse.sources import build_source
+from p1evse.site import Ports, Role, build_site
 
 Say = Callable[[str], None]
 
@@ -44,40 +43,21 @@ CLOCK_OFF_S = 60.0
 
 
 @dataclass
-class _Tee:
-    """An `Intake` that remembers what the source delivered (for the unit and period
-    checks, rejected values included) and passes all of it on to the pipeline."""
-
-    bridge: Bridge
-    clock: Callable[[], float]
-    values: list[tuple[float, float]] = field(default_factory=list)  # (arrival, W)
-
-    def half(self, side: Side, watts: float) -> None:
-        self.values.append((self.clock(), watts))
-        self.bridge.half(side, watts)
-
-    def reading(self, reading: Reading) -> None:
-        self.values += [(reading.at, reading.import_w), (reading.at, reading.export_w)]
-        self.bridge.reading(reading)
-
-    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
-        self.bridge.phase(kind, index, value)
-
-    def reject(self, reason: Rejection, detail: str) -> None:
-        self.bridge.reject(reason, detail)
-
-
-@dataclass
 class _Outcome:
     """What the pipeline made of the source's data: the readings it accepted (with the
-    wall-clock time each came) and the values `run` would have published."""
+    wall-clock time each came), every total the source sent (refused ones too, for the
+    unit and period checks) and the values `run` would have published."""
 
     readings: list[tuple[Reading, float]] = field(default_factory=list)
+    sent: list[tuple[float, float]] = field(default_factory=list)  # (arrival, W)
     values: list[GridPower] = field(default_factory=list)
 
     def observe(self, event: Event) -> None:
         if isinstance(event, Reading):
             self.readings.append((event, time.time()))
+            self.sent += [(event.at, event.import_w), (event.at, event.export_w)]
+        elif isinstance(event, Rejected) and event.value is not None:
+            self.sent.append((event.at, event.value))
         elif isinstance(event, GridPower):
             self.values.append(event)
 
@@ -220,32 +200,25 @@ async def _watch(
     only (nothing is ever handed to them), for `listen_s`. Returns why the source is
     not ready (empty: it is) and warnings."""
     loop = asyncio.get_running_loop()
-    pipeline = Pipeline(settings.publish, loop.time())
-    bridge = Bridge(pipeline, [], loop, name="check")
     outcome = _Outcome()
-    bridge.observers.append(outcome.observe)
-    tee = _Tee(bridge, loop.time)
-    charger = ChargerState()
-    sinks = build_sinks(settings, broker, charger, loop.time, lambda: None, read_back_only=True)
-    tasks = [
-        loop.create_task(build_source(settings.source, broker).run(tee)),
-        *(loop.create_task(sink.run()) for sink in sinks),
-    ]
-    bridge.start()
+    site = build_site(
+        settings, Ports(loop, broker), Role(feed=False), name="check", observers=[outcome.observe]
+    )
+    tasks = [loop.create_task(work(), name=name) for name, work in site.work().items()]
+    site.start()
     await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
-    bridge.stop()
+    site.bridge.stop()  # the sinks were never fed: they hold nothing to undo
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    not_ready, warnings = _source_report(settings, pipeline, outcome, tee, listen_s, say)
-    return not_ready, warnings + _charger_report(settings, charger, listen_s, say)
+    not_ready, warnings = _source_report(settings, site.pipeline, outcome, listen_s, say)
+    return not_ready, warnings + _charger_report(settings, site.charger, listen_s, say)
 
 
 def _source_report(
     settings: Settings,
     pipeline: Pipeline,
     outcome: _Outcome,
-    tee: _Tee,
     listen_s: float,
     say: Say,
 ) -> tuple[list[str], list[str]]:
@@ -254,9 +227,9 @@ def _source_report(
     say(f"source: {counters.readings} readings in {listen_s:g} s, {rejected} rejected")
     for reason, count in counters.rejected.items():
         say(f"  rejected {count}x: {reason.value}")
-    unit_warnings = _unit_warnings(settings, [watts for _, watts in tee.values])
+    unit_warnings = _unit_warnings(settings, [watts for _, watts in outcome.sent])
     if not outcome.readings:
-        if tee.values or rejected:
+        if outcome.sent or rejected:
             problem = "every value the source sent was rejected (see above)"
         else:
             problem = (
@@ -278,7 +251,7 @@ def _source_report(
     if outcome.values:
         shown = ", ".join(f"{value.watts}" for value in outcome.values[-5:])
         say(f"  run would publish: {shown} W (the last {min(5, len(outcome.values))})")
-    period = _period([at for at, _ in tee.values], settings.publish.pair_window)
+    period = _period([at for at, _ in outcome.sent], settings.publish.pair_window)
     if period is not None:
         say(f"  about one reading every {period:.1f} s")
         if settings.publish.stale_after < 3 * period:

@@ -17,8 +17,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from p1evse import __version__
-from p1evse.config import CONFIG_PATH_VARIABLE, Settings, WebSettings, load
+from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
 from p1evse.errors import ConfigError
+from p1evse.web.settings import WebSettings
 
 EXIT_CONFIG = 2
 EXIT_UNHEALTHY = 1

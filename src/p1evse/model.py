@@ -57,6 +57,12 @@ class Reading:
         """Grid power: positive when the house imports, negative when it exports."""
         return self.import_w - self.export_w
 
+    @property
+    def mean_voltage_v(self) -> float | None:
+        """The mean of the phase voltages the meter reports, if it reports any."""
+        volts = [v for v in self.phase_voltage_v or () if v is not None]
+        return sum(volts) / len(volts) if volts else None
+
 
 class Rejection(enum.Enum):
     """Why an input value was refused. Each reason is counted and logged separately."""
@@ -91,6 +97,8 @@ class GridPower:
     watts: int
     readings: int  # how many readings the mean covers; 0 for a fail-safe value
     failsafe: bool = False
+    # the meter's mean phase voltage in the latest reading, for a charger fed it
+    voltage_v: float | None = None
 
 
 class StaleAction(enum.Enum):
@@ -119,6 +127,7 @@ class Rejected:
     at: float
     reason: Rejection
     detail: str
+    value: float | None = None  # a total the rules refused (W), for `check`'s unit hints
 
 
 Event = Reading | GridPower | StaleEntered | StaleLeft | Rejected

@@ -16,19 +16,91 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
-from p1evse.config import MqttSettings
 from p1evse.ratelimit import RateLimiter
+from p1evse.settings import PublishTopic, Section, secrets_from_files
 
 log = logging.getLogger(__name__)
 
+
+class TlsSettings(Section):
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _cert_needs_key(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: set both or neither")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+
+class MqttSettings(Section):
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls: TlsSettings | None = None
+    client_id: str = Field("p1evse", min_length=1, max_length=64)
+    keepalive: int = Field(30, ge=5, le=3600)
+    availability_topic: PublishTopic = "p1evse/status"
+    # retained JSON of the whole state (meter, value sent, charger, stale, counters)
+    state_topic: PublishTopic | None = "p1evse/state"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "password")
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _tls_flag(cls, value: object) -> object:
+        """`tls: true` means TLS with the system's CAs; `tls: false` means plain TCP."""
+        if isinstance(value, str) and value.strip().lower() in {"true", "false", "1", "0"}:
+            value = value.strip().lower() in {"true", "1"}
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+
 PayloadHandler = Callable[[bytes | bytearray], None]
+
+
+class MqttPort(Protocol):
+    """What a site's parts need of an MQTT connection: `Broker`, or a virtual broker
+    in simulation."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def subscribe(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None: ...
+
+    def unsubscribe(self, topics: list[str]) -> None: ...
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool: ...
+
+    def on_connected(self, listener: Callable[[], None]) -> None: ...
+
+    def on_disconnected(self, listener: Callable[[], None]) -> None: ...
+
+    def on_problem(self, listener: Callable[[str, str | None], None]) -> None: ...
+
 
 CONNECT_TIMEOUT_S = 5.0
 ONLINE = "online"

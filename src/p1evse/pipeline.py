@@ -116,8 +116,7 @@ class Pipeline:
         self._last_reading_at: float | None = None
         self._stale_since: float | None = None
         self._next_failsafe: float | None = None
-        self.last_published: GridPower | None = None
-        # the latest complete reading, per-phase values included, for observers and sinks
+        # the latest complete reading, per-phase values included
         self.last_reading: Reading | None = None
         # per-phase values sent apart from the totals (split topics), by kind, L1-L3
         self._phases: dict[PhaseKind, list[float | None]] = {}
@@ -131,14 +130,6 @@ class Pipeline:
     def max_power_w(self) -> float:
         return self._settings.max_power_w
 
-    @property
-    def stale(self) -> bool:
-        return self._stale_since is not None
-
-    @property
-    def last_reading_at(self) -> float | None:
-        return self._last_reading_at
-
     def latest(self, side: Side) -> float | None:
         return self._latest[side]
 
@@ -151,7 +142,7 @@ class Pipeline:
         self.counters.halves += 1
         rejection = self._check_half(watts)
         if rejection is not None:
-            self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
+            self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events, watts)
             self._drop_partner(side, now)
             return events
         if watts > 0:
@@ -167,7 +158,7 @@ class Pipeline:
         for side, watts in ((Side.IMPORT, reading.import_w), (Side.EXPORT, reading.export_w)):
             rejection = self._check_half(watts)
             if rejection is not None:
-                self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events)
+                self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events, watts)
                 return events
         if self._clock_stuck(reading.meter_time, now, events):
             return events
@@ -345,12 +336,19 @@ class Pipeline:
         return True
 
     def _count_rejection(
-        self, reason: Rejection, detail: str, now: float, events: list[Event], event: bool = True
+        self,
+        reason: Rejection,
+        detail: str,
+        now: float,
+        events: list[Event],
+        value: float | None = None,
+        *,
+        event: bool = True,
     ) -> None:
         rejected = self.counters.rejected
         rejected[reason] = rejected.get(reason, 0) + 1
         if event:
-            events.append(Rejected(now, reason, detail))
+            events.append(Rejected(now, reason, detail, value))
 
     # -- rule 3: cadence; rule 6: leaving stale ------------------------------------
 
@@ -396,12 +394,13 @@ class Pipeline:
 
     def _publish(self, at: float, mean_w: float, readings: int, events: list[Event]) -> None:
         # rule 2: zero is a value; rule 4: the reserve shifts every value
-        value = GridPower(at, round(mean_w) + self._settings.reserve_w, readings)
+        reading = self.last_reading
+        voltage = None if reading is None else reading.mean_voltage_v
+        value = GridPower(at, round(mean_w) + self._settings.reserve_w, readings, False, voltage)
         self._emit(value, events)
 
     def _emit(self, value: GridPower, events: list[Event]) -> None:
         self.counters.published += 1
-        self.last_published = value
         events.append(value)
 
     # -- timers: pair window, rule 6: entering stale, fail-safe repeats -------------

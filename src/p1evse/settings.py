@@ -14,6 +14,7 @@ as `a,b,c` or as JSON (`["a","b"]`), and a fixed choice (`kW`, `pause`, API `2`,
 from __future__ import annotations
 
 import enum
+import ipaddress
 import json
 import types
 from pathlib import Path
@@ -160,3 +161,14 @@ trailing `/` is dropped."""
 ReadTopic = Annotated[str, AfterValidator(_read_topic)]
 """A topic a source reads: one exact topic (a wildcard would mix values of many topics),
 within MQTT's limits."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (a name other than localhost is
+    not resolved, so it counts as reachable from elsewhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

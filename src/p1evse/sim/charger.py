@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from p1evse.mqtt import Broker
+from p1evse.mqtt import MqttPort
 from p1evse.sim.openevse import MQTT_PRIORITY, Claim, OpenEvseModel
 
 CHARGING, CONNECTED, SLEEPING = 3, 2, 254
@@ -45,7 +45,7 @@ class SimulatedCharger:
     def __init__(
         self,
         model: OpenEvseModel,
-        broker: Broker,
+        broker: MqttPort,
         topics: ChargerTopics,
         clock: Callable[[], float],
         on_grid_ie: Callable[[int], None] | None = None,

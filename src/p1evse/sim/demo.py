@@ -16,9 +16,9 @@ import time
 from typing import Literal, TextIO
 
 from p1evse.app import App, describe
-from p1evse.config import MqttSettings, Settings, WebSettings, load
+from p1evse.config import Settings, load
 from p1evse.model import Event, StaleEntered, StaleLeft
-from p1evse.mqtt import Broker
+from p1evse.mqtt import Broker, MqttSettings
 from p1evse.sim.broker import embedded_broker
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.house import House, HouseSettings, SyntheticDay
@@ -33,6 +33,7 @@ from p1evse.sim.meter import (
 from p1evse.sim.openevse import OpenEvseModel
 from p1evse.sources.mqtt_split import MqttSplitSettings
 from p1evse.sources.p1 import P1Settings
+from p1evse.web.settings import WebSettings
 
 METER_PERIOD_S = 1.0
 SIM_START_S = 9.5 * 3600  # a sunny morning: export grows as the sun climbs
@@ -89,7 +90,6 @@ async def demo(
             listen = with_a_free_port(listen)
         settings = demo_settings(port, listen, meter, gateway.port)
         loop = asyncio.get_running_loop()
-        app = App(settings, loop)
         link = Broker(
             MqttSettings(port=port, client_id="p1evse-demo-sim", availability_topic="demo/sim")
         )
@@ -127,7 +127,7 @@ async def demo(
             if isinstance(event, StaleEntered | StaleLeft):
                 show(type(event).__name__)
 
-        app.bridge.observers.append(on_event)
+        app = App(settings, loop, observers=[on_event])
 
         async def run_meter() -> None:
             while True:

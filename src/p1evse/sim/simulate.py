@@ -15,22 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
-from p1evse.model import (
-    Event,
-    GridPower,
-    PhaseKind,
-    Reading,
-    Rejection,
-    Side,
-    StaleAction,
-    StaleEntered,
-    StaleLeft,
-)
-from p1evse.pipeline import Pipeline, PublishSettings
+from p1evse.mqtt import MqttSettings
+from p1evse.pipeline import PublishSettings
+from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.house import Day, House, HouseSettings, Metered
 from p1evse.sim.meter import dsmr5_telegram
-from p1evse.sim.openevse import MQTT_PRIORITY, Car, Claim, DivertSettings, OpenEvseModel
-from p1evse.sinks.charger import feed_voltage
+from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel
+from p1evse.sim.virtual import VirtualBroker, VirtualClock
+from p1evse.sinks.charger import OpenevseSettings
+from p1evse.site import Ports, Role, Site, SiteSettings, build_site
 from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder
 
@@ -134,21 +127,39 @@ def simulate(
     rng = random.Random(seed)
     home = House(day, house)
     result = Result()
-    pipeline = Pipeline(publish, now=day.first_s)
-    charger = OpenEvseModel(divert, car if car is not None else Car())
-    read = _telegram_path(pipeline) if meter == "telegram" else _direct_path(pipeline)
+    clock = VirtualClock(day.first_s)
+    broker = VirtualBroker()
+    settings = _site_settings(publish, vrms=vrms, shaper=divert.shaper is not None)
+    site = build_site(settings, Ports(clock, broker), Role(source=False), name="simulate")
+    published: list[float] = []
+    openevse = settings.openevse
+    charger = SimulatedCharger(
+        OpenEvseModel(divert, car if car is not None else Car()),
+        broker,
+        ChargerTopics(
+            openevse.grid_ie_topic,
+            openevse.base_topic,
+            vrms=openevse.vrms_topic if openevse.voltage else None,
+            live_pwr=openevse.live_pwr_topic if openevse.shaper else None,
+        ),
+        clock.time,
+        published.append,
+    )
+    broker.connect()
+    site.start()
+    read = _telegram_path(site, clock) if meter == "telegram" else _direct_path(site, clock)
     hours = step_s / 3600
     steps = int((day.last_s - day.first_s) / step_s) + 1
     report_every = max(1, steps // 100)
     for n in range(steps):
         t = day.first_s + n * step_s
-        metered = home.read(t, charger.amps())
+        metered = home.read(t, charger.model.amps())
         arrival = t + rng.uniform(0, jitter_s) if jitter_s else t
-        events = pipeline.tick(arrival)
+        published.clear()
+        clock.advance(arrival)  # the pipeline's timers: pair window, stale, fail-safe
         if outage is None or not outage.covers(t - day.first_s):
-            events += read(metered, arrival)
-        published = _apply(events, charger, pipeline, vrms, arrival)
-        charger.tick(arrival)
+            read(metered)
+        charger.tick()
         result.add(metered, hours)
         if trace:
             sample = metered.sample
@@ -159,83 +170,43 @@ def simulate(
                     sum(sample.load_w),
                     metered.car_w,
                     metered.grid_w,
-                    published,
-                    charger.pilot(),
+                    published[-1] if published else None,
+                    charger.model.pilot(),
                 )
             )
         if progress is not None and n % report_every == 0:
             progress(n / steps)
+    site.bridge.stop()
     return result
 
 
-def _apply(
-    events: list[Event], charger: OpenEvseModel, pipeline: Pipeline, vrms: bool, t: float
-) -> float | None:
-    """The charger's side of the pipeline's events, as the sinks would deliver them;
-    returns the value published, if any."""
-    published: float | None = None
-    for event in events:
-        if isinstance(event, GridPower):
-            published = event.watts
-            watts = int(event.watts)  # OpenEVSE's toInt()
-            if vrms and (volts := feed_voltage(pipeline.last_reading)) is not None:
-                charger.vrms(volts, t)
-            charger.grid_ie(watts, t)
-            charger.live_pwr(watts, t)
-        elif isinstance(event, StaleEntered) and event.action is StaleAction.PAUSE:
-            charger.claim("mqtt", Claim(MQTT_PRIORITY, False))
-        elif isinstance(event, StaleLeft):
-            charger.claim("mqtt", None)
-    return published
+def _site_settings(publish: PublishSettings, *, vrms: bool, shaper: bool) -> SiteSettings:
+    """The service's settings for the simulated site: its publish rules, the charger over
+    MQTT (the voltage and the shaper's feed as asked), nothing else on the broker."""
+    return SiteSettings(
+        mqtt=MqttSettings(state_topic=None),
+        publish=publish,
+        openevse=OpenevseSettings(voltage=vrms, shaper=shaper, deadman=False),
+    )
 
 
-def _direct_path(pipeline: Pipeline) -> Callable[[Metered, float], list[Event]]:
-    def read(metered: Metered, t: float) -> list[Event]:
+def _direct_path(site: Site, clock: VirtualClock) -> Callable[[Metered], None]:
+    def read(metered: Metered) -> None:
         """Stamped with its arrival, as sources stamp readings with the loop's time."""
-        return pipeline.reading(replace(metered.reading, at=t), t)
+        site.intake.reading(replace(metered.reading, at=clock.time()))
 
     return read
 
 
-def _telegram_path(pipeline: Pipeline) -> Callable[[Metered, float], list[Event]]:
+def _telegram_path(site: Site, clock: VirtualClock) -> Callable[[Metered], None]:
     """Each reading as the P1 port's telegram, cut and decoded by the `p1` source's
-    own framing and fast decoder, then to the pipeline."""
-    intake = _Intake()
-    clock = [0.0]
-    stream = TelegramStream(FastDecoder(DSMR_VERSIONS["5"]), intake, lambda: clock[0])
+    own framing and fast decoder, into the site."""
+    stream = TelegramStream(FastDecoder(DSMR_VERSIONS["5"]), site.intake, clock.time)
 
-    def read(metered: Metered, t: float) -> list[Event]:
-        clock[0] = t
+    def read(metered: Metered) -> None:
         stream.feed(dsmr5_telegram(metered))
-        events: list[Event] = []
-        for reading in intake.take():
-            events += pipeline.reading(reading, t)
-        return events
 
     return read
-
-
-class _Intake:
-    """Collects what the telegram stream decodes; a rejection is a bug of the simulator."""
-
-    def __init__(self) -> None:
-        self._readings: list[Reading] = []
-
-    def take(self) -> list[Reading]:
-        readings, self._readings = self._readings, []
-        return readings
-
-    def reading(self, reading: Reading) -> None:
-        self._readings.append(reading)
-
-    def half(self, side: Side, watts: float) -> None:
-        raise AssertionError("telegrams are never split")
-
-    def phase(self, kind: PhaseKind, index: int, value: float) -> None:
-        raise AssertionError("telegrams carry their phases")
-
-    def reject(self, reason: Rejection, detail: str) -> None:
-        raise AssertionError(f"the simulated meter wrote a bad telegram: {reason}: {detail}")
 
 
 def balance_error(result: Result) -> float:

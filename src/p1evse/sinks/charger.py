@@ -10,14 +10,107 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.errors import InputError
 from p1evse.inputs import load_json, to_number
-from p1evse.model import Reading, Rejection
+from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.ratelimit import RateLimiter
+from p1evse.settings import PublishTopic, Section, secrets_from_files
 
 log = logging.getLogger(__name__)
+
+
+# An HTTP claim needs a numeric client id of our own: vendor 0xFFFE ("unregistered") in
+# the high 16 bits, as OpenEVSE's EvseClient ids are built, and "P1" below.
+HTTP_CLAIM_CLIENT_ID = 0xFFFE_5031
+
+
+class OpenevseSettings(Section):
+    transport: Literal["mqtt", "http"] = "mqtt"
+    grid_ie_topic: PublishTopic = "p1evse/grid_ie"
+    base_topic: PublishTopic = "openevse"
+    # feed the current shaper too: MQTT to live_pwr_topic, HTTP as shaper_live_pwr
+    shaper: bool = False
+    live_pwr_topic: PublishTopic = "p1evse/live_pwr"
+    # feed the meter's voltage (mean of the phases): MQTT to vrms_topic, HTTP as voltage
+    voltage: bool = False
+    vrms_topic: PublishTopic = "p1evse/vrms"
+    url: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=0xFFFF_FFFF)
+    timeout: float = Field(5.0, gt=0, le=60)
+    poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
+    # MQTT with on_stale pause: a second connection whose last will pauses the charger
+    # if p1evse dies; its retained marker tells the next run whether the will fired
+    deadman: bool = True
+    deadman_keepalive: int = Field(10, ge=2, le=600)  # s; the broker acts in 1.5x this
+    deadman_topic: PublishTopic = "p1evse/deadman"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _password_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "password")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"expected the charger's address like http://openevse.local, got {url!r}"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "put the login in openevse.username and openevse.password, not the url"
+            )
+        return url.strip().rstrip("/")
+
+    @model_validator(mode="after")
+    def _transport_needs(self) -> OpenevseSettings:
+        if self.transport == "http" and self.url is None:
+            raise ValueError(
+                "transport http needs url, the charger's address (http://openevse.local)"
+            )
+        return self
+
+    @property
+    def claim_topic(self) -> str:
+        return f"{self.base_topic}/claim/set"
+
+    def deadman_armed(self, on_stale: StaleAction) -> bool:
+        """The dead-man's switch pauses the charger as the stale guard would: only over
+        MQTT (a last will is an MQTT message) and with `on_stale: pause`."""
+        return self.deadman and self.transport == "mqtt" and on_stale is StaleAction.PAUSE
+
+    def route(self) -> ChargerRoute:
+        """Where the values and the pause claim go, and how the charger is read back."""
+        if self.transport == "http":
+            return ChargerRoute(
+                "http",
+                f"{self.url}/status",
+                f"{self.url}/claims/{self.claim_client_id}",
+                f"HTTP {self.url}",
+            )
+        return ChargerRoute(
+            "mqtt", self.grid_ie_topic, self.claim_topic, f"MQTT {self.base_topic}/…"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerRoute:
+    transport: str
+    sent_to: str  # the grid value
+    claim_to: str  # the pause claim
+    via: str  # the charger's reports
 
 
 class DivertMode(enum.IntEnum):
@@ -151,14 +244,11 @@ class PauseIntent:
 VOLTAGE_RANGE_V = (60.0, 300.0)
 
 
-def feed_voltage(reading: Reading | None) -> float | None:
-    """The voltage for OpenEVSE's divert maths: the mean of the phase voltages the meter
-    reports, when OpenEVSE would accept it."""
-    if reading is None or reading.phase_voltage_v is None:
+def feed_voltage(value: GridPower) -> float | None:
+    """The voltage for OpenEVSE's divert maths that goes with `value`: the meter's mean
+    phase voltage, when OpenEVSE would accept it."""
+    mean = value.voltage_v
+    if mean is None:
         return None
-    volts = [v for v in reading.phase_voltage_v if v is not None]
-    if not volts:
-        return None
-    mean = sum(volts) / len(volts)
     low, high = VOLTAGE_RANGE_V
     return round(mean, 1) if low <= mean <= high else None

@@ -26,17 +26,14 @@ import asyncio
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from p1evse.errors import InputError
 from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
-from p1evse.mqtt import Broker, Retained, Will
-from p1evse.sinks.charger import ChargerState
+from p1evse.mqtt import Broker, MqttPort, MqttSettings, PayloadHandler, Retained, Will
+from p1evse.sinks.charger import ChargerState, OpenevseSettings
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
-
-if TYPE_CHECKING:
-    from p1evse.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +50,14 @@ class DeadmanSwitch:
 
     def __init__(
         self,
-        settings: Settings,
-        broker: Broker,
+        openevse: OpenevseSettings,
+        mqtt: MqttSettings,
+        broker: MqttPort,
         charger: ChargerState,
         feed: OpenEvseMqttSink,
     ) -> None:
-        openevse = settings.openevse
-        self._mqtt = settings.mqtt
-        self._client_id = f"{settings.mqtt.client_id}-deadman"
+        self._mqtt = mqtt
+        self._client_id = f"{mqtt.client_id}-deadman"
         self._keepalive = openevse.deadman_keepalive
         self._marker_topic = openevse.deadman_topic
         self._claim_topic = openevse.claim_topic
@@ -75,7 +72,11 @@ class DeadmanSwitch:
         self.will_may_have_fired = False  # a pause by a will may be in force
         self._will_window_ends = 0.0
         self._charger_claim: dict[str, Any] | None = None  # OpenEVSE's MQTT claim
-        broker.subscribe(f"{openevse.base_topic}/claim", self._on_charger_claim)
+        self._charger_claim_topic = f"{openevse.base_topic}/claim"
+
+    def subscriptions(self) -> dict[str, PayloadHandler]:
+        """OpenEVSE's MQTT claim, to see a will's pause in force."""
+        return {self._charger_claim_topic: self._on_charger_claim}
 
     # -- Sink ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from p1evse.backoff import Backoff
 from p1evse.errors import InputError
 from p1evse.inputs import load_json, read_body
-from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
+from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.ratelimit import RateLimiter
 from p1evse.sinks.charger import (
     MAX_ANSWER_BYTES,
@@ -39,7 +39,7 @@ from p1evse.sinks.charger import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from p1evse.config import OpenevseSettings
+    from p1evse.sinks.charger import OpenevseSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,11 @@ class OpenEvseHttpSink:
         settings: OpenevseSettings,
         charger: ChargerState,
         clock: Callable[[], float],
-        latest_reading: Callable[[], Reading | None],
         backoff: Backoff | None = None,
     ) -> None:
         self._settings = settings
         self.charger = charger
         self._clock = clock
-        self._latest_reading = latest_reading
         self._pause = PauseIntent(charger)
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
@@ -233,7 +231,7 @@ class OpenEvseHttpSink:
         if self._settings.shaper:
             body["shaper_live_pwr"] = value.watts
         if self._settings.voltage:
-            volts = feed_voltage(self._latest_reading())
+            volts = feed_voltage(value)
             if volts is not None:
                 body["voltage"] = volts
         await self._request("POST", self._status_url, body)

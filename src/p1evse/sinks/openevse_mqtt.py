@@ -10,7 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from p1evse.errors import InputError
-from p1evse.model import GridPower, Reading, StaleAction, StaleEntered, StaleLeft
+from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.sinks.charger import (
     READ_BACK_FIELDS,
     ChargerState,
@@ -20,8 +20,8 @@ from p1evse.sinks.charger import (
 )
 
 if TYPE_CHECKING:
-    from p1evse.config import OpenevseSettings
-    from p1evse.mqtt import Broker
+    from p1evse.mqtt import MqttPort, PayloadHandler
+    from p1evse.sinks.charger import OpenevseSettings
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +44,15 @@ class OpenEvseMqttSink:
     def __init__(
         self,
         settings: OpenevseSettings,
-        broker: Broker,
+        broker: MqttPort,
         charger: ChargerState,
         clock: Callable[[], float],
-        latest_reading: Callable[[], Reading | None],
         reconnect_settle_s: float = 0.0,
     ) -> None:
         self._value_topics = [settings.grid_ie_topic]
         if settings.shaper:
             self._value_topics.append(settings.live_pwr_topic)
         self._vrms_topic = settings.vrms_topic if settings.voltage else None
-        self._latest_reading = latest_reading
         self._claim_topic = settings.claim_topic
         self._broker = broker
         self._clock = clock
@@ -64,18 +62,24 @@ class OpenEvseMqttSink:
         self.claim_sent = False
         self._settle_s = reconnect_settle_s
         self._settling: asyncio.TimerHandle | None = None
-        broker.on_connected(self._reconnected)
-        for field in READ_BACK_FIELDS:
-            broker.subscribe(f"{settings.base_topic}/{field}", partial(self._on_report, field))
+        self._base_topic = settings.base_topic
+
+    def subscriptions(self) -> dict[str, PayloadHandler]:
+        """The charger's reports it reads back, by topic."""
+        return {
+            f"{self._base_topic}/{field}": partial(self._on_report, field)
+            for field in READ_BACK_FIELDS
+        }
 
     def grid_power(self, value: GridPower) -> None:
+        # the voltage first: OpenEVSE's divert uses the voltage it has when a value comes
+        if self._vrms_topic is not None:
+            volts = feed_voltage(value)
+            if volts is not None:
+                self._broker.publish(self._vrms_topic, f"{volts:g}")
         payload = str(value.watts)
         for topic in self._value_topics:
             self._broker.publish(topic, payload)
-        if self._vrms_topic is not None:
-            volts = feed_voltage(self._latest_reading())
-            if volts is not None:
-                self._broker.publish(self._vrms_topic, f"{volts:g}")
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
@@ -104,7 +108,8 @@ class OpenEvseMqttSink:
         if field == "divertmode":
             self._sync_claim()
 
-    def _reconnected(self) -> None:
+    def connected(self) -> None:
+        """The broker connection is (back) up."""
         if self._settling is not None:
             self._settling.cancel()
             self._settling = None

@@ -35,7 +35,7 @@ from p1evse.sources.mqtt_value import signed_reading
 if TYPE_CHECKING:
     import aiohttp
 
-    from p1evse.mqtt import Broker
+    from p1evse.mqtt import MqttPort
     from p1evse.sources import Intake
 
 MIN_INTERVAL_S = 0.5
@@ -120,7 +120,7 @@ class HomeWizardSource:
     def __init__(
         self,
         settings: HomeWizardSettings,
-        broker: Broker | None = None,
+        broker: MqttPort | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self._settings = settings

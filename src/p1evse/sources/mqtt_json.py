@@ -22,7 +22,7 @@ from p1evse.settings import ReadTopic, Section
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
 
 MAX_JSON_BYTES = 65_536
@@ -73,7 +73,7 @@ class MqttJsonSettings(Section):
 
 
 class MqttJsonSource:
-    def __init__(self, settings: MqttJsonSettings, broker: Broker) -> None:
+    def __init__(self, settings: MqttJsonSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
 

@@ -19,7 +19,7 @@ from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
 
 
@@ -68,7 +68,7 @@ class MqttSplitSettings(Section):
 
 
 class MqttSplitSource:
-    def __init__(self, settings: MqttSplitSettings, broker: Broker) -> None:
+    def __init__(self, settings: MqttSplitSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
 

@@ -19,7 +19,7 @@ from p1evse.sources.framing import MAX_TELEGRAM_BYTES, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
 
 
@@ -46,7 +46,7 @@ class MqttTelegramSettings(Section):
 
 
 class MqttTelegramSource:
-    def __init__(self, settings: MqttTelegramSettings, broker: Broker) -> None:
+    def __init__(self, settings: MqttTelegramSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
 

@@ -14,7 +14,7 @@ from p1evse.model import Reading
 from p1evse.settings import ReadTopic, Section
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker, PayloadHandler
+    from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
 
 
@@ -33,7 +33,7 @@ class MqttValueSettings(Section):
 
 
 class MqttValueSource:
-    def __init__(self, settings: MqttValueSettings, broker: Broker) -> None:
+    def __init__(self, settings: MqttValueSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
 

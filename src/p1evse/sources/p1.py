@@ -30,7 +30,7 @@ from p1evse.sources.framing import CipherStream, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
 if TYPE_CHECKING:
-    from p1evse.mqtt import Broker
+    from p1evse.mqtt import MqttPort
     from p1evse.sources import Intake
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class _Link(asyncio.Protocol):
 
 class P1Source:
     def __init__(
-        self, settings: P1Settings, broker: Broker | None = None, backoff: Backoff | None = None
+        self, settings: P1Settings, broker: MqttPort | None = None, backoff: Backoff | None = None
     ) -> None:
         self._settings = settings
         self._version = DSMR_VERSIONS[settings.dsmr_version]

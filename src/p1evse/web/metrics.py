@@ -22,12 +22,12 @@ from prometheus_client.core import (
 
 from p1evse import __version__
 from p1evse.model import Event, GridPower, Rejection
-from p1evse.state import LinkState
+from p1evse.status.state import LinkState
 from p1evse.web.limits import Limit
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker
-    from p1evse.state import SiteState
+    from p1evse.status.state import SiteState
     from p1evse.web.limits import PortCounters
     from p1evse.web.stream import Fanout
 
@@ -74,7 +74,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
-        """A Bridge observer: called right after the sinks have taken a value."""
+        """Told every event by the status model, right after the sinks have taken it."""
         if isinstance(event, GridPower) and not event.failsafe:
             self.latency.observe(self._clock() - event.at)
 

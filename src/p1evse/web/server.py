@@ -29,15 +29,15 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from p1evse.backoff import Backoff
-from p1evse.config import WebSettings, is_loopback
+from p1evse.settings import is_loopback
 from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
 from p1evse.web.metrics import Metrics
+from p1evse.web.settings import WebSettings
 from p1evse.web.stream import Fanout, StatePush
 
 if TYPE_CHECKING:
-    from p1evse.bridge import Bridge
     from p1evse.mqtt import Broker
-    from p1evse.state import SiteState
+    from p1evse.status.state import SiteState
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,6 @@ class WebServer:
         settings: WebSettings,
         state: SiteState,
         broker: Broker,
-        bridge: Bridge,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._settings = settings
@@ -128,7 +127,6 @@ class WebServer:
         self.push = StatePush(state, self.fanout, loop)
         self.port = PortCounters(loop.time)
         self.metrics = Metrics(state, broker, self.fanout, self.port, loop.time)
-        bridge.observers.append(self.metrics.observe)
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from p1evse.state import SiteState
+from p1evse.status.state import SiteState
 from p1evse.web.limits import reset
 
 QUEUE_SIZE = 64  # messages; at most 10 a second, so seconds of backlog

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p1evse import __version__
-from p1evse.history import History
 from p1evse.model import (
     Event,
     GridPower,
@@ -27,11 +26,11 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
+from p1evse.status.history import History
 
 if TYPE_CHECKING:
-    from p1evse.config import Settings
-    from p1evse.pipeline import Counters
-    from p1evse.sinks.charger import ChargerState
+    from p1evse.pipeline import Counters, PublishSettings
+    from p1evse.sinks.charger import ChargerRoute, ChargerState
 
 Clock = Callable[[], float]
 
@@ -76,23 +75,29 @@ class Link:
 class SiteState:
     def __init__(
         self,
-        settings: Settings,
+        publish: PublishSettings,
+        route: ChargerRoute,
         counters: Counters,
         clock: Clock,
+        *,
+        source_detail: str,  # the topics, port or URL it reads
+        broker_detail: str,  # MQTT host:port
         wall: Clock = time.time,
         name: str = "p1evse",
         charger: ChargerState | None = None,
     ) -> None:
         self.name = name
-        self._settings = settings
-        self._source_detail = settings.source.describe()  # the topics, port or URL it reads
+        self._publish = publish
+        self._route = route
+        self._source_detail = source_detail
         self.counters = counters
         self.charger = charger
         self._clock = clock
         self._wall = wall
         self.started = clock()
         self.history = History()
-        self.listeners: list[Callable[[], None]] = []
+        self.listeners: list[Callable[[], None]] = []  # told after every change
+        self.event_listeners: list[Callable[[Event], None]] = []  # told every event first
         self.meter: Reading | None = None
         # the meter's clock minus ours when its last reading came, if it says its time
         self.meter_clock_offset_s: float | None = None
@@ -104,22 +109,14 @@ class SiteState:
         self._stale_closed_s = 0.0  # time spent stale in gaps that have ended
         self._charted_amps: float | None = None
         self._charted_at = 0.0
-        mqtt = settings.mqtt
-        self.links = {"broker": Link(LinkState.CONNECTING, f"MQTT {mqtt.host}:{mqtt.port}")}
-        openevse = settings.openevse
-        if openevse.transport == "http":
-            self._sent_to = f"{openevse.url}/status"
-            self._claim_to = f"{openevse.url}/claims/{openevse.claim_client_id}"
-            self._charger_via = f"HTTP {openevse.url}"
-        else:
-            self._sent_to = openevse.grid_ie_topic
-            self._claim_to = openevse.claim_topic
-            self._charger_via = f"MQTT {openevse.base_topic}/…"
+        self.links = {"broker": Link(LinkState.CONNECTING, broker_detail)}
 
     # -- inputs ----------------------------------------------------------------------
 
     def observe(self, event: Event) -> None:
         """A Bridge observer: record the event (no I/O, no waiting)."""
+        for listener in self.event_listeners:
+            listener(event)
         if isinstance(event, Reading):
             self.meter = event
             if event.meter_time is not None:
@@ -200,7 +197,7 @@ class SiteState:
     def charger_link(self, now: float) -> Link:
         """Whether the charger reports back: recently, not yet, or not any more."""
         charger = self.charger
-        via = self._charger_via
+        via = self._route.via
         if charger is None:
             return Link(LinkState.UNKNOWN, f"{via}: not read back")
         if charger.updated_at is None:
@@ -229,7 +226,7 @@ class SiteState:
         broker = self.links["broker"]
         if broker.state is not LinkState.CONNECTED:
             return f"{broker.detail}: {broker.state.value}"
-        stale_after = self._settings.publish.stale_after
+        stale_after = self._publish.stale_after
         if self.meter is None:
             return f"no reading since start-up {now - self.started:.0f} s ago"
         age = now - self.meter.at
@@ -244,7 +241,7 @@ class SiteState:
         values, topics and host:port, never credentials or tokens."""
         now = self._clock()
         epoch = self._epoch_offset(now)
-        settings = self._settings
+        publish = self._publish
         meter = self.meter
         published = self.published
         stale = self.stale
@@ -276,7 +273,7 @@ class SiteState:
                 "watts": published.watts,
                 "readings": published.readings,
                 "failsafe": published.failsafe,
-                "to": self._sent_to,
+                "to": self._route.sent_to,
             },
             "stale": None
             if stale is None
@@ -310,14 +307,14 @@ class SiteState:
                 "detail": self.last_rejection.detail,
             },
             "config": {
-                "interval_s": settings.publish.interval,
-                "stale_after_s": settings.publish.stale_after,
-                "on_stale": settings.publish.on_stale.value,
-                "failsafe_import_w": settings.publish.failsafe_import_w,
-                "reserve_w": settings.publish.reserve_w,
-                "transport": settings.openevse.transport,
-                "sent_to": self._sent_to,
-                "claim_to": self._claim_to,
+                "interval_s": publish.interval,
+                "stale_after_s": publish.stale_after,
+                "on_stale": publish.on_stale.value,
+                "failsafe_import_w": publish.failsafe_import_w,
+                "reserve_w": publish.reserve_w,
+                "transport": self._route.transport,
+                "sent_to": self._route.sent_to,
+                "claim_to": self._route.claim_to,
             },
         }
 

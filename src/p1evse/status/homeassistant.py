@@ -18,14 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from p1evse import __version__
 from p1evse.mqtt import OFFLINE, ONLINE
-from p1evse.state import phases_json
+from p1evse.settings import PublishTopic, Section
+from p1evse.status.state import phases_json
 
 if TYPE_CHECKING:
-    from p1evse.config import Settings
-    from p1evse.mqtt import Broker
-    from p1evse.state import SiteState
+    from p1evse.mqtt import MqttPort, MqttSettings
+    from p1evse.status.state import SiteState
 
 log = logging.getLogger(__name__)
+
+
+class HomeAssistantSettings(Section):
+    """MQTT discovery: p1evse's values appear in Home Assistant as one device."""
+
+    discovery: bool = False
+    prefix: PublishTopic = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,26 +109,42 @@ def phase_entities(meter_phases: dict[str, Any]) -> list[Entity]:
 
 
 class HomeAssistantDiscovery:
-    def __init__(self, settings: Settings, broker: Broker, state: SiteState | None) -> None:
-        self._settings = settings
+    """Announces p1evse's entities on every connect when discovery is on, and removes
+    what an earlier run announced when it is off."""
+
+    def __init__(
+        self,
+        settings: HomeAssistantSettings,
+        mqtt: MqttSettings,
+        broker: MqttPort,
+        state: SiteState | None,
+    ) -> None:
+        self._discovery = settings.discovery
+        self._mqtt = mqtt
         self._broker = broker
         self._state = state
-        self._node = re.sub(r"[^A-Za-z0-9_-]", "_", settings.mqtt.client_id)
-        self._prefix = settings.homeassistant.prefix.rstrip("/")
+        self._node = re.sub(r"[^A-Za-z0-9_-]", "_", mqtt.client_id)
+        self._prefix = settings.prefix.rstrip("/")
         self._announced: set[str] = set()
         self._cleaned = False  # discovery off: the configs of an earlier run are removed
-        if settings.homeassistant.discovery:
-            assert state is not None  # the App keeps a state when discovery is on
-            broker.on_connected(self._announce_all)
-            state.listeners.append(self._announce_phases)
+
+    def connected(self) -> None:
+        """The broker connection is (back) up."""
+        if self._discovery:
+            self._announce_all()
         else:
-            broker.on_connected(self._clean_up_once)
+            self._clean_up_once()
+
+    def state_changed(self) -> None:
+        """Phases the meter began to report get their entities."""
+        if self._discovery:
+            self._announce_phases()
 
     def config_topic(self, entity: Entity) -> str:
         return f"{self._prefix}/{entity.component}/{self._node}/{entity.object_id}/config"
 
     def config(self, entity: Entity) -> dict[str, Any]:
-        mqtt = self._settings.mqtt
+        mqtt = self._mqtt
         payload: dict[str, Any] = {
             "name": entity.name,
             "unique_id": f"{self._node}_{entity.object_id}",

@@ -1,0 +1,245 @@
+"""One meter's runtime, built in one place.
+
+A `Site` is the pipeline, its clock binding (`Bridge`), the charger's read-back
+(`ChargerState`), the sinks that feed the charger, and, when something reads it, the
+status model (`SiteState`) with its observers (the state topic, Home Assistant's
+discovery). `build_site` makes one from its settings and explicit ports: a clock and an
+MQTT connection (`Broker`, or a virtual one in simulation). No part registers itself on
+another: `build_site` does all of the wiring, here, and the Site closes what it made.
+
+`App` (the service), `check`, `demo` and `simulate` all build their Site here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from p1evse.bridge import Bridge, Clock
+from p1evse.model import Event
+from p1evse.mqtt import MqttPort, MqttSettings
+from p1evse.pipeline import Counters, Pipeline, PublishSettings
+from p1evse.settings import Section
+from p1evse.sinks import Sink
+from p1evse.sinks.charger import ChargerState, OpenevseSettings
+from p1evse.sinks.deadman import DeadmanSwitch
+from p1evse.sinks.openevse_http import OpenEvseHttpSink
+from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
+from p1evse.sources import Source
+from p1evse.sources.build import SourceSettings, build_source
+from p1evse.sources.mqtt_split import MqttSplitSettings
+from p1evse.status.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
+from p1evse.status.state import LinkState, SiteState
+from p1evse.status.state_topic import StateTopic
+
+
+class SiteSettings(Section):
+    """Everything one meter and its charger need: the sections of the config file
+    except the status page's and the log's."""
+
+    mqtt: MqttSettings = MqttSettings()
+    source: SourceSettings = Field(default_factory=MqttSplitSettings)
+    publish: PublishSettings = PublishSettings()
+    openevse: OpenevseSettings = OpenevseSettings()
+    homeassistant: HomeAssistantSettings = HomeAssistantSettings()
+
+    @model_validator(mode="after")
+    def _discovery_needs_state_topic(self) -> SiteSettings:
+        if self.homeassistant.discovery and self.mqtt.state_topic is None:
+            raise ValueError(
+                "homeassistant.discovery reads p1evse's state topic: set mqtt.state_topic"
+            )
+        return self
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _default_source_type(cls, value: object) -> object:
+        """No `type` is the default source; a type is named in any case."""
+        if isinstance(value, dict):
+            kind = value.get("type", "mqtt_split")
+            return {**value, "type": kind.strip().lower() if isinstance(kind, str) else kind}
+        return value
+
+    def wants_status(self) -> bool:
+        """Whether something publishes the status model (the state topic, discovery)."""
+        return self.mqtt.state_topic is not None or self.homeassistant.discovery
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """What a Site runs on. `clock`: the event loop, or a virtual clock. `mqtt`: the
+    broker connection that carries the source's topics, the charger's feed and
+    read-back over MQTT, the state topic and discovery."""
+
+    clock: Clock
+    mqtt: MqttPort
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    """What a Site is built for. The service: all of it. `check`: the source into the
+    pipeline, the charger read back but never fed. `simulate`: the pipeline fed by hand
+    (no source), the charger fed over a virtual broker."""
+
+    source: bool = True  # run the configured source (False: readings are fed by hand)
+    feed: bool = True  # the sinks get the pipeline's events (False: read-back only)
+    status: bool = False  # keep the status model (the page, /metrics, the state topic)
+
+
+@dataclass
+class Site:
+    name: str
+    settings: SiteSettings
+    pipeline: Pipeline
+    bridge: Bridge  # the sources' Intake
+    charger: ChargerState
+    sinks: list[Sink]
+    state: SiteState | None
+    source: Source | None
+    discovery: HomeAssistantDiscovery
+    state_topic: StateTopic | None = None
+
+    @property
+    def intake(self) -> Bridge:
+        return self.bridge
+
+    def work(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The site's own tasks, by name: the source and every sink's I/O."""
+        work: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {}
+        source = self.source
+        if source is not None:
+            work[f"source:{self.settings.source.type}"] = lambda: source.run(self.bridge)
+        for sink in self.sinks:
+            work[f"sink:{type(sink).__name__}"] = sink.run
+        return work
+
+    def start(self) -> None:
+        self.bridge.start()
+
+    async def close(self) -> None:
+        """Stop the timers and undo what the sinks hold (claims)."""
+        self.bridge.stop()
+        if self.state_topic is not None:
+            self.state_topic.close()
+        for sink in self.sinks:
+            await sink.close()
+
+
+def build_site(
+    settings: SiteSettings,
+    ports: Ports,
+    role: Role = Role(),
+    *,
+    name: str = "p1evse",
+    observers: list[Callable[[Event], None]] | None = None,
+) -> Site:
+    """The one place a site is put together; `observers` see every event after the
+    sinks and the status model (as `check` watches what the pipeline makes)."""
+    clock, mqtt = ports.clock, ports.mqtt
+    pipeline = Pipeline(settings.publish, clock.time())
+    charger = ChargerState()
+    sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
+    state = state_topic = None
+    if role.status or settings.wants_status():
+        state = _status(settings, mqtt, pipeline, charger, clock)
+        state_topic = _state_topic(settings, mqtt, state, clock)
+    discovery = _discovery(settings, mqtt, state)
+    every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
+    bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
+    source = build_source(settings.source, mqtt) if role.source else None
+    return Site(
+        name, settings, pipeline, bridge, charger, sinks, state, source, discovery, state_topic
+    )
+
+
+def _sinks(
+    settings: SiteSettings, mqtt: MqttPort, charger: ChargerState, clock: Clock, *, deadman: bool
+) -> list[Sink]:
+    """The charger's feed, and over MQTT its dead-man's switch when armed."""
+    openevse = settings.openevse
+    if openevse.transport == "http":
+        return [OpenEvseHttpSink(openevse, charger, clock.time)]
+    # the readings ride on the broker too: after a reconnect they need time to come back
+    settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
+    feed = OpenEvseMqttSink(openevse, mqtt, charger, clock.time, settle_s)
+    _attach(mqtt, feed.subscriptions(), feed.connected)
+    if not deadman or not openevse.deadman_armed(settings.publish.on_stale):
+        return [feed]
+    switch = DeadmanSwitch(openevse, settings.mqtt, mqtt, charger, feed)
+    _attach(mqtt, switch.subscriptions())
+    return [feed, switch]
+
+
+def _status(
+    settings: SiteSettings,
+    mqtt: MqttPort,
+    pipeline: Pipeline,
+    charger: ChargerState,
+    clock: Clock,
+) -> SiteState:
+    """The status model, told of the broker's link."""
+    state = new_state(settings, pipeline.counters, clock.time, charger=charger)
+    mqtt.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
+    mqtt.on_disconnected(lambda: state.link_changed("broker", LinkState.DISCONNECTED))
+    mqtt.on_problem(state.problem)
+    return state
+
+
+def new_state(
+    settings: SiteSettings,
+    counters: Counters,
+    clock: Callable[[], float],
+    *,
+    wall: Callable[[], float] = time.time,
+    charger: ChargerState | None = None,
+) -> SiteState:
+    """A status model for a site with these settings."""
+    return SiteState(
+        settings.publish,
+        settings.openevse.route(),
+        counters,
+        clock,
+        source_detail=settings.source.describe(),
+        broker_detail=f"MQTT {settings.mqtt.host}:{settings.mqtt.port}",
+        wall=wall,
+        charger=charger,
+    )
+
+
+def _state_topic(
+    settings: SiteSettings, mqtt: MqttPort, state: SiteState, clock: Clock
+) -> StateTopic | None:
+    """The state, retained on `mqtt.state_topic`, after changes and on every connect."""
+    topic = settings.mqtt.state_topic
+    if topic is None:
+        return None
+    state_topic = StateTopic(state, mqtt, topic, clock)
+    state.listeners.append(state_topic.changed)
+    mqtt.on_connected(state_topic.connected)
+    return state_topic
+
+
+def _discovery(
+    settings: SiteSettings, mqtt: MqttPort, state: SiteState | None
+) -> HomeAssistantDiscovery:
+    """Home Assistant's discovery: announced when on, an earlier run's removed when off."""
+    discovery = HomeAssistantDiscovery(settings.homeassistant, settings.mqtt, mqtt, state)
+    mqtt.on_connected(discovery.connected)
+    if state is not None:
+        state.listeners.append(discovery.state_changed)
+    return discovery
+
+
+def _attach(
+    mqtt: MqttPort,
+    subscriptions: dict[str, Callable[[bytes | bytearray], None]],
+    connected: Callable[[], None] | None = None,
+) -> None:
+    for topic, handler in subscriptions.items():
+        mqtt.subscribe(topic, handler)
+    if connected is not None:
+        mqtt.on_connected(connected)

@@ -1,0 +1,93 @@
+"""The status page's settings: where it listens, its token, its limits."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from p1evse.settings import Section, secrets_from_files
+
+# A token guards the page from the network; a short one is guessed in minutes.
+MIN_TOKEN_CHARS = 16
+# a DNS name: dot-separated labels of letters, digits and inner hyphens
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_host(host: str) -> bool:
+    """An IP address (IPv6 in brackets, or bare) or a name that could resolve: anything
+    else can never be listened on, which is a config error, not a reason to retry."""
+    bracketed = host.startswith("[")
+    address = host[1:-1] if bracketed and host.endswith("]") else host
+    try:
+        return ipaddress.ip_address(address).version == 6 or not bracketed
+    except ValueError:
+        return not bracketed and len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+class WebSettings(Section):
+    listen: str | None = "127.0.0.1:8080"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    # A household's clients: a few phones and desktops (a live stream each, a few
+    # connections while a page loads), Prometheus, Home Assistant, a health check.
+    max_connections: int = Field(64, ge=2, le=10_000)
+    max_streams: int = Field(16, ge=1, le=10_000)
+    header_timeout: float = Field(10.0, gt=0, le=300)  # s to send a request's headers
+    write_timeout: float = Field(5.0, gt=0, le=300)  # s a client may leave a write unread
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
+        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+            raise ValueError(
+                f"a token needs at least {MIN_TOKEN_CHARS} characters, this one has "
+                f"{len(token.get_secret_value().strip())}: use a long random string, "
+                "e.g. from `openssl rand -hex 16`"
+            )
+        return token
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _host_port(cls, listen: object) -> object:
+        if listen is None or (isinstance(listen, str) and not listen.strip()):
+            return None  # empty = off
+        text = str(listen).strip() if isinstance(listen, str | int) else None
+        if text is not None and text.isdigit():
+            raise ValueError(
+                f"expected host:port, got only a port: {text!r}; 127.0.0.1:{text} serves "
+                f"this machine, 0.0.0.0:{text} the network (then set web.token)"
+            )
+        host, sep, port = (text or "").rpartition(":")
+        if not sep or not _is_host(host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {listen!r}")
+        return text
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, "token")
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> WebSettings:
+        if self.max_streams >= self.max_connections:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be below max_connections "
+                f"({self.max_connections}): every live page's stream is a connection, and "
+                "/healthz and /metrics need one too"
+            )
+        return self
+
+    @property
+    def host(self) -> str:
+        """The address to bind, without the brackets of an IPv6 literal."""
+        assert self.listen is not None
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        assert self.listen is not None
+        return int(self.listen.rpartition(":")[2])
