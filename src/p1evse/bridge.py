@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
+from p1evse.clock import Clock, Timer
 from p1evse.model import (
     Event,
     GridPower,
@@ -29,20 +29,6 @@ from p1evse.sinks import Sink
 log = logging.getLogger(__name__)
 
 REJECTION_LOG_PERIOD_S = 60.0
-
-
-class Timer(Protocol):
-    def when(self) -> float: ...
-
-    def cancel(self) -> None: ...
-
-
-class Clock(Protocol):
-    """The event loop (`asyncio.AbstractEventLoop` is one), or a virtual clock."""
-
-    def time(self) -> float: ...
-
-    def call_at(self, when: float, callback: Callable[[], object]) -> Timer: ...
 
 
 class Bridge:

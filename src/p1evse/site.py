@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from p1evse.bridge import Bridge, Clock
+from p1evse.bridge import Bridge
+from p1evse.clock import Clock
 from p1evse.model import Event
 from p1evse.mqtt import MqttPort, MqttSettings
 from p1evse.pipeline import Counters, Pipeline, PublishSettings

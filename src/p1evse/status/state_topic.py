@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from p1evse.bridge import Clock, Timer
+    from p1evse.clock import Clock, Timer
     from p1evse.mqtt import MqttPort
     from p1evse.status.state import SiteState
 
