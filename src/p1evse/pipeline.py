@@ -130,9 +130,6 @@ class Pipeline:
     def max_power_w(self) -> float:
         return self._settings.max_power_w
 
-    def latest(self, side: Side) -> float | None:
-        return self._latest[side]
-
     # -- inputs --------------------------------------------------------------------
 
     def half(self, side: Side, watts: float, now: float) -> list[Event]:
