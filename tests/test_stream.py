@@ -50,6 +50,7 @@ async def test_changes_are_coalesced_into_one_push_per_period() -> None:
     state = new_state(Settings(), Counters(), loop.time)
     fanout = Fanout()
     push = StatePush(state, fanout, loop, push_period_s=0.2)
+    state.listeners.append(push.changed)
     page = fanout.add(None)
     first = parse(push.first_message())
     assert first["full"] is True

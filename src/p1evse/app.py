@@ -43,6 +43,7 @@ class App:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
             self.web = WebServer(settings.web, self.site.state, self.broker, loop)
+            self.site.state.listeners.append(self.web.push.changed)
             self.site.state.event_listeners.append(self.web.metrics.observe)
 
     async def run(self, stop: asyncio.Event) -> None:

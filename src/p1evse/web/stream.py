@@ -95,7 +95,6 @@ class StatePush:
         self._pending: asyncio.Handle | None = None
         self._next_push = 0.0
         self._since: int | None = None  # the newest chart bucket of the previous push
-        state.listeners.append(self._changed)
 
     def first_message(self) -> bytes:
         """What a new stream starts with: the whole state and chart."""
@@ -108,7 +107,8 @@ class StatePush:
             self._pending.cancel()
             self._pending = None
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """The state changed: a push within `push_period_s` (a state listener)."""
         if self._pending is not None:
             return
         delay = self._next_push - self._loop.time()
