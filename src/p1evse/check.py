@@ -22,12 +22,13 @@ from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, output_topics
+from p1evse.errors import ChargerError
 from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
 from p1evse.settings import is_loopback
 from p1evse.sinks.charger import ChargerState, DivertMode
-from p1evse.sinks.openevse_http import ChargerError, get_json
+from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
 
 Say = Callable[[str], None]

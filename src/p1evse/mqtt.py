@@ -25,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 
@@ -126,7 +127,7 @@ class Will(NamedTuple):
     retain: bool = False
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(P1evseError):
     """The broker could not be reached, or refused the connection."""
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.ratelimit import RateLimiter
@@ -131,10 +131,10 @@ class ChargerState:
 
     def update(self, name: str, raw: Any, at: float) -> None:
         """Take one reported value (a JSON value, or an MQTT payload holding one);
-        `InputError` says why it was refused (and it is counted)."""
+        `InputRejected` says why it was refused (and it is counted)."""
         try:
             value = _parse(name, load_json(raw, MAX_REPORT_BYTES) if _is_bytes(raw) else raw)
-        except InputError as exc:
+        except InputRejected as exc:
             self._count(exc)
             raise
         setattr(self, name, value)
@@ -146,21 +146,21 @@ class ChargerState:
         try:
             status = load_json(answer, MAX_ANSWER_BYTES)
             if not isinstance(status, dict):
-                raise InputError(Rejection.BAD_JSON, "/status is not a JSON object")
-        except InputError as exc:
+                raise InputRejected(Rejection.BAD_JSON, "/status is not a JSON object")
+        except InputRejected as exc:
             self._count(exc)
             raise
-        refused: InputError | None = None
+        refused: InputRejected | None = None
         for name in READ_BACK_FIELDS:
             if name in status:
                 try:
                     self.update(name, status[name], at)
-                except InputError as exc:
+                except InputRejected as exc:
                     refused = refused or exc
         if refused is not None:
             raise refused
 
-    def _count(self, refused: InputError) -> None:
+    def _count(self, refused: InputRejected) -> None:
         self.rejected[refused.reason] = self.rejected.get(refused.reason, 0) + 1
 
     def pause_allowed(self) -> bool:
@@ -184,18 +184,20 @@ def _parse(name: str, value: Any) -> Any:
     if name == "divert_active":
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
-        raise InputError(Rejection.BAD_JSON, f"{name} = {str(value)[:32]}: expected true or false")
+        raise InputRejected(
+            Rejection.BAD_JSON, f"{name} = {str(value)[:32]}: expected true or false"
+        )
     number = to_number(value, name)
     if name == "divertmode":
         if number not in (1, 2):
-            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 1 or 2")
+            raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 1 or 2")
         return DivertMode(int(number))
     if name == "state":
         if number not in EVSE_STATE_CODES:
-            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 0 to 255")
+            raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 0 to 255")
         return int(number)
     if number < 0:
-        raise InputError(Rejection.NEGATIVE, f"{name} = {number:g}")
+        raise InputRejected(Rejection.NEGATIVE, f"{name} = {number:g}")
     return number
 
 
@@ -207,7 +209,7 @@ class ReportLog:
         self._limit = RateLimiter(REPORT_LOG_PERIOD_S, clock)
         self._where = where
 
-    def refused(self, exc: InputError) -> None:
+    def refused(self, exc: InputRejected) -> None:
         more = self._limit.note(exc.reason)
         if more is None:
             return

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, load_json, lookup, number_at
 from p1evse.model import Phases, Reading
 from p1evse.settings import ReadTopic, Section
@@ -84,7 +84,7 @@ class MqttJsonSource:
         def on_payload(payload: bytes | bytearray) -> None:
             try:
                 reading = self.reading(payload, now())
-            except InputError as exc:
+            except InputRejected as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
             intake.reading(reading)
@@ -142,6 +142,6 @@ def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
     for path in (*paths, "", "")[:3]:
         try:
             values.append(number_at(document, path) * factor if path else None)
-        except InputError:
+        except InputRejected:
             values.append(None)
     return (values[0], values[1], values[2])
