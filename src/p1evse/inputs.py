@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 # than float(), which also takes "1_000", "nan", "infinity" and surrounding junk.
 _NUMBER = re.compile(rb"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
 MAX_NUMBER_BYTES = 64
-UNIT_FACTORS = {"W": 1.0, "kW": 1000.0}
+# W per unit of a power value: the sources' `unit` and a telegram line's own (a refusal
+# names them in this order)
+UNIT_FACTORS = {"kW": 1000.0, "W": 1.0}
 _MISSING = object()
 
 

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 from dsmr_parser.value_types import timestamp  # plain datetime code, no heavy imports
 
 from p1evse.errors import InputRejected
+from p1evse.inputs import UNIT_FACTORS
 from p1evse.model import Phases, Reading, Rejection
 
 Parity = Literal["N", "E"]
@@ -45,7 +46,6 @@ PHASE_IMPORT = ("21.7.0", "41.7.0", "61.7.0")
 PHASE_EXPORT = ("22.7.0", "42.7.0", "62.7.0")
 PHASE_VOLTAGE = ("32.7.0", "52.7.0", "72.7.0")
 CLOCK = "1.0.0"  # the meter's timestamp
-POWER_UNITS = {"kW": 1000.0, "W": 1.0}
 
 _TOTALS = (IMPORT_TOTAL, EXPORT_TOTAL)
 _PHASE_POWER = (*PHASE_IMPORT, *PHASE_EXPORT)
@@ -309,8 +309,8 @@ def make_decoder(
 def to_reading(values: TelegramValues, at: float) -> Reading:
     """Import and export in W from the totals, else from the per-phase sums."""
     lines = values.lines
-    phase_import = _phases(lines, PHASE_IMPORT, POWER_UNITS)
-    phase_export = _phases(lines, PHASE_EXPORT, POWER_UNITS)
+    phase_import = _phases(lines, PHASE_IMPORT, UNIT_FACTORS)
+    phase_export = _phases(lines, PHASE_EXPORT, UNIT_FACTORS)
     import_w = _total(lines, IMPORT_TOTAL, phase_import)
     export_w = _total(lines, EXPORT_TOTAL, phase_export)
     if import_w is None and export_w is None:
@@ -354,7 +354,7 @@ def _total(
     lines: dict[str, tuple[float, str | None]], code: str, phases: Phases | None
 ) -> float | None:
     if code in lines:
-        return _watts(code, *lines[code], POWER_UNITS)
+        return _watts(code, *lines[code], UNIT_FACTORS)
     if phases is None:
         return None
     return sum(value for value in phases if value is not None)
