@@ -118,11 +118,54 @@ class DivertMode(enum.IntEnum):
     ECO = 2
 
 
+class EvseState(enum.IntEnum):
+    """The EVSE's state codes, as OpenEVSE reports them in `state` (the firmware's
+    OPENEVSE_STATE_*); the byte may hold others, which are shown by number."""
+
+    STARTING = 0
+    NOT_CONNECTED = 1
+    CONNECTED = 2
+    CHARGING = 3
+    VENT_REQUIRED = 4
+    DIODE_CHECK_FAILED = 5
+    GFI_FAULT = 6
+    NO_EARTH_GROUND = 7
+    STUCK_RELAY = 8
+    GFI_SELF_TEST_FAILED = 9
+    OVER_TEMPERATURE = 10
+    OVER_CURRENT = 11
+    SLEEPING = 254
+    DISABLED = 255
+
+
+EVSE_STATE_TEXT: dict[int, str] = {
+    EvseState.STARTING: "starting",
+    EvseState.NOT_CONNECTED: "no car connected",
+    EvseState.CONNECTED: "car connected",
+    EvseState.CHARGING: "charging",
+    EvseState.VENT_REQUIRED: "error: ventilation required",
+    EvseState.DIODE_CHECK_FAILED: "error: diode check failed",
+    EvseState.GFI_FAULT: "error: GFCI fault",
+    EvseState.NO_EARTH_GROUND: "error: no ground",
+    EvseState.STUCK_RELAY: "error: stuck relay",
+    EvseState.GFI_SELF_TEST_FAILED: "error: GFCI self-test failed",
+    EvseState.OVER_TEMPERATURE: "error: over temperature",
+    EvseState.OVER_CURRENT: "error: over current",
+    EvseState.SLEEPING: "sleeping",
+    EvseState.DISABLED: "disabled",
+}
+
+
+def describe_state(code: int) -> str:
+    """The EVSE's state for people: its text, or `state <code>` for a code not known."""
+    return EVSE_STATE_TEXT.get(code, f"state {code}")
+
+
 @dataclass(slots=True)
 class ChargerState:
     amp: float | None = None  # mA the car draws
     pilot: float | None = None  # A offered to the car
-    state: int | None = None  # the EVSE state code (1 ready, 3 charging, 254 sleeping, …)
+    state: int | None = None  # the EVSE's state code, an `EvseState` or another byte
     divertmode: DivertMode | None = None
     divert_active: bool | None = None
     charge_rate: float | None = None  # A that divert asks for
