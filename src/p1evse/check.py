@@ -325,7 +325,7 @@ def _charger_report(
             f"openevse.base_topic its base topic? (the pause claim goes to {openevse.claim_topic})"
         ]
     mode = charger.divertmode.name.lower() if charger.divertmode is not None else "unknown"
-    amps = f"{charger.amp / 1000:g} A" if charger.amp is not None else "unknown"
+    amps = f"{charger.amps:g} A" if charger.amps is not None else "unknown"
     say(f"charger: divert mode {mode}, state {charger.state}, car draws {amps}")
     if charger.divertmode is DivertMode.NORMAL:
         return [

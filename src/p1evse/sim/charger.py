@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from p1evse.mqtt import MqttPort
 from p1evse.sim.openevse import MQTT_PRIORITY, Claim, OpenEvseModel
-from p1evse.sinks.charger import EvseState
+from p1evse.sinks.charger import MILLIAMPS_PER_AMP, EvseState
 
 _LEADING_INT = re.compile(rb"\s*[-+]?\d+")
 
@@ -133,7 +133,7 @@ class SimulatedCharger:
             state = EvseState.CONNECTED if model.pilot() > 0 else EvseState.SLEEPING
         divert = model.claims.get("divert")
         values = {
-            "amp": str(round(amps * 1000)),
+            "amp": str(round(amps * MILLIAMPS_PER_AMP)),
             "pilot": f"{model.pilot():g}",
             "state": str(state.value),
             "divertmode": "2" if model.settings.eco else "1",

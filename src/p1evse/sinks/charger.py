@@ -1,7 +1,8 @@
 """What the charger reports back, and the one rule it feeds: whether to pause.
 
 Both transports fill a `ChargerState` (MQTT from `<base>/amp`, `pilot`, …; HTTP from
-`GET /status`) with the same field names and units as the firmware's `/status`.
+`GET /status`) by the field names of the firmware's `/status`. Values keep its names and
+units but one: the current the car draws, `amp` in mA on the wire, is kept as `amps` in A.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def describe_state(code: int) -> str:
 
 @dataclass(slots=True)
 class ChargerState:
-    amp: float | None = None  # mA the car draws
+    amps: float | None = None  # A the car draws
     pilot: float | None = None  # A offered to the car
     state: int | None = None  # the EVSE's state code, an `EvseState` or another byte
     divertmode: DivertMode | None = None
@@ -173,14 +174,14 @@ class ChargerState:
     rejected: dict[Rejection, int] = field(default_factory=dict)  # reports refused
 
     def update(self, name: str, raw: Any, at: float) -> None:
-        """Take one reported value (a JSON value, or an MQTT payload holding one);
-        `InputRejected` says why it was refused (and it is counted)."""
+        """Take one reported value by its name in `/status` (a JSON value, or an MQTT
+        payload holding one); `InputRejected` says why it was refused (and it is counted)."""
         try:
             value = _parse(name, load_json(raw, MAX_REPORT_BYTES) if _is_bytes(raw) else raw)
         except InputRejected as exc:
             self._count(exc)
             raise
-        setattr(self, name, value)
+        setattr(self, FIELD_NAMES.get(name, name), value)
         self.updated_at = at
 
     def update_all(self, answer: bytes, at: float) -> None:
@@ -213,6 +214,8 @@ class ChargerState:
 
 
 READ_BACK_FIELDS = ("amp", "pilot", "state", "divertmode", "divert_active", "charge_rate")
+FIELD_NAMES = {"amp": "amps"}  # a report's name -> ours, where they differ
+MILLIAMPS_PER_AMP = 1000.0
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
 MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 EVSE_STATE_CODES = range(256)  # the EVSE's state is one byte
@@ -223,7 +226,7 @@ def _is_bytes(raw: Any) -> bool:
 
 
 def _parse(name: str, value: Any) -> Any:
-    """A reported value of the type the firmware's `/status` gives it."""
+    """A reported value of the type the firmware's `/status` gives it, `amp` in A."""
     if name == "divert_active":
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
@@ -241,7 +244,7 @@ def _parse(name: str, value: Any) -> Any:
         return int(number)
     if number < 0:
         raise InputRejected(Rejection.NEGATIVE, f"{name} = {number:g}")
-    return number
+    return number / MILLIAMPS_PER_AMP if name == "amp" else number
 
 
 class ReportLog:

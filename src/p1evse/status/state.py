@@ -127,13 +127,13 @@ class SiteState:
         charger = self.charger
         if (
             charger is None
-            or charger.amp is None
+            or charger.amps is None
             or charger.updated_at is None
             or at - charger.updated_at >= CHARGER_FRESH_S
         ):
             self._charted_amps = None
             return
-        amps = charger.amp / 1000
+        amps = charger.amps
         if amps != self._charted_amps or at - self._charted_at >= CHARGER_CHART_PERIOD_S:
             self.history.add_charger(at, amps)
             self._charted_amps, self._charted_at = amps, at
@@ -195,8 +195,8 @@ class SiteState:
             parts.append(charger.divertmode.name.lower())  # eco / normal
         if charger.state is not None:
             parts.append(describe_state(charger.state))
-        if charger.amp is not None:
-            parts.append(f"{charger.amp / 1000:.1f} A")
+        if charger.amps is not None:
+            parts.append(f"{charger.amps:.1f} A")
         return Link(LinkState.CONNECTED, " · ".join(parts))
 
     def spares_the_charger(self) -> bool:
@@ -313,7 +313,7 @@ class SiteState:
             "state": charger.state,
             "state_text": None if charger.state is None else describe_state(charger.state),
             "mode": None if charger.divertmode is None else charger.divertmode.name.lower(),
-            "current_a": None if charger.amp is None else round(charger.amp / 1000, 2),
+            "current_a": None if charger.amps is None else round(charger.amps, 2),
             "pilot_a": charger.pilot,
             "charge_rate_a": charger.charge_rate,
             "divert_active": charger.divert_active,
