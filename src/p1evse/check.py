@@ -186,7 +186,8 @@ def _config_warnings(settings: Settings) -> list[str]:
     if mqtt.tls is not None and mqtt.tls.insecure:
         warnings.append("mqtt.tls.insecure: the broker's certificate name is not checked")
     web = settings.web
-    if web.listen is not None and web.token is None and not is_loopback(web.host):
+    address = web.address
+    if address is not None and web.token is None and not is_loopback(address.host):
         warnings.append(
             f"web.listen {web.listen}: the status page is reachable from the network "
             "without a token: set web.token (or web.token_file)"

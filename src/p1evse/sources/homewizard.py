@@ -133,8 +133,7 @@ class HomeWizardSource:
         settings = self._settings
         loop = asyncio.get_running_loop()
         headers = {"Accept": "application/json"}
-        if settings.api == 2:
-            assert settings.token is not None
+        if settings.token is not None:  # api 2, which needs one (api 1 takes none)
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
             headers["X-Api-Version"] = "2"
         async with aiohttp.ClientSession(
