@@ -117,7 +117,7 @@ def test_web_token_from_a_file_or_the_environment(
     web = load(None).web
     assert web.token is not None
     assert web.token.get_secret_value() == "env-t0ken-0123456789"
-    assert (web.host, web.port) == ("::1", 9000)
+    assert web.address == ("::1", 9000)
 
 
 @pytest.mark.parametrize(

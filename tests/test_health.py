@@ -49,10 +49,12 @@ async def test_health_follows_the_running_service(
     one_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     settings = web_settings(one_broker, publish={"pair_window": 0.1})
+    assert settings.web.address is not None
+    port = settings.web.address.port
     async with serving(settings) as site:
         # the port from the file (the image's /config/p1evse.yaml), the every-address
         # bind asked on loopback
-        config = config_file(tmp_path, f"0.0.0.0:{settings.web.port}")
+        config = config_file(tmp_path, f"0.0.0.0:{port}")
         code, out, err = await health("-c", str(config))
         assert (code, err) == (1, "")
         assert out.startswith("unhealthy: no reading since start-up")
@@ -65,7 +67,7 @@ async def test_health_follows_the_running_service(
 
         # the environment overrides the file, as it does for `run`
         elsewhere = config_file(tmp_path, f"127.0.0.1:{free_port()}")
-        listen = {"P1EVSE_WEB__LISTEN": f"0.0.0.0:{settings.web.port}"}
+        listen = {"P1EVSE_WEB__LISTEN": f"0.0.0.0:{port}"}
         assert (await health("-c", str(elsewhere), env=listen))[0] == 0
         assert (await health(env={"P1EVSE_CONFIG": str(config)}))[0] == 0
 

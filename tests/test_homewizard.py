@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p1evse.backoff import Backoff
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.model import Rejection
 from p1evse.sim.broker import free_port
 from p1evse.sources.homewizard import HomeWizardSettings, HomeWizardSource, measurement
@@ -314,7 +314,7 @@ def test_arbitrary_json_never_crashes_nor_publishes_implausible_values(
     for document in answers:
         try:
             intake.reading(measurement(document, api, intake.now))  # type: ignore[arg-type]
-        except InputError as exc:
+        except InputRejected as exc:
             intake.reject(exc.reason, exc.detail)
     for watts in intake.published:
         assert -50_000 <= watts <= 50_000

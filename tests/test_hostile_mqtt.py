@@ -45,7 +45,7 @@ async def test_garbage_on_the_chargers_topics_is_counted_never_a_traceback(
         probe.publish("openevse/amp", b"5000")
         probe.publish(DELIVERED, "0.100")  # read after all the above, in order
         assert await probe.next_payload(GRID_IE, EVENT_TIMEOUT_S) == "100"
-    assert app.site.charger.amp == 5000
+    assert app.site.charger.amps == 5.0
     assert app.site.charger.rejected == {
         Rejection.NOT_A_NUMBER: 300,  # a list where a number belongs
         Rejection.TOO_LONG: 300,

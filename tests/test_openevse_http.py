@@ -152,7 +152,7 @@ async def test_the_charger_is_read_back(broker: BrokerProcess) -> None:
         async with running(http_settings(broker, charger, poll_interval=1)) as app:
             await expect(charger, "GET", "/status")
             await expect(charger, "GET", "/status")  # the first answer has been taken in
-    assert app.site.charger.amp == 9800
+    assert app.site.charger.amps == 9.8
     assert app.site.charger.pilot == 10
     assert app.site.charger.state == 3
     assert app.site.charger.divertmode is DivertMode.ECO
@@ -225,8 +225,8 @@ async def test_the_good_fields_of_a_broken_status_are_taken(broker: BrokerProces
     ):
         await expect(charger, "GET", "/status")
         await expect(charger, "GET", "/status")
-    assert (app.site.charger.amp, app.site.charger.pilot, app.site.charger.state) == (
-        6000,
+    assert (app.site.charger.amps, app.site.charger.pilot, app.site.charger.state) == (
+        6.0,
         16,
         None,
     )

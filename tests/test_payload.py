@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import parse_number
 from p1evse.model import Rejection
 
@@ -40,13 +40,13 @@ def test_numbers(payload: bytes, value: float) -> None:
     ],
 )
 def test_bad_payloads_name_their_reason(payload: bytes, reason: Rejection) -> None:
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputRejected) as caught:
         parse_number(payload)
     assert caught.value.reason is reason
 
 
 def test_a_number_too_large_for_a_float_is_refused() -> None:
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputRejected) as caught:
         parse_number(b"1e400")
     assert caught.value.reason is Rejection.NON_FINITE
 
@@ -56,6 +56,6 @@ def test_arbitrary_bytes_give_a_number_or_a_reason(payload: bytes) -> None:
     outcome: float | Rejection
     try:
         outcome = parse_number(payload)
-    except InputError as exc:
+    except InputRejected as exc:
         outcome = exc.reason
     assert isinstance(outcome, float | Rejection)

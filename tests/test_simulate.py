@@ -246,7 +246,7 @@ async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
         try:
             await meter.subscribe("openevse/amp", "p1evse/status")
             await meter.wait_for_payload("p1evse/status", "online")
-            while app.site.charger.amp in (None, 0.0):  # p1evse reads the charger back
+            while app.site.charger.amps in (None, 0.0):  # p1evse reads the charger back
                 sim_clock[0] += 5
                 meter.publish("dsmr/reading/phase_voltage_l1", "219.5")
                 meter.publish("dsmr/reading/electricity_currently_returned", "4.000")

@@ -20,7 +20,7 @@ from dsmr_parser.value_types import timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.model import Reading, Rejection
 from p1evse.sources.framing import MAX_TELEGRAM_BYTES, MAX_TELEGRAMS_PER_FEED, TelegramStream
 from p1evse.sources.telegram import (
@@ -133,14 +133,14 @@ def test_a_version_without_crc_accepts_no_checksum() -> None:
 
 @pytest.mark.parametrize("decoder", [FastDecoder, ReferenceDecoder])
 def test_a_wrong_crc_is_refused(decoder: Any) -> None:
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputRejected) as caught:
         decoder(DSMR_VERSIONS["5"]).decode(telegrams.corrupt(telegrams.dsmr5()))
     assert caught.value.reason is Rejection.CRC
 
 
 def test_a_missing_crc_is_refused_where_the_standard_has_one() -> None:
     frame = telegrams.telegram("ISk5MT382", ["1-0:1.7.0(01.500*kW)"], crc=False)
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputRejected) as caught:
         FastDecoder(DSMR_VERSIONS["5"]).decode(frame)
     assert caught.value.reason is Rejection.CRC
 
@@ -157,7 +157,7 @@ def test_a_missing_crc_is_refused_where_the_standard_has_one() -> None:
 def test_telegrams_without_usable_power(lines: list[str], reason: Rejection) -> None:
     frame = telegrams.telegram("ISk5MT382", lines)
     for decoder in (FastDecoder, ReferenceDecoder):
-        with pytest.raises(InputError) as caught:
+        with pytest.raises(InputRejected) as caught:
             to_reading(decoder(DSMR_VERSIONS["5"]).decode(frame), 0.0)
         assert caught.value.reason is reason, decoder
 
@@ -166,7 +166,7 @@ def test_telegrams_without_usable_power(lines: list[str], reason: Rejection) -> 
 def test_a_signalling_nan_is_not_finite(decoder: Any) -> None:
     # float(Decimal("sNaN")) raises ValueError: it escaped the reference decoder
     frame = telegrams.telegram("ISk5MT382", ["1-0:1.7.0(sNaN*kW)"])
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(InputRejected) as caught:
         to_reading(decoder(DSMR_VERSIONS["5"]).decode(frame), 0.0)
     assert caught.value.reason is Rejection.NON_FINITE
 
@@ -195,7 +195,7 @@ def other_lines(version: str) -> list[str]:
     decoder = ReferenceDecoder(DSMR_VERSIONS[version])
     usable = []
     for line in telegrams.OTHER_LINES:
-        with contextlib.suppress(InputError):
+        with contextlib.suppress(InputRejected):
             decoder.decode(telegrams.telegram("XYZ5", [line], crc=DSMR_VERSIONS[version].crc))
             usable.append(line)
     return usable
@@ -261,7 +261,7 @@ Outcome = Reading | Rejection
 def outcome(decoder: Any, frame: bytes) -> Outcome:
     try:
         return to_reading(decoder.decode(frame), 0.0)
-    except InputError as exc:
+    except InputRejected as exc:
         return exc.reason
 
 
@@ -298,7 +298,7 @@ def test_fast_decoder_agrees_with_dsmr_parser(version: str, data: st.DataObject)
     for decoder in (FastDecoder, ReferenceDecoder):
         try:
             decoded.append(comparable(decoder(DSMR_VERSIONS[version]).decode(frame)))
-        except InputError as exc:
+        except InputRejected as exc:
             decoded.append(exc.reason)
     assert decoded[0] == decoded[1]
 
@@ -469,5 +469,5 @@ def test_arbitrary_bytes_never_crash_nor_publish_implausible_values(
 @given(st.binary(max_size=2000))
 def test_the_reference_decoder_never_crashes(frame: bytes) -> None:
     for version in ("5", "2.2"):
-        with contextlib.suppress(InputError):
+        with contextlib.suppress(InputRejected):
             to_reading(ReferenceDecoder(DSMR_VERSIONS[version]).decode(b"/" + frame), 0.0)

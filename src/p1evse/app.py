@@ -39,10 +39,11 @@ class App:
         self.site = build_site(settings, Ports(loop, self.broker), role, observers=observers)
         self.supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
         self.web: WebServer | None = None
-        if settings.web.listen is not None and self.site.state is not None:
+        address = settings.web.address
+        if address is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            self.web = WebServer(settings.web, self.site.state, self.broker, loop)
+            self.web = WebServer(settings.web, address, self.site.state, self.broker, loop)
             self.site.state.listeners.append(self.web.push.changed)
             self.site.state.event_listeners.append(self.web.metrics.observe)
 

@@ -22,12 +22,13 @@ from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, output_topics
+from p1evse.errors import ChargerError
 from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
 from p1evse.settings import is_loopback
 from p1evse.sinks.charger import ChargerState, DivertMode
-from p1evse.sinks.openevse_http import ChargerError, get_json
+from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
 
 Say = Callable[[str], None]
@@ -185,7 +186,8 @@ def _config_warnings(settings: Settings) -> list[str]:
     if mqtt.tls is not None and mqtt.tls.insecure:
         warnings.append("mqtt.tls.insecure: the broker's certificate name is not checked")
     web = settings.web
-    if web.listen is not None and web.token is None and not is_loopback(web.host):
+    address = web.address
+    if address is not None and web.token is None and not is_loopback(address.host):
         warnings.append(
             f"web.listen {web.listen}: the status page is reachable from the network "
             "without a token: set web.token (or web.token_file)"
@@ -324,7 +326,7 @@ def _charger_report(
             f"openevse.base_topic its base topic? (the pause claim goes to {openevse.claim_topic})"
         ]
     mode = charger.divertmode.name.lower() if charger.divertmode is not None else "unknown"
-    amps = f"{charger.amp / 1000:g} A" if charger.amp is not None else "unknown"
+    amps = f"{charger.amps:g} A" if charger.amps is not None else "unknown"
     say(f"charger: divert mode {mode}, state {charger.state}, car draws {amps}")
     if charger.divertmode is DivertMode.NORMAL:
         return [

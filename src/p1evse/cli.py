@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from p1evse import __version__
 from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
 from p1evse.errors import ConfigError
-from p1evse.web.settings import WebSettings
+from p1evse.web.settings import ListenAddress, WebSettings
 
 EXIT_CONFIG = 2
 EXIT_UNHEALTHY = 1
@@ -141,26 +141,27 @@ def _check(args: argparse.Namespace) -> int:
     return asyncio.run(check(settings, path, listen_s=args.listen, out=sys.stdout))
 
 
-def healthz_url(web: WebSettings) -> str:
-    """Where the status server that `web` describes answers /healthz on this machine."""
-    host = LOOPBACK_FOR.get(web.host, web.host)
+def healthz_url(address: ListenAddress) -> str:
+    """Where the status server listening on `address` answers /healthz on this machine."""
+    host = LOOPBACK_FOR.get(address.host, address.host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{web.port}/healthz"
+    return f"http://{host}:{address.port}/healthz"
 
 
 def _health(args: argparse.Namespace) -> int:
     """The config as `run` loads it, then one GET of /healthz (standard library only:
     it runs every 30 s beside the service)."""
     settings, _ = _settings(args)
-    if settings.web.listen is None:
+    address = settings.web.address
+    if address is None:
         print(
             "p1evse: health: the status server is off (web.listen is empty): "
             "there is no /healthz to ask",
             file=sys.stderr,
         )
         return EXIT_UNHEALTHY
-    url = healthz_url(settings.web)
+    url = healthz_url(address)
     try:
         status, answer = _get(url)
     except (OSError, http.client.HTTPException) as exc:

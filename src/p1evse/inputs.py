@@ -1,6 +1,6 @@
 """Turning bytes from outside (MQTT payloads, HTTP answers) into values, defensively:
 bounded size, strict UTF-8, JSON without duplicate keys, plain decimal numbers.
-Whatever is refused raises `InputError` with the counted reason.
+Whatever is refused raises `InputRejected` with the counted reason.
 
 Shared by the sources (meter payloads) and the sinks (what the charger answers), which
 never import each other.
@@ -13,7 +13,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.model import Rejection
 
 if TYPE_CHECKING:
@@ -23,18 +23,20 @@ if TYPE_CHECKING:
 # than float(), which also takes "1_000", "nan", "infinity" and surrounding junk.
 _NUMBER = re.compile(rb"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
 MAX_NUMBER_BYTES = 64
-UNIT_FACTORS = {"W": 1.0, "kW": 1000.0}
+# W per unit of a power value: the sources' `unit` and a telegram line's own (a refusal
+# names them in this order)
+UNIT_FACTORS = {"kW": 1000.0, "W": 1.0}
 _MISSING = object()
 
 
 def parse_number(payload: bytes | bytearray) -> float:
     """The number a payload holds."""
     if len(payload) > MAX_NUMBER_BYTES:
-        raise InputError(Rejection.TOO_LONG, f"{len(payload)} bytes")
+        raise InputRejected(Rejection.TOO_LONG, f"{len(payload)} bytes")
     if _NUMBER.fullmatch(payload):
         value = float(payload)
         if not math.isfinite(value):  # 400 digits are a number too big for a float
-            raise InputError(Rejection.NON_FINITE, f"{bytes(payload[:32])!r}")
+            raise InputRejected(Rejection.NON_FINITE, f"{bytes(payload[:32])!r}")
         return value
     text = decode(payload)
     try:
@@ -42,26 +44,26 @@ def parse_number(payload: bytes | bytearray) -> float:
     except ValueError:
         value = 0.0
     if not math.isfinite(value):
-        raise InputError(Rejection.NON_FINITE, repr(text[:32]))
-    raise InputError(Rejection.NOT_A_NUMBER, repr(text[:32]))
+        raise InputRejected(Rejection.NON_FINITE, repr(text[:32]))
+    raise InputRejected(Rejection.NOT_A_NUMBER, repr(text[:32]))
 
 
 def decode(payload: bytes | bytearray) -> str:
     try:
         return bytes(payload).decode("utf-8")
     except UnicodeDecodeError:
-        raise InputError(Rejection.NOT_UTF8, repr(bytes(payload[:32]))) from None
+        raise InputRejected(Rejection.NOT_UTF8, repr(bytes(payload[:32]))) from None
 
 
 def load_json(payload: bytes | bytearray, max_bytes: int) -> Any:
     """The JSON document a payload holds."""
     if len(payload) > max_bytes:
-        raise InputError(Rejection.TOO_LONG, f"{len(payload)} bytes, more than {max_bytes}")
+        raise InputRejected(Rejection.TOO_LONG, f"{len(payload)} bytes, more than {max_bytes}")
     text = decode(payload)
     try:
         return json.loads(text, object_pairs_hook=_object)
     except (ValueError, RecursionError) as exc:  # deep nesting: RecursionError
-        raise InputError(Rejection.BAD_JSON, str(exc)[:80]) from None
+        raise InputRejected(Rejection.BAD_JSON, str(exc)[:80]) from None
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -96,25 +98,25 @@ def number_at(document: Any, path: str) -> float:
     """The number at a dotted path; a JSON string holding a plain number counts."""
     value = lookup(document, path)
     if value is _MISSING or value is None:
-        raise InputError(Rejection.MISSING_FIELD, f"no field {path!r}")
+        raise InputRejected(Rejection.MISSING_FIELD, f"no field {path!r}")
     return to_number(value, path)
 
 
 def to_number(value: Any, name: str) -> float:
     """A finite number from a JSON value: a number, or a string holding one."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InputError(Rejection.NOT_A_NUMBER, f"{name} = {json.dumps(value)[:32]}")
+        raise InputRejected(Rejection.NOT_A_NUMBER, f"{name} = {json.dumps(value)[:32]}")
     if isinstance(value, str):
         try:
             return parse_number(value.encode())
-        except InputError as exc:
-            raise InputError(exc.reason, f"{name} = {exc.detail}") from None
+        except InputRejected as exc:
+            raise InputRejected(exc.reason, f"{name} = {exc.detail}") from None
     try:
         number = float(value)
     except OverflowError:  # an integer of hundreds of digits
         number = math.inf
     if not math.isfinite(number):  # json.loads takes NaN and Infinity
-        raise InputError(Rejection.NON_FINITE, f"{name} = {str(value)[:32]}")
+        raise InputRejected(Rejection.NON_FINITE, f"{name} = {str(value)[:32]}")
     return number
 
 
@@ -124,5 +126,5 @@ async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     async for chunk in response.content.iter_chunked(16_384):
         body += chunk
         if len(body) > max_bytes:
-            raise InputError(Rejection.TOO_LONG, f"answer over {max_bytes} bytes")
+            raise InputRejected(Rejection.TOO_LONG, f"answer over {max_bytes} bytes")
     return bytes(body)

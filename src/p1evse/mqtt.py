@@ -25,6 +25,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 
@@ -126,7 +127,7 @@ class Will(NamedTuple):
     retain: bool = False
 
 
-class BrokerUnavailable(Exception):
+class BrokerUnavailable(P1evseError):
     """The broker could not be reached, or refused the connection."""
 
 
@@ -538,16 +539,22 @@ class Broker:
     def _on_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
         self._in_loop(self._remove_writer)
 
+    @property
+    def _io_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop that runs the connection: `_connect` sets it before paho opens the
+        socket, and paho asks for socket work only from then on."""
+        if self._loop is None:
+            raise RuntimeError("MQTT socket work asked for before the first connect")
+        return self._loop
+
     def _in_loop(self, callback: Callable[..., None], *args: Any) -> None:
-        assert self._loop is not None
         if threading.get_ident() == self._loop_thread:
             callback(*args)
         else:
-            self._loop.call_soon_threadsafe(callback, *args)
+            self._io_loop.call_soon_threadsafe(callback, *args)
 
     def _add_reader(self, fd: int) -> None:
-        assert self._loop is not None
-        self._loop.add_reader(fd, self._read)
+        self._io_loop.add_reader(fd, self._read)
 
     def _read(self) -> None:
         """Read one packet, then write at once whatever handling it published: a relayed
@@ -561,8 +568,7 @@ class Broker:
             self._flush()
 
     def _remove_socket(self, fd: int) -> None:
-        assert self._loop is not None
-        self._loop.remove_reader(fd)
+        self._io_loop.remove_reader(fd)
         if self._writer_fd == fd:
             self._remove_writer()
 
@@ -574,23 +580,20 @@ class Broker:
         if self._reading:
             return
         if not self._flush_scheduled:
-            assert self._loop is not None
             self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+            self._io_loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = self._flush_wanted = False
         self._client.loop_write()
         sock = self._client.socket()
         if self._client.want_write() and sock is not None and self._writer_fd is None:
-            assert self._loop is not None
             self._writer_fd = sock.fileno()
-            self._loop.add_writer(self._writer_fd, self._client.loop_write)
+            self._io_loop.add_writer(self._writer_fd, self._client.loop_write)
 
     def _remove_writer(self) -> None:
         if self._writer_fd is not None:
-            assert self._loop is not None
-            self._loop.remove_writer(self._writer_fd)
+            self._io_loop.remove_writer(self._writer_fd)
             self._writer_fd = None
 
 

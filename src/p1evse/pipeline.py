@@ -203,7 +203,7 @@ class Pipeline:
         completes_partner = waiting is not None and waiting.side is side.other
         if waiting is not None and waiting.side is side:
             # the waiting zero's partner never came and a new telegram has begun
-            self._complete_waiting(events, now)
+            self._complete_waiting(waiting, events, now)
         self._waiting = None
         self._latest[side] = watts
         self._latest[side.other] = 0.0  # the meter reports the totals exclusively
@@ -245,11 +245,9 @@ class Pipeline:
             self._absorb_side = side.other
             self._absorb_until = now + self._settings.pair_window
 
-    def _complete_waiting(self, events: list[Event], now: float) -> None:
+    def _complete_waiting(self, waiting: _Waiting, events: list[Event], now: float) -> None:
         """No partner within the window: the partner's latest value still holds, since
         DSMR-reader does not re-send an unchanged payload (an unknown partner is 0)."""
-        waiting = self._waiting
-        assert waiting is not None
         self._waiting = None
         partner = self._latest[waiting.side.other] or 0.0
         if waiting.side is Side.IMPORT:
@@ -409,7 +407,7 @@ class Pipeline:
     def _expire(self, now: float, events: list[Event]) -> None:
         waiting = self._waiting
         if waiting is not None and now >= waiting.at + self._settings.pair_window:
-            self._complete_waiting(events, now)
+            self._complete_waiting(waiting, events, now)
         if self._stale_since is None:
             if now >= self._stale_deadline():
                 self._enter_stale(now, events)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from p1evse.mqtt import MqttPort
 from p1evse.sim.openevse import MQTT_PRIORITY, Claim, OpenEvseModel
+from p1evse.sinks.charger import MILLIAMPS_PER_AMP, EvseState
 
-CHARGING, CONNECTED, SLEEPING = 3, 2, 254
 _LEADING_INT = re.compile(rb"\s*[-+]?\d+")
 
 
@@ -127,12 +127,15 @@ class SimulatedCharger:
         model = self.model
         amps = model.amps()
         # drawn: charging; offered but not drawn: connected; nothing offered: sleeping
-        state = CHARGING if amps > 0 else CONNECTED if model.pilot() > 0 else SLEEPING
+        if amps > 0:
+            state = EvseState.CHARGING
+        else:
+            state = EvseState.CONNECTED if model.pilot() > 0 else EvseState.SLEEPING
         divert = model.claims.get("divert")
         values = {
-            "amp": str(round(amps * 1000)),
+            "amp": str(round(amps * MILLIAMPS_PER_AMP)),
             "pilot": f"{model.pilot():g}",
-            "state": str(state),
+            "state": str(state.value),
             "divertmode": "2" if model.settings.eco else "1",
             "charge_rate": f"{divert.current or 0:g}" if divert and divert.active else "0",
             "divert_active": "true" if divert is not None and divert.active else "false",

@@ -23,6 +23,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
+from p1evse.errors import P1evseError
 from p1evse.sim.house import METER_ZONE, RecordedDay, Sample, even_phases
 from p1evse.sinks.charger import VOLTAGE_RANGE_V
 
@@ -65,7 +66,7 @@ LIMITS = {
 UNIT_SUFFIX = re.compile(r"\s*[(\[]([^)\]]*)[)\]]\s*$")
 
 
-class DayFileError(ValueError):
+class DayFileError(P1evseError):
     """A day file that cannot be read as it is; the message is one line for the user."""
 
 

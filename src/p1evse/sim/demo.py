@@ -172,7 +172,9 @@ async def demo(
 def with_a_free_port(listen: str) -> str:
     """`listen`, or its host with a free port when another program holds that port: the
     demo should just work, and it prints where its page went."""
-    page = WebSettings(listen=listen)
+    page = WebSettings(listen=listen).address
+    if page is None:
+        return listen  # blank: the page is off
     try:
         [(family, kind, _, _, address), *_] = socket.getaddrinfo(
             page.host, page.port, type=socket.SOCK_STREAM

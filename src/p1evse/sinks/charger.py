@@ -1,7 +1,8 @@
 """What the charger reports back, and the one rule it feeds: whether to pause.
 
 Both transports fill a `ChargerState` (MQTT from `<base>/amp`, `pilot`, …; HTTP from
-`GET /status`) with the same field names and units as the firmware's `/status`.
+`GET /status`) by the field names of the firmware's `/status`. Values keep its names and
+units but one: the current the car draws, `amp` in mA on the wire, is kept as `amps` in A.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.ratelimit import RateLimiter
@@ -118,11 +119,54 @@ class DivertMode(enum.IntEnum):
     ECO = 2
 
 
+class EvseState(enum.IntEnum):
+    """The EVSE's state codes, as OpenEVSE reports them in `state` (the firmware's
+    OPENEVSE_STATE_*); the byte may hold others, which are shown by number."""
+
+    STARTING = 0
+    NOT_CONNECTED = 1
+    CONNECTED = 2
+    CHARGING = 3
+    VENT_REQUIRED = 4
+    DIODE_CHECK_FAILED = 5
+    GFI_FAULT = 6
+    NO_EARTH_GROUND = 7
+    STUCK_RELAY = 8
+    GFI_SELF_TEST_FAILED = 9
+    OVER_TEMPERATURE = 10
+    OVER_CURRENT = 11
+    SLEEPING = 254
+    DISABLED = 255
+
+
+EVSE_STATE_TEXT: dict[int, str] = {
+    EvseState.STARTING: "starting",
+    EvseState.NOT_CONNECTED: "no car connected",
+    EvseState.CONNECTED: "car connected",
+    EvseState.CHARGING: "charging",
+    EvseState.VENT_REQUIRED: "error: ventilation required",
+    EvseState.DIODE_CHECK_FAILED: "error: diode check failed",
+    EvseState.GFI_FAULT: "error: GFCI fault",
+    EvseState.NO_EARTH_GROUND: "error: no ground",
+    EvseState.STUCK_RELAY: "error: stuck relay",
+    EvseState.GFI_SELF_TEST_FAILED: "error: GFCI self-test failed",
+    EvseState.OVER_TEMPERATURE: "error: over temperature",
+    EvseState.OVER_CURRENT: "error: over current",
+    EvseState.SLEEPING: "sleeping",
+    EvseState.DISABLED: "disabled",
+}
+
+
+def describe_state(code: int) -> str:
+    """The EVSE's state for people: its text, or `state <code>` for a code not known."""
+    return EVSE_STATE_TEXT.get(code, f"state {code}")
+
+
 @dataclass(slots=True)
 class ChargerState:
-    amp: float | None = None  # mA the car draws
+    amps: float | None = None  # A the car draws
     pilot: float | None = None  # A offered to the car
-    state: int | None = None  # the EVSE state code (1 ready, 3 charging, 254 sleeping, …)
+    state: int | None = None  # the EVSE's state code, an `EvseState` or another byte
     divertmode: DivertMode | None = None
     divert_active: bool | None = None
     charge_rate: float | None = None  # A that divert asks for
@@ -130,14 +174,14 @@ class ChargerState:
     rejected: dict[Rejection, int] = field(default_factory=dict)  # reports refused
 
     def update(self, name: str, raw: Any, at: float) -> None:
-        """Take one reported value (a JSON value, or an MQTT payload holding one);
-        `InputError` says why it was refused (and it is counted)."""
+        """Take one reported value by its name in `/status` (a JSON value, or an MQTT
+        payload holding one); `InputRejected` says why it was refused (and it is counted)."""
         try:
             value = _parse(name, load_json(raw, MAX_REPORT_BYTES) if _is_bytes(raw) else raw)
-        except InputError as exc:
+        except InputRejected as exc:
             self._count(exc)
             raise
-        setattr(self, name, value)
+        setattr(self, FIELD_NAMES.get(name, name), value)
         self.updated_at = at
 
     def update_all(self, answer: bytes, at: float) -> None:
@@ -146,21 +190,21 @@ class ChargerState:
         try:
             status = load_json(answer, MAX_ANSWER_BYTES)
             if not isinstance(status, dict):
-                raise InputError(Rejection.BAD_JSON, "/status is not a JSON object")
-        except InputError as exc:
+                raise InputRejected(Rejection.BAD_JSON, "/status is not a JSON object")
+        except InputRejected as exc:
             self._count(exc)
             raise
-        refused: InputError | None = None
+        refused: InputRejected | None = None
         for name in READ_BACK_FIELDS:
             if name in status:
                 try:
                     self.update(name, status[name], at)
-                except InputError as exc:
+                except InputRejected as exc:
                     refused = refused or exc
         if refused is not None:
             raise refused
 
-    def _count(self, refused: InputError) -> None:
+    def _count(self, refused: InputRejected) -> None:
         self.rejected[refused.reason] = self.rejected.get(refused.reason, 0) + 1
 
     def pause_allowed(self) -> bool:
@@ -170,6 +214,8 @@ class ChargerState:
 
 
 READ_BACK_FIELDS = ("amp", "pilot", "state", "divertmode", "divert_active", "charge_rate")
+FIELD_NAMES = {"amp": "amps"}  # a report's name -> ours, where they differ
+MILLIAMPS_PER_AMP = 1000.0
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
 MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 EVSE_STATE_CODES = range(256)  # the EVSE's state is one byte
@@ -180,23 +226,25 @@ def _is_bytes(raw: Any) -> bool:
 
 
 def _parse(name: str, value: Any) -> Any:
-    """A reported value of the type the firmware's `/status` gives it."""
+    """A reported value of the type the firmware's `/status` gives it, `amp` in A."""
     if name == "divert_active":
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
-        raise InputError(Rejection.BAD_JSON, f"{name} = {str(value)[:32]}: expected true or false")
+        raise InputRejected(
+            Rejection.BAD_JSON, f"{name} = {str(value)[:32]}: expected true or false"
+        )
     number = to_number(value, name)
     if name == "divertmode":
         if number not in (1, 2):
-            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 1 or 2")
+            raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 1 or 2")
         return DivertMode(int(number))
     if name == "state":
         if number not in EVSE_STATE_CODES:
-            raise InputError(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 0 to 255")
+            raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}: expected 0 to 255")
         return int(number)
     if number < 0:
-        raise InputError(Rejection.NEGATIVE, f"{name} = {number:g}")
-    return number
+        raise InputRejected(Rejection.NEGATIVE, f"{name} = {number:g}")
+    return number / MILLIAMPS_PER_AMP if name == "amp" else number
 
 
 class ReportLog:
@@ -207,7 +255,7 @@ class ReportLog:
         self._limit = RateLimiter(REPORT_LOG_PERIOD_S, clock)
         self._where = where
 
-    def refused(self, exc: InputError) -> None:
+    def refused(self, exc: InputRejected) -> None:
         more = self._limit.note(exc.reason)
         if more is None:
             return

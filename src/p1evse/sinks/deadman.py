@@ -28,7 +28,7 @@ import logging
 import secrets
 from typing import Any
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker, MqttPort, MqttSettings, PayloadHandler, Retained, Will
@@ -151,7 +151,7 @@ class DeadmanSwitch:
     def _on_marker(self, payload: bytes | bytearray) -> None:
         try:
             marker = load_json(payload, MAX_MARKER_BYTES) if payload else None
-        except InputError:
+        except InputRejected:
             return
         if not isinstance(marker, dict) or marker.get("run") in (None, self.run_id):
             return
@@ -174,7 +174,7 @@ class DeadmanSwitch:
     def _on_charger_claim(self, payload: bytes | bytearray) -> None:
         try:
             claim = load_json(payload, MAX_CLAIM_BYTES)
-        except InputError:
+        except InputRejected:
             return
         self._charger_claim = claim if isinstance(claim, dict) else None
         self._release_will_pause()

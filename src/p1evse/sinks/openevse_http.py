@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
-from p1evse.errors import InputError
+from p1evse.errors import ChargerError, InputRejected
 from p1evse.inputs import load_json, read_body
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.ratelimit import RateLimiter
@@ -48,15 +48,6 @@ CLOSE_TIMEOUT_S = 1.0
 FAILURE_LOG_PERIOD_S = 60.0
 
 
-class ChargerError(Exception):
-    """The charger could not be reached or refused a request; `status` is the HTTP
-    status when it answered with an error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def open_session(settings: OpenevseSettings) -> aiohttp.ClientSession:
     """An HTTP session for the charger: its login and timeout on every request."""
     import aiohttp  # only HTTP users pay for it
@@ -77,7 +68,7 @@ async def get_json(settings: OpenevseSettings, path: str) -> Any:
         answer = await request(session, settings, "GET", url)
     try:
         return load_json(answer, MAX_ANSWER_BYTES)
-    except InputError as exc:
+    except InputRejected as exc:
         raise ChargerError(f"GET {url}: {exc.reason.value}: {exc.detail}") from None
 
 
@@ -99,7 +90,7 @@ async def request(
             if response.status >= 400:
                 raise ChargerError(f"{method} {url}: HTTP {response.status}", response.status)
             return await read_body(response, MAX_ANSWER_BYTES)
-    except InputError as exc:
+    except InputRejected as exc:
         raise ChargerError(f"{method} {url}: {exc.detail}") from None
     except aiohttp.ClientError as exc:
         raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
@@ -210,7 +201,7 @@ class OpenEvseHttpSink:
         mode = self.charger.divertmode
         try:
             self.charger.update_all(answer, self._clock())
-        except InputError as exc:
+        except InputRejected as exc:
             self._report_log.refused(exc)
         if self.charger.divertmode is not mode:
             self._wake.set()

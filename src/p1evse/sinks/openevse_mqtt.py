@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.sinks.charger import (
     READ_BACK_FIELDS,
@@ -102,7 +102,7 @@ class OpenEvseMqttSink:
     def _on_report(self, field: str, payload: bytes | bytearray) -> None:
         try:
             self.charger.update(field, payload, self._clock())
-        except InputError as exc:
+        except InputRejected as exc:
             self._report_log.refused(exc)
             return
         if field == "divertmode":

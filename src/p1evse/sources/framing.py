@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.model import Rejection
 from p1evse.sources.telegram import Decoder, to_reading
 
@@ -148,7 +148,7 @@ def deliver(frame: bytes, decoder: Decoder, intake: Intake, clock: Callable[[], 
     """Decode one complete telegram into the intake; False if it was rejected."""
     try:
         reading = to_reading(decoder.decode(frame), clock())
-    except InputError as exc:
+    except InputRejected as exc:
         intake.reject(exc.reason, exc.detail)
         return False
     intake.reading(reading)

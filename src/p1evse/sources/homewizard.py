@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, number_at, read_body
 from p1evse.model import Phases, Reading, Rejection
 from p1evse.settings import Section, secrets_from_files
@@ -133,8 +133,7 @@ class HomeWizardSource:
         settings = self._settings
         loop = asyncio.get_running_loop()
         headers = {"Accept": "application/json"}
-        if settings.api == 2:
-            assert settings.token is not None
+        if settings.token is not None:  # api 2, which needs one (api 1 takes none)
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
             headers["X-Api-Version"] = "2"
         async with aiohttp.ClientSession(
@@ -184,7 +183,7 @@ class HomeWizardSource:
                     return False
                 body = await read_body(response, MAX_RESPONSE_BYTES)
             reading = measurement(load_json(body, MAX_RESPONSE_BYTES), settings.api, loop.time())
-        except InputError as exc:
+        except InputRejected as exc:
             intake.reject(exc.reason, exc.detail)
             return False
         except TimeoutError:
@@ -201,7 +200,7 @@ def measurement(document: Any, api: Literal[1, 2], at: float) -> Reading:
     """A reading from the device's JSON: signed total, signed per phase, voltages."""
     _, _, total, phase_power, phase_voltage = _API[api]
     if not isinstance(document, dict):
-        raise InputError(Rejection.BAD_JSON, "not a JSON object")
+        raise InputRejected(Rejection.BAD_JSON, "not a JSON object")
     reading = signed_reading(at, number_at(document, total))
     power = _optional(document, phase_power)
     return Reading(
@@ -219,7 +218,7 @@ def _optional(document: Any, fields: tuple[str, ...]) -> Phases | None:
     for field in fields:
         try:
             values.append(number_at(document, field))
-        except InputError:
+        except InputRejected:
             values.append(None)
     if all(value is None for value in values):
         return None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, load_json, lookup, number_at
 from p1evse.model import Phases, Reading
 from p1evse.settings import ReadTopic, Section
@@ -46,14 +46,20 @@ class MqttJsonSettings(Section):
     # sends it: a message whose time has not moved on is a repeat, not a new reading
     timestamp_field: str | None = Field("timestamp", min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _power_field_replaces_the_halves(cls, data: Any) -> Any:
+        """With `power_field`, the import and export fields default to none instead of
+        DSMR-reader's (given as well, they are refused below)."""
+        if not isinstance(data, dict) or data.get("power_field") is None:
+            return data
+        return {"import_field": None, "export_field": None, **data}
+
     @model_validator(mode="after")
     def _one_way_to_read_power(self) -> MqttJsonSettings:
         if self.power_field is not None:
-            explicit = {"import_field", "export_field"} & self.model_fields_set
-            if any(getattr(self, name) is not None for name in explicit):
+            if self.import_field is not None or self.export_field is not None:
                 raise ValueError("set power_field or import_field/export_field, not both")
-            object.__setattr__(self, "import_field", None)
-            object.__setattr__(self, "export_field", None)
         elif self.import_field is None and self.export_field is None:
             raise ValueError("set import_field and export_field, or power_field")
         if self.invert and self.power_field is None:
@@ -84,7 +90,7 @@ class MqttJsonSource:
         def on_payload(payload: bytes | bytearray) -> None:
             try:
                 reading = self.reading(payload, now())
-            except InputError as exc:
+            except InputRejected as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
             intake.reading(reading)
@@ -142,6 +148,6 @@ def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
     for path in (*paths, "", "")[:3]:
         try:
             values.append(number_at(document, path) * factor if path else None)
-        except InputError:
+        except InputRejected:
             values.append(None)
     return (values[0], values[1], values[2])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
@@ -80,7 +80,7 @@ class MqttSplitSource:
             def on_payload(payload: bytes | bytearray) -> None:
                 try:
                     value = parse_number(payload)
-                except InputError as exc:
+                except InputRejected as exc:
                     intake.reject(exc.reason, f"{side.value}: {exc.detail}")
                     return
                 intake.half(side, value * factor)
@@ -101,7 +101,7 @@ class MqttSplitSource:
             def on_payload(payload: bytes | bytearray) -> None:
                 try:
                     value = parse_number(payload)
-                except InputError as exc:
+                except InputRejected as exc:
                     intake.reject(exc.reason, f"L{phase + 1} {kind.value}: {exc.detail}")
                     return
                 intake.phase(kind, phase, value * scale)

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import Reading
 from p1evse.settings import ReadTopic, Section
@@ -45,7 +45,7 @@ class MqttValueSource:
         def on_payload(payload: bytes | bytearray) -> None:
             try:
                 watts = parse_number(payload) * factor
-            except InputError as exc:
+            except InputRejected as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
             intake.reading(signed_reading(now(), watts))

@@ -33,7 +33,8 @@ from typing import Any, Literal, Protocol
 
 from dsmr_parser.value_types import timestamp  # plain datetime code, no heavy imports
 
-from p1evse.errors import InputError
+from p1evse.errors import InputRejected
+from p1evse.inputs import UNIT_FACTORS
 from p1evse.model import Phases, Reading, Rejection
 
 Parity = Literal["N", "E"]
@@ -45,7 +46,6 @@ PHASE_IMPORT = ("21.7.0", "41.7.0", "61.7.0")
 PHASE_EXPORT = ("22.7.0", "42.7.0", "62.7.0")
 PHASE_VOLTAGE = ("32.7.0", "52.7.0", "72.7.0")
 CLOCK = "1.0.0"  # the meter's timestamp
-POWER_UNITS = {"kW": 1000.0, "W": 1.0}
 
 _TOTALS = (IMPORT_TOTAL, EXPORT_TOTAL)
 _PHASE_POWER = (*PHASE_IMPORT, *PHASE_EXPORT)
@@ -105,7 +105,7 @@ class TelegramValues:
 
 class Decoder(Protocol):
     def decode(self, frame: bytes) -> TelegramValues:
-        """The values of one complete telegram; `InputError` says why there are none."""
+        """The values of one complete telegram; `InputRejected` says why there are none."""
         ...
 
 
@@ -144,15 +144,15 @@ _CHECKSUM = re.compile(rb"!([0-9A-F]{1,4})")
 
 
 def check_crc(frame: bytes) -> None:
-    """Raise `InputError(CRC)` unless the telegram's checksum matches its content."""
+    """Raise `InputRejected(CRC)` unless the telegram's checksum matches its content."""
     end = frame.rfind(b"!")
     checksum = _CHECKSUM.match(frame, end) if end >= 0 else None
     if checksum is None:
-        raise InputError(Rejection.CRC, "no checksum after '!'")
+        raise InputRejected(Rejection.CRC, "no checksum after '!'")
     expected = int(checksum.group(1), 16)
     actual = crc16(frame[: end + 1])
     if actual != expected:
-        raise InputError(Rejection.CRC, f"checksum {expected:04X}, content gives {actual:04X}")
+        raise InputRejected(Rejection.CRC, f"checksum {expected:04X}, content gives {actual:04X}")
 
 
 # -- the fast decoder --------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _value(line: bytes, rest: bytes) -> tuple[str, str | None] | None:
     groups = _GROUP.findall(rest)
     if len(groups) != 1 or groups[0].count(b"*") > 1:
         shown = line[:60].decode("ascii", "replace").rstrip()
-        raise InputError(Rejection.BAD_TELEGRAM, f"malformed line {shown!r}")
+        raise InputRejected(Rejection.BAD_TELEGRAM, f"malformed line {shown!r}")
     if not groups[0]:
         return None
     number, star, unit = groups[0].decode().partition("*")
@@ -227,7 +227,7 @@ def _number(code: str, text: str) -> float:
     try:
         return to_float(Decimal(text))
     except InvalidOperation:
-        raise InputError(Rejection.BAD_TELEGRAM, f"{code} value {text!r}") from None
+        raise InputRejected(Rejection.BAD_TELEGRAM, f"{code} value {text!r}") from None
 
 
 def to_float(value: Decimal) -> float:
@@ -279,12 +279,12 @@ class ReferenceDecoder:
         try:
             telegram = self._parser.parse(text, decryption_key, authentication_key, throw_ex=True)
         except self._checksum_error as exc:
-            raise InputError(Rejection.CRC, str(exc)) from None
+            raise InputRejected(Rejection.CRC, str(exc)) from None
         except self._decryption_error as exc:
             detail = f"{exc} (check decryption_key and authentication_key)"
-            raise InputError(Rejection.DECRYPTION, detail) from None
+            raise InputRejected(Rejection.DECRYPTION, detail) from None
         except Exception as exc:  # dsmr-parser raises what its value parsers raise
-            raise InputError(Rejection.BAD_TELEGRAM, f"{type(exc).__name__}: {exc}") from None
+            raise InputRejected(Rejection.BAD_TELEGRAM, f"{type(exc).__name__}: {exc}") from None
         lines: dict[str, tuple[float, str | None]] = {}
         for code, name in REFERENCE_NAMES.items():
             item: Any = getattr(telegram, name, None)
@@ -309,12 +309,12 @@ def make_decoder(
 def to_reading(values: TelegramValues, at: float) -> Reading:
     """Import and export in W from the totals, else from the per-phase sums."""
     lines = values.lines
-    phase_import = _phases(lines, PHASE_IMPORT, POWER_UNITS)
-    phase_export = _phases(lines, PHASE_EXPORT, POWER_UNITS)
+    phase_import = _phases(lines, PHASE_IMPORT, UNIT_FACTORS)
+    phase_export = _phases(lines, PHASE_EXPORT, UNIT_FACTORS)
     import_w = _total(lines, IMPORT_TOTAL, phase_import)
     export_w = _total(lines, EXPORT_TOTAL, phase_export)
     if import_w is None and export_w is None:
-        raise InputError(
+        raise InputRejected(
             Rejection.MISSING_FIELD,
             "no power lines: neither 1-0:1.7.0 / 1-0:2.7.0 nor per-phase 21.7.0 ... 62.7.0",
         )
@@ -332,12 +332,12 @@ def to_reading(values: TelegramValues, at: float) -> Reading:
 def _watts(code: str, value: float, unit: str | None, units: dict[str, float]) -> float:
     factor = units.get(unit or "")
     if factor is None:
-        raise InputError(
+        raise InputRejected(
             Rejection.BAD_TELEGRAM,
             f"{code} unit {unit!r}; expected {' or '.join(units)}",
         )
     if not math.isfinite(value):
-        raise InputError(Rejection.NON_FINITE, f"{code} {value!r}")
+        raise InputRejected(Rejection.NON_FINITE, f"{code} {value!r}")
     return value * factor
 
 
@@ -354,7 +354,7 @@ def _total(
     lines: dict[str, tuple[float, str | None]], code: str, phases: Phases | None
 ) -> float | None:
     if code in lines:
-        return _watts(code, *lines[code], POWER_UNITS)
+        return _watts(code, *lines[code], UNIT_FACTORS)
     if phases is None:
         return None
     return sum(value for value in phases if value is not None)

@@ -26,6 +26,7 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
+from p1evse.sinks.charger import describe_state
 from p1evse.status.history import History
 
 if TYPE_CHECKING:
@@ -38,22 +39,6 @@ Clock = Callable[[], float]
 # silent for longer is shown as such (and its current no longer charted).
 CHARGER_FRESH_S = 120.0
 CHARGER_CHART_PERIOD_S = 10.0  # shorter than any stale_after that breaks the chart's lines
-EVSE_STATES = {
-    0: "starting",
-    1: "no car connected",
-    2: "car connected",
-    3: "charging",
-    4: "error: ventilation required",
-    5: "error: diode check failed",
-    6: "error: GFCI fault",
-    7: "error: no ground",
-    8: "error: stuck relay",
-    9: "error: GFCI self-test failed",
-    10: "error: over temperature",
-    11: "error: over current",
-    254: "sleeping",
-    255: "disabled",
-}
 
 
 class LinkState(enum.Enum):
@@ -142,13 +127,13 @@ class SiteState:
         charger = self.charger
         if (
             charger is None
-            or charger.amp is None
+            or charger.amps is None
             or charger.updated_at is None
             or at - charger.updated_at >= CHARGER_FRESH_S
         ):
             self._charted_amps = None
             return
-        amps = charger.amp / 1000
+        amps = charger.amps
         if amps != self._charted_amps or at - self._charted_at >= CHARGER_CHART_PERIOD_S:
             self.history.add_charger(at, amps)
             self._charted_amps, self._charted_at = amps, at
@@ -209,9 +194,9 @@ class SiteState:
         if charger.divertmode is not None:
             parts.append(charger.divertmode.name.lower())  # eco / normal
         if charger.state is not None:
-            parts.append(EVSE_STATES.get(charger.state, f"state {charger.state}"))
-        if charger.amp is not None:
-            parts.append(f"{charger.amp / 1000:.1f} A")
+            parts.append(describe_state(charger.state))
+        if charger.amps is not None:
+            parts.append(f"{charger.amps:.1f} A")
         return Link(LinkState.CONNECTED, " · ".join(parts))
 
     def spares_the_charger(self) -> bool:
@@ -326,11 +311,9 @@ class SiteState:
             "at": round(charger.updated_at + epoch, 3),
             "age_s": round(now - charger.updated_at, 3),
             "state": charger.state,
-            "state_text": None
-            if charger.state is None
-            else EVSE_STATES.get(charger.state, f"state {charger.state}"),
+            "state_text": None if charger.state is None else describe_state(charger.state),
             "mode": None if charger.divertmode is None else charger.divertmode.name.lower(),
-            "current_a": None if charger.amp is None else round(charger.amp / 1000, 2),
+            "current_a": None if charger.amps is None else round(charger.amps, 2),
             "pilot_a": charger.pilot,
             "charge_rate_a": charger.charge_rate,
             "divert_active": charger.divert_active,

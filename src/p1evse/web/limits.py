@@ -140,7 +140,8 @@ class _Guard(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        if not isinstance(transport, asyncio.Transport):  # a TCP server's always is
+            raise TypeError(f"expected a stream transport, got {type(transport).__name__}")
         self._transport = transport
         self._served = self._limit.admit(transport)
         if self._served is not None:
@@ -161,8 +162,7 @@ class _Guard(asyncio.Protocol):
         return self._served.eof_received() if self._served is not None else None
 
     def pause_writing(self) -> None:
-        if self._served is not None:
-            assert self._transport is not None
+        if self._served is not None and self._transport is not None:
             self._stall = self._limit.watch(self._transport)
             self._served.pause_writing()
 
@@ -174,9 +174,9 @@ class _Guard(asyncio.Protocol):
             self._served.resume_writing()
 
 
-def peer(transport: asyncio.BaseTransport) -> str:
-    """The client's address, for a log line."""
-    address = transport.get_extra_info("peername")
+def peer(transport: asyncio.BaseTransport | None) -> str:
+    """The client's address, for a log line (a client already gone has none)."""
+    address = None if transport is None else transport.get_extra_info("peername")
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

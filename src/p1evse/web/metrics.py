@@ -139,11 +139,11 @@ class _SiteCollector:
             )
 
         charger = state.charger
-        if charger is not None and charger.amp is not None:
+        if charger is not None and charger.amps is not None:
             yield GaugeMetricFamily(
                 "p1evse_charger_current_amps",
                 "The current the car draws, as the charger last reported it",
-                value=charger.amp / 1000,
+                value=charger.amps,
             )
         if charger is not None:
             refused = CounterMetricFamily(

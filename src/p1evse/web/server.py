@@ -32,7 +32,7 @@ from p1evse.backoff import Backoff
 from p1evse.settings import is_loopback
 from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
 from p1evse.web.metrics import Metrics
-from p1evse.web.settings import WebSettings
+from p1evse.web.settings import ListenAddress, WebSettings
 from p1evse.web.stream import Fanout, StatePush
 
 if TYPE_CHECKING:
@@ -88,7 +88,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def exposure_warning(settings: WebSettings) -> str | None:
     """What to tell a user whose page anyone on the network can read."""
-    if settings.token is not None or is_loopback(settings.host):
+    address = settings.address
+    if settings.token is not None or address is None or is_loopback(address.host):
         return None
     return (
         f"web.listen {settings.listen}: the status page, /api/state and /metrics are "
@@ -116,11 +117,13 @@ class WebServer:
     def __init__(
         self,
         settings: WebSettings,
+        address: ListenAddress,
         state: SiteState,
         broker: Broker,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._settings = settings
+        self._address = address
         self._state = state
         self._loop = loop
         self.fanout = Fanout()
@@ -138,8 +141,8 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        host = self._settings.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{self._settings.port}/"
+        host, port = self._address
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     async def run(self) -> None:
         """Serve the page until cancelled. A port it cannot have (in use by another
@@ -191,7 +194,8 @@ class WebServer:
             handler_cancellation=True,
         )
         await runner.setup()
-        assert runner.server is not None
+        if runner.server is None:
+            raise RuntimeError("aiohttp's runner made no server in setup()")
         limit = ConnectionLimit(
             runner.server,
             settings.max_connections,
@@ -201,7 +205,7 @@ class WebServer:
         )
         try:
             server = await self._loop.create_server(
-                limit, settings.host, settings.port, backlog=ACCEPT_BACKLOG
+                limit, self._address.host, self._address.port, backlog=ACCEPT_BACKLOG
             )
         except OSError:
             await runner.cleanup()
@@ -269,7 +273,6 @@ class WebServer:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         limit = self._settings.max_streams
         if self._streams >= limit:
-            assert request.transport is not None
             self.port.count(
                 Limit.MAX_STREAMS,
                 f"refused a live stream to {peer(request.transport)}: "

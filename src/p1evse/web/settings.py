@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -26,6 +26,11 @@ def _is_host(host: str) -> bool:
         return ipaddress.ip_address(address).version == 6 or not bracketed
     except ValueError:
         return not bracketed and len(host) <= 253 and _HOSTNAME.fullmatch(host) is not None
+
+
+class ListenAddress(NamedTuple):
+    host: str  # to bind: an IPv6 literal without its brackets
+    port: int
 
 
 class WebSettings(Section):
@@ -82,12 +87,9 @@ class WebSettings(Section):
         return self
 
     @property
-    def host(self) -> str:
-        """The address to bind, without the brackets of an IPv6 literal."""
-        assert self.listen is not None
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        assert self.listen is not None
-        return int(self.listen.rpartition(":")[2])
+    def address(self) -> ListenAddress | None:
+        """Where the page listens; None when it is off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return ListenAddress(host.strip("[]"), int(port))

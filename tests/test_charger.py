@@ -1,0 +1,37 @@
+"""What the charger reports back: its state codes by name, its values parsed once."""
+
+from __future__ import annotations
+
+import pytest
+
+from p1evse.errors import InputRejected
+from p1evse.model import Rejection
+from p1evse.sinks.charger import EVSE_STATE_TEXT, ChargerState, EvseState, describe_state
+
+
+def test_every_evse_state_has_its_text_and_other_codes_their_number() -> None:
+    assert set(EVSE_STATE_TEXT) == set(EvseState)
+    assert describe_state(EvseState.CHARGING) == "charging"
+    assert describe_state(254) == "sleeping"
+    assert describe_state(1) == "no car connected"
+    assert describe_state(12) == "state 12"
+
+
+def test_the_current_the_car_draws_is_read_from_ma_into_amps() -> None:
+    charger = ChargerState()
+    charger.update("amp", b"9800", 1.0)
+    assert (charger.amps, charger.updated_at) == (9.8, 1.0)
+    charger.update_all(b'{"amp": 16000, "pilot": 16, "state": 3}', 2.0)
+    assert (charger.amps, charger.pilot, charger.state) == (16.0, 16.0, EvseState.CHARGING)
+    charger.update("amp", 0, 3.0)
+    assert charger.amps == 0.0
+
+
+def test_a_refused_current_keeps_the_last_and_names_the_reported_ma() -> None:
+    charger = ChargerState()
+    charger.update("amp", b"6000", 1.0)
+    with pytest.raises(InputRejected) as refused:
+        charger.update("amp", b"-5", 2.0)
+    assert (refused.value.reason, refused.value.detail) == (Rejection.NEGATIVE, "amp = -5")
+    assert (charger.amps, charger.updated_at) == (6.0, 1.0)
+    assert charger.rejected == {Rejection.NEGATIVE: 1}
