@@ -25,7 +25,7 @@ from p1evse.sources.framing import MAX_TELEGRAM_BYTES
 from tests import telegrams
 from tests.gateways import Gateway, source
 from tests.intakes import RecordingIntake
-from tests.test_mqtt_sources import rejected, telegram_source
+from tests.payloads import rejected, telegram_source
 from tests.test_p1 import KEY
 
 MB = 1_000_000

@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from p1evse.model import GridPower, Rejected, Rejection
 from p1evse.sources.mqtt_split import MqttSplitSettings, MqttSplitSource
+from tests.brokers import BrokerProcess
 from tests.intakes import PipelineIntake
+from tests.payloads import ESPHOME, rejected, relayed
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
@@ -66,3 +68,33 @@ def test_arbitrary_payloads_never_crash_nor_publish_implausible_values(
     counters = intake.pipeline.counters
     assert len(published) == counters.readings <= counters.halves
     assert all(math.isfinite(v.watts) for v in published)
+
+
+# -- with phases (ESPHome's DSMR sensors) ------------------------------------------
+
+
+def test_split_topics_with_phases_carry_them_on_the_reading() -> None:
+    intake = PipelineIntake.relaying()
+    source = MqttSplitSource(MqttSplitSettings(**ESPHOME), None)  # type: ignore[arg-type]
+    handlers = source.handlers(intake)
+    handlers["p1meter/sensor/power_delivered_l1/state"](b"0.800")
+    handlers["p1meter/sensor/power_delivered_l3/state"](b"0.434")
+    handlers["p1meter/sensor/voltage_l2/state"](b"229.5")
+    handlers["p1meter/sensor/voltage_l2/state"](b"bad")
+    handlers["p1meter/sensor/power_delivered/state"](b"1.234")
+    assert intake.published == [1234]
+    last = intake.pipeline.last_reading
+    assert last is not None
+    assert last.phase_import_w == (800, None, 434)
+    assert last.phase_export_w is None
+    assert last.phase_voltage_v == (None, 229.5, None)
+    assert rejected(intake) == {Rejection.NOT_A_NUMBER: 1}
+
+
+async def test_esphome_dsmr_sensors_through_a_broker(broker: BrokerProcess) -> None:
+    messages = [
+        ("p1meter/sensor/voltage_l1/state", b"230.1"),
+        ("p1meter/sensor/power_returned/state", b"0.000"),
+        ("p1meter/sensor/power_delivered/state", b"0.654"),
+    ]
+    await relayed(broker, {"type": "mqtt_split", **ESPHOME}, messages, ["654"])

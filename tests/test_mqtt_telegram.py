@@ -1,0 +1,55 @@
+"""The `mqtt_telegram` source: a whole P1 telegram per message (DSMR-reader's raw
+telegram, a gateway's)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from p1evse.model import Rejection
+from p1evse.sources.mqtt_telegram import MqttTelegramSettings
+from tests import telegrams
+from tests.brokers import BrokerProcess
+from tests.payloads import never_implausible, payloads, rejected, relayed, telegram_source
+
+
+def test_a_raw_telegram_per_message() -> None:
+    intake, handle = telegram_source()
+    handle(telegrams.dsmr5(import_w=432, clock=telegrams.meter_clock(1)))
+    cr_stripped = telegrams.dsmr5(import_w=0, export_w=100, clock=telegrams.meter_clock(2))
+    handle(cr_stripped.replace(b"\r\n", b"\n"))
+    handle(telegrams.corrupt(telegrams.dsmr5(clock=telegrams.meter_clock(3))))
+    handle(telegrams.dsmr5(clock=telegrams.meter_clock(4))[:300])
+    assert intake.published == [432, -100]
+    assert rejected(intake) == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
+
+
+def test_an_easymeter_q3d_through_its_gateway() -> None:
+    intake, handle = telegram_source(dsmr_version="Q3D")
+    handle(telegrams.easymeter_q3d(import_w=1688.21) + telegrams.COM1_PADDING)
+    handle(telegrams.easymeter_q3d(import_w=2124.86) + telegrams.COM1_PADDING)
+    assert intake.published == [1688, 2125]
+    assert rejected(intake) == {}
+
+
+def test_mqtt_telegram_takes_plain_text_versions_only() -> None:
+    with pytest.raises(ValueError, match="decrypted telegram text"):
+        MqttTelegramSettings(dsmr_version="MSn")
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages=st.lists(payloads, max_size=20))
+def test_arbitrary_payloads_never_crash_nor_publish_implausible_values(
+    messages: list[bytes],
+) -> None:
+    never_implausible(telegram_source, messages)
+
+
+async def test_a_raw_telegram_through_a_broker(broker: BrokerProcess) -> None:
+    clock = telegrams.meter_clock
+    messages = [("dsmr/raw", telegrams.fluvius(import_w=0, export_w=2222, clock=clock(1)))]
+    messages.append(("dsmr/raw", telegrams.corrupt(telegrams.fluvius(clock=clock(2)))))
+    messages.append(("dsmr/raw", telegrams.fluvius(import_w=111, export_w=0, clock=clock(3))))
+    source = {"type": "mqtt_telegram", "dsmr_version": "5B"}
+    await relayed(broker, source, messages, ["-2222", "111"])
