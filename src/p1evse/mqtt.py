@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from p1evse.backoff import Backoff
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
+from p1evse.status.counts import Count, connection_counts
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class MqttSettings(Section):
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:
         return secrets_from_files(data, "password")
+
+    @property
+    def endpoint(self) -> str:
+        """The broker as /metrics labels it."""
+        return f"mqtt://{self.host}:{self.port}"
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -144,6 +150,30 @@ class BrokerStats:
     handler_failures: int = 0  # messages whose handler raised
     refused: dict[str, str] = field(default_factory=dict)  # subscriptions refused: reason
 
+    def counts(self, endpoint: str, prefix: str = "") -> list[Count]:
+        labels = {"endpoint": endpoint}
+        return [
+            *connection_counts(endpoint, self.connects, self.drops, self.failed_attempts, prefix),
+            Count(
+                f"{prefix}unsent",
+                "Messages dropped while the connection was down",
+                self.unsent,
+                labels,
+            ),
+            Count(
+                f"{prefix}retained_skipped",
+                "Old retained messages on the meter's topics, not taken for readings",
+                self.retained_skipped,
+                labels,
+            ),
+            Count(
+                f"{prefix}handler_failures",
+                "Messages whose handler failed (a bug: logged with its traceback)",
+                self.handler_failures,
+                labels,
+            ),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class _Subscription:
@@ -213,6 +243,13 @@ class Broker:
     @property
     def address(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.endpoint
+
+    def counts(self) -> list[Count]:
+        return self.stats.counts(self.endpoint)
 
     # -- what sources and sinks use -------------------------------------------------
 

@@ -31,6 +31,7 @@ from p1evse.status.history import History
 if TYPE_CHECKING:
     from p1evse.pipeline import Counters, PublishSettings
     from p1evse.sinks.charger import ChargerRoute, ChargerState
+    from p1evse.status.counts import Count, Counted
 
 Clock = Callable[[], float]
 
@@ -92,6 +93,7 @@ class SiteState:
         self._source_detail = source_detail
         self.counters = counters
         self.charger = charger
+        self._counted: list[Counted] = [counters, *([charger] if charger is not None else [])]
         self._clock = clock
         self._wall = wall
         self.started = clock()
@@ -172,6 +174,10 @@ class SiteState:
             listener()
 
     # -- derived -------------------------------------------------------------------
+
+    def counts(self) -> list[Count]:
+        """What the site's parts have counted: the pipeline, the charger's read-back."""
+        return [count for part in self._counted for count in part.counts()]
 
     def reading_age(self, now: float) -> float | None:
         return None if self.meter is None else now - self.meter.at
