@@ -188,7 +188,8 @@ class Broker:
     keeps the availability topic (retained `online`, last will `offline`) true. A
     connection that must not speak for the service (`p1evse check`, the dead-man's
     switch) says `announce=False`: no availability, and its own `will` if any; one beside
-    the service's main connection says `quiet=True`.
+    the service's main connection says `quiet=True`. Connections made one after another
+    that count as one (the switch's) share their `stats`.
     """
 
     def __init__(
@@ -201,6 +202,7 @@ class Broker:
         announce: bool = True,
         will: Will | None = None,
         quiet: bool = False,
+        stats: BrokerStats | None = None,
     ) -> None:
         self._settings = settings
         self._backoff = backoff or Backoff()
@@ -214,7 +216,7 @@ class Broker:
         if announce:
             will = Will(settings.availability_topic, OFFLINE, qos=1, retain=True)
         self._will = will
-        self.stats = BrokerStats()
+        self.stats = stats if stats is not None else BrokerStats()
         self.connected = False
         self._handlers: dict[str, _Subscription] = {}
         self._wildcard_handlers: list[tuple[str, _Subscription]] = []

@@ -1,8 +1,8 @@
 """What the parts of the service have counted, told in one way: every part that counts
-something (the pipeline, the charger's read-back, the broker connection, the page's
-port) offers `counts()`, and /metrics exports each `Count` as the counter
-`p1evse_<name>_total` without knowing the part. Counts of one name form one family:
-they share its help text and label names, and differ in the labels' values."""
+something (the pipeline, the charger's read-back, each source and sink, the broker
+connection, the page's port) offers `counts()`, and /metrics exports each `Count` as the
+counter `p1evse_<name>_total` without knowing the part. Counts of one name form one
+family: they share its help text and label names, and differ in the labels' values."""
 
 from __future__ import annotations
 
