@@ -42,7 +42,7 @@ class App:
         if settings.web.listen is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            self.web = WebServer(settings.web, self.site.state, self.broker, loop)
+            self.web = WebServer(settings.web, self.site.state, self.broker, self.supervisor, loop)
             self.site.state.event_listeners.append(self.web.metrics.observe)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from p1evse.mqtt import Broker
     from p1evse.status.counts import Count
     from p1evse.status.state import SiteState
+    from p1evse.supervise import Supervisor
     from p1evse.web.limits import PortCounters
     from p1evse.web.stream import Fanout
 
@@ -57,6 +58,7 @@ class Metrics:
         self,
         state: SiteState,
         broker: Broker,
+        supervisor: Supervisor,
         fanout: Fanout,
         port: PortCounters,
         clock: Callable[[], float],
@@ -70,7 +72,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_SiteCollector(state, broker, fanout, port, clock))
+        self.registry.register(_SiteCollector(state, broker, supervisor, fanout, port, clock))
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
@@ -83,6 +85,7 @@ class Metrics:
 class _SiteCollector:
     state: SiteState
     broker: Broker
+    supervisor: Supervisor
     fanout: Fanout
     port: PortCounters
     clock: Callable[[], float]
@@ -99,6 +102,7 @@ class _SiteCollector:
             [
                 *state.counts(),
                 *self.broker.counts(),
+                *self.supervisor.counts(),
                 *self.fanout.counts(),
                 *self.port.counts(),
             ]
