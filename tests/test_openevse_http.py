@@ -207,7 +207,7 @@ async def test_a_charger_answering_garbage_never_stops_the_feed(
         await expect(charger, "GET", "/status")
         await expect(charger, "GET", "/status")  # polled again: the sink lives on
         assert {reason.value for reason in app.site.charger.rejected} == set(refused)
-        assert app.supervisor.restarts == {}
+        assert not any(app.supervisor.restarts.values())
         [sink] = app.site.sinks
         assert isinstance(sink, OpenEvseHttpSink)
         if refused or where[0] == "POST":

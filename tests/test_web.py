@@ -23,6 +23,7 @@ from p1evse.app import App
 from p1evse.backoff import Backoff
 from p1evse.config import Settings
 from p1evse.sim.broker import free_port
+from p1evse.sources import Source
 from p1evse.status.state import LinkState, SiteState
 from p1evse.web.server import STATIC_DIR, exposure_warning
 from p1evse.web.settings import WebSettings
@@ -66,10 +67,11 @@ def web_settings(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Site]:
-    """The app with its web server, once it is connected and its page is served."""
+async def serving(settings: Settings, source: Source | None = None) -> AsyncIterator[Site]:
+    """The app with its web server, once it is connected and its page is served;
+    `source` stands in for the configured one."""
     async with (
-        running(settings) as app,
+        running(settings, source) as app,
         Probe(settings.mqtt.port) as probe,
         aiohttp.ClientSession(timeout=TIMEOUT) as http,
     ):

@@ -43,7 +43,9 @@ class App:
         if address is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            self.web = WebServer(settings.web, address, self.site.state, self.broker, loop)
+            self.web = WebServer(
+                settings.web, address, self.site.state, self.broker, self.supervisor, loop
+            )
             self.site.state.listeners.append(self.web.push.changed)
             self.site.state.event_listeners.append(self.web.metrics.observe)
 

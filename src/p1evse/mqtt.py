@@ -28,6 +28,7 @@ from p1evse.backoff import Backoff
 from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
+from p1evse.status.counts import Count, connection_counts
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class MqttSettings(Section):
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:
         return secrets_from_files(data, "password")
+
+    @property
+    def endpoint(self) -> str:
+        """The broker as /metrics labels it."""
+        return f"mqtt://{self.host}:{self.port}"
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -145,6 +151,30 @@ class BrokerStats:
     handler_failures: int = 0  # messages whose handler raised
     refused: dict[str, str] = field(default_factory=dict)  # subscriptions refused: reason
 
+    def counts(self, endpoint: str, prefix: str = "") -> list[Count]:
+        labels = {"endpoint": endpoint}
+        return [
+            *connection_counts(endpoint, self.connects, self.drops, self.failed_attempts, prefix),
+            Count(
+                f"{prefix}unsent",
+                "Messages dropped while the connection was down",
+                self.unsent,
+                labels,
+            ),
+            Count(
+                f"{prefix}retained_skipped",
+                "Old retained messages on the meter's topics, not taken for readings",
+                self.retained_skipped,
+                labels,
+            ),
+            Count(
+                f"{prefix}handler_failures",
+                "Messages whose handler failed (a bug: logged with its traceback)",
+                self.handler_failures,
+                labels,
+            ),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class _Subscription:
@@ -159,7 +189,8 @@ class Broker:
     keeps the availability topic (retained `online`, last will `offline`) true. A
     connection that must not speak for the service (`p1evse check`, the dead-man's
     switch) says `announce=False`: no availability, and its own `will` if any; one beside
-    the service's main connection says `quiet=True`.
+    the service's main connection says `quiet=True`. Connections made one after another
+    that count as one (the switch's) share their `stats`.
     """
 
     def __init__(
@@ -172,6 +203,7 @@ class Broker:
         announce: bool = True,
         will: Will | None = None,
         quiet: bool = False,
+        stats: BrokerStats | None = None,
     ) -> None:
         self._settings = settings
         self._backoff = backoff or Backoff()
@@ -185,7 +217,7 @@ class Broker:
         if announce:
             will = Will(settings.availability_topic, OFFLINE, qos=1, retain=True)
         self._will = will
-        self.stats = BrokerStats()
+        self.stats = stats if stats is not None else BrokerStats()
         self.connected = False
         self._handlers: dict[str, _Subscription] = {}
         self._wildcard_handlers: list[tuple[str, _Subscription]] = []
@@ -214,6 +246,13 @@ class Broker:
     @property
     def address(self) -> str:
         return f"{self._settings.host}:{self._settings.port}"
+
+    @property
+    def endpoint(self) -> str:
+        return self._settings.endpoint
+
+    def counts(self) -> list[Count]:
+        return self.stats.counts(self.endpoint)
 
     # -- what sources and sinks use -------------------------------------------------
 

@@ -44,6 +44,7 @@ from p1evse.model import (
     StaleLeft,
 )
 from p1evse.settings import Section
+from p1evse.status.counts import Count
 
 # OpenEVSE expects a feed every 5-10 s; with `interval: 0` there is no interval to
 # repeat the fail-safe value at, so it repeats at this period.
@@ -82,6 +83,33 @@ class Counters:
     published: int = 0
     stale_entered: int = 0
     rejected: dict[Rejection, int] = field(default_factory=dict)
+
+    def counts(self) -> list[Count]:
+        return [
+            Count("halves", "Import and export halves received (split topics)", self.halves),
+            Count(
+                "absorbed_halves",
+                "Zero halves taken as the partner of a reading that a non-zero half made",
+                self.absorbed,
+            ),
+            Count(
+                "duplicate_halves",
+                "Zero halves that repeated one still waiting for its partner",
+                self.duplicates,
+            ),
+            Count("readings", "Complete meter readings accepted", self.readings),
+            *(
+                Count(
+                    "rejected",
+                    "Input values refused, by reason",
+                    self.rejected.get(reason, 0),
+                    {"reason": reason.value},
+                )
+                for reason in Rejection
+            ),
+            Count("published", "Values sent to the charger", self.published),
+            Count("stale_entered", "Times the stale guard acted", self.stale_entered),
+        ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ another: `build_site` does all of the wiring, here, and the Site closes what it 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 from p1evse.sources import Source
 from p1evse.sources.build import SourceSettings, build_source
 from p1evse.sources.mqtt_split import MqttSplitSettings
+from p1evse.status.counts import Counted
 from p1evse.status.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from p1evse.status.state import LinkState, SiteState
 from p1evse.status.state_topic import StateTopic
@@ -144,14 +145,15 @@ def build_site(
     pipeline = Pipeline(settings.publish, clock.time())
     charger = ChargerState()
     sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
+    source = build_source(settings.source, mqtt) if role.source else None
     state = state_topic = None
     if role.status or settings.wants_status():
-        state = _status(settings, mqtt, pipeline, charger, clock)
+        counted: list[Counted] = [*([source] if source is not None else []), *sinks]
+        state = _status(settings, mqtt, pipeline, charger, clock, counted)
         state_topic = _state_topic(settings, mqtt, state, clock)
     discovery = _discovery(settings, mqtt, state)
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
     bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
-    source = build_source(settings.source, mqtt) if role.source else None
     return Site(
         name, settings, pipeline, bridge, charger, sinks, state, source, discovery, state_topic
     )
@@ -181,9 +183,10 @@ def _status(
     pipeline: Pipeline,
     charger: ChargerState,
     clock: Clock,
+    counted: Sequence[Counted],
 ) -> SiteState:
-    """The status model, told of the broker's link."""
-    state = new_state(settings, pipeline.counters, clock.time, charger=charger)
+    """The status model, told of the broker's link and the parts' counts."""
+    state = new_state(settings, pipeline.counters, clock.time, charger=charger, counted=counted)
     mqtt.on_connected(lambda: state.link_changed("broker", LinkState.CONNECTED))
     mqtt.on_disconnected(lambda: state.link_changed("broker", LinkState.DISCONNECTED))
     mqtt.on_problem(state.problem)
@@ -197,6 +200,7 @@ def new_state(
     *,
     wall: Callable[[], float] = time.time,
     charger: ChargerState | None = None,
+    counted: Sequence[Counted] = (),
 ) -> SiteState:
     """A status model for a site with these settings."""
     return SiteState(
@@ -208,6 +212,7 @@ def new_state(
         broker_detail=f"MQTT {settings.mqtt.host}:{settings.mqtt.port}",
         wall=wall,
         charger=charger,
+        counted=counted,
     )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from p1evse.backoff import Backoff
 from p1evse.ratelimit import RateLimiter
+from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Supervisor:
     async def keep(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
         """Run `task()` until it returns, restarting it whenever it fails."""
         backoff = Backoff(initial=1.0, cap=60.0)
+        self.restarts.setdefault(name, 0)  # counted from zero, for /metrics
         while True:
             recovered = self._loop.call_later(self._healthy_after_s, self._recovered, name)
             try:
@@ -52,7 +54,13 @@ class Supervisor:
             finally:
                 recovered.cancel()
             await asyncio.sleep(backoff.next_delay())
-            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.restarts[name] += 1
+
+    def counts(self) -> list[Count]:
+        return [
+            Count("task_restarts", "Failed tasks restarted, by task", count, {"task": name})
+            for name, count in self.restarts.items()
+        ]
 
     def _failed(self, name: str, error: Exception) -> None:
         cause = f"{type(error).__name__}: {error}"[:200]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from p1evse.model import GridPower, StaleEntered, StaleLeft
+    from p1evse.status.counts import Count
 
 
 class Sink(Protocol):
@@ -23,3 +24,7 @@ class Sink(Protocol):
 
     async def close(self) -> None:
         """Undo what the sink holds (claims) before the process goes."""
+
+    def counts(self) -> list[Count]:
+        """What it counts, for /metrics."""
+        ...

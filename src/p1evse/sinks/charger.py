@@ -22,6 +22,7 @@ from p1evse.inputs import load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
+from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,17 @@ class ChargerState:
 
     def _count(self, refused: InputRejected) -> None:
         self.rejected[refused.reason] = self.rejected.get(refused.reason, 0) + 1
+
+    def counts(self) -> list[Count]:
+        return [
+            Count(
+                "charger_rejected",
+                "Reports and answers of the charger refused, by reason",
+                count,
+                {"reason": reason.value},
+            )
+            for reason, count in self.rejected.items()
+        ]
 
     def pause_allowed(self) -> bool:
         """The stale guard pauses an Eco charge, or one whose mode is unknown; a charger

@@ -23,6 +23,7 @@ left alone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import secrets
@@ -31,9 +32,10 @@ from typing import Any
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
-from p1evse.mqtt import Broker, MqttPort, MqttSettings, PayloadHandler, Retained, Will
+from p1evse.mqtt import Broker, BrokerStats, MqttPort, MqttSettings, PayloadHandler, Retained, Will
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
+from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class DeadmanSwitch:
         self._feed = feed
         self.run_id = secrets.token_hex(8)
         self._connection: Broker | None = None
+        self._stats = BrokerStats()  # of all its connections, one after another
         self._armed: bool | None = None  # as the current connection is: with a will or not
         self._rearm = asyncio.Event()
         self._fresh = False  # the readings are fresh: values are going out
@@ -92,6 +95,10 @@ class DeadmanSwitch:
 
     def stale_left(self, event: StaleLeft) -> None:
         """Fresh readings are known once a value goes out (grid_power)."""
+
+    def counts(self) -> list[Count]:
+        """How its connections fared: a drop while armed may have fired the will."""
+        return self._stats.counts(self._mqtt.endpoint, prefix="deadman_")
 
     async def run(self) -> None:
         """Keep the switch's connection up, armed or not as the charger's mode wants."""
@@ -124,21 +131,24 @@ class DeadmanSwitch:
             announce=False,
             will=will,
             quiet=True,
+            stats=self._stats,
         )
         # The marker of the run before comes first (retained, right after subscribing),
         # then this run's own: the broker takes the two packets in order.
         connection.subscribe(self._marker_topic, self._on_marker)
-        connection.on_connected(lambda: self._connected(connection, armed))
+        connects = itertools.count(1)  # this connection's, from its first
+        connection.on_connected(lambda: self._connected(connection, armed, next(connects) > 1))
         self._connection = connection
         self._armed = armed
         return connection
 
-    def _connected(self, connection: Broker, armed: bool) -> None:
+    def _connected(self, connection: Broker, armed: bool, again: bool) -> None:
+        """`again`: this connection was up before, and lost the broker."""
         marker = json.dumps({"run": self.run_id, "armed": armed}, separators=(",", ":"))
         connection.publish(self._marker_topic, marker, qos=1, retain=True)
         if not armed:
             return
-        if connection.stats.connects > 1:
+        if again:
             self._expect_will_pause(
                 "the dead-man's switch lost the broker while armed: the broker may have "
                 "paused the charger with its will"

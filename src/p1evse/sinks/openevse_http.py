@@ -35,6 +35,7 @@ from p1evse.sinks.charger import (
     ReportLog,
     feed_voltage,
 )
+from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     import aiohttp
@@ -128,6 +129,15 @@ class OpenEvseHttpSink:
         self._report_log = ReportLog(clock, self._status_url)
         self._failure_log = RateLimiter(FAILURE_LOG_PERIOD_S, clock)
         self.failures = 0
+
+    def counts(self) -> list[Count]:
+        return [
+            Count(
+                "charger_request_failures",
+                "Requests to the charger's HTTP API that failed: no answer, or an HTTP error",
+                self.failures,
+            )
+        ]
 
     def grid_power(self, value: GridPower) -> None:
         self._waiting_value = value

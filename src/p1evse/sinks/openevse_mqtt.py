@@ -22,6 +22,7 @@ from p1evse.sinks.charger import (
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sinks.charger import OpenevseSettings
+    from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ class OpenEvseMqttSink:
 
     async def run(self) -> None:
         """Nothing of its own to run: the broker connection carries everything."""
+
+    def counts(self) -> list[Count]:
+        """Nothing of its own: the broker connection counts what it sends, the charger's
+        state what it refuses of the reports."""
+        return []
 
     async def close(self) -> None:
         if self._settling is not None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from p1evse.model import PhaseKind, Reading, Rejection, Side
+    from p1evse.status.counts import Count
 
 
 class Intake(Protocol):
@@ -31,3 +32,8 @@ class Intake(Protocol):
 
 class Source(Protocol):
     async def run(self, intake: Intake) -> None: ...
+
+    def counts(self) -> list[Count]:
+        """What it counts of its own, for /metrics (what it delivers, the pipeline
+        counts)."""
+        ...

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from p1evse.errors import InputRejected
 from p1evse.model import Rejection
 from p1evse.sources.telegram import Decoder, to_reading
+from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     from p1evse.sources import Intake
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 MAX_TELEGRAM_BYTES = 8192
 MAX_TELEGRAMS_PER_FEED = 4
 _CIPHER_SLICE = 1024
+TELEGRAMS_HELP = "DSMR telegrams decoded into readings"
 # '!', 4 hex digits, a NUL, CR LF
 _MAX_TRAILER = len(b"!FFFF\x00\r\n")
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
@@ -69,6 +71,16 @@ class TelegramStream:
         self._backlog = False  # the buffer holds telegrams a call left for the next
         self.telegrams = 0
         self.skipped_bytes = 0
+
+    def counts(self) -> list[Count]:
+        return [
+            Count("source_telegrams", TELEGRAMS_HELP, self.telegrams),
+            Count(
+                "source_skipped_bytes",
+                "Bytes outside any good telegram (padding, garbage), skipped",
+                self.skipped_bytes,
+            ),
+        ]
 
     def feed(self, data: bytes | bytearray) -> bool:
         """Decode the telegrams that `data` completes; True if it stopped after
@@ -179,6 +191,9 @@ class CipherStream:
         self._buffer = EncryptedTelegramBuffer()
         self._unread = bytearray()  # what the buffer has not been given yet
         self.telegrams = 0
+
+    def counts(self) -> list[Count]:
+        return [Count("source_telegrams", TELEGRAMS_HELP, self.telegrams)]
 
     def feed(self, data: bytes | bytearray) -> bool:
         """As `TelegramStream.feed`: True if more may be waiting."""

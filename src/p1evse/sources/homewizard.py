@@ -31,6 +31,7 @@ from p1evse.inputs import load_json, number_at, read_body
 from p1evse.model import Phases, Reading, Rejection
 from p1evse.settings import Section, secrets_from_files
 from p1evse.sources.mqtt_value import signed_reading
+from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     import aiohttp
@@ -126,6 +127,10 @@ class HomeWizardSource:
         self._settings = settings
         self._backoff = backoff or Backoff(initial=settings.interval, cap=30.0)
         self.polls = 0
+
+    def counts(self) -> list[Count]:
+        """Requests made; the failed ones are rejections, by reason."""
+        return [Count("source_polls", "Requests made to the meter's HTTP API", self.polls)]
 
     async def run(self, intake: Intake) -> None:
         import aiohttp  # only this source needs it

@@ -24,6 +24,7 @@ from p1evse.sources.mqtt_value import signed_reading
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
+    from p1evse.status.counts import Count
 
 MAX_JSON_BYTES = 65_536
 MAX_TIMESTAMP_CHARS = 40
@@ -82,6 +83,10 @@ class MqttJsonSource:
     def __init__(self, settings: MqttJsonSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
+
+    def counts(self) -> list[Count]:
+        """Nothing of its own: what it delivers, the pipeline counts."""
+        return []
 
     def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
         """What to do with a payload; `clock` defaults to the running loop's."""

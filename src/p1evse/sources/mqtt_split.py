@@ -21,6 +21,7 @@ from p1evse.settings import ReadTopic, Section
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
+    from p1evse.status.counts import Count
 
 
 class MqttSplitSettings(Section):
@@ -71,6 +72,10 @@ class MqttSplitSource:
     def __init__(self, settings: MqttSplitSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
+
+    def counts(self) -> list[Count]:
+        """Nothing of its own: what it delivers, the pipeline counts."""
+        return []
 
     def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
         """What to do with a payload on each subscribed topic."""

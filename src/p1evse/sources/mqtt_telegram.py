@@ -21,6 +21,7 @@ from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
+    from p1evse.status.counts import Count
 
 
 class MqttTelegramSettings(Section):
@@ -49,12 +50,16 @@ class MqttTelegramSource:
     def __init__(self, settings: MqttTelegramSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
+        self._stream: TelegramStream | None = None  # once it runs
+
+    def counts(self) -> list[Count]:
+        return self._stream.counts() if self._stream is not None else []
 
     def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
         """What to do with a payload; `clock` defaults to the running loop's."""
         now = clock or asyncio.get_running_loop().time
         decoder = make_decoder(DSMR_VERSIONS[self._settings.dsmr_version])
-        stream = TelegramStream(decoder, intake, now)
+        stream = self._stream = TelegramStream(decoder, intake, now)
 
         def on_payload(payload: bytes | bytearray) -> None:
             if len(payload) > MAX_TELEGRAM_BYTES:  # refused unread: no telegram is so long

@@ -16,6 +16,7 @@ from p1evse.settings import ReadTopic, Section
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
+    from p1evse.status.counts import Count
 
 
 class MqttValueSettings(Section):
@@ -36,6 +37,10 @@ class MqttValueSource:
     def __init__(self, settings: MqttValueSettings, broker: MqttPort) -> None:
         self._settings = settings
         self._broker = broker
+
+    def counts(self) -> list[Count]:
+        """Nothing of its own: what it delivers, the pipeline counts."""
+        return []
 
     def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
         """What to do with a payload; `clock` defaults to the running loop's."""

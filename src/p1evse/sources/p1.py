@@ -28,6 +28,7 @@ from p1evse.backoff import Backoff
 from p1evse.settings import Section
 from p1evse.sources.framing import CipherStream, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
+from p1evse.status.counts import Count, connection_counts
 
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort
@@ -156,6 +157,14 @@ class P1Source:
         self._backoff = backoff or Backoff()
         self.stats = LinkStats()
         self._failures_in_a_row = 0
+        self._stream: TelegramStream | CipherStream | None = None  # once it runs
+
+    def counts(self) -> list[Count]:
+        stats = self.stats
+        link = connection_counts(
+            self._settings.url, stats.connects, stats.drops, stats.failed_attempts
+        )
+        return [*link, *(self._stream.counts() if self._stream is not None else [])]
 
     async def run(self, intake: Intake) -> None:
         loop = asyncio.get_running_loop()
@@ -170,7 +179,7 @@ class P1Source:
             else ("" if settings.dsmr_version == "MSn" else None),
         )
         stream_class = CipherStream if self._version.encrypted else TelegramStream
-        stream = stream_class(decoder, intake, loop.time)
+        stream = self._stream = stream_class(decoder, intake, loop.time)
         from serialx import SerialException  # only this source needs serialx
 
         while True:

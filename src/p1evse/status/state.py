@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from p1evse.status.history import History
 if TYPE_CHECKING:
     from p1evse.pipeline import Counters, PublishSettings
     from p1evse.sinks.charger import ChargerRoute, ChargerState
+    from p1evse.status.counts import Count, Counted
 
 Clock = Callable[[], float]
 
@@ -70,6 +71,7 @@ class SiteState:
         wall: Clock = time.time,
         name: str = "p1evse",
         charger: ChargerState | None = None,
+        counted: Sequence[Counted] = (),  # the site's other parts: its source and sinks
     ) -> None:
         self.name = name
         self._publish = publish
@@ -77,6 +79,11 @@ class SiteState:
         self._source_detail = source_detail
         self.counters = counters
         self.charger = charger
+        self._counted: list[Counted] = [
+            counters,
+            *([charger] if charger is not None else []),
+            *counted,
+        ]
         self._clock = clock
         self._wall = wall
         self.started = clock()
@@ -157,6 +164,11 @@ class SiteState:
             listener()
 
     # -- derived -------------------------------------------------------------------
+
+    def counts(self) -> list[Count]:
+        """What the site's parts have counted: the pipeline, the charger's read-back,
+        the source and the sinks."""
+        return [count for part in self._counted for count in part.counts()]
 
     def reading_age(self, now: float) -> float | None:
         return None if self.meter is None else now - self.meter.at

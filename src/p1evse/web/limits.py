@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from p1evse.ratelimit import RateLimiter
+from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,25 @@ class PortCounters:
         if more is None:
             return
         log.warning("status page: %s%s", message, more)
+
+    def counts(self) -> list[Count]:
+        return [
+            *(
+                Count(
+                    "web_refused",
+                    "Connections and live streams refused at web.max_connections or "
+                    "web.max_streams",
+                    self.acted[limit],
+                    {"limit": limit.value},
+                )
+                for limit in (Limit.MAX_CONNECTIONS, Limit.MAX_STREAMS)
+            ),
+            Count(
+                "web_stalled",
+                "Connections reset because the client left a write unread for web.write_timeout",
+                self.acted[Limit.WRITE_TIMEOUT],
+            ),
+        ]
 
 
 def reset(transport: asyncio.WriteTransport) -> None:

@@ -1,14 +1,14 @@
 """/metrics: Prometheus' text format from a registry of the App's own.
 
-Counts are read from the pipeline's counters and the broker's stats when scraped, so
-nothing is counted twice and the publish path pays nothing for them; only the latency
-histogram is fed as values are published.
+Counts are read from the parts that keep them when scraped (each `Count` becomes the
+counter `p1evse_<name>_total`), so nothing is counted twice and the publish path pays
+nothing for them; only the latency histogram is fed as values are published.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,13 +21,14 @@ from prometheus_client.core import (
 )
 
 from p1evse import __version__
-from p1evse.model import Event, GridPower, Rejection
+from p1evse.model import Event, GridPower
 from p1evse.status.state import LinkState
-from p1evse.web.limits import Limit
 
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker
+    from p1evse.status.counts import Count
     from p1evse.status.state import SiteState
+    from p1evse.supervise import Supervisor
     from p1evse.web.limits import PortCounters
     from p1evse.web.stream import Fanout
 
@@ -57,6 +58,7 @@ class Metrics:
         self,
         state: SiteState,
         broker: Broker,
+        supervisor: Supervisor,
         fanout: Fanout,
         port: PortCounters,
         clock: Callable[[], float],
@@ -70,7 +72,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_SiteCollector(state, broker, fanout, port, clock))
+        self.registry.register(_SiteCollector(state, broker, supervisor, fanout, port, clock))
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
@@ -83,37 +85,30 @@ class Metrics:
 class _SiteCollector:
     state: SiteState
     broker: Broker
+    supervisor: Supervisor
     fanout: Fanout
     port: PortCounters
     clock: Callable[[], float]
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
-        counters = state.counters
         now = self.clock()
 
         info = InfoMetricFamily("p1evse_build", "Version of p1evse and of Python")
         info.add_metric([], {"version": __version__, "python": platform.python_version()})
         yield info
 
-        yield CounterMetricFamily(
-            "p1evse_readings", "Complete meter readings accepted", value=counters.readings
+        yield from counter_families(
+            [
+                *state.counts(),
+                *self.broker.counts(),
+                *self.supervisor.counts(),
+                *self.fanout.counts(),
+                *self.port.counts(),
+            ]
         )
-        rejected = CounterMetricFamily(
-            "p1evse_rejected", "Input values refused, by reason", labels=["reason"]
-        )
-        for reason in Rejection:
-            rejected.add_metric([reason.value], counters.rejected.get(reason, 0))
-        yield rejected
-        yield CounterMetricFamily(
-            "p1evse_published", "Values sent to the charger", value=counters.published
-        )
-
         yield GaugeMetricFamily(
             "p1evse_stale", "1 while the stale guard is active", value=int(state.stale is not None)
-        )
-        yield CounterMetricFamily(
-            "p1evse_stale_entered", "Times the stale guard acted", value=counters.stale_entered
         )
         yield CounterMetricFamily(
             "p1evse_stale_seconds",
@@ -145,15 +140,6 @@ class _SiteCollector:
                 "The current the car draws, as the charger last reported it",
                 value=charger.amps,
             )
-        if charger is not None:
-            refused = CounterMetricFamily(
-                "p1evse_charger_rejected",
-                "Reports and answers of the charger refused, by reason",
-                labels=["reason"],
-            )
-            for reason, count in charger.rejected.items():
-                refused.add_metric([reason.value], count)
-            yield refused
         problems = GaugeMetricFamily(
             "p1evse_problem",
             "1 for each part of the service that cannot do its job (what /healthz names)",
@@ -163,54 +149,28 @@ class _SiteCollector:
             problems.add_metric([part], 1)
         yield problems
 
-        endpoint = [f"mqtt://{self.broker.address}"]
         connected = GaugeMetricFamily(
             "p1evse_connected", "1 while the connection is up", labels=["endpoint"]
         )
-        connected.add_metric(endpoint, int(state.links["broker"].state is LinkState.CONNECTED))
+        broker_up = state.links["broker"].state is LinkState.CONNECTED
+        connected.add_metric([self.broker.endpoint], int(broker_up))
         yield connected
-        stats = self.broker.stats
-        reconnects = CounterMetricFamily(
-            "p1evse_reconnects", "Connections made after the first one", labels=["endpoint"]
-        )
-        reconnects.add_metric(endpoint, max(0, stats.connects - 1))
-        yield reconnects
-        unsent = CounterMetricFamily(
-            "p1evse_unsent", "Messages dropped while the connection was down", labels=["endpoint"]
-        )
-        unsent.add_metric(endpoint, stats.unsent)
-        yield unsent
-        skipped = CounterMetricFamily(
-            "p1evse_retained_skipped",
-            "Old retained messages on the meter's topics, not taken for readings",
-            labels=["endpoint"],
-        )
-        skipped.add_metric(endpoint, stats.retained_skipped)
-        yield skipped
-
         yield GaugeMetricFamily(
             "p1evse_page_clients", "Status pages receiving live updates", value=len(self.fanout)
         )
-        yield CounterMetricFamily(
-            "p1evse_page_clients_dropped",
-            "Status pages cut off because they did not keep up",
-            value=self.fanout.dropped,
+        yield GaugeMetricFamily(
+            "p1evse_web_connections", "Open connections to the status page", value=self.port.open
         )
 
-        port = self.port
-        yield GaugeMetricFamily(
-            "p1evse_web_connections", "Open connections to the status page", value=port.open
-        )
-        refused = CounterMetricFamily(
-            "p1evse_web_refused",
-            "Connections and live streams refused at web.max_connections or web.max_streams",
-            labels=["limit"],
-        )
-        for limit in (Limit.MAX_CONNECTIONS, Limit.MAX_STREAMS):
-            refused.add_metric([limit.value], port.acted[limit])
-        yield refused
-        yield CounterMetricFamily(
-            "p1evse_web_stalled",
-            "Connections reset because the client left a write unread for web.write_timeout",
-            value=port.acted[Limit.WRITE_TIMEOUT],
-        )
+
+def counter_families(counts: Iterable[Count]) -> Iterable[CounterMetricFamily]:
+    """One counter family for each name the counts carry, with a sample for each."""
+    families: dict[str, CounterMetricFamily] = {}
+    for count in counts:
+        family = families.get(count.name)
+        if family is None:
+            family = families[count.name] = CounterMetricFamily(
+                f"p1evse_{count.name}", count.help, labels=list(count.labels)
+            )
+        family.add_metric(list(count.labels.values()), count.value)
+    return families.values()

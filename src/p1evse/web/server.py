@@ -38,6 +38,7 @@ from p1evse.web.stream import Fanout, StatePush
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker
     from p1evse.status.state import SiteState
+    from p1evse.supervise import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class WebServer:
         address: ListenAddress,
         state: SiteState,
         broker: Broker,
+        supervisor: Supervisor,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self._settings = settings
@@ -129,7 +131,7 @@ class WebServer:
         self.fanout = Fanout()
         self.push = StatePush(state, self.fanout, loop)
         self.port = PortCounters(loop.time)
-        self.metrics = Metrics(state, broker, self.fanout, self.port, loop.time)
+        self.metrics = Metrics(state, broker, supervisor, self.fanout, self.port, loop.time)
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )

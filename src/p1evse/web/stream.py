@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from p1evse.status.counts import Count
 from p1evse.status.state import SiteState
 from p1evse.web.limits import reset
 
@@ -49,6 +50,15 @@ class Fanout:
 
     def __len__(self) -> int:
         return len(self._clients)
+
+    def counts(self) -> list[Count]:
+        return [
+            Count(
+                "page_clients_dropped",
+                "Status pages cut off because they did not keep up",
+                self.dropped,
+            )
+        ]
 
     def add(self, transport: asyncio.WriteTransport | None) -> PageClient:
         client = PageClient(transport)
