@@ -17,9 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from p1evse.app import App
+from p1evse.counts import Count, Counted
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from p1evse.sources.build import SOURCE_TYPES
-from p1evse.status.counts import Count, Counted
 from p1evse.status.state import LinkState
 from tests import telegrams
 from tests.brokers import BrokerProcess

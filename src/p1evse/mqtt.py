@@ -25,10 +25,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.counts import Count, connection_counts
 from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
-from p1evse.status.counts import Count, connection_counts
 
 log = logging.getLogger(__name__)
 

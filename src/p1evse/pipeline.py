@@ -30,6 +30,7 @@ from datetime import datetime
 
 from pydantic import Field, model_validator
 
+from p1evse.counts import Count
 from p1evse.model import (
     Event,
     GridPower,
@@ -44,7 +45,6 @@ from p1evse.model import (
     StaleLeft,
 )
 from p1evse.settings import Section
-from p1evse.status.counts import Count
 
 # OpenEVSE expects a feed every 5-10 s; with `interval: 0` there is no interval to
 # repeat the fail-safe value at, so it repeats at this period.

@@ -21,6 +21,7 @@ from pydantic import Field, field_validator, model_validator
 
 from p1evse.bridge import Bridge
 from p1evse.clock import Clock
+from p1evse.counts import Counted
 from p1evse.model import Event
 from p1evse.mqtt import MqttPort, MqttSettings
 from p1evse.pipeline import Counters, Pipeline, PublishSettings
@@ -33,7 +34,6 @@ from p1evse.sinks.openevse_mqtt import OpenEvseMqttSink
 from p1evse.sources import Source
 from p1evse.sources.build import SourceSettings, build_source
 from p1evse.sources.mqtt_split import MqttSplitSettings
-from p1evse.status.counts import Counted
 from p1evse.status.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
 from p1evse.status.state import LinkState, SiteState
 from p1evse.status.state_topic import StateTopic

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from p1evse.backoff import Backoff
+from p1evse.counts import Count
 from p1evse.ratelimit import RateLimiter
-from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
-from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 

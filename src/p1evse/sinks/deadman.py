@@ -29,13 +29,13 @@ import logging
 import secrets
 from typing import Any
 
+from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker, BrokerStats, MqttPort, MqttSettings, PayloadHandler, Retained, Will
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
-from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 

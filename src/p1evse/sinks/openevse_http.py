@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
+from p1evse.counts import Count
 from p1evse.errors import ChargerError, InputRejected
 from p1evse.inputs import load_json, read_body
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
@@ -35,7 +36,6 @@ from p1evse.sinks.charger import (
     ReportLog,
     feed_voltage,
 )
-from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     import aiohttp

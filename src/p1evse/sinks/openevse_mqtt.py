@@ -20,9 +20,9 @@ from p1evse.sinks.charger import (
 )
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sinks.charger import OpenevseSettings
-    from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 

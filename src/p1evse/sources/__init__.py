@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.model import PhaseKind, Reading, Rejection, Side
-    from p1evse.status.counts import Count
 
 
 class Intake(Protocol):

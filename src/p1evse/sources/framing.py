@@ -26,10 +26,10 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.model import Rejection
 from p1evse.sources.telegram import Decoder, to_reading
-from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     from p1evse.sources import Intake

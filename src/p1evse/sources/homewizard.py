@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, number_at, read_body
 from p1evse.model import Phases, Reading, Rejection
 from p1evse.settings import Section, secrets_from_files
 from p1evse.sources.mqtt_value import signed_reading
-from p1evse.status.counts import Count
 
 if TYPE_CHECKING:
     import aiohttp

@@ -22,9 +22,9 @@ from p1evse.settings import ReadTopic, Section
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
-    from p1evse.status.counts import Count
 
 MAX_JSON_BYTES = 65_536
 MAX_TIMESTAMP_CHARS = 40

@@ -19,9 +19,9 @@ from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
-    from p1evse.status.counts import Count
 
 
 class MqttSplitSettings(Section):

@@ -19,9 +19,9 @@ from p1evse.sources.framing import MAX_TELEGRAM_BYTES, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sources import Intake
-    from p1evse.status.counts import Count
 
 
 class MqttTelegramSettings(Section):

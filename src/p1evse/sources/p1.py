@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
+from p1evse.counts import Count, connection_counts
 from p1evse.settings import Section
 from p1evse.sources.framing import CipherStream, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
-from p1evse.status.counts import Count, connection_counts
 
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort

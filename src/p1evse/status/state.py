@@ -30,9 +30,9 @@ from p1evse.sinks.charger import describe_state
 from p1evse.status.history import History
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count, Counted
     from p1evse.pipeline import Counters, PublishSettings
     from p1evse.sinks.charger import ChargerRoute, ChargerState
-    from p1evse.status.counts import Count, Counted
 
 Clock = Callable[[], float]
 

@@ -24,8 +24,8 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 
+from p1evse.counts import Count
 from p1evse.ratelimit import RateLimiter
-from p1evse.status.counts import Count
 
 log = logging.getLogger(__name__)
 

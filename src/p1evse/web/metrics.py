@@ -25,8 +25,8 @@ from p1evse.model import Event, GridPower
 from p1evse.status.state import LinkState
 
 if TYPE_CHECKING:
+    from p1evse.counts import Count
     from p1evse.mqtt import Broker
-    from p1evse.status.counts import Count
     from p1evse.status.state import SiteState
     from p1evse.supervise import Supervisor
     from p1evse.web.limits import PortCounters

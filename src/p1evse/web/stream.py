@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from p1evse.status.counts import Count
+from p1evse.counts import Count
 from p1evse.status.state import SiteState
 from p1evse.web.limits import reset
 
