@@ -202,7 +202,7 @@ class _Run:
             decay_s=numbers["decay"],
             min_charge_time_s=numbers["min_charge_time"],
             three_phase=args.three_phase,
-            shaper=ShaperSettings(float(shaper_w)) if shaper_w is not None else None,
+            shaper=ShaperSettings(max_pwr_w=float(shaper_w)) if shaper_w is not None else None,
         )
         grid = options["grid_voltage"]
         house = HouseSettings(
@@ -219,7 +219,7 @@ class _Run:
             _outage(args.outage),
             args.vrms,
             "telegram" if args.meter == "telegram" else "direct",
-            Car(float(options["car_max_current"])),
+            Car(max_current=float(options["car_max_current"])),
             jitter,
             args.seed,
         )
