@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from p1evse import __version__
+from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.probe import EVENT_TIMEOUT_S, Probe
 
@@ -83,6 +84,12 @@ def test_demo_with_a_bad_listen_address_exits_2() -> None:
         "p1evse: config error: --listen 'nonsense': expected host:port such as "
         "127.0.0.1:8080, got 'nonsense'\n"
     )
+
+
+def test_demo_help_states_the_status_pages_default_from_its_settings() -> None:
+    result = p1evse("demo", "--help")
+    assert result.returncode == 0
+    assert f"(default {WebSettings().listen})" in " ".join(result.stdout.split())
 
 
 def test_demo_without_its_broker_says_what_to_install() -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from p1evse.model import Reading
 from p1evse.mqtt import Broker, MqttSettings
@@ -51,6 +52,20 @@ def same(got: Reading, expected: Reading) -> None:
 
 
 # -- the house ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"pv_phases": 2}, "Input should be 1 or 3"),
+        ({"car_phases": "3 phases"}, "Input should be 1 or 3"),
+        ({"voltage_v": 0}, "greater than 0"),
+        ({"impedance_ohm": -0.1}, "greater than or equal to 0"),
+    ],
+)
+def test_house_settings_out_of_range_are_refused(settings: dict[str, object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        HouseSettings.model_validate(settings)
 
 
 def test_the_same_seed_gives_the_same_day() -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from pydantic import ValidationError
 
 from p1evse.sim.charger import to_int
 from p1evse.sim.openevse import (
@@ -17,6 +20,22 @@ from p1evse.sim.openevse import (
 )
 
 AT_230 = DivertSettings(voltage=230.0)
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda: DivertSettings(voltage=0), "greater than 0"),
+        (lambda: DivertSettings(attack_s=-1), "greater than or equal to 0"),
+        (lambda: DivertSettings(min_current=16, max_current=10), "above max_current"),
+        (lambda: ShaperSettings(max_pwr_w=-1), "greater than or equal to 0"),
+        (lambda: Car(max_current=0), "greater than 0"),
+        (lambda: Car(max_current=16, phases=3), "Extra inputs are not permitted"),
+    ],
+)
+def test_settings_out_of_range_are_refused(make: Callable[[], object], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        make()
 
 
 def feed(model: OpenEvseModel, house_net_w: float, start_s: float, seconds: int) -> float:

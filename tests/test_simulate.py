@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,12 +19,12 @@ import pytest
 
 from p1evse.cli import main
 from p1evse.mqtt import Broker, MqttSettings
-from p1evse.pipeline import PublishSettings
+from p1evse.pipeline import PublishSettings, StaleAction
 from p1evse.sim import dayfile
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
-from p1evse.sim.cli import ProgressBar
+from p1evse.sim.cli import FIELDS, ProgressBar, Run, Timing, add_parser, plan
 from p1evse.sim.house import HouseSettings, SyntheticDay
-from p1evse.sim.openevse import DivertSettings, OpenEvseModel, ShaperSettings
+from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel, ShaperSettings
 from p1evse.sim.simulate import Outage, Result, balance_error, simulate
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
@@ -205,11 +207,13 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     for args, message in (
         (("--compare", "colour=red"), "unknown setting 'colour'"),
-        (("--compare", "interval=soon"), "expected a number"),
+        (("--compare", "interval=soon"), "--interval 'soon': Input should be a valid number"),
         (("--compare", "on_stale=maybe"), "--on-stale 'maybe': Input should be 'pause', 'import'"),
-        (("--interval", "-1"), "--interval -1.0: Input should be greater than or equal to 0"),
-        (("--jitter", "2", "--step", "1"), "--jitter 2: expected at least 0 and under --step 1"),
-        (("--min-current", "40"), "--min-current is above --max-current"),
+        (("--interval", "-1"), "--interval '-1': Input should be greater than or equal to 0"),
+        (("--jitter", "2", "--step", "1"), "--jitter (2 s) must be under --step (1 s)"),
+        (("--min-current", "40"), "--min-current (40 A) is above --max-current (32 A)"),
+        (("--pv-phases", "2"), "--pv-phases '2': Input should be 1 or 3"),
+        (("--shaper-max-pwr", "-1"), "--shaper-max-pwr '-1': Input should be greater than or"),
         (("--outage", "noon"), "expected START+DURATION in seconds"),
         (("--plot", "day.png"), "writes SVG; name the file .svg (or .html for a page)"),
     ):
@@ -217,6 +221,90 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         assert result.returncode == 2, args
         assert message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_every_problem_of_a_run_at_once_one_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--interval", "-1", "--max-current", "5", "--car-max-current", "0", "--step", "0"]
+    assert main(["simulate", "--synthetic", *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "p1evse: config error: --step '0': Input should be greater than 0",
+        "p1evse: config error: --interval '-1': Input should be greater than or equal to 0",
+        "p1evse: config error: --min-current (6 A) is above --max-current (5 A)",
+        "p1evse: config error: --car-max-current '0': Input should be greater than 0",
+    ]
+
+
+def simulate_parser() -> argparse.ArgumentParser:
+    commands = argparse.ArgumentParser().add_subparsers()
+    add_parser(commands)
+    return commands.choices["simulate"]
+
+
+def simulate_args(*argv: str) -> argparse.Namespace:
+    return simulate_parser().parse_args(["--synthetic", *argv])
+
+
+def test_options_not_given_are_the_settings_models_defaults() -> None:
+    [(label, run)] = plan(simulate_args(), 2.5).items()
+    assert label == "result"
+    assert run.timing == Timing(step_s=2.5)
+    assert (run.publish, run.car) == (PublishSettings(), Car())
+    assert run.divert == DivertSettings()
+    # the grid at the charger's voltage, the day's own where it has one
+    assert run.house == HouseSettings(voltage_v=DivertSettings().voltage)
+
+
+# a value for each option that sets a field, and the field's value from it
+FIELD_VALUES: dict[str, tuple[str, object]] = {
+    "step": ("2", 2.0),
+    "jitter": ("0.5", 0.5),
+    "interval": ("7", 7.0),
+    "reserve_w": ("100", 100),
+    "stale_after": ("40", 40.0),
+    "on_stale": ("none", StaleAction.NONE),
+    "failsafe_import_w": ("5000", 5000),
+    "voltage": ("230", 230.0),
+    "min_current": ("8", 8.0),
+    "max_current": ("16", 16.0),
+    "pv_ratio": ("0.5", 0.5),
+    "attack": ("10", 10.0),
+    "decay": ("300", 300.0),
+    "min_charge_time": ("60", 60.0),
+    "shaper_max_pwr": ("4000", 4000.0),
+    "grid_voltage": ("220", 220.0),
+    "pv_phases": ("3", 3),
+    "car_max_current": ("20", 20.0),
+}
+
+
+def field_at(run: Run, path: str) -> object:
+    value: object = run
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+@pytest.mark.parametrize("key", list(FIELDS))
+def test_each_option_and_compare_key_sets_its_settings_field(key: str) -> None:
+    text, expected = FIELD_VALUES[key]
+    path = FIELDS[key][1]
+    [given] = plan(simulate_args(f"--{key.replace('_', '-')}", text), 1.0).values()
+    assert field_at(given, path) == expected
+    compared = plan(simulate_args("--compare", f"{key}={text}"), 1.0)
+    assert list(compared) == [f"{key}={text}"]
+    assert field_at(compared[f"{key}={text}"], path) == expected
+
+
+def test_the_readme_names_every_simulate_option_and_no_other() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("## Try settings on a day")
+    section = readme[start : readme.index("\n## ", start)]
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", section))
+    actions = simulate_parser()._actions
+    options = {name for action in actions for name in action.option_strings}
+    assert named == options - {"-h", "--help"}
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)

@@ -13,17 +13,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-
-from pydantic import ValidationError
+from typing import get_args
 
 from p1evse import __version__
-from p1evse.config import CONFIG_PATH_VARIABLE, Settings, load
+from p1evse.config import CONFIG_PATH_VARIABLE, LogSettings, Settings, load
 from p1evse.errors import ConfigError
+from p1evse.options import add_option, validated
 from p1evse.web.settings import ListenAddress, WebSettings
 
 EXIT_CONFIG = 2
 EXIT_UNHEALTHY = 1
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = get_args(LogSettings.model_fields["level"].annotation)
 # `health` is Docker's HEALTHCHECK: a short wait, within the image's 10 s limit
 HEALTH_TIMEOUT_S = 3.0
 HEALTH_ANSWER_BYTES = 1024
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=12.0,
         metavar="S",
-        help="seconds to watch the source's data (0: don't), default 12",
+        help="seconds to watch the source's data (0: don't), default %(default)g",
     )
     check.set_defaults(command=_check)
 
@@ -84,13 +84,15 @@ def _parser() -> argparse.ArgumentParser:
         "--speed",
         type=float,
         default=60.0,
-        help="simulated seconds per real second of the sunny day (default 60)",
+        help="simulated seconds per real second of the sunny day (default %(default)g)",
     )
-    demo.add_argument(
+    add_option(
+        demo,
         "--listen",
-        default="127.0.0.1:8080",
+        WebSettings,
+        "listen",
+        help="status page address; empty: no page",
         metavar="HOST:PORT",
-        help="status page address (default 127.0.0.1:8080; empty: no page)",
     )
     demo.add_argument(
         "--meter",
@@ -197,11 +199,7 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    try:
-        WebSettings(listen=args.listen or None)
-    except ValidationError as exc:
-        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-        raise ConfigError([f"--listen {args.listen!r}: {message}"]) from None
+    page = validated(WebSettings, {"listen": args.listen}, {"listen": "--listen"})
     _setup_logging(args.log_level)
 
     async def main() -> None:
@@ -211,7 +209,7 @@ def _demo(args: argparse.Namespace) -> int:
             duration=args.duration,
             speed=args.speed,
             stop=stop,
-            listen=args.listen or None,
+            listen=page.listen,
             meter=args.meter,
         )
 

@@ -1,5 +1,6 @@
 """The `p1evse simulate` command: options, runs (one, or every combination of
-`--compare`), the progress bar, and the report."""
+`--compare`), the progress bar, and the report. An option that sets a settings model's
+field takes its default, range and help from the field, and is checked by the model."""
 
 from __future__ import annotations
 
@@ -9,33 +10,61 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, get_args
 
-from pydantic import ValidationError
+from pydantic import Field, model_validator
 
 from p1evse.errors import ConfigError
+from p1evse.options import add_option, validated
 from p1evse.pipeline import PublishSettings
+from p1evse.settings import Section
 from p1evse.sim.dayfile import DayFileError, read_csv
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
 from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot
 from p1evse.sim.simulate import MeterPath, Outage, Result, simulate, table
 
-# the settings `--compare` can vary: option -> where it goes (publish, divert, house, run)
-PUBLISH_OPTIONS = ("interval", "reserve_w", "stale_after", "on_stale", "failsafe_import_w")
-DIVERT_OPTIONS = (
-    "voltage",
-    "min_current",
-    "max_current",
-    "pv_ratio",
-    "attack",
-    "decay",
-    "min_charge_time",
-)
-OTHER_OPTIONS = ("step", "jitter", "grid_voltage", "shaper_max_pwr", "car_max_current")
-TEXT_OPTIONS = ("on_stale",)
+
+class Timing(Section):
+    """When readings reach p1evse: the meter's period, and how late a network makes them."""
+
+    step_s: float = Field(gt=0, description="the meter's period, s")
+    jitter_s: float = Field(
+        0.0, ge=0, description="each reading arrives 0 to this many s late, seeded by --seed"
+    )
+
+    @model_validator(mode="after")
+    def _jitter_under_step(self) -> Timing:
+        if self.jitter_s >= self.step_s:
+            raise ValueError(
+                f"jitter_s ({self.jitter_s:g} s) must be under step_s ({self.step_s:g} s)"
+            )
+        return self
+
+
+# the options that set a field of a run's settings, which `--compare` can vary too:
+# option -> the field's model, and its place in `Run`
+FIELDS: dict[str, tuple[type[Section], str]] = {
+    "step": (Timing, "timing.step_s"),
+    "jitter": (Timing, "timing.jitter_s"),
+    "interval": (PublishSettings, "publish.interval"),
+    "reserve_w": (PublishSettings, "publish.reserve_w"),
+    "stale_after": (PublishSettings, "publish.stale_after"),
+    "on_stale": (PublishSettings, "publish.on_stale"),
+    "failsafe_import_w": (PublishSettings, "publish.failsafe_import_w"),
+    "voltage": (DivertSettings, "divert.voltage"),
+    "min_current": (DivertSettings, "divert.min_current"),
+    "max_current": (DivertSettings, "divert.max_current"),
+    "pv_ratio": (DivertSettings, "divert.pv_ratio"),
+    "attack": (DivertSettings, "divert.attack_s"),
+    "decay": (DivertSettings, "divert.decay_s"),
+    "min_charge_time": (DivertSettings, "divert.min_charge_time_s"),
+    "shaper_max_pwr": (ShaperSettings, "divert.shaper.max_pwr_w"),
+    "grid_voltage": (HouseSettings, "house.voltage_v"),
+    "pv_phases": (HouseSettings, "house.pv_phases"),
+    "car_max_current": (Car, "car.max_current"),
+}
 
 
 def add_parser(commands: Any) -> None:
@@ -53,49 +82,39 @@ def add_parser(commands: Any) -> None:
     )
     source.add_argument("--synthetic", action="store_true", help="a generated sunny day")
     simulate.add_argument("--seed", type=int, default=1, help="of the synthetic day")
-    simulate.add_argument("--step", type=float, help="meter period, s (default: the data's; 1)")
-    simulate.add_argument(
-        "--jitter",
-        type=float,
-        default=0.0,
-        help="each reading arrives 0 to S s late (network; seeded by --seed); under --step",
-    )
+    _option(simulate, "step", unset="the day file's own, else 1")
+    _option(simulate, "jitter")
     simulate.add_argument(
         "--meter",
-        choices=["direct", "telegram"],
+        choices=get_args(MeterPath),
         default="direct",
         help="readings to the pipeline directly, or as P1 telegrams through the p1 decoder",
     )
     pipeline = simulate.add_argument_group("p1evse (publish.*)")
-    pipeline.add_argument("--interval", type=float, default=5.0)
-    pipeline.add_argument("--reserve-w", type=int, default=0)
-    pipeline.add_argument("--stale-after", type=float, default=30.0)
-    pipeline.add_argument("--on-stale", choices=["pause", "import", "none"], default="pause")
-    pipeline.add_argument("--failsafe-import-w", type=int, default=10_000)
+    for key, unit in (
+        ("interval", "s"),
+        ("reserve_w", "W"),
+        ("stale_after", "s"),
+        ("on_stale", "when the meter falls silent"),
+        ("failsafe_import_w", "W"),
+    ):
+        _option(pipeline, key, help=unit)
     pipeline.add_argument("--outage", help="START+DURATION, s from the day's first sample")
     pipeline.add_argument(
         "--vrms", action="store_true", help="feed the meter's voltage too (openevse.voltage)"
     )
     charger = simulate.add_argument_group("OpenEVSE (firmware defaults)")
-    charger.add_argument("--voltage", type=float, default=240.0, help="its configured voltage")
-    charger.add_argument("--min-current", type=float, default=6.0)
-    charger.add_argument("--max-current", type=float, default=32.0)
-    charger.add_argument("--pv-ratio", type=float, default=1.1)
-    charger.add_argument("--attack", type=float, default=20.0, help="s")
-    charger.add_argument("--decay", type=float, default=600.0, help="s")
-    charger.add_argument("--min-charge-time", type=float, default=600.0, help="s")
-    charger.add_argument("--three-phase", action="store_true")
-    charger.add_argument(
-        "--shaper-max-pwr", type=float, help="turn the current shaper on with this cap, W"
-    )
+    for key in ("voltage", "min_current", "max_current", "pv_ratio", "attack", "decay"):
+        _option(charger, key)
+    _option(charger, "min_charge_time")
+    charger.add_argument("--three-phase", action="store_true", help="a three-phase charger")
+    _option(charger, "shaper_max_pwr", help="the current shaper on, with this cap, W", unset="off")
     house = simulate.add_argument_group("house and car")
-    house.add_argument(
-        "--grid-voltage",
-        type=float,
-        help="the grid's (default: the day's voltage_v, else --voltage)",
+    _option(
+        house, "grid_voltage", help="the grid's, V", unset="the day's voltage_v, else --voltage"
     )
-    house.add_argument("--pv-phases", type=int, choices=[1, 3], default=1)
-    house.add_argument("--car-max-current", type=float, default=32.0, help="A per phase")
+    _option(house, "pv_phases")
+    _option(house, "car_max_current")
     output = simulate.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument(
@@ -107,6 +126,20 @@ def add_parser(commands: Any) -> None:
     simulate.set_defaults(command=run)
 
 
+def _option(
+    group: argparse._ActionsContainer,
+    key: str,
+    help: str | None = None,
+    unset: str | None = None,
+) -> None:
+    model, path = FIELDS[key]
+    add_option(group, _flag(key), model, path.rpartition(".")[2], help=help, unset=unset)
+
+
+def _flag(key: str) -> str:
+    return f"--{key.replace('_', '-')}"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
         raise ConfigError(
@@ -116,18 +149,10 @@ def run(args: argparse.Namespace) -> int:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except DayFileError as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
-    base = {key: getattr(args, key) for key in (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)}
-    if base["step"] is None:  # the data's own period
-        base["step"] = day.period_s() if isinstance(day, RecordedDay) else 1.0
-    combinations = _combinations(args.compare or [])
-    runs = [_Run.of({**base, **overrides}, args) for overrides in combinations]
-    labels = [
-        " ".join(f"{k}={_show(v)}" for k, v in overrides.items()) or "result"
-        for overrides in combinations
-    ]
+    runs = plan(args, day.period_s() if isinstance(day, RecordedDay) else 1.0)
     bar = ProgressBar(len(runs), sys.stderr)
     results: dict[str, Result] = {}
-    for number, (label, one) in enumerate(zip(labels, runs, strict=True)):
+    for number, (label, one) in enumerate(runs.items()):
         results[label] = one.go(day, args.plot is not None and number == 0, bar.at(number))
     bar.done()
     summaries = {label: result.summary() for label, result in results.items()}
@@ -139,103 +164,70 @@ def run(args: argparse.Namespace) -> int:
     if args.plot is not None:
         origin = day.origin
         clock_s = origin.hour * 3600 + origin.minute * 60 + origin.second
-        svg_plot(next(iter(results.values())), args.plot, _title(args, labels[0]), clock_s)
+        label, result = next(iter(results.items()))
+        svg_plot(result, args.plot, _title(args, label), clock_s)
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """One run's settings, checked before any run starts."""
+def plan(args: argparse.Namespace, step_s: float) -> dict[str, Run]:
+    """The runs the options ask for, by label: one, or every combination of `--compare`,
+    all checked before any starts. `step_s`: the day's own meter period."""
+    given = {key: getattr(args, key) for key in FIELDS}
+    if given["step"] is None:
+        given["step"] = step_s
+    runs: dict[str, Run] = {}
+    for overrides in _combinations(args.compare or []):
+        label = " ".join(f"{key}={value}" for key, value in overrides.items()) or "result"
+        runs[label] = Run.of(given | overrides, args)
+    return runs
 
-    publish: PublishSettings
-    divert: DivertSettings
-    house: HouseSettings
-    step_s: float
-    outage: Outage | None
+
+class Run(Section):
+    """One run's settings, checked together before any run starts."""
+
+    timing: Timing
+    publish: PublishSettings = PublishSettings()
+    divert: DivertSettings = DivertSettings()
+    house: HouseSettings = HouseSettings()
+    car: Car = Car()
+    outage: Outage | None = None
     vrms: bool
     meter: MeterPath
-    car: Car
-    jitter_s: float
     seed: int
 
     @classmethod
-    def of(cls, options: dict[str, Any], args: argparse.Namespace) -> _Run:
-        try:
-            publish = PublishSettings(**{key: options[key] for key in PUBLISH_OPTIONS})
-        except ValidationError as exc:
-            raise ConfigError(
-                [
-                    f"simulate: --{'-'.join(str(part) for part in error['loc']).replace('_', '-')}"
-                    f" {error['input']!r}: {str(error['msg']).removeprefix('Value error, ')}"
-                    for error in exc.errors()
-                ]
-            ) from None
-        numbers = {key: float(options[key]) for key in DIVERT_OPTIONS}
-        step = float(options["step"])
-        positive = ("voltage", "min_current", "max_current", "pv_ratio")
-        problems = [
-            f"--{key.replace('_', '-')} {value:g}: expected {'> 0' if key in positive else '>= 0'}"
-            for key, value in numbers.items()
-            if value < 0 or (value == 0 and key in positive)
-        ]
-        if step <= 0:
-            problems.append(f"--step {step:g}: expected > 0 seconds")
-        jitter = float(options["jitter"])
-        if not 0 <= jitter < step:
-            problems.append(f"--jitter {jitter:g}: expected at least 0 and under --step {step:g}")
-        if numbers["min_current"] > numbers["max_current"]:
-            problems.append("--min-current is above --max-current")
-        for key, low in (("grid_voltage", 0.0), ("car_max_current", 0.0), ("shaper_max_pwr", -1)):
-            value = options[key]
-            if value is not None and float(value) <= low:
-                expected = "at least 0 W" if key == "shaper_max_pwr" else "> 0"
-                problems.append(f"--{key.replace('_', '-')} {value:g}: expected {expected}")
-        if problems:
-            raise ConfigError([f"simulate: {problem}" for problem in problems])
-        shaper_w = options["shaper_max_pwr"]
-        divert = DivertSettings(
-            voltage=numbers["voltage"],
-            min_current=numbers["min_current"],
-            max_current=numbers["max_current"],
-            pv_ratio=numbers["pv_ratio"],
-            attack_s=numbers["attack"],
-            decay_s=numbers["decay"],
-            min_charge_time_s=numbers["min_charge_time"],
-            three_phase=args.three_phase,
-            shaper=ShaperSettings(float(shaper_w)) if shaper_w is not None else None,
-        )
-        grid = options["grid_voltage"]
-        house = HouseSettings(
-            voltage_v=float(grid) if grid is not None else divert.voltage,
-            recorded_voltage=grid is None,
-            pv_phases=args.pv_phases,
-            car_phases=3 if args.three_phase else 1,
-        )
-        return cls(
-            publish,
-            divert,
-            house,
-            step,
-            _outage(args.outage),
-            args.vrms,
-            "telegram" if args.meter == "telegram" else "direct",
-            Car(float(options["car_max_current"])),
-            jitter,
-            args.seed,
-        )
+    def of(cls, values: dict[str, Any], args: argparse.Namespace) -> Run:
+        """From the options' values (None: not given) and the run's flags."""
+        grid = values["grid_voltage"]
+        fixed = {
+            "divert.three_phase": args.three_phase,
+            "house.recorded_voltage": grid is None,
+            "house.car_phases": 3 if args.three_phase else 1,
+            "outage": _outage(args.outage),
+            "vrms": args.vrms,
+            "meter": args.meter,
+            "seed": args.seed,
+        }
+        given = {FIELDS[key][1]: value for key, value in values.items()}
+        run = validated(cls, given | fixed, {path: _flag(key) for key, (_, path) in FIELDS.items()})
+        if grid is not None:
+            return run
+        # the grid at the charger's voltage, which the charger's model has checked
+        house = run.house.model_copy(update={"voltage_v": run.divert.voltage})
+        return run.model_copy(update={"house": house})
 
     def go(self, day: Day, trace: bool, progress: Callable[[float], None]) -> Result:
         return simulate(
             day,
             self.publish,
             self.divert,
-            self.step_s,
+            self.timing.step_s,
             house=self.house,
             outage=self.outage,
             vrms=self.vrms,
             meter=self.meter,
             car=self.car,
-            jitter_s=self.jitter_s,
+            jitter_s=self.timing.jitter_s,
             seed=self.seed,
             trace=trace,
             progress=progress,
@@ -297,30 +289,16 @@ def _outage(text: str | None) -> Outage | None:
     return outage
 
 
-def _combinations(specs: list[str]) -> list[dict[str, Any]]:
+def _combinations(specs: list[str]) -> list[dict[str, str]]:
     axes = []
-    known = (*PUBLISH_OPTIONS, *DIVERT_OPTIONS, *OTHER_OPTIONS)
     for spec in specs:
         key, _, values = spec.partition("=")
         key = key.strip().replace("-", "_")
-        if key not in known:
+        if key not in FIELDS:
             raise ConfigError(
-                [f"--compare {spec!r}: unknown setting {key!r}; one of {', '.join(known)}"]
+                [f"--compare {spec!r}: unknown setting {key!r}; one of {', '.join(FIELDS)}"]
             )
         if not values:
             raise ConfigError([f"--compare {spec!r}: expected {key}=VALUE,VALUE"])
-        axes.append([(key, _value(key, v)) for v in values.split(",")])
+        axes.append([(key, value.strip()) for value in values.split(",")])
     return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
-
-
-def _value(key: str, text: str) -> Any:
-    if key in TEXT_OPTIONS:
-        return text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError([f"--compare {key}={text!r}: expected a number"]) from None
-
-
-def _show(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -21,10 +21,13 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
+from pydantic import Field
+
 from p1evse.model import Reading
+from p1evse.settings import Section
 
 DAY_S = 86_400.0
 METER_ZONE = ZoneInfo("Europe/Amsterdam")  # DSMR clocks state local time with S/W
@@ -158,25 +161,21 @@ def even_phases(watts: float) -> Triple:
 # -- the house and its meter ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HouseSettings:
-    voltage_v: float = 230.0  # the grid's nominal voltage
-    recorded_voltage: bool = True  # a day's recorded voltage, where it has one, wins
-    pv_phases: int = 1  # a single-phase inverter on L1, or a three-phase one
-    car_phases: int = 1  # the charger on L1, or on all three
+class HouseSettings(Section):
+    voltage_v: float = Field(230.0, gt=0, description="the grid's nominal voltage, V")
+    recorded_voltage: bool = Field(
+        True, description="a day's recorded voltage, where it has one, wins"
+    )
+    pv_phases: Literal[1, 3] = Field(
+        1, description="a single-phase inverter on L1, or a three-phase one"
+    )
+    car_phases: Literal[1, 3] = Field(1, description="the charger on L1, or on all three")
     # the grid's impedance per phase seen from the meter: the voltage drops with import
     # and rises with export, as real meters show
-    impedance_ohm: float = 0.25
+    impedance_ohm: float = Field(0.25, ge=0)
     # the meter's energy counters at the start (kWh): tariff 1, tariff 2
     delivered_kwh: tuple[float, float] = (4_321.123, 3_456.789)
     returned_kwh: tuple[float, float] = (1_234.567, 2_345.678)
-
-    def __post_init__(self) -> None:
-        for name in ("pv_phases", "car_phases"):
-            if getattr(self, name) not in (1, 3):
-                raise ValueError(f"{name} {getattr(self, name)!r}: expected 1 or 3")
-        if self.voltage_v <= 0:
-            raise ValueError(f"voltage_v {self.voltage_v!r}: expected > 0")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from pydantic import Field, model_validator
+
+from p1evse.settings import Section
+
 DIVERT_PRIORITY = 50
 MQTT_PRIORITY = 500  # every MQTT client shares this claim slot
 SHAPER_PRIORITY = 5000  # EvseManager_Priority_Safety
@@ -29,26 +33,54 @@ VRMS_FRESH_S = 120.0
 SHAPER_HYSTERESIS_A = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class ShaperSettings:
-    max_pwr_w: float  # current_shaper_max_pwr: house + car stay under this
-    smoothing_s: float = 60.0
-    min_pause_s: float = 300.0
-    data_maxinterval_s: float = 120.0
+class ShaperSettings(Section):
+    """The current shaper's settings (current_shaper_*)."""
+
+    max_pwr_w: float = Field(ge=0, description="house + car stay under this, W")
+    smoothing_s: float = Field(60.0, ge=0, description="its filters' time constant, s")
+    min_pause_s: float = Field(
+        300.0, ge=0, description="the least pause after it disabled the charger, s"
+    )
+    data_maxinterval_s: float = Field(
+        120.0, ge=0, description="the longest silence of its live power before it disables, s"
+    )
 
 
-@dataclass(frozen=True, slots=True)
-class DivertSettings:
-    voltage: float = 240.0  # used when no fresh vrms is fed
+class DivertSettings(Section):
+    """The charger's settings that divert and charging follow (the firmware's defaults)."""
+
+    voltage: float = Field(
+        240.0, gt=0, description="the voltage it believes when no fresh vrms is fed, V"
+    )
     three_phase: bool = False
-    min_current: float = 6.0
-    max_current: float = 32.0
-    pv_ratio: float = 1.1
-    attack_s: float = 20.0
-    decay_s: float = 600.0
-    min_charge_time_s: float = 600.0
+    min_current: float = Field(6.0, gt=0, description="the least current it charges with, A")
+    max_current: float = Field(32.0, gt=0, description="the most current it offers, A")
+    pv_ratio: float = Field(
+        1.1,
+        gt=0,
+        description="below 1, the share of the least current that surplus must cover to "
+        "start; above 1, (ratio - 1) kW of export is kept",
+    )
+    attack_s: float = Field(
+        20.0, ge=0, description="the divert filter's time constant as the surplus rises, s"
+    )
+    decay_s: float = Field(
+        600.0, ge=0, description="the divert filter's time constant as the surplus falls, s"
+    )
+    min_charge_time_s: float = Field(
+        600.0, ge=0, description="the least time it charges once divert started it, s"
+    )
     eco: bool = True
     shaper: ShaperSettings | None = None  # the current shaper, off by default
+
+    @model_validator(mode="after")
+    def _currents_in_order(self) -> DivertSettings:
+        if self.min_current > self.max_current:
+            raise ValueError(
+                f"min_current ({self.min_current:g} A) is above "
+                f"max_current ({self.max_current:g} A)"
+            )
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +93,10 @@ class Claim:
     max_current: float | None = None  # A, a cap (the shaper's)
 
 
-@dataclass(frozen=True, slots=True)
-class Car:
-    max_current: float = 32.0  # A per phase its on-board charger takes at most
+class Car(Section):
+    max_current: float = Field(
+        32.0, gt=0, description="the most its on-board charger takes, A per phase"
+    )
 
 
 class InputFilter:
