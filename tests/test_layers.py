@@ -4,9 +4,11 @@ cycle, and the pure pipeline loads no I/O library."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import grimp
@@ -128,3 +130,12 @@ def test_importing_the_pipeline_loads_no_io_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_architecture_page_shows_the_layers_as_declared() -> None:
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [layers] = [c["layers"] for c in contracts["contracts"] if c["type"] == "layers"]
+    declared = [layer.replace("p1evse.", "") for layer in layers]
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    [block] = re.findall(r"```\n(cli\n.*?)```", page, re.DOTALL)
+    assert block.splitlines() == declared
