@@ -1,6 +1,6 @@
-"""What the MQTT sources' tests share: the payloads of the devices that publish them,
-each source's handler into a real pipeline, hostile payloads, and a run through a real
-broker."""
+"""What the tests of the MQTT sources and of the running service share: the default
+topics, the payloads of the devices that publish them, each source's handler into a real
+pipeline, hostile payloads, and a run through a real broker."""
 
 from __future__ import annotations
 
@@ -21,8 +21,40 @@ from tests.conftest import running, settings_for
 from tests.intakes import PipelineIntake
 from tests.probe import Probe
 
+DELIVERED = "dsmr/reading/electricity_currently_delivered"
+RETURNED = "dsmr/reading/electricity_currently_returned"
 GRID_IE = "p1evse/grid_ie"
+CLAIM = "openevse/claim/set"
 STATUS = "p1evse/status"
+STATE = "p1evse/state"
+JSON_TOPIC = "dsmr/json"
+
+# DSMR-reader's dsmr/json with phases: import on L1, export on L2, voltages on all three
+TELEGRAM_JSON = json.dumps(
+    {
+        "electricity_currently_delivered": "0.000",
+        "electricity_currently_returned": "1.200",
+        "phase_currently_delivered_l1": "0.300",
+        "phase_currently_returned_l2": "1.500",
+        "phase_voltage_l1": "229.0",
+        "phase_voltage_l2": "231.0",
+        "phase_voltage_l3": "233.0",
+    }
+)
+JSON_SOURCE = {
+    "type": "mqtt_json",
+    "topic": JSON_TOPIC,
+    "phase_import_fields": ["phase_currently_delivered_l1"],
+    "phase_export_fields": ["", "phase_currently_returned_l2"],
+    "phase_voltage_fields": ["phase_voltage_l1", "phase_voltage_l2", "phase_voltage_l3"],
+}
+
+
+async def ready(probe: Probe) -> None:
+    """The service's retained `online` follows its subscriptions on the same connection,
+    so once it is seen, the service receives what the probe publishes."""
+    await probe.subscribe(STATUS)
+    await probe.wait_for_payload(STATUS, "online")
 
 
 def dsmr_reader_json(delivered: str = "0.321", returned: str = "0.000", second: int = 14) -> bytes:

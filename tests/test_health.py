@@ -14,7 +14,7 @@ import pytest
 
 from p1evse.sim.broker import free_port
 from tests.brokers import BrokerProcess
-from tests.test_bridge_mqtt import DELIVERED
+from tests.payloads import DELIVERED
 from tests.test_web import serving, web_settings
 
 # a Python process that imports p1evse's config: about a second here, ten times that and

@@ -26,7 +26,7 @@ from tests.brokers import BrokerProcess
 from tests.fake_openevse import FakeOpenEvse
 from tests.gateways import Gateway
 from tests.probe import EVENT_TIMEOUT_S, Probe
-from tests.test_bridge_mqtt import DELIVERED, GRID_IE, RETURNED
+from tests.test_app import DELIVERED, GRID_IE, RETURNED
 from tests.test_homewizard import Device
 from tests.test_hostile_mqtt import FailingSource
 from tests.test_web import Site, serving, web_settings

@@ -12,10 +12,7 @@ from p1evse.model import GridPower, Rejected, Rejection
 from p1evse.sources.mqtt_split import MqttSplitSettings, MqttSplitSource
 from tests.brokers import BrokerProcess
 from tests.intakes import PipelineIntake
-from tests.payloads import ESPHOME, rejected, relayed
-
-DELIVERED = "dsmr/reading/electricity_currently_delivered"
-RETURNED = "dsmr/reading/electricity_currently_returned"
+from tests.payloads import DELIVERED, ESPHOME, RETURNED, rejected, relayed
 
 
 def source_into_pipeline(unit: str = "kW", **publish: Any) -> tuple[PipelineIntake, dict[str, Any]]:

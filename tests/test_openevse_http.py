@@ -15,6 +15,7 @@ from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.fake_openevse import FakeOpenEvse, Request
 from tests.logs import log_event
+from tests.payloads import JSON_SOURCE, JSON_TOPIC, TELEGRAM_JSON, ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
@@ -37,11 +38,6 @@ def http_settings(broker: BrokerProcess, charger: FakeOpenEvse, **openevse: Any)
         openevse={"transport": "http", "url": charger.url, **openevse},
         publish=publish,
     )
-
-
-async def ready(probe: Probe) -> None:
-    await probe.subscribe("p1evse/status")
-    await probe.wait_for_payload("p1evse/status", "online")
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
@@ -234,3 +230,18 @@ async def test_the_good_fields_of_a_broken_status_are_taken(broker: BrokerProces
         "non_finite": 2,
         "implausible": 2,
     }
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+async def test_voltage_feed_over_http(broker: BrokerProcess) -> None:
+    async with FakeOpenEvse() as charger:
+        openevse = {"transport": "http", "url": charger.url, "voltage": True, "shaper": True}
+        settings = settings_for(
+            broker, source=JSON_SOURCE, publish={"interval": 0}, openevse=openevse
+        )
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            probe.publish(JSON_TOPIC, TELEGRAM_JSON)
+            while (request := await charger.next_request()).method != "POST":
+                pass
+    assert request.body == {"grid_ie": -1200, "shaper_live_pwr": -1200, "voltage": 231.0}

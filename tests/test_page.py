@@ -16,7 +16,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from tests.brokers import BrokerProcess
 from tests.conftest import require
-from tests.test_bridge_mqtt import DELIVERED, RETURNED
+from tests.payloads import DELIVERED, RETURNED
 from tests.test_web import Site, serving, web_settings
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -13,8 +13,8 @@ import socket
 import statistics
 
 from tests.brokers import BrokerProcess
+from tests.payloads import DELIVERED, GRID_IE
 from tests.probe import Probe
-from tests.test_bridge_mqtt import DELIVERED, GRID_IE
 from tests.test_web import serving, web_settings
 
 STALLED_PAGES = 4

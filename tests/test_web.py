@@ -30,8 +30,8 @@ from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.logs import log_event
+from tests.payloads import DELIVERED, GRID_IE, RETURNED, ready
 from tests.probe import Probe
-from tests.test_bridge_mqtt import DELIVERED, GRID_IE, RETURNED, ready
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 

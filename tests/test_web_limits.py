@@ -20,7 +20,7 @@ from p1evse.web.server import file_limit_warning
 from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.logs import log_event
-from tests.test_bridge_mqtt import DELIVERED
+from tests.payloads import DELIVERED
 from tests.test_deployment import REPO
 from tests.test_web import Site, read_event, serving, web_settings
 

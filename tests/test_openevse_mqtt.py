@@ -1,0 +1,142 @@
+"""The OpenEVSE MQTT sink in a running service against a real broker: the feed, the
+shaper's and the voltage's, the pause claim (and never a release of another client's),
+the charger read back, and no pause blip when the broker comes back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.brokers import BrokerProcess
+from tests.conftest import running, settings_for
+from tests.logs import log_event
+from tests.payloads import (
+    CLAIM,
+    DELIVERED,
+    GRID_IE,
+    JSON_SOURCE,
+    JSON_TOPIC,
+    RETURNED,
+    STATUS,
+    TELEGRAM_JSON,
+    ready,
+)
+from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.proxy import TcpProxy
+
+
+async def test_stale_pause_claim_and_release_cycle(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0, "stale_after": 1.0, "pair_window": 0.1})
+    async with running(settings) as app, Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIM)
+        await ready(probe)
+        # no reading since start-up: paused
+        assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+        for cycle in range(2):
+            probe.publish(RETURNED, f"0.{cycle + 3}00")
+            assert await probe.next_payload(CLAIM) == "release"
+            assert await probe.next_payload(GRID_IE) == f"-{cycle + 3}00"
+            assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+        assert app.site.bridge.pipeline.counters.stale_entered == 3
+
+
+async def test_shaper_gets_the_same_value(broker: BrokerProcess) -> None:
+    settings = settings_for(broker, publish={"interval": 0}, openevse={"shaper": True})
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, "p1evse/live_pwr")
+        await ready(probe)
+        probe.publish(DELIVERED, "2.500")
+        assert await probe.next_payload(GRID_IE) == "2500"
+        assert await probe.next_payload("p1evse/live_pwr") == "2500"
+
+
+async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
+    broker: BrokerProcess,
+) -> None:
+    publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+    settings = settings_for(broker, publish=publish)
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM)
+        # what OpenEVSE publishes under its base topic (retained, as it does)
+        for field, value in [
+            ("amp", "16000"),
+            ("pilot", "16"),
+            ("state", "3"),
+            ("divert_active", "false"),
+            ("divertmode", "1"),
+        ]:
+            probe.publish(f"openevse/{field}", value, retain=True)
+        with log_event("normal mode: not pausing it") as spared:
+            async with running(settings) as app:
+                await asyncio.wait_for(spared.wait(), 5)
+                assert app.site.charger.amps == 16.0
+                assert app.site.charger.state == 3
+                assert app.site.charger.divert_active is False
+                probe.publish("openevse/divertmode", "2")  # the user switches to Eco
+                assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+                probe.publish("openevse/divertmode", "1")  # and back: released
+                assert await probe.next_payload(CLAIM) == "release"
+        assert probe.pending(CLAIM) == []
+
+
+async def test_a_claim_p1evse_never_set_is_never_released(broker: BrokerProcess) -> None:
+    """OpenEVSE has one MQTT claim slot for every client: a release from p1evse that
+    did not claim would end another client's claim."""
+    settings = settings_for(broker, publish={"interval": 0})
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM, STATUS)
+        async with running(settings):
+            await probe.wait_for_payload(STATUS, "online")
+            probe.publish(DELIVERED, "0.100")
+        await probe.wait_for_payload(STATUS, "offline")  # after any release would have been
+        assert probe.pending(CLAIM) == []
+
+
+async def test_no_pause_blip_when_the_broker_comes_back(one_broker: BrokerProcess) -> None:
+    """The broker went away long enough for the stale guard to fire; the readings were
+    only missing because the broker was. On reconnect the pause waits for them (the
+    stale timeout), instead of going out at once and being released a moment later."""
+    settings = settings_for(
+        one_broker,
+        publish={"interval": 0, "stale_after": 2.0, "pair_window": 0.1},
+        # a cut connection makes the broker publish the dead-man's will: test_deadman.py
+        openevse={"deadman": False},
+    )
+    async with TcpProxy(one_broker.port) as proxy:
+        settings = settings.model_copy(
+            update={"mqtt": settings.mqtt.model_copy(update={"port": proxy.port})}
+        )
+        with log_event("no valid reading") as stale:
+            async with running(settings) as app, Probe(one_broker.port) as probe:
+                await probe.subscribe(GRID_IE, CLAIM)
+                await ready(probe)
+                probe.publish(DELIVERED, "0.500")
+                assert await probe.next_payload(GRID_IE) == "500"
+                proxy.cut()  # the service loses the broker
+                await asyncio.wait_for(stale.wait(), EVENT_TIMEOUT_S)  # its pause cannot go
+                await proxy.restore()
+                await probe.wait_for_payload(STATUS, "online", EVENT_TIMEOUT_S)  # it is back
+                probe.publish(DELIVERED, "0.600")
+                assert await probe.next_payload(GRID_IE) == "600"
+                app.broker.publish(CLAIM, "after")  # after all it said since it came back
+                assert await probe.next_payload(CLAIM) == "after"  # and no pause before it
+
+                proxy.cut()  # again, but this time the meter stays quiet once it is back
+                await probe.wait_for_payload(STATUS, "offline", EVENT_TIMEOUT_S)
+                await proxy.restore()
+                await probe.wait_for_payload(STATUS, "online", EVENT_TIMEOUT_S)
+                claim = await probe.next_payload(CLAIM, EVENT_TIMEOUT_S)
+                assert claim == '{"state":"disabled"}'  # the pause, once stale_after has passed
+
+
+@pytest.mark.parametrize("broker", ["mosquitto"], indirect=True)
+async def test_voltage_feed_over_mqtt(broker: BrokerProcess) -> None:
+    settings = settings_for(
+        broker, source=JSON_SOURCE, publish={"interval": 0}, openevse={"voltage": True}
+    )
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe("p1evse/vrms")
+        await ready(probe)
+        probe.publish(JSON_TOPIC, TELEGRAM_JSON)
+        assert await probe.next_payload("p1evse/vrms") == "231"  # mean of the phases
