@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from p1evse.clock import Clock, Timer
 from p1evse.model import (
@@ -86,14 +87,7 @@ class Bridge:
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
-            try:
-                self._dispatch_one(event)
-            except Exception as exc:
-                # a bug in one sink or observer must not keep the next event (the value
-                # after a reading) from the others, nor end the source that called
-                more = self._failure_log.note(type(exc).__name__)
-                if more is not None:
-                    log.error("%s: handling %s failed%s", self._name, event, more, exc_info=exc)
+            self._dispatch_one(event)
         self._reschedule()
 
     def _dispatch_one(self, event: Event) -> None:
@@ -101,19 +95,36 @@ class Bridge:
             if self._debug:
                 log.debug("%s: publish %d W (%s)", self._name, event.watts, _covers(event))
             for sink in self._sinks:
-                sink.grid_power(event)
+                self._deliver(sink.grid_power, event)
         elif isinstance(event, Rejected):
             self._log_rejection(event)
         elif isinstance(event, StaleEntered):
             self._log_stale(event)
             for sink in self._sinks:
-                sink.stale_entered(event)
+                self._deliver(sink.stale_entered, event)
         elif isinstance(event, StaleLeft):
             log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
             for sink in self._sinks:
-                sink.stale_left(event)
+                self._deliver(sink.stale_left, event)
         for observer in self.observers:
-            observer(event)
+            self._deliver(observer, event)
+
+    def _deliver(self, receiver: Callable[[Any], None], event: Event) -> None:
+        """One sink or observer takes one event: a bug in it must not keep this event
+        from the others, nor the next one, nor end the source that called."""
+        try:
+            receiver(event)
+        except Exception as exc:
+            more = self._failure_log.note((receiver.__qualname__, type(exc).__name__))
+            if more is not None:
+                log.error(
+                    "%s: %s failed on %s%s",
+                    self._name,
+                    receiver.__qualname__,
+                    event,
+                    more,
+                    exc_info=exc,
+                )
 
     def _log_rejection(self, event: Rejected) -> None:
         more = self._rejection_log.note(event.reason)
