@@ -183,3 +183,21 @@ async def test_a_killed_process_is_reported_offline_by_its_last_will(
             await process.wait()
         message = await probe.next(STATUS)
         assert message.payload == b"offline"
+
+
+def test_run_loads_none_of_the_simulators_models() -> None:
+    """`p1evse run` on a small board: the simulator's options are built only for
+    `simulate`, and its models are never imported."""
+    code = (
+        "import sys\n"
+        "from p1evse import cli\n"
+        "try:\n"
+        "    cli.main(['run', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('p1evse.sim')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

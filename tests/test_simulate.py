@@ -238,7 +238,7 @@ def test_every_problem_of_a_run_at_once_one_line_each(
 
 def simulate_parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser().add_subparsers()
-    add_parser(commands)
+    add_parser(commands, "a day, offline")
     return commands.choices["simulate"]
 
 

@@ -31,8 +31,14 @@ HEALTH_ANSWER_BYTES = 1024
 LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
+SIMULATE_HELP = "a day of house, PV, car and OpenEVSE's divert, offline"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # simulate's options come from the simulator's models: built only when asked for,
+    # so that `run` on a small board loads none of them
+    args = _parser(simulate=argv[:1] == ["simulate"]).parse_args(argv)
     try:
         code: int = args.command(args)
     except ConfigError as exc:
@@ -42,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p1evse",
         description="Feed OpenEVSE's solar divert with grid power from a smart meter's P1 port.",
@@ -73,9 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("-c", "--config", type=Path, help=config_help)
     health.set_defaults(command=_health)
 
-    from p1evse.sim.cli import add_parser as add_simulate
+    if simulate:
+        from p1evse.sim.cli import add_parser as add_simulate
 
-    add_simulate(commands)
+        add_simulate(commands, SIMULATE_HELP)
+    else:
+        commands.add_parser("simulate", help=SIMULATE_HELP)
 
     demo = commands.add_parser("demo", help="everything on this machine: broker, meter, bridge")
     demo.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")

@@ -29,7 +29,7 @@ MAX_TOPIC_BYTES = 65_535
 class Section(BaseModel):
     """A settings section: unknown keys are errors, values never change once made."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

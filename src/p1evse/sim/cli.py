@@ -67,10 +67,10 @@ FIELDS: dict[str, tuple[type[Section], str]] = {
 }
 
 
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, help: str) -> None:
     simulate = commands.add_parser(
         "simulate",
-        help="a day of house, PV, car and OpenEVSE's divert, offline",
+        help=help,
         description="Run a day of house, PV and car through p1evse's pipeline and a model "
         "of OpenEVSE's divert, in virtual time, and report the energy.",
     )
