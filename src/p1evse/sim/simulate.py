@@ -127,27 +127,11 @@ def simulate(
     rng = random.Random(seed)
     home = House(day, house)
     result = Result()
-    clock = VirtualClock(day.first_s)
-    broker = VirtualBroker()
-    settings = _site_settings(publish, vrms=vrms, shaper=divert.shaper is not None)
-    site = build_site(settings, Ports(clock, broker), Role(source=False), name="simulate")
-    published: list[float] = []
-    openevse = settings.openevse
-    charger = SimulatedCharger(
-        OpenEvseModel(divert, car if car is not None else Car()),
-        broker,
-        ChargerTopics(
-            openevse.grid_ie_topic,
-            openevse.base_topic,
-            vrms=openevse.vrms_topic if openevse.voltage else None,
-            live_pwr=openevse.live_pwr_topic if openevse.shaper else None,
-        ),
-        clock.time,
-        published.append,
+    loop = _ClosedLoop.start(
+        day.first_s, publish, divert, car if car is not None else Car(), vrms=vrms
     )
-    broker.connect()
-    site.start()
-    read = _telegram_path(site, clock) if meter == "telegram" else _direct_path(site, clock)
+    charger = loop.charger
+    read = (_telegram_path if meter == "telegram" else _direct_path)(loop.site, loop.clock)
     hours = step_s / 3600
     steps = int((day.last_s - day.first_s) / step_s) + 1
     report_every = max(1, steps // 100)
@@ -155,29 +139,58 @@ def simulate(
         t = day.first_s + n * step_s
         metered = home.read(t, charger.model.amps())
         arrival = t + rng.uniform(0, jitter_s) if jitter_s else t
-        published.clear()
-        clock.advance(arrival)  # the pipeline's timers: pair window, stale, fail-safe
+        loop.published.clear()
+        loop.clock.advance(arrival)  # the pipeline's timers: pair window, stale, fail-safe
         if outage is None or not outage.covers(t - day.first_s):
             read(metered)
         charger.tick()
         result.add(metered, hours)
         if trace:
-            sample = metered.sample
-            result.trace.append(
-                TracePoint(
-                    t,
-                    sample.solar_w,
-                    sum(sample.load_w),
-                    metered.car_w,
-                    metered.grid_w,
-                    published[-1] if published else None,
-                    charger.model.pilot(),
-                )
-            )
+            published = loop.published[-1] if loop.published else None
+            result.trace.append(_trace_point(t, metered, published, charger.model.pilot()))
         if progress is not None and n % report_every == 0:
             progress(n / steps)
-    site.bridge.stop()
+    loop.site.bridge.stop()
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _ClosedLoop:
+    """p1evse's Site and the simulated charger on one virtual broker and clock: the
+    sinks feed the charger as they feed a real one, with every rule they keep."""
+
+    clock: VirtualClock
+    site: Site
+    charger: SimulatedCharger
+    published: list[float]  # the values the charger got in this step
+
+    @classmethod
+    def start(
+        cls, now: float, publish: PublishSettings, divert: DivertSettings, car: Car, *, vrms: bool
+    ) -> _ClosedLoop:
+        clock, broker = VirtualClock(now), VirtualBroker()
+        settings = _site_settings(publish, vrms=vrms, shaper=divert.shaper is not None)
+        site = build_site(settings, Ports(clock, broker), Role(source=False), name="simulate")
+        published: list[float] = []
+        openevse = settings.openevse
+        topics = ChargerTopics(
+            openevse.grid_ie_topic,
+            openevse.base_topic,
+            vrms=openevse.vrms_topic if openevse.voltage else None,
+            live_pwr=openevse.live_pwr_topic if openevse.shaper else None,
+        )
+        model = OpenEvseModel(divert, car)
+        charger = SimulatedCharger(model, broker, topics, clock.time, published.append)
+        broker.connect()
+        site.start()
+        return cls(clock, site, charger, published)
+
+
+def _trace_point(t: float, metered: Metered, published: float | None, pilot: float) -> TracePoint:
+    sample = metered.sample
+    return TracePoint(
+        t, sample.solar_w, sum(sample.load_w), metered.car_w, metered.grid_w, published, pilot
+    )
 
 
 def _site_settings(publish: PublishSettings, *, vrms: bool, shaper: bool) -> SiteSettings:
