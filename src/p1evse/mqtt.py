@@ -227,7 +227,8 @@ class Broker:
         self._disconnected_listeners: list[Callable[[], None]] = []
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
-        # while closing: the last messages' ids, until the broker acknowledges them all
+        # the QoS 1 messages in flight on this connection, until the broker acknowledges
+        # them: the goodbye waits for them all
         self._unacknowledged: set[int] = set()
         self._acknowledged = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -310,6 +311,9 @@ class Broker:
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.stats.unsent += 1
             return False
+        if qos > 0:
+            self._unacknowledged.add(info.mid)
+            self._acknowledged.clear()
         return True
 
     # -- lifecycle -----------------------------------------------------------------
@@ -400,11 +404,12 @@ class Broker:
             log.warning("MQTT broker %s did not take the disconnect in time", self.address)
 
     async def _goodbye(self, last: Sequence[Retained]) -> None:
+        """Every QoS 1 message still in flight, the ones sent before included, is
+        acknowledged before the DISCONNECT: a broker may acknowledge out of order."""
         if self._announce:
             last = [*last, Retained(self._settings.availability_topic, OFFLINE)]
-        self._unacknowledged = {
-            self._client.publish(topic, payload, qos=1, retain=True).mid for topic, payload in last
-        }
+        for topic, payload in last:
+            self.publish(topic, payload, qos=1, retain=True)
         if self._unacknowledged:
             await self._acknowledged.wait()
         self._client.disconnect()
@@ -514,6 +519,8 @@ class Broker:
         was_connected = self.connected
         self.connected = False
         self._lost_reason = str(reason)
+        self._unacknowledged.clear()  # no acknowledgement comes on a lost connection
+        self._acknowledged.set()
         self._lost.set()
         if was_connected:
             for listener in self._disconnected_listeners:
