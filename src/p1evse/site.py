@@ -168,7 +168,7 @@ def _sinks(
         return [OpenEvseHttpSink(openevse, charger, clock.time)]
     # the readings ride on the broker too: after a reconnect they need time to come back
     settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
-    feed = OpenEvseMqttSink(openevse, mqtt, charger, clock.time, settle_s)
+    feed = OpenEvseMqttSink(openevse, mqtt, charger, clock, settle_s)
     _attach(mqtt, feed.subscriptions(), feed.connected)
     if not deadman or not openevse.deadman_armed(settings.publish.on_stale):
         return [feed]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -20,6 +18,7 @@ from p1evse.sinks.charger import (
 )
 
 if TYPE_CHECKING:
+    from p1evse.clock import Clock, Timer
     from p1evse.counts import Count
     from p1evse.mqtt import MqttPort, PayloadHandler
     from p1evse.sinks.charger import OpenevseSettings
@@ -47,7 +46,7 @@ class OpenEvseMqttSink:
         settings: OpenevseSettings,
         broker: MqttPort,
         charger: ChargerState,
-        clock: Callable[[], float],
+        clock: Clock,
         reconnect_settle_s: float = 0.0,
     ) -> None:
         self._value_topics = [settings.grid_ie_topic]
@@ -59,10 +58,10 @@ class OpenEvseMqttSink:
         self._clock = clock
         self.charger = charger
         self._pause = PauseIntent(charger)
-        self._report_log = ReportLog(clock, f"{settings.base_topic}/…")
+        self._report_log = ReportLog(clock.time, f"{settings.base_topic}/…")
         self.claim_sent = False
         self._settle_s = reconnect_settle_s
-        self._settling: asyncio.TimerHandle | None = None
+        self._settling: Timer | None = None
         self._base_topic = settings.base_topic
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
@@ -107,7 +106,7 @@ class OpenEvseMqttSink:
 
     def _on_report(self, field: str, payload: bytes | bytearray) -> None:
         try:
-            self.charger.update(field, payload, self._clock())
+            self.charger.update(field, payload, self._clock.time())
         except InputRejected as exc:
             self._report_log.refused(exc)
             return
@@ -120,7 +119,7 @@ class OpenEvseMqttSink:
             self._settling.cancel()
             self._settling = None
         if self._settle_s > 0 and self._pause.wanted() and not self.claim_sent:
-            self._settling = asyncio.get_running_loop().call_later(self._settle_s, self._settled)
+            self._settling = self._clock.call_at(self._clock.time() + self._settle_s, self._settled)
             return
         self._sync_claim()
 
