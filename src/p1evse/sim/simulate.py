@@ -1,11 +1,12 @@
-"""`p1evse simulate`: a day of house, PV and car in virtual time, through the real
-pipeline (rules, averaging, stale guard) and the OpenEVSE model.
+"""`p1evse simulate`: a day of house, PV and car in virtual time, through the same Site
+as the service (pipeline rules, averaging, stale guard, the MQTT sink's rules) and the
+OpenEVSE model on a virtual broker.
 
 Each step the house's meter is read, the car drawing what the charger offers; the
-reading reaches the pipeline directly or, with `meter="telegram"`, as a DSMR 5 telegram
-through the `p1` source's own framing and decoder; the pipeline decides what to
-publish; OpenEVSE's divert (and shaper, and vrms when fed) reacts to each published
-value, and the car draws the new current from the next step on.
+reading reaches the site's intake directly or, with `meter="telegram"`, as a DSMR 5
+telegram through the `p1` source's own framing and decoder; the pipeline decides what to
+publish, the sink sends it; OpenEVSE's divert (and shaper, and vrms when fed) reacts to
+each value, and the car draws the new current from the next step on.
 """
 
 from __future__ import annotations
