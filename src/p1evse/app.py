@@ -47,7 +47,7 @@ class App:
                 settings.web, address, self.site.state, self.broker, self.supervisor, loop
             )
             self.site.state.listeners.append(self.web.push.changed)
-            self.site.state.event_listeners.append(self.web.metrics.observe)
+            self.site.bridge.observers.append(self.web.metrics.observe)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return."""

@@ -89,7 +89,6 @@ class SiteState:
         self.started = clock()
         self.history = History()
         self.listeners: list[Callable[[], None]] = []  # told after every change
-        self.event_listeners: list[Callable[[Event], None]] = []  # told every event first
         self.meter: Reading | None = None
         # the meter's clock minus ours when its last reading came, if it says its time
         self.meter_clock_offset_s: float | None = None
@@ -107,8 +106,6 @@ class SiteState:
 
     def observe(self, event: Event) -> None:
         """A Bridge observer: record the event (no I/O, no waiting)."""
-        for listener in self.event_listeners:
-            listener(event)
         if isinstance(event, Reading):
             self.meter = event
             if event.meter_time is not None:

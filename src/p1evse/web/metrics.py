@@ -76,7 +76,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
-        """Told every event by the status model, right after the sinks have taken it."""
+        """A Bridge observer: called right after the sinks have taken a value."""
         if isinstance(event, GridPower) and not event.failsafe:
             self.latency.observe(self._clock() - event.at)
 
