@@ -14,6 +14,8 @@ from pathlib import Path
 import grimp
 import pytest
 
+from tests.imports import loaded_after
+
 ROOT = Path(__file__).resolve().parent.parent
 IO_LIBRARIES = ("paho", "aiohttp", "yaml", "dsmr_parser", "serialx", "prometheus_client")
 
@@ -122,14 +124,7 @@ def test_the_cycle_finder_finds_one() -> None:
 
 
 def test_importing_the_pipeline_loads_no_io_library() -> None:
-    code = (
-        "import sys, p1evse.pipeline\n"
-        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {IO_LIBRARIES!r}))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert result.stdout.strip() == "[]"
+    assert loaded_after("import p1evse.pipeline", *IO_LIBRARIES) == []
 
 
 def test_the_architecture_page_shows_the_layers_as_declared() -> None:
