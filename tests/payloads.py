@@ -140,20 +140,27 @@ ESPHOME = {
 
 # -- arbitrary payloads: never a crash, never an implausible value -----------------------
 
+
+def json_documents(
+    *keys: str, text_size: int = 12, list_size: int = 4, leaves: int = 12
+) -> st.SearchStrategy[Any]:
+    """Arbitrary JSON values whose objects use `keys`: what a hostile or broken device
+    may send where a reading is expected."""
+    return st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=text_size),
+        lambda inner: (
+            st.lists(inner, max_size=list_size)
+            | st.dictionaries(st.sampled_from(keys), inner, max_size=4)
+        ),
+        max_leaves=leaves,
+    )
+
+
 payloads = st.one_of(
     st.binary(max_size=300),
-    st.recursive(
-        st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=12),
-        lambda inner: (
-            st.lists(inner, max_size=4)
-            | st.dictionaries(
-                st.sampled_from(["SML", "pwr_imp", "pwr_exp", "electricity_currently_delivered"]),
-                inner,
-                max_size=4,
-            )
-        ),
-        max_leaves=12,
-    ).map(lambda document: json.dumps(document).encode()),
+    json_documents("SML", "pwr_imp", "pwr_exp", "electricity_currently_delivered").map(
+        lambda document: json.dumps(document).encode()
+    ),
     st.sampled_from([telegrams.dsmr5(import_w=60_000), tasmota_sml(0, 99.0)]),
 )
 
@@ -165,6 +172,11 @@ def never_implausible(
     intake, handle = make()
     for payload in messages:
         handle(payload)
+    assert_plausible(intake)
+
+
+def assert_plausible(intake: PipelineIntake) -> None:
+    """Everything published is a finite value within the default max_power_w."""
     for watts in intake.published:
         assert -50_000 <= watts <= 50_000
         assert math.isfinite(watts)
