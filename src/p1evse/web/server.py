@@ -22,7 +22,6 @@ import os
 import resource
 import socket
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -30,6 +29,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from p1evse.backoff import Backoff
 from p1evse.settings import is_loopback
+from p1evse.web.assets import STATIC_DIR
 from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
 from p1evse.web.metrics import Metrics
 from p1evse.web.settings import ListenAddress, WebSettings
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
 PING_PERIOD_S = 20.0  # a comment on an idle stream keeps proxies from closing it
 # A page's stream needs little buffer. Small ones, in the kernel (doubled by it) and in
 # the transport, pin little for a page that stops reading, and fill soon, so its writes
