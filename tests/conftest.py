@@ -17,6 +17,8 @@ from tests.gateways import Gateway
 from tests.pki import Pki, new_pki
 from tests.probe import EVENT_TIMEOUT_S
 
+pytest_plugins = ["tests.browsers"]  # the `browser` fixture
+
 BROKER_KINDS = ["mosquitto", "amqtt"]
 
 

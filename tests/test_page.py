@@ -1,52 +1,19 @@
-"""The status page in a real browser: Debian's Chromium driven by Playwright, against a
-running app with a real broker behind it.
-
-Skipped only where no Chromium is installed; under CI (.ci/run installs it) a missing
-browser fails. Screenshots land in test-artifacts/.
-"""
+"""The status page in a real browser (tests/browsers.py), against a running app with a
+real broker behind it. Screenshots land in test-artifacts/."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from tests.brokers import BrokerProcess
-from tests.conftest import require
+from tests.browsers import ARTIFACTS
 from tests.payloads import DELIVERED, RETURNED
 from tests.test_web import Site, serving, web_settings
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 WAIT_MS = 5000
-
-
-@pytest.fixture
-def chromium() -> Path:
-    require("chromium", CHROMIUM.exists())
-    ARTIFACTS.mkdir(exist_ok=True)
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_ARGS
-        )
-        yield browser
-        await browser.close()
 
 
 class Watched:
