@@ -57,6 +57,26 @@ def run(
     return result
 
 
+def test_a_day_at_a_minute_says_once_that_it_goes_stale_between_readings(
+    tmp_path: Path,
+) -> None:
+    """OpenEVSE's day files are a sample a minute, past the default stale_after: one
+    note says so, and none of the service's thousands of stale and pause lines follow."""
+    csv = tmp_path / "day.csv"
+    rows = [f"2018-06-10 {10 + m // 60:02d}:{m % 60:02d}:00, 3000, -100" for m in range(180)]
+    csv.write_text("time, solar_w, grid_w\n" + "\n".join(rows) + "\n")
+    result = cli("--csv", str(csv), "--compare", "stale_after=30,50,90")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "simulate: the meter's period, 60 s, is not shorter than stale_after, 30 s: p1evse "
+        "goes stale between every two readings (--stale-after above 60 avoids it)",
+        "simulate: the meter's period, 60 s, is not shorter than stale_after, 50 s: p1evse "
+        "goes stale between every two readings (--stale-after above 60 avoids it)",
+    ]
+    quiet = cli("--csv", str(csv), "--stale-after", "90")
+    assert (quiet.returncode, quiet.stderr) == (0, "")
+
+
 def test_deterministic_and_balanced() -> None:
     first, second = run().summary(), run().summary()
     assert first == second

@@ -38,7 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # simulate's options come from the simulator's models: built only when asked for,
     # so that `run` on a small board loads none of them
-    args = _parser(simulate=argv[:1] == ["simulate"]).parse_args(argv)
+    simulating = argv[:1] == ["simulate"]
+    args = _parser(simulate=simulating).parse_args(argv)
+    if simulating:
+        # a simulated day is a report: the service's own log lines (a stale meter, a
+        # pause) happen thousands of times in it and are its figures' business, not the
+        # terminal's
+        _setup_logging("error")
     try:
         code: int = args.command(args)
     except ConfigError as exc:

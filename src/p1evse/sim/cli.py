@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     except DayFileError as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
     runs = plan(args, day.period_s() if isinstance(day, RecordedDay) else 1.0)
+    notes = {note for one in runs.values() if (note := stale_between_readings(one)) is not None}
+    for note in sorted(notes):
+        print(f"simulate: {note}", file=sys.stderr)
     bar = ProgressBar(len(runs), sys.stderr)
     results: dict[str, Result] = {}
     for number, (label, one) in enumerate(runs.items()):
@@ -232,6 +235,19 @@ class Run(Section):
             trace=trace,
             progress=progress,
         )
+
+
+def stale_between_readings(run: Run) -> str | None:
+    """A note when the meter's period is not shorter than `stale_after`: p1evse then
+    goes stale between every two readings, as it would with such a meter."""
+    step, stale_after = run.timing.step_s, run.publish.stale_after
+    if step < stale_after:
+        return None
+    return (
+        f"the meter's period, {step:g} s, is not shorter than stale_after, {stale_after:g} s: "
+        f"p1evse goes stale between every two readings (--stale-after above {step:g} "
+        "avoids it)"
+    )
 
 
 class ProgressBar:
