@@ -3,9 +3,15 @@ firmware's documented behaviour (src/divert.cpp, src/input_filter.cpp,
 src/current_shaper.cpp, the claims of src/evse_man.cpp), for simulations and the demo.
 Settings default to the firmware's defaults.
 
-Divert runs only when a grid value arrives: in Eco mode it turns grid power into the
-current available to the car, smooths it with an attack/decay filter that counts time
-in whole seconds, and claims the charger Active at that rate (priority 50) or Disabled.
+Divert runs only when a grid value arrives: in Eco mode it turns grid power less the
+car's measured current into the current available to the car, smooths it with an
+attack/decay filter that counts time in whole seconds, and claims the charger Active at
+that rate (priority 50) or Disabled, exactly as DivertTask::update_state decides: no new
+claim between the trigger current and 0.5 A above it; once charging, the minimum charge
+time (counted from when the charger starts to charge) keeps the last claim, rate and
+all; and divert only counts itself active one update after its claim took effect, so
+the first update after a start can still stop it. With OpenEVSE's scenario profiles on
+its recorded days this gives the firmware's own simulator's energy and starts.
 The shaper, when on, caps the current so that house + car stay under its maximum power,
 and disables the charger when its feed has been silent too long. Claims are merged as
 the firmware does: each property (state, charge current, maximum current) comes from
@@ -16,6 +22,7 @@ divert, and the shaper (5000) over both.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 from pydantic import Field, model_validator
@@ -31,6 +38,7 @@ MIN_FILTER_S = 10.0
 VRMS_RANGE_V = (60.0, 300.0)
 VRMS_FRESH_S = 120.0
 SHAPER_HYSTERESIS_A = 0.5
+HYSTERESIS_A = 0.5  # EVSE_DIVERT_HYSTERESIS: above the trigger by this, divert starts
 
 
 class ShaperSettings(Section):
@@ -69,6 +77,13 @@ class DivertSettings(Section):
     )
     min_charge_time_s: float = Field(
         600.0, ge=0, description="the least time it charges once divert started it, s"
+    )
+    current_lag_s: float = Field(
+        0.0,
+        ge=0,
+        description="how old the car's measured current is that divert takes off grid_ie, "
+        "s (the firmware polls it every second, and a car takes seconds to follow its "
+        "pilot)",
     )
     eco: bool = True
     shaper: ShaperSettings | None = None  # the current shaper, off by default
@@ -124,7 +139,16 @@ class OpenEvseModel:
     available: float = 0.0  # A, the last unfiltered value (charge rate follows it)
     shaper_current: float = 0.0  # A, the shaper's filtered cap
     _divert_filter: InputFilter = field(default_factory=InputFilter)
-    _charge_started_s: float | None = None
+    # divert's own view (DivertTask::_state): Active only once the charger is in the
+    # state divert claimed, seen at the end of an update; the minimum charge time runs
+    # only then
+    _divert_active: bool = False
+    # the end of the minimum charge time: set when divert's loop, on its tick, sees the
+    # charger start charging, for whatever reason (_min_charge_end)
+    _min_charge_end_s: float = 0.0
+    _charging_seen: bool = False  # the charging state divert's loop last saw
+    # the car's current as it changed: (since when, A), oldest first, for current_lag_s
+    _drawn: deque[tuple[float, float]] = field(default_factory=deque)
     _vrms: tuple[float, float] | None = None  # (volts, when)
     _shaper: _Shaper | None = None
 
@@ -140,12 +164,17 @@ class OpenEvseModel:
         if not settings.eco:
             return
         volts = self.voltage(now_s) * (3 if settings.three_phase else 1)
-        current = watts / volts - self.amps()
+        current = watts / volts - self._measured_amps(now_s)
         reserve = max(0.0, settings.pv_ratio - 1) * 1000 / volts
         self.available = max(0.0, -current - reserve) if current < 0 else 0.0
         tau = settings.attack_s if self.available > self.smoothed else settings.decay_s
         self.smoothed = self._divert_filter.filter(self.available, self.smoothed, tau, now_s)
+        charger_active = self._active()  # as the claims so far have made it
         self._decide(now_s)
+        own = self.claims.get("divert")
+        divert_active = own is not None and own.active is True
+        if divert_active == charger_active:
+            self._divert_active = divert_active
 
     def vrms(self, volts: float, now_s: float) -> None:
         """A voltage on `mqtt_vrms` (or POST /status `voltage`): used for 120 s when
@@ -162,8 +191,15 @@ class OpenEvseModel:
             self.claims["shaper"] = claim
 
     def tick(self, now_s: float) -> None:
-        """The firmware's periodic tasks: the shaper disables the charger when its feed
-        has been silent longer than its maximum interval."""
+        """The firmware's periodic tasks: divert's loop sees the charger's state (a
+        charge that started starts the minimum charge time), and the shaper disables the
+        charger when its feed has been silent longer than its maximum interval."""
+        self._record_amps(now_s)
+        charging = self.amps() > 0
+        if charging != self._charging_seen:
+            self._charging_seen = charging
+            if charging:
+                self._min_charge_end_s = now_s + self.settings.min_charge_time_s
         if self._shaper is not None:
             claim = self._shaper.check(now_s)
             if claim is not None:
@@ -188,10 +224,7 @@ class OpenEvseModel:
         """The current offered to the car (A): 0 unless the winning state is active.
         Without any claim on the state the charger does what its mode says: charge in
         normal mode, wait for divert in Eco mode."""
-        active = self._winning("active")
-        if active is None:
-            active = not self.settings.eco
-        if not active:
+        if not self._active():
             return 0.0
         settings = self.settings
         current = self._winning("current")
@@ -207,6 +240,34 @@ class OpenEvseModel:
             return 0.0
         return min(self.pilot(), self.car.max_current)
 
+    def _record_amps(self, now_s: float) -> None:
+        """Note the car's current when it changed, keeping what `current_lag_s` needs."""
+        amps = self.amps()
+        drawn = self._drawn
+        if not drawn or drawn[-1][1] != amps:
+            drawn.append((now_s, amps))
+        while len(drawn) > 1 and drawn[1][0] <= now_s - self.settings.current_lag_s:
+            drawn.popleft()
+
+    def _measured_amps(self, now_s: float) -> float:
+        """The car's current as divert knows it: as it was `current_lag_s` ago (as
+        recorded at the ticks), or as it is when there is no lag."""
+        lag = self.settings.current_lag_s
+        if not lag:
+            return self.amps()
+        measured = 0.0
+        for since, amps in self._drawn:
+            if since > now_s - lag:
+                break
+            measured = amps
+        return measured
+
+    def _active(self) -> bool:
+        """Whether the winning claim lets it charge. Without any claim on the state
+        it does what its mode says: charge in normal mode, wait for divert in Eco mode."""
+        active = self._winning("active")
+        return not self.settings.eco if active is None else bool(active)
+
     def _winning(self, name: str) -> float | bool | None:
         """The highest-priority claim's value of one property, among those that set it."""
         ranked = sorted(self.claims.values(), key=lambda claim: claim.priority, reverse=True)
@@ -219,25 +280,30 @@ class OpenEvseModel:
     # -- divert ---------------------------------------------------------------------
 
     def _decide(self, now_s: float) -> None:
+        """DivertTask::update_state's claims. Above the trigger plus the hysteresis:
+        Active at the rate of the unsmoothed current. At or below the trigger: Disabled,
+        once divert sees itself active and the minimum charge time is over; until then
+        the last claim stays, its rate frozen. In between: no new claim."""
         settings = self.settings
         rate = math.floor(self.available)
         if self.available - rate > min(1.0, settings.pv_ratio):
             rate += 1
         trigger = settings.min_current * min(1.0, settings.pv_ratio)
+        if self.smoothed >= trigger + HYSTERESIS_A:
+            self.claim("divert", Claim(DIVERT_PRIORITY, True, float(rate)))
+            return
         own = self.claims.get("divert")
         active = own is not None and own.active is True
-        if self.smoothed >= trigger + 0.5:
-            if not active:
-                self._charge_started_s = now_s
-            self.claim("divert", Claim(DIVERT_PRIORITY, True, float(rate)))
-            return
-        if not active:
-            return
-        started = self._charge_started_s if self._charge_started_s is not None else now_s
-        if self.smoothed <= trigger and now_s - started >= settings.min_charge_time_s:
+        if self.smoothed <= trigger and active and self._min_charge_remaining(now_s) == 0:
             self.claim("divert", Claim(DIVERT_PRIORITY, False))
-        else:
-            self.claim("divert", Claim(DIVERT_PRIORITY, True, float(rate)))
+
+    def _min_charge_remaining(self, now_s: float) -> float:
+        """getMinChargeTimeRemaining: while divert sees itself active and the car
+        charges, the time to the end of the minimum charge time."""
+        charging = self.amps() > 0
+        if self._divert_active and charging and now_s < self._min_charge_end_s:
+            return self._min_charge_end_s - now_s
+        return 0.0
 
 
 class _Shaper:
