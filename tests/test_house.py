@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from p1evse.model import Reading
 from p1evse.mqtt import Broker, MqttSettings
-from p1evse.sim.dayfile import read_csv
+from p1evse.sim.dayfile import DayFileError, read_csv
 from p1evse.sim.house import House, HouseSettings, RecordedDay, Sample, SyntheticDay
 from p1evse.sim.meter import (
     PHASE_DELIVERED_TOPICS,
@@ -145,6 +145,34 @@ def test_a_csv_day_in_iso_time_with_an_offset(tmp_path: Path) -> None:
     assert day.origin == datetime(2020, 3, 16, 7, 40)  # CET, the meter's local time
     assert (day.first_s, day.last_s) == (0.0, 120.0)
     assert day.sample(60.0).solar_w == 5
+
+
+def test_a_gap_holds_each_columns_value_from_the_line_before(tmp_path: Path) -> None:
+    """As OpenEVSE's simulator reads its day files (TimeSeries::valueAt): a gap is not
+    bridged, each column keeps its last value; before its first, it takes that one."""
+    csv = tmp_path / "gaps.csv"
+    csv.write_text(
+        "time,solar,grid\n"
+        "1528614000, null, 100\n"  # no solar yet: the first solar value stands in
+        "1528614060, 1000, -700\n"
+        "1528614120, null, -900\n"  # solar held at 1000, the grid given
+        "1528614180, , null\n"  # both held
+        "1528614240, 3000, -2700\n"
+        "1528614300, null, null\n"
+        "1528614360, 3000, -2700\n"
+    )
+    day = read_csv(csv)
+    at = {t: day.sample(t) for t in (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)}
+    assert [at[t].solar_w for t in at] == [1000, 1000, 1000, 1000, 3000, 3000]
+    house = [round(sum(sample.load_w)) for sample in at.values()]
+    assert house == [1100, 300, 100, 100, 300, 300]  # grid + solar, each held on its own
+
+
+def test_a_column_without_a_value_is_refused(tmp_path: Path) -> None:
+    csv = tmp_path / "no-grid.csv"
+    csv.write_text("time,solar,grid\n1528614000, 100, null\n1528614060, 200, \n")
+    with pytest.raises(DayFileError, match=r"no-grid\.csv: no grid value on any line"):
+        read_csv(csv)
 
 
 def test_a_recorded_voltage_is_the_grids_unless_the_settings_say_otherwise(

@@ -32,7 +32,7 @@ MAX_SAMPLES = 1_000_000  # over eleven days at 1 s
 MAX_POWER_W = 1_000_000.0
 EXPECTED = "expected time, solar_w[, grid_w][, voltage_v] by header name"
 EXPECTED_TIME = "expected YYYY-MM-DD HH:MM:SS, ISO 8601 with an offset, or epoch seconds"
-GAPS = ("", "null")  # a value missing from a row: the neighbours are interpolated over it
+GAPS = ("", "null")  # a value missing from a row: the column's value before it holds
 TIME_ERRORS = (ValueError, OverflowError, OSError)
 SHOWN_COLUMNS = 5
 SHOWN_CHARACTERS = 30
@@ -72,7 +72,7 @@ class DayFileError(P1evseError):
 
 class _Row(NamedTuple):
     when: datetime  # aware
-    solar_w: float
+    solar_w: float | None  # None: a gap (any column), or no such column (grid, voltage)
     grid_w: float | None
     voltage_v: float | None
 
@@ -81,7 +81,8 @@ def read_csv(path: Path) -> RecordedDay:
     """A day from `path`: grid_w is the house without the car (+ import); without it the
     house is taken to use nothing but what PV covers. voltage_v is the grid's voltage.
     Time is `YYYY-MM-DD HH:MM:SS` (the meter's local time), ISO 8601 with an offset, or
-    epoch seconds. A row with an empty or `null` value is a gap, bridged by interpolation."""
+    epoch seconds. An empty or `null` value is a gap: the column's value before it holds
+    (the first one, before any), as OpenEVSE's simulator reads its day files."""
     lines = csv.reader(io.StringIO(_text(path), newline=""), skipinitialspace=True, strict=True)
     rows: list[_Row] = []
     try:
@@ -97,23 +98,15 @@ def read_csv(path: Path) -> RecordedDay:
                     rows.append(row)
                 if len(rows) > MAX_SAMPLES:
                     raise DayFileError(f"{line}: more than {MAX_SAMPLES:,} samples")
+        if len(rows) < 2:
+            raise DayFileError(f"needs at least two samples, found {len(rows)}")
+        samples = _samples(rows, columns)
     except csv.Error as exc:
         raise DayFileError(f"{path}: line {lines.line_num}: not CSV ({exc})") from None
     except DayFileError as exc:
         raise DayFileError(f"{path}: {exc}") from None
-    if len(rows) < 2:
-        raise DayFileError(f"{path}: needs at least two samples, found {len(rows)}")
-    start = rows[0].when
-    samples = [
-        Sample(
-            (row.when - start).total_seconds(),
-            row.solar_w,
-            even_phases(0.0 if row.grid_w is None else row.grid_w + row.solar_w),
-            row.voltage_v,
-        )
-        for row in rows
-    ]
-    return RecordedDay(samples, start.astimezone(METER_ZONE).replace(tzinfo=None))
+    origin = rows[0].when.astimezone(METER_ZONE).replace(tzinfo=None)
+    return RecordedDay(samples, origin)
 
 
 def _text(path: Path) -> str:
@@ -197,12 +190,13 @@ def _blank(cells: list[str]) -> bool:
 def _row(
     cells: list[str], columns: dict[Column, int], line: str, after: datetime | None
 ) -> _Row | None:
-    """One line's values, None for a gap; a value that is not plausible, or a time not
-    after the line before's, is refused."""
+    """One line's values (None: a gap), or None for a line without a time; a value that
+    is not plausible, or a time not after the line before's, is refused."""
     if len(cells) != len(columns):
         raise DayFileError(f"{line}: {len(cells)} values for {len(columns)} columns")
     values = {column: cells[index].strip() for column, index in columns.items()}
-    if any(value.lower() in GAPS for value in values.values()):
+    given = {column for column, value in values.items() if value.lower() not in GAPS}
+    if Column.TIME not in given:
         return None
     time = values[Column.TIME]
     try:
@@ -211,12 +205,39 @@ def _row(
         raise DayFileError(f"{line}: time {_shown(time)}: {EXPECTED_TIME}") from None
     if after is not None and when <= after:
         raise DayFileError(f"{line}: time {_shown(time)} is not after the line before")
-    optional = {
-        column: _number(values[column], column, line) if column in values else None
-        for column in (Column.GRID, Column.VOLTAGE)
+    numbers = {
+        column: _number(values[column], column, line) if column in given else None
+        for column in (Column.SOLAR, Column.GRID, Column.VOLTAGE)
     }
-    solar = _number(values[Column.SOLAR], Column.SOLAR, line)
-    return _Row(when, solar, optional[Column.GRID], optional[Column.VOLTAGE])
+    return _Row(when, numbers[Column.SOLAR], numbers[Column.GRID], numbers[Column.VOLTAGE])
+
+
+def _samples(rows: list[_Row], columns: dict[Column, int]) -> list[Sample]:
+    """The rows as samples, each column's gaps filled as OpenEVSE's simulator fills them
+    (its TimeSeries::valueAt): with the column's value from the row before, or before
+    its first value, with that first value. A column with no value at all is refused."""
+    held: dict[str, list[float | None]] = {}
+    for column, name in (("solar", "solar_w"), ("grid", "grid_w"), ("voltage", "voltage_v")):
+        values: list[float | None] = [getattr(row, name) for row in rows]
+        if Column(column) in columns:
+            known = [value for value in values if value is not None]
+            if not known:
+                raise DayFileError(f"no {column} value on any line")
+            last = known[0]
+            for index, value in enumerate(values):
+                values[index] = last = last if value is None else value
+        held[name] = values
+    start = rows[0].when
+    samples = []
+    for row, solar, grid, volts in zip(
+        rows, held["solar_w"], held["grid_w"], held["voltage_v"], strict=True
+    ):
+        solar_w = solar or 0.0  # the solar column is never missing, nor its gaps once held
+        load = 0.0 if grid is None else grid + solar_w
+        samples.append(
+            Sample((row.when - start).total_seconds(), solar_w, even_phases(load), volts)
+        )
+    return samples
 
 
 def _instant(text: str) -> datetime:
