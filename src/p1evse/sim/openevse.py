@@ -221,9 +221,7 @@ class OpenEvseModel:
         return self.settings.voltage
 
     def pilot(self) -> float:
-        """The current offered to the car (A): 0 unless the winning state is active.
-        Without any claim on the state the charger does what its mode says: charge in
-        normal mode, wait for divert in Eco mode."""
+        """The current offered to the car (A): 0 unless the claims let it charge."""
         if not self._active():
             return 0.0
         settings = self.settings
