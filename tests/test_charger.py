@@ -35,3 +35,13 @@ def test_a_refused_current_keeps_the_last_and_names_the_reported_ma() -> None:
     assert (refused.value.reason, refused.value.detail) == (Rejection.NEGATIVE, "amp = -5")
     assert (charger.amps, charger.updated_at) == (6.0, 1.0)
     assert charger.rejected == {Rejection.NEGATIVE: 1}
+
+
+def test_the_voltage_the_charger_uses_is_read_back_and_an_absurd_one_refused() -> None:
+    charger = ChargerState()
+    charger.update_all(b'{"amp": 6000, "voltage": 231.5}', 1.0)
+    assert charger.voltage == 231.5
+    with pytest.raises(InputRejected) as refused:
+        charger.update("voltage", b"2300", 2.0)
+    assert refused.value.reason is Rejection.IMPLAUSIBLE
+    assert charger.voltage == 231.5

@@ -67,12 +67,13 @@ async def test_demo_with_port_8080_taken_serves_its_page_on_a_free_port() -> Non
             assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", url)
             assert not url.endswith(":8080/")
             assert line.endswith("(127.0.0.1:8080 is in use)")
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-                http.get(url) as response,
-            ):
-                assert response.status == 200
-                assert "<title>" in await response.text()
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.get(url) as response:
+                    assert response.status == 200
+                    assert "<title>" in await response.text()
+                async with http.get(url + "api/state") as response:
+                    # the page shows the simulated day's time
+                    assert re.fullmatch(r"\d\d:\d\d", (await response.json())["sim_clock"])
         finally:
             if demo.returncode is None:
                 demo.send_signal(signal.SIGTERM)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from p1evse.status.history import History, Row
+from p1evse.status.history import History, Intervals, Row
 
 
 def test_readings_in_one_bucket_are_averaged_and_the_last_value_sent_wins() -> None:
@@ -48,3 +48,35 @@ def test_a_value_older_than_the_span_is_ignored() -> None:
 def test_bad_geometry_is_refused() -> None:
     with pytest.raises(ValueError, match="step_s"):
         History(span_s=1, step_s=0)
+
+
+def test_the_day_store_keeps_a_minute_a_bucket_in_a_few_tens_of_kilobytes() -> None:
+    day = History(span_s=86_400, step_s=60)
+    assert day.size == 1440
+    for second in range(120):
+        day.add_meter(second, 100.0 if second < 60 else 300.0)
+    day.add_published(30, -5)
+    day.add_charger(90, 6.5)
+    assert day.rows() == [Row(0, 100, -5), Row(60, 300, None, 6.5)]
+    arrays = [value for value in vars(day).values() if hasattr(value, "buffer_info")]
+    held = sum(len(a) * a.itemsize for a in arrays)
+    assert held <= 28 * 1440 < 45_000  # flat arrays: 28 bytes a minute
+
+
+def test_intervals_keep_the_last_few_periods() -> None:
+    periods = Intervals(keep=2)
+    assert periods.periods() == []
+    assert not periods.open
+    periods.begin(1.0)
+    periods.begin(2.0)  # it lasts already: no new one
+    assert periods.open
+    assert periods.periods() == [(1.0, None)]
+    periods.end(3.0)
+    periods.end(4.0)  # over already
+    assert periods.periods() == [(1.0, 3.0)]
+    for start in (10.0, 20.0):
+        periods.begin(start)
+        periods.end(start + 1)
+    assert periods.periods() == [(10.0, 11.0), (20.0, 21.0)]  # the oldest is gone
+    with pytest.raises(ValueError, match="keep"):
+        Intervals(0)

@@ -69,6 +69,28 @@ def test_the_stale_guard_fires_on_the_sites_clock_and_pauses_an_eco_charger() ->
     assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]
 
 
+def test_the_status_model_shows_the_claim_the_charger_holds() -> None:
+    """The page's "pause claim" is what the sink sent, not what the stale guard wanted:
+    a charger in normal mode is spared, and its pause shows as none."""
+    site, clock, broker, heard, _ = make(Role(source=False, status=True))
+    state = site.state
+    assert state is not None
+    broker.publish("openevse/divertmode", "1")  # normal mode: spared
+    site.intake.reading(Reading(clock.time(), 1500.0, 0.0))
+    clock.advance(START + STALE_AFTER + 1)
+    assert state.stale is not None
+    assert state.snapshot()["pause"]["claimed"] is False
+    broker.publish("openevse/divertmode", "2")  # eco now: the sink claims
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM]
+    assert state.snapshot()["pause"]["claimed"] is True
+    clock.advance(START + STALE_AFTER + 11)
+    site.intake.reading(Reading(clock.time(), 100.0, 0.0))
+    snapshot = state.snapshot()
+    assert snapshot["pause"]["claimed"] is False
+    [(start, end)] = snapshot["periods"]["paused"]
+    assert end - start == 10
+
+
 def test_a_charger_in_normal_mode_is_never_paused() -> None:
     _, clock, broker, heard, _ = make()
     broker.publish("openevse/divertmode", "1")  # normal: someone's deliberate charge

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from p1evse.config import Settings
 from p1evse.model import (
@@ -219,3 +220,126 @@ def test_the_meter_link_says_what_it_reads_for_every_kind_of_source() -> None:
     ):
         state, _ = make(Settings(source=source))  # type: ignore[arg-type]
         assert state.snapshot()["links"]["source"]["detail"].startswith(detail)
+
+
+def utc_day(epoch: float) -> float:
+    return epoch - epoch % 86_400
+
+
+def charging(amps: str = "10000", **fields: bytes) -> tuple[SiteState, Clock, ChargerState]:
+    charger = ChargerState()
+    clock = Clock()
+    state = new_state(
+        Settings(), Counters(), clock, wall=clock.wall, charger=charger, day_start=utc_day
+    )
+    charger.update("amp", amps.encode(), clock.now)
+    for field, payload in fields.items():
+        charger.update(field, payload, clock.now)
+    return state, clock, charger
+
+
+def feed(state: SiteState, clock: Clock, seconds: int, net_w: float, **extra: Any) -> None:
+    """A reading a second, the charger reporting along."""
+    assert state.charger is not None
+    for _ in range(seconds):
+        state.charger.updated_at = clock.now
+        state.observe(Reading(clock.now, max(net_w, 0.0), max(-net_w, 0.0), **extra))
+        clock.now += 1.0
+
+
+def test_the_car_s_energy_is_split_into_solar_and_grid() -> None:
+    state, clock, _ = charging()  # 10 A at the nominal 230 V: 2.3 kW
+    assert state.snapshot()["car"] == {
+        "power_w": 2300,
+        "voltage_v": 230.0,
+        "voltage_from": "nominal",
+    }
+    feed(state, clock, 3601, 1000.0)  # an hour importing 1 kW: 1 kW of it from the grid
+    energy = state.snapshot()["energy"]
+    assert energy["grid_kwh"] == 1.0
+    assert energy["solar_kwh"] == 1.3
+    assert energy["since_start_up"] is True
+    assert energy["since"] == 100.0 + WALL_OFFSET
+    feed(state, clock, 3600, -500.0)  # an hour exporting: all of it solar
+    feed(state, clock, 3600, 5000.0)  # an hour importing more than the car draws: all grid
+    energy = state.snapshot()["energy"]
+    assert (energy["solar_kwh"], energy["grid_kwh"]) == (3.6, 3.3)
+
+
+def test_a_gap_in_the_readings_is_not_counted_and_midnight_starts_anew() -> None:
+    state, clock, _ = charging()
+    feed(state, clock, 1, 0.0)
+    clock.now += 600  # ten minutes without a reading (stale_after is 30 s)
+    feed(state, clock, 1801, 0.0)  # half an hour
+    assert state.snapshot()["energy"]["solar_kwh"] == 1.15
+    midnight = utc_day(clock.wall()) + 86_400
+    clock.now = midnight - WALL_OFFSET - 900  # a quarter to midnight
+    feed(state, clock, 1801, 0.0)  # until a quarter past: only the quarter after counts
+    energy = state.snapshot()["energy"]
+    assert energy["solar_kwh"] == 0.575
+    assert energy["since"] == midnight
+    assert energy["since_start_up"] is False
+    clock.now += 86_400  # a day without readings: nothing today
+    assert state.snapshot()["energy"]["solar_kwh"] == 0.0
+
+
+def test_the_car_s_power_takes_the_charger_s_voltage_else_the_meter_s() -> None:
+    state, clock, charger = charging("16000")
+    state.observe(Reading(clock.now, 0.0, 100.0, phase_voltage_v=(232.0, 234.0, None)))
+    assert state.snapshot()["car"] == {"power_w": 3728, "voltage_v": 233.0, "voltage_from": "meter"}
+    charger.update("voltage", b"240", clock.now)
+    assert state.snapshot()["car"] == {
+        "power_w": 3840,
+        "voltage_v": 240.0,
+        "voltage_from": "charger",
+    }
+    clock.now += CHARGER_FRESH_S  # the charger went silent: its current is not known
+    assert state.snapshot()["car"] is None
+
+
+def test_pause_claims_and_stale_periods_are_kept_for_the_chart() -> None:
+    state, clock = make()
+    assert state.snapshot()["pause"] == {"claimed": False, "since": None}
+    state.observe(StaleEntered(130.0, None, StaleAction.PAUSE))
+    clock.now = 130.0
+    state.claim_changed(True)  # the sink sent its claim
+    snapshot = state.snapshot()
+    assert snapshot["pause"] == {"claimed": True, "since": 130.0 + WALL_OFFSET}
+    assert snapshot["periods"] == {
+        "stale": [[130.0 + WALL_OFFSET, None]],
+        "paused": [[130.0 + WALL_OFFSET, None]],
+    }
+    state.observe(StaleLeft(150.0, 20.0))
+    clock.now = 150.5
+    state.claim_changed(False)
+    snapshot = state.snapshot()
+    assert snapshot["pause"]["claimed"] is False
+    assert snapshot["periods"]["stale"] == [[130.0 + WALL_OFFSET, 150.0 + WALL_OFFSET]]
+    assert snapshot["periods"]["paused"] == [[130.0 + WALL_OFFSET, 150.5 + WALL_OFFSET]]
+
+
+def test_the_value_sent_says_what_it_is_the_mean_of() -> None:
+    state, _ = make()
+    state.observe(GridPower(100.0, 10, 1))
+    assert state.snapshot()["published"]["over_s"] is None
+    state.observe(GridPower(105.0, 20, 5))
+    assert state.snapshot()["published"]["over_s"] == 5.0
+
+
+def test_today_s_rows_are_a_minute_each_since_midnight() -> None:
+    state, clock, _ = charging()
+    midnight = utc_day(clock.wall()) + 86_400
+    clock.now = midnight - WALL_OFFSET - 120  # two minutes before midnight
+    feed(state, clock, 240, 600.0)  # until two minutes after
+    today = state.history_json(range_="today")
+    assert today["step_s"] == 60.0
+    assert today["t0"] == midnight
+    assert [row[:2] for row in today["rows"]] == [[0, 600], [1, 600]]
+    assert len(state.history_json()["rows"]) == 240  # the hour: every second
+
+
+def test_a_simulated_clock_is_shown_only_where_there_is_one() -> None:
+    state, _ = make()
+    assert state.snapshot()["sim_clock"] is None
+    state.sim_clock = lambda: "10:42"
+    assert state.snapshot()["sim_clock"] == "10:42"

@@ -23,7 +23,7 @@ from p1evse.config import Settings
 from p1evse.sim.broker import free_port
 from p1evse.sources import Source
 from p1evse.status.state import LinkState, SiteState
-from p1evse.web.assets import STATIC_DIR
+from p1evse.web.assets import STATIC_DIR, UPLOT_SCRIPT
 from p1evse.web.server import exposure_warning
 from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
@@ -114,6 +114,16 @@ async def test_state_shows_what_was_published(one_broker: BrokerProcess) -> None
         status, body, _ = await site.get("api/history")
         assert status == 200
         assert json.loads(body)["rows"][-1][1:] == [-1234, -1234]
+        status, body, _ = await site.get("api/history?range=today")
+        assert status == 200
+        today = json.loads(body)
+        assert today["step_s"] == 60
+        assert today["rows"][-1][1:] == [-1234, -1234]
+        for bad in ("week", "", "hour&range=today", "%00", "x" * 5000):
+            status, body, headers = await site.get("api/history", params={"range": bad})
+            assert status == 400, bad
+            assert body == "range must be one of hour, today\n"
+            assert "Content-Security-Policy" in headers
 
 
 async def test_state_shows_what_the_charger_reports(one_broker: BrokerProcess) -> None:
@@ -140,18 +150,28 @@ async def test_page_and_its_files_are_small_local_and_carry_a_strict_policy(
         assert status == 200
         assert headers["Content-Type"].startswith("text/html")
         assets = re.findall(r'(?:src|href)="([^"]+)"', page)
-        assert set(assets) == {"static/app.css", "static/app.js", "static/icon.svg"}
+        assert set(assets) == {
+            "static/app.css",
+            "static/app.js",
+            "static/icon.svg",
+            "static/vendor/uplot/uPlot.iife.min.js",
+            "static/vendor/uplot/uPlot.min.css",
+        }
         total = len(page.encode())
         for asset in set(assets):
             status, body, asset_headers = await site.get(asset)
             assert status == 200, asset
             total += len(body.encode())
             assert "Content-Security-Policy" in asset_headers
+        # uPlot is about 53 kB of it, the page's own files about 35 kB
         assert total < 100_000
-        for path in STATIC_DIR.iterdir():
-            if path.is_dir():
-                continue  # vendor/: the charting library, as published (tests/test_vendor.py)
+        for path in STATIC_DIR.rglob("*"):
+            if path.is_dir() or path.name in ("LICENSE", "VENDORED.md"):
+                continue  # the licence and the record of where uPlot came from: not served
             text = re.sub(r'xmlns="[^"]*"', "", path.read_text())  # a name, not a fetch
+            if path == UPLOT_SCRIPT:  # its header comment names its homepage, and only that
+                head, _, text = text.partition("\n")
+                assert head == "/*! https://github.com/leeoniya/uPlot (v1.6.32) */"
             assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), path.name
             assert "<script>" not in text  # nothing inline
             assert "style=" not in text

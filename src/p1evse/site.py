@@ -35,7 +35,7 @@ from p1evse.sources import Source
 from p1evse.sources.build import SourceSettings, build_source
 from p1evse.sources.mqtt_split import MqttSplitSettings
 from p1evse.status.homeassistant import HomeAssistantDiscovery, HomeAssistantSettings
-from p1evse.status.state import LinkState, SiteState
+from p1evse.status.state import LinkState, SiteState, local_midnight
 from p1evse.status.state_topic import StateTopic
 
 
@@ -151,6 +151,9 @@ def build_site(
         counted: list[Counted] = [*([source] if source is not None else []), *sinks]
         state = _status(settings, mqtt, pipeline, charger, clock, counted)
         state_topic = _state_topic(settings, mqtt, state, clock)
+        for sink in sinks:
+            if isinstance(sink, OpenEvseMqttSink | OpenEvseHttpSink):
+                sink.pause.listeners.append(state.claim_changed)  # the page shows the claim
     discovery = _discovery(settings, mqtt, state)
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
     bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
@@ -201,8 +204,10 @@ def new_state(
     wall: Callable[[], float] = time.time,
     charger: ChargerState | None = None,
     counted: Sequence[Counted] = (),
+    day_start: Callable[[float], float] = local_midnight,
 ) -> SiteState:
-    """A status model for a site with these settings."""
+    """A status model for a site with these settings; `day_start` gives the start of the
+    day a Unix time is in (local midnight)."""
     return SiteState(
         settings.publish,
         settings.openevse.route(),
@@ -213,6 +218,7 @@ def new_state(
         wall=wall,
         charger=charger,
         counted=counted,
+        day_start=day_start,
     )
 
 

@@ -101,9 +101,12 @@ async def demo(
         def sim_time() -> float:
             return SIM_START_S + (loop.time() - started) * speed
 
+        def sim_clock() -> str:
+            return time.strftime("%H:%M", time.gmtime(sim_time()))
+
         def show(line: str) -> None:
             clock = time.strftime("%H:%M:%S")
-            sim = time.strftime("%H:%M", time.gmtime(sim_time()))
+            sim = sim_clock()
             print(f"{clock}  sim {sim}  {line}", file=out, flush=True)
 
         openevse = settings.openevse
@@ -128,6 +131,8 @@ async def demo(
                 show(type(event).__name__)
 
         app = App(settings, loop, observers=[on_event])
+        if app.site.state is not None:  # the page shows the simulated time of day
+            app.site.state.sim_clock = sim_clock
 
         async def run_meter() -> None:
             while True:

@@ -171,6 +171,7 @@ class ChargerState:
     divertmode: DivertMode | None = None
     divert_active: bool | None = None
     charge_rate: float | None = None  # A that divert asks for
+    voltage: float | None = None  # V the charger uses for its maths (fed, or its own)
     updated_at: float | None = None  # loop time of the last report
     rejected: dict[Rejection, int] = field(default_factory=dict)  # reports refused
 
@@ -225,7 +226,16 @@ class ChargerState:
         return self.divertmode is not DivertMode.NORMAL
 
 
-READ_BACK_FIELDS = ("amp", "pilot", "state", "divertmode", "divert_active", "charge_rate")
+READ_BACK_FIELDS = (
+    "amp",
+    "pilot",
+    "state",
+    "divertmode",
+    "divert_active",
+    "charge_rate",
+    "voltage",
+)
+MAX_VOLTAGE_V = 1000.0
 FIELD_NAMES = {"amp": "amps"}  # a report's name -> ours, where they differ
 MILLIAMPS_PER_AMP = 1000.0
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
@@ -256,6 +266,8 @@ def _parse(name: str, value: Any) -> Any:
         return int(number)
     if number < 0:
         raise InputRejected(Rejection.NEGATIVE, f"{name} = {number:g}")
+    if name == "voltage" and number > MAX_VOLTAGE_V:
+        raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}")
     return number / MILLIAMPS_PER_AMP if name == "amp" else number
 
 
@@ -290,7 +302,16 @@ class PauseIntent:
 
     charger: ChargerState
     stale: bool = False
+    held: bool = False  # the claim the charger has from us: sent, and not released
+    # told when `held` changes (the status page shows the claim)
+    listeners: list[Callable[[bool], None]] = field(default_factory=list)
     _spared_logged: bool = False
+
+    def claimed(self, held: bool) -> None:
+        """The claim was sent (True) or released (False)."""
+        self.held = held
+        for listener in self.listeners:
+            listener(held)
 
     def wanted(self) -> bool:
         spared = self.stale and not self.charger.pause_allowed()

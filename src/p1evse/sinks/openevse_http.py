@@ -117,12 +117,11 @@ class OpenEvseHttpSink:
         self._settings = settings
         self.charger = charger
         self._clock = clock
-        self._pause = PauseIntent(charger)
+        self.pause = PauseIntent(charger)
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
         self._status_url = f"{settings.url}/status"
         self._waiting_value: GridPower | None = None
-        self.claim_sent = False
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._reported: str | None = None  # the last failure, until the charger answers again
@@ -139,17 +138,21 @@ class OpenEvseHttpSink:
             )
         ]
 
+    @property
+    def claim_sent(self) -> bool:
+        return self.pause.held
+
     def grid_power(self, value: GridPower) -> None:
         self._waiting_value = value
         self._wake.set()
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
-            self._pause.stale = True
+            self.pause.stale = True
             self._wake.set()
 
     def stale_left(self, event: StaleLeft) -> None:
-        self._pause.stale = False
+        self.pause.stale = False
         self._wake.set()
 
     async def run(self) -> None:
@@ -164,7 +167,7 @@ class OpenEvseHttpSink:
 
     async def close(self) -> None:
         """Release our claim before the process goes (bounded: shutdown takes < 2 s)."""
-        self._pause.stale = False
+        self.pause.stale = False
         if self._session is None or not self.claim_sent:
             return
         try:
@@ -185,7 +188,7 @@ class OpenEvseHttpSink:
             except ChargerError as exc:
                 self.failures += 1
                 self._report(exc)
-                if self._pause.wanted() != self.claim_sent:
+                if self.pause.wanted() != self.claim_sent:
                     await asyncio.sleep(self._backoff.next_delay())
                     self._wake.set()  # claims are retried; values are superseded anyway
                 continue
@@ -217,14 +220,14 @@ class OpenEvseHttpSink:
             self._wake.set()
 
     async def _sync_claim(self) -> None:
-        wanted = self._pause.wanted()
+        wanted = self.pause.wanted()
         if wanted and not self.claim_sent:
             await self._request("POST", self._claim_url, PAUSE)
-            self.claim_sent = True
+            self.pause.claimed(True)
             log.warning("paused charging: claimed %s %s", self._claim_url, json.dumps(PAUSE))
         elif not wanted and self.claim_sent:
             await self._request("DELETE", self._claim_url)
-            self.claim_sent = False
+            self.pause.claimed(False)
             log.info("released the pause claim on %s", self._claim_url)
 
     async def _post_status(self, value: GridPower) -> None:

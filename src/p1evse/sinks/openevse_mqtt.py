@@ -57,9 +57,8 @@ class OpenEvseMqttSink:
         self._broker = broker
         self._clock = clock
         self.charger = charger
-        self._pause = PauseIntent(charger)
+        self.pause = PauseIntent(charger)
         self._report_log = ReportLog(clock.time, f"{settings.base_topic}/…")
-        self.claim_sent = False
         self._settle_s = reconnect_settle_s
         self._settling: Timer | None = None
         self._base_topic = settings.base_topic
@@ -83,11 +82,11 @@ class OpenEvseMqttSink:
 
     def stale_entered(self, event: StaleEntered) -> None:
         if event.action is StaleAction.PAUSE:
-            self._pause.stale = True
+            self.pause.stale = True
             self._sync_claim()
 
     def stale_left(self, event: StaleLeft) -> None:
-        self._pause.stale = False
+        self.pause.stale = False
         self._sync_claim()
 
     async def run(self) -> None:
@@ -101,8 +100,12 @@ class OpenEvseMqttSink:
     async def close(self) -> None:
         if self._settling is not None:
             self._settling.cancel()
-        self._pause.stale = False
+        self.pause.stale = False
         self._sync_claim()
+
+    @property
+    def claim_sent(self) -> bool:
+        return self.pause.held
 
     def _on_report(self, field: str, payload: bytes | bytearray) -> None:
         try:
@@ -118,7 +121,7 @@ class OpenEvseMqttSink:
         if self._settling is not None:
             self._settling.cancel()
             self._settling = None
-        if self._settle_s > 0 and self._pause.wanted() and not self.claim_sent:
+        if self._settle_s > 0 and self.pause.wanted() and not self.claim_sent:
             self._settling = self._clock.call_at(self._clock.time() + self._settle_s, self._settled)
             return
         self._sync_claim()
@@ -128,13 +131,13 @@ class OpenEvseMqttSink:
         self._sync_claim()
 
     def _sync_claim(self) -> None:
-        wanted = self._pause.wanted()
+        wanted = self.pause.wanted()
         if wanted == self.claim_sent:
             return
         payload = PAUSE_CLAIM if wanted else RELEASE
         if self._broker.publish(self._claim_topic, payload, qos=1):
-            self.claim_sent = wanted
-            if self.claim_sent:
+            self.pause.claimed(wanted)
+            if wanted:
                 log.warning("paused charging: claimed %s %s", self._claim_topic, payload)
             else:
                 log.info("released the pause claim on %s", self._claim_topic)

@@ -1,10 +1,13 @@
-"""The last hour of a site's power values, for the status page's chart, in fixed memory.
+"""A site's power values over time, for the status page's chart, in fixed memory.
 
-Time is cut into buckets of `step_s` (1 s: a DSMR 5 meter's own period, so a meter's
-every reading stays visible). Each bucket holds the mean of the meter's readings in it,
-the last value sent to the charger in it, and the charger's current as last reported;
-a ring of `span_s / step_s` buckets keeps the last hour, in flat arrays (about 130 kB
-per site), whatever the input rate.
+Time is cut into buckets of `step_s`. Each bucket holds the mean of the meter's readings
+in it, the last value sent to the charger in it, and the charger's current as last
+reported; a ring of `span_s / step_s` buckets, in flat arrays of 28 bytes a bucket,
+keeps the last `span_s` whatever the input rate. A site keeps two: the last hour at 1 s
+(a DSMR 5 meter's own period, so its every reading stays visible; about 100 kB) and the
+last day at 60 s for "today" (about 40 kB).
+
+`Intervals` keeps the last few periods of something (stale, paused) in fixed memory.
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ class History:
         self._bucket = array("q", [NO_BUCKET]) * self.size  # which bucket a slot holds
         self._meter_sum = array("d", [0.0]) * self.size
         self._meter_count = array("I", [0]) * self.size
-        self._published = array("d", [math.nan]) * self.size
-        self._charger = array("d", [math.nan]) * self.size
+        # single precision: whole watts and amps to 0.1 A are exact enough in it
+        self._published = array("f", [math.nan]) * self.size
+        self._charger = array("f", [math.nan]) * self.size
         self.latest = NO_BUCKET  # the newest bucket that holds a value
 
     def bucket(self, at: float) -> int:
@@ -100,3 +104,42 @@ class History:
 
 def _value(stored: float) -> float | None:
     return None if math.isnan(stored) else stored
+
+
+class Intervals:
+    """The last `keep` periods of something, each from its start to its end (NaN while
+    it lasts), in one flat ring of floats."""
+
+    def __init__(self, keep: int) -> None:
+        if keep < 1:
+            raise ValueError(f"need keep >= 1, got {keep}")
+        self._ends = array("d", [math.nan]) * (2 * keep)  # start, end, start, end, ...
+        self._keep = keep
+        self._count = 0  # periods begun, ever
+
+    @property
+    def open(self) -> bool:
+        """Whether the latest period lasts."""
+        return self._count > 0 and math.isnan(self._ends[self._slot(self._count - 1) + 1])
+
+    def begin(self, at: float) -> None:
+        if self.open:
+            return
+        slot = self._slot(self._count)
+        self._ends[slot], self._ends[slot + 1] = at, math.nan
+        self._count += 1
+
+    def end(self, at: float) -> None:
+        if self.open:
+            self._ends[self._slot(self._count - 1) + 1] = at
+
+    def periods(self) -> list[tuple[float, float | None]]:
+        """Oldest first: (start, end), end None while the period lasts."""
+        first = max(0, self._count - self._keep)
+        return [
+            (self._ends[self._slot(n)], _value(self._ends[self._slot(n) + 1]))
+            for n in range(first, self._count)
+        ]
+
+    def _slot(self, n: int) -> int:
+        return 2 * (n % self._keep)

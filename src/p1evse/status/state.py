@@ -14,7 +14,8 @@ import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from p1evse import __version__
 from p1evse.model import (
@@ -26,8 +27,8 @@ from p1evse.model import (
     StaleEntered,
     StaleLeft,
 )
-from p1evse.sinks.charger import describe_state
-from p1evse.status.history import History
+from p1evse.sinks.charger import VOLTAGE_RANGE_V, describe_state
+from p1evse.status.history import History, Intervals
 
 if TYPE_CHECKING:
     from p1evse.counts import Count, Counted
@@ -40,6 +41,19 @@ Clock = Callable[[], float]
 # silent for longer is shown as such (and its current no longer charted).
 CHARGER_FRESH_S = 120.0
 CHARGER_CHART_PERIOD_S = 10.0  # shorter than any stale_after that breaks the chart's lines
+DAY_STEP_S = 60.0  # the day's chart: one bucket a minute, the last 24 h
+DAY_S = 86_400.0
+PERIODS_KEPT = 48  # stale and paused periods the chart shades, each
+NOMINAL_VOLTAGE_V = 230.0  # the car's power, when neither charger nor meter says
+
+HistoryRange = Literal["hour", "today"]
+HISTORY_RANGES: tuple[HistoryRange, ...] = ("hour", "today")
+
+
+def local_midnight(epoch: float) -> float:
+    """The start of the local day that Unix time `epoch` is in."""
+    day = datetime.fromtimestamp(epoch).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day.timestamp()
 
 
 class LinkState(enum.Enum):
@@ -72,6 +86,7 @@ class SiteState:
         name: str = "p1evse",
         charger: ChargerState | None = None,
         counted: Sequence[Counted] = (),  # the site's other parts: its source and sinks
+        day_start: Callable[[float], float] = local_midnight,  # Unix time -> its day's start
     ) -> None:
         self.name = name
         self._publish = publish
@@ -88,11 +103,19 @@ class SiteState:
         self._wall = wall
         self.started = clock()
         self.history = History()
+        self.day = History(DAY_S, DAY_STEP_S)
+        self.stale_periods = Intervals(PERIODS_KEPT)
+        self.pause_periods = Intervals(PERIODS_KEPT)  # while the charger had our claim
+        self._day_start = day_start
+        self.energy = CarEnergy(wall() - self.started, day_start, self.started)
+        # a label for the time of a simulated day (the demo's), shown on the page
+        self.sim_clock: Callable[[], str] | None = None
         self.listeners: list[Callable[[], None]] = []  # told after every change
         self.meter: Reading | None = None
         # the meter's clock minus ours when its last reading came, if it says its time
         self.meter_clock_offset_s: float | None = None
         self.published: GridPower | None = None
+        self.published_over_s: float | None = None  # since the value sent before it
         self.stale: StaleEntered | None = None
         self.last_rejection: Rejected | None = None
         # what keeps a part of the service from working, by part (a failed task, ...)
@@ -107,20 +130,30 @@ class SiteState:
     def observe(self, event: Event) -> None:
         """A Bridge observer: record the event (no I/O, no waiting)."""
         if isinstance(event, Reading):
+            previous = self.meter
+            if previous is not None and event.at - previous.at <= self._publish.stale_after:
+                # the car's power and the meter's reading held until this one
+                self.energy.add(previous.net_w, self.car_power()[0], previous.at, event.at)
             self.meter = event
             if event.meter_time is not None:
                 self.meter_clock_offset_s = event.meter_time.timestamp() - self._wall()
             self.history.add_meter(event.at, event.net_w)
+            self.day.add_meter(event.at, event.net_w)
             self._chart_charger(event.at)
         elif isinstance(event, GridPower):
+            before = self.published
+            self.published_over_s = None if before is None else event.at - before.at
             self.published = event
             self.history.add_published(event.at, event.watts)
+            self.day.add_published(event.at, event.watts)
         elif isinstance(event, StaleEntered):
             self.stale = event
+            self.stale_periods.begin(event.at)
         elif isinstance(event, StaleLeft):
             if self.stale is not None:
                 self._stale_closed_s += event.at - self.stale.at
             self.stale = None
+            self.stale_periods.end(event.at)
         else:
             self.last_rejection = event
         self._changed()
@@ -140,7 +173,17 @@ class SiteState:
         amps = charger.amps
         if amps != self._charted_amps or at - self._charted_at >= CHARGER_CHART_PERIOD_S:
             self.history.add_charger(at, amps)
+            self.day.add_charger(at, amps)
             self._charted_amps, self._charted_at = amps, at
+
+    def claim_changed(self, held: bool) -> None:
+        """A sink sent its pause claim to the charger (True) or released it (False)."""
+        now = self._clock()
+        if held:
+            self.pause_periods.begin(now)
+        else:
+            self.pause_periods.end(now)
+        self._changed()
 
     def link_changed(self, name: str, state: LinkState) -> None:
         link = self.links[name]
@@ -208,6 +251,29 @@ class SiteState:
             parts.append(f"{charger.amps:.1f} A")
         return Link(LinkState.CONNECTED, " · ".join(parts))
 
+    def car_power(self) -> tuple[float, float | None, str]:
+        """What the car draws now, in W (0 when the charger does not say), the voltage
+        that takes and where that voltage is from: the charger's own, the meter's mean,
+        or the nominal 230 V."""
+        charger = self.charger
+        now = self._clock()
+        if (
+            charger is None
+            or charger.amps is None
+            or charger.updated_at is None
+            or now - charger.updated_at >= CHARGER_FRESH_S
+        ):
+            return 0.0, None, "none"
+        low, high = VOLTAGE_RANGE_V
+        meter_v = None if self.meter is None else self.meter.mean_voltage_v
+        if charger.voltage is not None and low <= charger.voltage <= high:
+            volts, source = charger.voltage, "charger"
+        elif meter_v is not None and low <= meter_v <= high:
+            volts, source = meter_v, "meter"
+        else:
+            volts, source = NOMINAL_VOLTAGE_V, "nominal"
+        return charger.amps * volts, volts, source
+
     def spares_the_charger(self) -> bool:
         """The stale guard would pause, but the charger is in normal mode: someone's
         deliberate charge, which p1evse leaves alone (see `PauseIntent`)."""
@@ -259,6 +325,7 @@ class SiteState:
                     "offset_s": round(self.meter_clock_offset_s, 1),
                 },
             },
+            "sim_clock": None if self.sim_clock is None else self.sim_clock(),
             "published": None
             if published is None
             else {
@@ -266,6 +333,9 @@ class SiteState:
                 "age_s": round(now - published.at, 3),
                 "watts": published.watts,
                 "readings": published.readings,
+                "over_s": None
+                if self.published_over_s is None
+                else round(self.published_over_s, 1),
                 "failsafe": published.failsafe,
                 "to": self._route.sent_to,
             },
@@ -283,6 +353,16 @@ class SiteState:
                 "charger": _link_json(self.charger_link(now), epoch),
             },
             "charger": self._charger_json(now, epoch),
+            "pause": {
+                "claimed": self.pause_periods.open,
+                "since": _since(self.pause_periods, epoch),
+            },
+            "car": self._car_json(),
+            "energy": self.energy.json(now + epoch),
+            "periods": {
+                "stale": _periods(self.stale_periods, epoch),
+                "paused": _periods(self.pause_periods, epoch),
+            },
             "counters": {
                 "readings": self.counters.readings,
                 "published": self.counters.published,
@@ -328,14 +408,27 @@ class SiteState:
             "divert_active": charger.divert_active,
         }
 
-    def history_json(self, since: int | None = None) -> dict[str, Any]:
-        """The chart's rows (all, or from bucket `since` on) compactly: row k is at
-        `t0 + k * step_s` (epoch seconds), with the meter's mean W, the value sent (W)
-        and the charger's current (A); trailing nulls are left out (most seconds have
-        only a meter reading), which keeps a full hour well under 100 kB."""
+    def _car_json(self) -> dict[str, Any] | None:
+        watts, volts, source = self.car_power()
+        if volts is None:
+            return None
+        return {"power_w": round(watts), "voltage_v": round(volts, 1), "voltage_from": source}
+
+    def history_json(
+        self, since: int | None = None, range_: HistoryRange = "hour"
+    ) -> dict[str, Any]:
+        """The chart's rows compactly: row k is at `t0 + k * step_s` (epoch seconds),
+        with the meter's mean W, the value sent (W) and the charger's current (A);
+        trailing nulls are left out (most seconds have only a meter reading), which
+        keeps a full hour well under 100 kB. "hour": the last hour at 1 s, all or from
+        bucket `since` on; "today": a row a minute since local midnight."""
+        now = self._clock()
+        epoch = self._epoch_offset(now)
         history = self.history
+        if range_ == "today":
+            history = self.day
+            since = history.bucket(self._day_start(now + epoch) - epoch)
         rows = history.rows(since)
-        epoch = self._epoch_offset(self._clock())
         if not rows:
             return {"t0": None, "step_s": history.step_s, "rows": []}
         first = rows[0].at
@@ -358,6 +451,60 @@ class SiteState:
     def _epoch_offset(self, now: float) -> float:
         """Add to a time on the pipeline's clock to get Unix time."""
         return self._wall() - now
+
+
+class CarEnergy:
+    """Today's energy to the car, split into solar and grid: while the car draws C W and
+    the meter shows P W (+ import), min(max(P, 0), C) comes from the grid and the rest
+    from solar; summed over time since local midnight or start-up, whichever is later."""
+
+    def __init__(self, epoch: float, day_start: Callable[[float], float], started: float) -> None:
+        self._epoch = epoch  # add to the pipeline's clock for Unix time
+        self._day_start = day_start
+        self._started = started + epoch  # where the sums begin: start-up, or a midnight
+        self.day = -1.0  # the start of the day the sums are for (none yet)
+        self._day_end = -1.0
+        self.solar_wh = 0.0
+        self.grid_wh = 0.0
+
+    def add(self, meter_w: float, car_w: float, start: float, end: float) -> None:
+        """Power held from `start` to `end` (the pipeline's clock)."""
+        end_epoch = end + self._epoch
+        if not self.day <= end_epoch < self._day_end:
+            self.day = self._day_start(end_epoch)
+            self._day_end = self._day_start(self.day + 1.1 * DAY_S)  # a DST day too
+            self._started = max(self._started, self.day)
+            self.solar_wh = self.grid_wh = 0.0
+        hours = (end_epoch - max(start + self._epoch, self._started)) / 3600
+        if hours <= 0 or car_w <= 0:
+            return
+        grid_w = min(max(meter_w, 0.0), car_w)
+        self.grid_wh += grid_w * hours
+        self.solar_wh += (car_w - grid_w) * hours
+
+    def json(self, now_epoch: float) -> dict[str, Any]:
+        today = self.day <= now_epoch < self._day_end
+        return {
+            "since": round(max(self._started, self._day_start(now_epoch)), 3),
+            "since_start_up": self._started > self._day_start(now_epoch),
+            "solar_kwh": round(self.solar_wh / 1000, 3) if today else 0.0,
+            "grid_kwh": round(self.grid_wh / 1000, 3) if today else 0.0,
+        }
+
+
+def _since(periods: Intervals, epoch: float) -> float | None:
+    if not periods.open:
+        return None
+    start, _ = periods.periods()[-1]
+    return round(start + epoch, 3)
+
+
+def _periods(periods: Intervals, epoch: float) -> list[list[float | None]]:
+    """[start, end] in Unix time, end null while it lasts."""
+    return [
+        [round(start + epoch, 3), None if end is None else round(end + epoch, 3)]
+        for start, end in periods.periods()
+    ]
 
 
 def _trimmed(row: list[float | None]) -> list[float | None]:

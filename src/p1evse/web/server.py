@@ -1,8 +1,8 @@
 """The status page and its read-only endpoints, on aiohttp, in the bridge's event loop.
 
-    /              the page (static files, no CDN; it draws its own chart)
+    /              the page (static files, no CDN; its chart library is vendored)
     /api/state     the site's state as JSON (never a secret)
-    /api/history   the chart's rows for the last hour
+    /api/history   the chart's rows: the last hour at 1 s, or ?range=today a row a minute
     /api/events    Server-Sent Events: the state and new chart rows as they change
     /metrics       Prometheus text
     /healthz       200 "ok ..." or 503 with the reason, one line
@@ -29,6 +29,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from p1evse.backoff import Backoff
 from p1evse.settings import is_loopback
+from p1evse.status.state import HISTORY_RANGES
 from p1evse.web.assets import STATIC_DIR
 from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
 from p1evse.web.metrics import Metrics
@@ -260,7 +261,14 @@ class WebServer:
         return _json(self._state.snapshot())
 
     async def _api_history(self, request: web.Request) -> web.Response:
-        return _json(self._state.history_json())
+        """?range=hour (the default: the last hour at 1 s) or today (a row a minute)."""
+        wanted = request.query.get("range", "hour")
+        for range_ in HISTORY_RANGES:
+            if wanted == range_:
+                return _json(self._state.history_json(range_=range_))
+        raise web.HTTPBadRequest(
+            text=f"range must be one of {', '.join(HISTORY_RANGES)}\n", headers=_NO_STORE
+        )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         problem = self._state.unhealthy(self._loop.time())
