@@ -439,11 +439,20 @@
     return { width: Math.max(box.clientWidth, 100), height: wide ? 300 : 230 };
   }
 
+  function latest(column) {
+    for (let i = column.length - 1; i >= 0; i--) if (column[i] !== null) return column[i];
+    return null;
+  }
+
   function create() {
     const muted = color("--muted");
     const grid = { stroke: color("--grid-line"), width: 1 };
     const font = "11px system-ui, sans-serif";
-    const value = (format) => (u, v) => (v === null || v === undefined ? "—" : format(v));
+    // the values under the cursor; with the cursor off the chart, each series' latest
+    const value = (format) => (u, v, series, idx) => {
+      if (idx === null || idx === undefined) v = latest(u.data[series]);
+      return v === null || v === undefined ? "—" : format(v);
+    };
     plot = new uPlot(
       {
         ...plotSize(),
@@ -456,8 +465,9 @@
         scales: {
           x: { time: true },
           W: { range: () => yRange },
-          // 0 A is level with 0 W
-          A: { range: () => [(ampMax * yRange[0]) / yRange[1], ampMax] },
+          // the charger's current on its own axis, over the chart's full height: while
+          // the car charges from the sun, the meter sits near 0 W or below it
+          A: { range: () => [0, ampMax * 1.05] },
         },
         series: [
           { label: "Time", value: value((t) => clock(t) + ":" + String(Math.floor(t % 60)).padStart(2, "0")) },
@@ -501,6 +511,7 @@
             size: 40,
             grid: { show: false },
             ticks: { show: false },
+            incrs: [2, 4, 8, 16],
             // labelled only while the charger reports a current
             values: (u, splits) => splits.map((a) => (a >= 0 && hasAmps ? a + " A" : "")),
           },
