@@ -26,6 +26,7 @@ from p1evse.sim.cli import FIELDS, ProgressBar, Run, Timing, add_parser, plan
 from p1evse.sim.house import HouseSettings, SyntheticDay
 from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel, ShaperSettings
 from p1evse.sim.simulate import Outage, Result, balance_error, simulate
+from p1evse.sim.table import table
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.probe import Probe
@@ -178,17 +179,73 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_json_keys_match_the_table(tmp_path: Path) -> None:
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The printed table's rows, each cell under its two header lines joined: columns
+    are split where every line has two spaces or more."""
+    width = max(map(len, text.splitlines()))
+    lines = [line.ljust(width) for line in text.splitlines()]
+    blank = [all(line[i] == " " for line in lines) for i in range(width)] + [True, True]
+    spans, start = [], None
+    for i in range(width + 1):
+        if start is None and not blank[i]:
+            start = i
+        elif start is not None and blank[i] and blank[i + 1]:
+            spans.append((start, i))
+            start = None
+    cells = [[line[a:b].strip() for a, b in spans] for line in lines]
+    headers = [f"{top} {bottom}".strip() for top, bottom in zip(*cells[:2], strict=True)]
+    return [dict(zip(headers, row, strict=True)) for row in cells[2:]]
+
+
+def test_json_keys_match_the_table() -> None:
     as_json = cli("--synthetic", "--seed", "2", "--step", "5", "--json")
     as_table = cli("--synthetic", "--seed", "2", "--step", "5")
     assert as_json.returncode == 0, as_json.stderr
     summary = json.loads(as_json.stdout)
     assert list(summary) == KEYS
-    rows = dict(line.split(None, 1) for line in as_table.stdout.splitlines()[1:])
-    assert {key: rows[key].strip() for key in KEYS} == {
-        key: f"{value:.3f}" if isinstance(value, float) else str(value)
-        for key, value in summary.items()
-    }
+    [row] = table_rows(as_table.stdout)
+    assert list(row) == [
+        "PV kWh", "house kWh", "EV kWh", "EV solar kWh", "import while charging kWh",
+        "export kWh", "starts", "charging h",
+    ]  # fmt: skip
+    assert list(row.values()) == [
+        f"{value:.2f}" if isinstance(value, float) else str(value) for value in summary.values()
+    ]
+
+
+def test_the_compare_table_has_a_row_per_run_and_fits_100_columns() -> None:
+    compare = (
+        "--synthetic",
+        "--step",
+        "10",
+        "--compare",
+        "interval=1,5,10",
+        "min_charge_time=0,300,600",
+    )
+    result = cli(*compare)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(map(len, lines)) <= 100
+    rows = table_rows(result.stdout)
+    assert [(row["interval"], row["min_charge time"]) for row in rows] == [
+        (interval, time) for interval in ("1", "5", "10") for time in ("0", "300", "600")
+    ]
+    assert {row["PV kWh"] for row in rows} == {rows[0]["PV kWh"]}  # the same day each time
+    as_json = json.loads(cli(*compare, "--json").stdout)
+    assert list(as_json) == [
+        f"interval={i} min_charge_time={t}" for i in (1, 5, 10) for t in (0, 300, 600)
+    ]
+    assert [f"{run['ev_kwh']:.2f}" for run in as_json.values()] == [row["EV kWh"] for row in rows]
+
+
+def test_a_table_too_wide_for_its_settings_numbers_the_runs() -> None:
+    summary = {key: 12.345 for key in KEYS} | {"charge_starts": 3}
+    keys = ["failsafe_import_w", "min_charge_time", "car_max_current", "shaper_max_pwr"]
+    runs = [({key: f"{n}00000" for key in keys}, summary) for n in range(3)]
+    lines = table(runs).splitlines()
+    assert max(map(len, lines)) <= 100
+    assert lines[4].startswith("#3")
+    assert lines[-1].startswith("#3: failsafe_import_w=200000 min_charge_time=")
 
 
 def test_a_csv_day_with_gaps_compare_and_plot(tmp_path: Path) -> None:
@@ -201,21 +258,16 @@ def test_a_csv_day_with_gaps_compare_and_plot(tmp_path: Path) -> None:
         )
     lines[100] = "2018-06-10 11:39:00, null, null"
     csv.write_text("\n".join(lines) + "\n")
-    plot = tmp_path / "day.svg"
+    plot = tmp_path / "day.html"
     result = cli(
         "--csv", str(csv), "--step", "5", "--compare", "reserve_w=0,300", "--plot", str(plot)
     )
     assert result.returncode == 0, result.stderr
-    header = result.stdout.splitlines()[0]
-    assert "reserve_w=0" in header
-    assert "reserve_w=300" in header
-    svg = plot.read_text()
-    assert svg.startswith("<svg")
-    assert ">10h</text>" in svg  # the day's own clock on the axis
-    assert "day.csv  reserve_w=0" in svg
-    page = tmp_path / "day.html"
-    assert cli("--csv", str(csv), "--plot", str(page)).returncode == 0
-    assert page.read_text().startswith("<!doctype html>")
+    assert [row["reserve_w"] for row in table_rows(result.stdout)] == ["0", "300"]
+    page = plot.read_text()
+    assert "<title>day.csv, 10 Jun 2018</title>" in page
+    assert '"label":"reserve_w=0: ' in page  # each run's car, labelled by its setting
+    assert '"label":"reserve_w=300: ' in page
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
@@ -235,7 +287,7 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         (("--pv-phases", "2"), "--pv-phases '2': Input should be 1 or 3"),
         (("--shaper-max-pwr", "-1"), "--shaper-max-pwr '-1': Input should be greater than or"),
         (("--outage", "noon"), "expected START+DURATION in seconds"),
-        (("--plot", "day.png"), "writes SVG; name the file .svg (or .html for a page)"),
+        (("--plot", "day.pdf"), "expected a file name ending in .png, .svg, .html"),
     ):
         result = cli("--synthetic", *args)
         assert result.returncode == 2, args
@@ -545,3 +597,35 @@ def test_a_directory_or_an_oversized_file_is_refused_in_one_line(
     long.write_text("time,solar\n" + "".join(f"{t},0\n" for t in range(5)))
     monkeypatch.setattr(dayfile, "MAX_SAMPLES", 3)
     assert refusal(long, capsys) == f"{long}: line 5: more than 3 samples"
+
+
+def test_every_option_in_help_says_what_it_does_and_its_default() -> None:
+    """`simulate --help` as printed: each option's entry (its line and the lines
+    indented under it) holds a description and the default, or "off" for a flag."""
+    result = subprocess.run(
+        [sys.executable, "-m", "p1evse", "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "100", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    entries: dict[str, str] = {}
+    option = None
+    for line in result.stdout.splitlines():
+        if found := re.match(r"  (--[a-z-]+|-h, --help)( \S+)*?(\s{2,}(.*))?$", line):
+            option = found[1]
+            entries[option] = found[4] or ""
+        elif option and line.startswith(" " * 10):
+            entries[option] += " " + line.strip()
+        else:
+            option = None
+    options = {name for action in simulate_parser()._actions for name in action.option_strings} - {
+        "-h",
+        "--help",
+    }
+    assert set(entries) - {"-h, --help"} == options
+    for name in options:
+        text = entries[name]
+        assert re.search(r"\w+ \w+", text.split("(")[0]), f"{name}: no description: {text!r}"
+        assert re.search(r"\bdefault\b", text), f"{name}: no default: {text!r}"

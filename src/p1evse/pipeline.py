@@ -56,13 +56,29 @@ MAX_VOLTAGE_V = 1000.0
 class PublishSettings(Section):
     """The `publish:` section: the rules above."""
 
-    interval: float = Field(5.0, ge=0, le=300)
-    pair_window: float = Field(0.5, ge=0, le=5)
-    reserve_w: int = Field(0, ge=-10_000, le=10_000)
-    max_power_w: float = Field(50_000, gt=0, le=1_000_000)
-    stale_after: float = Field(30.0, gt=0, le=3600)
-    on_stale: StaleAction = StaleAction.PAUSE
-    failsafe_import_w: int = Field(10_000, ge=0, le=1_000_000)
+    interval: float = Field(
+        5.0, ge=0, le=300, description="publish the mean of each interval, s; 0 relays each"
+    )
+    pair_window: float = Field(
+        0.5, ge=0, le=5, description="the two halves of one telegram arrive within this, s"
+    )
+    reserve_w: int = Field(
+        0, ge=-10_000, le=10_000, description="added to every published value, W"
+    )
+    max_power_w: float = Field(
+        50_000, gt=0, le=1_000_000, description="a reading above this is rejected, W"
+    )
+    stale_after: float = Field(
+        30.0, gt=0, le=3600, description="no valid reading this long is stale, s"
+    )
+    on_stale: StaleAction = Field(
+        StaleAction.PAUSE,
+        description="when the meter falls silent: pause the charger, publish "
+        "failsafe_import_w, or nothing",
+    )
+    failsafe_import_w: int = Field(
+        10_000, ge=0, le=1_000_000, description="published while stale with on_stale import, W"
+    )
 
     @model_validator(mode="after")
     def _windows_fit(self) -> PublishSettings:

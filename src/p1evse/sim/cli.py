@@ -19,11 +19,13 @@ from p1evse.errors import ConfigError
 from p1evse.options import add_option, validated
 from p1evse.pipeline import PublishSettings
 from p1evse.settings import Section
+from p1evse.sim import plot
 from p1evse.sim.dayfile import DayFileError, read_csv
+from p1evse.sim.figure import Figure, compare_figure, day_figure, outage_span
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
-from p1evse.sim.plot import PLOT_SUFFIXES, svg_plot
-from p1evse.sim.simulate import MeterPath, Outage, Result, simulate, table
+from p1evse.sim.simulate import MeterPath, Outage, Result, simulate
+from p1evse.sim.table import table
 
 
 class Timing(Section):
@@ -78,36 +80,49 @@ def add_parser(commands: Any, help: str) -> None:
     source.add_argument(
         "--csv",
         type=Path,
-        help="a day: time, solar_w[, grid_w][, voltage_v] by header name",
+        metavar="FILE",
+        help="a recorded day: time, solar_w[, grid_w][, voltage_v] by header name "
+        "(default none: this or --synthetic)",
     )
-    source.add_argument("--synthetic", action="store_true", help="a generated sunny day")
-    simulate.add_argument("--seed", type=int, default=1, help="of the synthetic day")
+    source.add_argument(
+        "--synthetic", action="store_true", help="a generated sunny day (default off)"
+    )
+    simulate.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        help="of the synthetic day's clouds and appliances, and of --jitter (default 1)",
+    )
     _option(simulate, "step", unset="the day file's own, else 1")
     _option(simulate, "jitter")
     simulate.add_argument(
         "--meter",
         choices=get_args(MeterPath),
         default="direct",
-        help="readings to the pipeline directly, or as P1 telegrams through the p1 decoder",
+        help="readings to the pipeline directly, or as P1 telegrams through the p1 decoder "
+        "(default direct)",
     )
     pipeline = simulate.add_argument_group("p1evse (publish.*)")
-    for key, unit in (
-        ("interval", "s"),
-        ("reserve_w", "W"),
-        ("stale_after", "s"),
-        ("on_stale", "when the meter falls silent"),
-        ("failsafe_import_w", "W"),
-    ):
-        _option(pipeline, key, help=unit)
-    pipeline.add_argument("--outage", help="START+DURATION, s from the day's first sample")
+    for key in ("interval", "reserve_w", "stale_after", "on_stale", "failsafe_import_w"):
+        _option(pipeline, key)
     pipeline.add_argument(
-        "--vrms", action="store_true", help="feed the meter's voltage too (openevse.voltage)"
+        "--outage",
+        metavar="START+DURATION",
+        help="the meter falls silent for DURATION s from START s after the day's first "
+        "sample (default none)",
+    )
+    pipeline.add_argument(
+        "--vrms",
+        action="store_true",
+        help="feed the meter's voltage too (openevse.voltage) (default off)",
     )
     charger = simulate.add_argument_group("OpenEVSE (firmware defaults)")
     for key in ("voltage", "min_current", "max_current", "pv_ratio", "attack", "decay"):
         _option(charger, key)
     _option(charger, "min_charge_time")
-    charger.add_argument("--three-phase", action="store_true", help="a three-phase charger")
+    charger.add_argument(
+        "--three-phase", action="store_true", help="a three-phase charger (default off: one phase)"
+    )
     _option(charger, "shaper_max_pwr", help="the current shaper on, with this cap, W", unset="off")
     house = simulate.add_argument_group("house and car")
     _option(
@@ -116,12 +131,23 @@ def add_parser(commands: Any, help: str) -> None:
     _option(house, "pv_phases")
     _option(house, "car_max_current")
     output = simulate.add_argument_group("output")
-    output.add_argument("--json", action="store_true", help="print one JSON object")
     output.add_argument(
-        "--plot", type=Path, help="write the (first) run's day as FILE.svg or FILE.html"
+        "--json", action="store_true", help="print one JSON object (default off: a table)"
     )
     output.add_argument(
-        "--compare", nargs="+", metavar="KEY=V1,V2", help="run every combination, side by side"
+        "--plot",
+        type=Path,
+        metavar="FILE",
+        help="draw the day as FILE.png or FILE.svg (with the extra `plot`: matplotlib) or "
+        "FILE.html (a page to zoom and read), with --compare every run's car on one "
+        "figure (default none)",
+    )
+    output.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="KEY=V1,V2",
+        help=f"run every combination of these settings, side by side; KEY is one of "
+        f"{', '.join(FIELDS)} (default off: one run)",
     )
     simulate.set_defaults(command=run)
 
@@ -141,10 +167,7 @@ def _flag(key: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.plot is not None and args.plot.suffix.lower() not in PLOT_SUFFIXES:
-        raise ConfigError(
-            [f"--plot {str(args.plot)!r}: writes SVG; name the file .svg (or .html for a page)"]
-        )
+    draw = plot.writer(args.plot) if args.plot is not None else None
     try:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except DayFileError as exc:
@@ -156,20 +179,35 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(len(runs), sys.stderr)
     results: dict[str, Result] = {}
     for number, (label, one) in enumerate(runs.items()):
-        results[label] = one.go(day, args.plot is not None and number == 0, bar.at(number))
+        trace = draw is not None and (number == 0 or args.compare is not None)
+        results[label] = one.go(day, trace, bar.at(number))
     bar.done()
     summaries = {label: result.summary() for label, result in results.items()}
     if args.json:
         only = len(summaries) == 1
         print(json.dumps(next(iter(summaries.values())) if only else summaries, indent=2))
     else:
-        print(table(summaries))
-    if args.plot is not None:
-        origin = day.origin
-        clock_s = origin.hour * 3600 + origin.minute * 60 + origin.second
-        label, result = next(iter(results.items()))
-        svg_plot(result, args.plot, _title(args, label), clock_s)
+        settings = _combinations(args.compare or [])
+        print(table(list(zip(settings, summaries.values(), strict=True))))
+    if draw is not None:
+        plot.write(_figure(args, day, results), args.plot, draw)
     return 0
+
+
+def _figure(args: argparse.Namespace, day: Day, results: dict[str, Result]) -> Figure:
+    """The first run's day, or with --compare, every run's car on one figure."""
+    name = (
+        f"{args.csv.name}, {day.origin:%-d %b %Y}"
+        if args.csv
+        else (f"synthetic day, seed {args.seed}")
+    )
+    outage = _outage(args.outage)
+    shaded = outage_span(day.first_s + outage.start_s, outage.duration_s) if outage else None
+    if len(results) > 1:
+        return compare_figure(results, name, day.origin, shaded)
+    [(label, result)] = results.items()
+    title = f"{name}: {label}" if args.compare else name
+    return day_figure(result, title, day.origin, shaded)
 
 
 def plan(args: argparse.Namespace, step_s: float) -> dict[str, Run]:
@@ -285,11 +323,6 @@ class ProgressBar:
         if self._shown:
             self._out.write(f"\r{' ' * 60}\r")
             self._out.flush()
-
-
-def _title(args: argparse.Namespace, label: str) -> str:
-    day = args.csv.name if args.csv else f"synthetic day, seed {args.seed}"
-    return f"{day}  {label if label != 'result' else ''}".strip()
 
 
 def _outage(text: str | None) -> Outage | None:

@@ -61,10 +61,14 @@ class Result:
     grid_import_while_charging_kwh: float = 0.0
     import_kwh: float = 0.0
     export_kwh: float = 0.0
-    charge_starts: int = 0
     charging_hours: float = 0.0
+    start_times: list[float] = field(default_factory=list)  # the car's starts, the day's `at`
     trace: list[TracePoint] = field(default_factory=list, repr=False)
     _charging: bool = field(default=False, repr=False)
+
+    @property
+    def charge_starts(self) -> int:
+        return len(self.start_times)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -92,7 +96,8 @@ class Result:
         if car_w > 0:
             self.grid_import_while_charging_kwh += max(grid_w, 0.0) * hours / 1000
             self.charging_hours += hours
-            self.charge_starts += not self._charging
+            if not self._charging:
+                self.start_times.append(sample.at)
         self._charging = car_w > 0
 
 
@@ -228,21 +233,3 @@ def balance_error(result: Result) -> float:
     used = result.house_kwh + result.ev_kwh
     supplied = result.pv_kwh + result.import_kwh - result.export_kwh
     return abs(used - supplied) / max(used, supplied, 1e-9)
-
-
-def table(columns: dict[str, dict[str, Any]]) -> str:
-    """One column per run, one row per figure."""
-    names = list(columns)
-    keys = list(next(iter(columns.values())))
-    width = max(len(key) for key in keys)
-    lines = [" " * width + "".join(f"  {name:>18}" for name in names)]
-    for key in keys:
-        cells = "".join(f"  {_cell(columns[name][key]):>18}" for name in names)
-        lines.append(f"{key:<{width}}{cells}")
-    return "\n".join(lines)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
