@@ -8,6 +8,10 @@ import asyncio
 
 import pytest
 
+from p1evse.model import StaleAction, StaleEntered, StaleLeft
+from p1evse.sim.virtual import VirtualBroker, VirtualClock
+from p1evse.sinks.charger import ChargerState, OpenevseSettings
+from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.logs import log_event
@@ -142,3 +146,32 @@ async def test_voltage_feed_over_mqtt(broker: BrokerProcess) -> None:
         await ready(probe)
         probe.publish(JSON_TOPIC, TELEGRAM_JSON)
         assert await probe.next_payload("p1evse/vrms") == "231"  # mean of the phases
+
+
+def test_a_report_heard_while_the_claim_is_published_sends_it_once() -> None:
+    """An in-process broker delivers at once: the charger takes the claim and reports
+    its mode before the publish returns. The claim still goes out once, and so does its
+    release; a report that spares the charger meanwhile is acted on after."""
+    broker, clock = VirtualBroker(), VirtualClock(0.0)
+    settings = OpenevseSettings()
+    sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
+    for topic, handler in sink.subscriptions().items():
+        broker.subscribe(topic, handler)
+    claims: list[str] = []
+    mode = ["2"]  # eco: the charger may be paused
+
+    def charger(payload: bytes | bytearray) -> None:
+        claims.append(payload.decode())
+        broker.publish(f"{settings.base_topic}/divertmode", mode[0])
+
+    broker.subscribe(settings.claim_topic, charger)
+    broker.connect()
+    sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
+    assert claims == [PAUSE_CLAIM]
+    assert sink.claim_sent
+    sink.stale_left(StaleLeft(2.0, 1.0))
+    assert claims == [PAUSE_CLAIM, RELEASE]
+    mode[0] = "1"  # normal: someone's deliberate charge, answered while being paused
+    sink.stale_entered(StaleEntered(3.0, 2.0, StaleAction.PAUSE))
+    assert claims == [PAUSE_CLAIM, RELEASE, PAUSE_CLAIM, RELEASE]
+    assert not sink.claim_sent

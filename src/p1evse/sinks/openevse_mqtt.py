@@ -62,6 +62,7 @@ class OpenEvseMqttSink:
         self._settle_s = reconnect_settle_s
         self._settling: Timer | None = None
         self._base_topic = settings.base_topic
+        self._claiming = False  # a claim is being published (see _sync_claim)
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -131,13 +132,22 @@ class OpenEvseMqttSink:
         self._sync_claim()
 
     def _sync_claim(self) -> None:
-        wanted = self.pause.wanted()
-        if wanted == self.claim_sent:
+        """Claim or release as the pause intent wants. A charger's report may come back
+        while the claim is being published (an in-process broker delivers at once): it
+        does not send the claim again, and what it changed is looked at once the publish
+        is done."""
+        if self._claiming:
             return
-        payload = PAUSE_CLAIM if wanted else RELEASE
-        if self._broker.publish(self._claim_topic, payload, qos=1):
-            self.pause.claimed(wanted)
-            if wanted:
-                log.warning("paused charging: claimed %s %s", self._claim_topic, payload)
-            else:
-                log.info("released the pause claim on %s", self._claim_topic)
+        self._claiming = True
+        try:
+            while (wanted := self.pause.wanted()) != self.claim_sent:
+                payload = PAUSE_CLAIM if wanted else RELEASE
+                if not self._broker.publish(self._claim_topic, payload, qos=1):
+                    return
+                self.pause.claimed(wanted)
+                if wanted:
+                    log.warning("paused charging: claimed %s %s", self._claim_topic, payload)
+                else:
+                    log.info("released the pause claim on %s", self._claim_topic)
+        finally:
+            self._claiming = False
