@@ -98,6 +98,8 @@ def test_feeds_less_than_a_second_apart_freeze_the_filter() -> None:
 # The filter counts whole seconds: updates within one second leave `smoothed` where a
 # test put it, so each test sets the smoothed current it needs and then sends a value.
 VOLTS = DivertSettings().voltage  # 240 V; trigger 6 A, start at 6.5 A, 0.42 A reserve
+# the car's current known at once (the default knows it as polled a second ago)
+AT_ONCE = DivertSettings(current_lag_s=0.0)
 
 
 def update(model: OpenEvseModel, surplus_a: float, now_s: float, smoothed: float) -> None:
@@ -112,7 +114,7 @@ def update(model: OpenEvseModel, surplus_a: float, now_s: float, smoothed: float
 def started(surplus_a: float = 12.0) -> OpenEvseModel:
     """Charging at 11 A since t = 0 (12 A of surplus less the reserve), and divert
     counting itself active (a second update saw its claim in effect)."""
-    model = OpenEvseModel()
+    model = OpenEvseModel(AT_ONCE)
     update(model, surplus_a, 0.0, smoothed=10.0)
     update(model, surplus_a, 0.5, smoothed=10.0)
     assert model.pilot() == 11
@@ -142,7 +144,7 @@ def test_the_minimum_charge_time_keeps_the_last_rate_from_when_charging_started(
 def test_the_first_update_after_a_start_can_stop_it() -> None:
     """Divert only counts itself active once an update sees its claim in effect: until
     then the minimum charge time does not hold, so a Disabled claim goes through."""
-    model = OpenEvseModel()
+    model = OpenEvseModel(AT_ONCE)
     update(model, 12.0, 0.0, smoothed=10.0)
     assert model.pilot() == 11
     update(model, 0.0, 0.5, smoothed=3.0)
@@ -152,7 +154,7 @@ def test_the_first_update_after_a_start_can_stop_it() -> None:
 def test_the_minimum_charge_time_runs_from_when_the_charger_starts_to_charge() -> None:
     """Divert claims at t = 0 under a pause over MQTT; the car charges from t = 300,
     when the pause is released, so it may stop at t = 900, not at 600."""
-    model = OpenEvseModel()
+    model = OpenEvseModel(AT_ONCE)
     model.claim("mqtt", Claim(MQTT_PRIORITY, False))
     update(model, 12.0, 0.0, smoothed=10.0)
     assert model.pilot() == 0
@@ -177,6 +179,22 @@ def test_divert_takes_off_the_cars_current_as_measured_lag_s_ago(
     assert model.amps() == 11
     model.grid_ie(round(-1.0 * VOLTS), 2.0)
     assert model.available == pytest.approx(available, abs=0.01)
+
+
+def test_a_value_right_after_a_pause_ends_does_not_count_the_car_twice() -> None:
+    """The pause is released and the meter's value, taken while the car was paused,
+    comes a moment later: the firmware takes off the current it polled (still 0 A), not
+    the rate the car is only now allowed, so the rate is the surplus (13 A), not 28 A."""
+    model = OpenEvseModel()  # the car's current as polled a second ago
+    update(model, 16.0, 0.0, smoothed=10.0)
+    update(model, 16.0, 5.0, smoothed=10.0)
+    assert model.pilot() == 15
+    model.claim("mqtt", Claim(MQTT_PRIORITY, False))
+    model.tick(6.0)
+    model.tick(600.0)
+    model.claim("mqtt", None)
+    model.grid_ie(round(-14.0 * VOLTS), 600.1)  # the house alone: the car was paused
+    assert model.pilot() == 13
 
 
 def test_a_pause_claim_over_mqtt_wins_over_divert() -> None:

@@ -79,11 +79,11 @@ class DivertSettings(Section):
         600.0, ge=0, description="the least time it charges once divert started it, s"
     )
     current_lag_s: float = Field(
-        0.0,
+        1.0,
         ge=0,
         description="how old the car's measured current is that divert takes off grid_ie, "
-        "s (the firmware polls it every second, and a car takes seconds to follow its "
-        "pilot)",
+        "s: the firmware polls it every second (and a real car takes seconds to follow "
+        "its pilot)",
     )
     eco: bool = True
     shaper: ShaperSettings | None = None  # the current shaper, off by default
@@ -164,6 +164,7 @@ class OpenEvseModel:
         if not settings.eco:
             return
         volts = self.voltage(now_s) * (3 if settings.three_phase else 1)
+        self._record_amps(now_s)  # a claim from elsewhere may have changed it
         current = watts / volts - self._measured_amps(now_s)
         reserve = max(0.0, settings.pv_ratio - 1) * 1000 / volts
         self.available = max(0.0, -current - reserve) if current < 0 else 0.0
@@ -175,6 +176,7 @@ class OpenEvseModel:
         divert_active = own is not None and own.active is True
         if divert_active == charger_active:
             self._divert_active = divert_active
+        self._record_amps(now_s)
 
     def vrms(self, volts: float, now_s: float) -> None:
         """A voltage on `mqtt_vrms` (or POST /status `voltage`): used for 120 s when
@@ -249,7 +251,7 @@ class OpenEvseModel:
 
     def _measured_amps(self, now_s: float) -> float:
         """The car's current as divert knows it: as it was `current_lag_s` ago (as
-        recorded at the ticks), or as it is when there is no lag."""
+        recorded at the updates and ticks), or as it is when there is no lag."""
         lag = self.settings.current_lag_s
         if not lag:
             return self.amps()
