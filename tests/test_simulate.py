@@ -344,6 +344,7 @@ FIELD_VALUES: dict[str, tuple[str, object]] = {
     "attack": ("10", 10.0),
     "decay": ("300", 300.0),
     "min_charge_time": ("60", 60.0),
+    "current_lag": ("2.5", 2.5),
     "shaper_max_pwr": ("4000", 4000.0),
     "grid_voltage": ("220", 220.0),
     "pv_phases": ("3", 3),

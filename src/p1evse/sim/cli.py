@@ -62,6 +62,7 @@ FIELDS: dict[str, tuple[type[Section], str]] = {
     "attack": (DivertSettings, "divert.attack_s"),
     "decay": (DivertSettings, "divert.decay_s"),
     "min_charge_time": (DivertSettings, "divert.min_charge_time_s"),
+    "current_lag": (DivertSettings, "divert.current_lag_s"),
     "shaper_max_pwr": (ShaperSettings, "divert.shaper.max_pwr_w"),
     "grid_voltage": (HouseSettings, "house.voltage_v"),
     "pv_phases": (HouseSettings, "house.pv_phases"),
@@ -120,6 +121,7 @@ def add_parser(commands: Any, help: str) -> None:
     for key in ("voltage", "min_current", "max_current", "pv_ratio", "attack", "decay"):
         _option(charger, key)
     _option(charger, "min_charge_time")
+    _option(charger, "current_lag")
     charger.add_argument(
         "--three-phase", action="store_true", help="a three-phase charger (default off: one phase)"
     )
