@@ -275,6 +275,43 @@ async def test_hovering_the_chart_shows_every_series_value(
         watched.assert_clean(site)
 
 
+async def test_the_wheel_zooms_and_a_shift_drag_pans_the_chart(
+    one_broker: BrokerProcess, browser: Browser
+) -> None:
+    async with serving(web_settings(one_broker)) as site:
+        past_readings(site.state, 1200)
+        watched = await open_page(browser, site, viewport={"width": 1280, "height": 900})
+        page = watched.page
+        await page.wait_for_function(dataset("meterPoints") + " >= 1200", timeout=WAIT_MS)
+        span = (
+            "(() => { const d = document.getElementById('chart').dataset;"
+            " return Number(d.xMax) - Number(d.xMin); })()"
+        )
+        whole = await page.evaluate(span)
+        over = await page.locator("#chart .u-over").bounding_box()
+        assert over is not None
+        middle = (over["x"] + over["width"] / 2, over["y"] + over["height"] / 2)
+        await page.mouse.move(*middle)
+        for _ in range(3):
+            await page.mouse.wheel(0, -100)
+        await page.wait_for_function(f"{span} < {whole} * 0.5", timeout=WAIT_MS)
+        zoomed = await page.evaluate(span)
+        x_min = await chart_number(page, "xMin")
+        await page.keyboard.down("Shift")
+        await page.mouse.down()
+        await page.mouse.move(middle[0] + over["width"] / 4, middle[1], steps=5)
+        await page.mouse.up()
+        await page.keyboard.up("Shift")
+        await page.wait_for_function(
+            dataset("xMin") + f" < {x_min} - {zoomed} / 10", timeout=WAIT_MS
+        )
+        assert await page.evaluate(span) == pytest.approx(zoomed, rel=0.01)
+        for _ in range(10):  # out past all there is: the chosen range again
+            await page.mouse.wheel(0, 100)
+        await page.wait_for_function(f"{span} >= {whole} - 2", timeout=WAIT_MS)
+        watched.assert_clean(site)
+
+
 async def test_the_range_buttons_change_what_the_chart_spans(
     one_broker: BrokerProcess, browser: Browser
 ) -> None:

@@ -217,6 +217,21 @@ async def test_the_page_draws_the_day_reads_it_at_the_cursor_and_zooms(
     await page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + 100, steps=5)
     await page.mouse.up()
     await page.wait_for_function(f"{span} < {day_s} / 5", timeout=WAIT_MS)
+    # Shift-drag pans: the same span, earlier; the wheel zooms out, past the day: all of it
+    x_min = "window.p1evsePlot.scales.x.min"
+    before = await page.evaluate(x_min)
+    zoomed = await page.evaluate(span)
+    await page.keyboard.down("Shift")
+    await page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 100)
+    await page.mouse.down()
+    await page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 100, steps=5)
+    await page.mouse.up()
+    await page.keyboard.up("Shift")
+    await page.wait_for_function(f"{x_min} < {before} - {zoomed} / 10", timeout=WAIT_MS)
+    assert await page.evaluate(span) == pytest.approx(zoomed)
+    for _ in range(12):
+        await page.mouse.wheel(0, 100)
+    await page.wait_for_function(f"{span} >= {day_s} - 1", timeout=WAIT_MS)
     await page.click(".u-legend .u-series:nth-child(2) .u-label")
     await page.wait_for_function("window.p1evsePlot.series[1].show === false", timeout=WAIT_MS)
     assert errors == []

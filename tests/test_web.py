@@ -153,6 +153,7 @@ async def test_page_and_its_files_are_small_local_and_carry_a_strict_policy(
         assert set(assets) == {
             "static/app.css",
             "static/app.js",
+            "static/chart-nav.js",
             "static/icon.svg",
             "static/vendor/uplot/uPlot.iife.min.js",
             "static/vendor/uplot/uPlot.min.css",

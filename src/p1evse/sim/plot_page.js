@@ -175,6 +175,7 @@
         },
       ],
       hooks: { drawClear: [shade], draw: [marks, drawn] },
+      plugins: [p1evseChartNav((u) => u.setScale("x", { min: u.data[0][0], max: u.data[0][u.data[0].length - 1] }))],
     };
   }
 

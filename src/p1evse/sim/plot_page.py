@@ -14,7 +14,7 @@ from typing import Any
 
 from p1evse.sim.downsample import extremes
 from p1evse.sim.figure import Figure, Line
-from p1evse.web.assets import UPLOT_DIR, UPLOT_SCRIPT, UPLOT_STYLE
+from p1evse.web.assets import CHART_NAV, UPLOT_DIR, UPLOT_SCRIPT, UPLOT_STYLE
 
 COLUMNS = 3000  # pixel columns of detail: a day at 1 s keeps a point every ~30 s or less
 SCRIPT = Path(__file__).with_name("plot_page.js")
@@ -44,14 +44,18 @@ p { margin: 0 0 10px; color: #4b5563; }
 <h1>@TITLE@</h1>
 <p>@SUBTITLE@</p>
 <div id="chart"></div>
-<p class="hint">Drag across the chart to zoom in, double-click to zoom out; click a name in
-the legend to hide or show it. Times are the day's own clock.</p>
+<p class="hint">Drag across the chart or turn the wheel to zoom, Shift-drag to pan,
+double-click to zoom out; click a name in the legend to hide or show it. Times are the
+day's own clock.</p>
 <script id="plot-data" type="application/json">@DATA@</script>
 <script>
 /* uPlot, MIT licence:
 @UPLOT_LICENCE@
 */
 @UPLOT_SCRIPT@
+</script>
+<script>
+@NAV@
 </script>
 <script>
 @SCRIPT@
@@ -70,6 +74,7 @@ def write_page(figure: Figure, path: Path) -> None:
         "@DATA@": _json(figure),
         "@UPLOT_LICENCE@": (UPLOT_DIR / "LICENSE").read_text(encoding="utf-8").replace("*/", ""),
         "@UPLOT_SCRIPT@": UPLOT_SCRIPT.read_text(encoding="utf-8"),
+        "@NAV@": CHART_NAV.read_text(encoding="utf-8"),
         "@SCRIPT@": SCRIPT.read_text(encoding="utf-8"),
     }
     page = PAGE

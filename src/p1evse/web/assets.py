@@ -9,3 +9,4 @@ STATIC_DIR = Path(__file__).parent / "static"
 UPLOT_DIR = STATIC_DIR / "vendor" / "uplot"
 UPLOT_SCRIPT = UPLOT_DIR / "uPlot.iife.min.js"
 UPLOT_STYLE = UPLOT_DIR / "uPlot.min.css"
+CHART_NAV = STATIC_DIR / "chart-nav.js"  # zoom and pan, for the page and simulate's plot

@@ -516,6 +516,13 @@
             values: (u, splits) => splits.map((a) => (a >= 0 && hasAmps ? a + " A" : "")),
           },
         ],
+        // the wheel and Shift-drag zoom and pan; zoomed out past the data: the range again
+        plugins: [
+          window.p1evseChartNav(() => {
+            zoom = null;
+            draw();
+          }),
+        ],
         hooks: {
           drawClear: [shade],
           draw: [drawn],
