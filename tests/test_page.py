@@ -226,17 +226,22 @@ async def chart_number(page: Page, name: str) -> float:
     return float(await page.evaluate(dataset(name)))
 
 
+async def open_chart(browser: Browser, site: Site, seconds: int, **context: object) -> Watched:
+    """The page on a desktop screen (unless `context` says otherwise), once its chart
+    holds the `seconds` of readings that `past_readings` gave the site."""
+    context = {"viewport": {"width": 1280, "height": 900}, **context}
+    watched = await open_page(browser, site, **context)
+    await watched.page.wait_for_function(dataset("meterPoints") + f" >= {seconds}", timeout=WAIT_MS)
+    return watched
+
+
 async def test_a_minute_after_start_the_chart_spans_its_data_not_an_hour(
     one_broker: BrokerProcess, browser: Browser
 ) -> None:
     async with serving(web_settings(one_broker)) as site:
         past_readings(site.state, 60)
-        watched = await open_page(browser, site, viewport={"width": 1280, "height": 900})
+        watched = await open_chart(browser, site, 60)
         page = watched.page
-        await page.wait_for_function(
-            "() => Number(document.getElementById('chart').dataset.meterPoints) >= 60",
-            timeout=WAIT_MS,
-        )
         assert await chart_number(page, "dataSpan") >= 0.8
         span = await chart_number(page, "xMax") - await chart_number(page, "xMin")
         assert 55 < span < 120, span  # the minute it has, not a wall-clock hour
@@ -251,12 +256,8 @@ async def test_hovering_the_chart_shows_every_series_value(
 ) -> None:
     async with serving(web_settings(one_broker)) as site:
         past_readings(site.state, 600, amps=10.0, watts=0.0)  # a steady -300 W
-        watched = await open_page(browser, site, viewport={"width": 1280, "height": 900})
+        watched = await open_chart(browser, site, 600)
         page = watched.page
-        await page.wait_for_function(
-            "() => Number(document.getElementById('chart').dataset.meterPoints) >= 600",
-            timeout=WAIT_MS,
-        )
         over = await page.locator("#chart .u-over").bounding_box()
         assert over is not None
         await page.mouse.move(over["x"] + over["width"] * 0.5, over["y"] + over["height"] * 0.5)
@@ -280,9 +281,8 @@ async def test_the_wheel_zooms_and_a_shift_drag_pans_the_chart(
 ) -> None:
     async with serving(web_settings(one_broker)) as site:
         past_readings(site.state, 1200)
-        watched = await open_page(browser, site, viewport={"width": 1280, "height": 900})
+        watched = await open_chart(browser, site, 1200)
         page = watched.page
-        await page.wait_for_function(dataset("meterPoints") + " >= 1200", timeout=WAIT_MS)
         span = (
             "(() => { const d = document.getElementById('chart').dataset;"
             " return Number(d.xMax) - Number(d.xMin); })()"
@@ -324,11 +324,8 @@ async def test_the_range_buttons_change_what_the_chart_spans(
         day_from = max(midnight, now - 3 * 3600)
         for minute in range(math.ceil((now - 1200 - day_from) / 60)):
             state.day.add_meter(day_from + 60 * minute, 500.0)
-        watched = await open_page(
-            browser, site, viewport={"width": 1280, "height": 900}, color_scheme="dark"
-        )
+        watched = await open_chart(browser, site, 1200, color_scheme="dark")
         page = watched.page
-        await page.wait_for_function(dataset("meterPoints") + " >= 1200", timeout=WAIT_MS)
         first = {"quarter": now - 900, "hour": now - 1200, "today": max(midnight, day_from)}
         for name in ("quarter", "today", "hour"):
             await page.click(f"[data-range={name}]")
