@@ -23,7 +23,7 @@ from p1evse.pipeline import PublishSettings, StaleAction
 from p1evse.sim import dayfile
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.cli import FIELDS, ProgressBar, Run, Timing, add_parser, plan
-from p1evse.sim.house import HouseSettings, SyntheticDay
+from p1evse.sim.house import House, HouseSettings, SyntheticDay
 from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel, ShaperSettings
 from p1evse.sim.simulate import Outage, Result, balance_error, simulate
 from p1evse.sim.table import table
@@ -36,9 +36,11 @@ KEYS = [
     "house_kwh",
     "ev_kwh",
     "ev_solar_kwh",
+    "ev_grid_kwh",
     "grid_import_while_charging_kwh",
     "export_kwh",
     "charge_starts",
+    "current_changes",
     "charging_hours",
 ]
 
@@ -181,9 +183,11 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def table_rows(text: str) -> list[dict[str, str]]:
     """The printed table's rows, each cell under its two header lines joined: columns
-    are split where every line has two spaces or more."""
-    width = max(map(len, text.splitlines()))
-    lines = [line.ljust(width) for line in text.splitlines()]
+    are split where every line has two spaces or more. A line above the table (what
+    every run has in common) is left out."""
+    table_lines = [line for line in text.splitlines() if not line.endswith("in every run")]
+    width = max(map(len, table_lines))
+    lines = [line.ljust(width) for line in table_lines]
     blank = [all(line[i] == " " for line in lines) for i in range(width)] + [True, True]
     spans, start = [], None
     for i in range(width + 1):
@@ -197,6 +201,19 @@ def table_rows(text: str) -> list[dict[str, str]]:
     return [dict(zip(headers, row, strict=True)) for row in cells[2:]]
 
 
+def test_a_change_of_current_is_a_step_whose_pilot_or_charging_differs() -> None:
+    """Counted against the step before: the pilot's amps, and charging on or off."""
+    house = House(SyntheticDay(seed=1))
+    result = Result()
+    steps = [(0.0, 0.0), (0.0, 0.0), (6.0, 6.0), (6.0, 6.0), (7.0, 7.0), (7.0, 0.0), (0.0, 0.0)]
+    for n, (pilot, drawn) in enumerate(steps):  # (pilot A, what the car draws A)
+        result.add(house.read(43_200.0 + n, drawn), 1 / 3600, pilot)
+    assert result.current_changes == 4  # starts, 6 -> 7 A, the car stops, the pilot ends
+    assert result.summary()["ev_grid_kwh"] == pytest.approx(
+        result.summary()["ev_kwh"] - result.summary()["ev_solar_kwh"], abs=0.001
+    )
+
+
 def test_json_keys_match_the_table() -> None:
     as_json = cli("--synthetic", "--seed", "2", "--step", "5", "--json")
     as_table = cli("--synthetic", "--seed", "2", "--step", "5")
@@ -205,8 +222,8 @@ def test_json_keys_match_the_table() -> None:
     assert list(summary) == KEYS
     [row] = table_rows(as_table.stdout)
     assert list(row) == [
-        "PV kWh", "house kWh", "EV kWh", "EV solar kWh", "import while charging kWh",
-        "export kWh", "starts", "charging h",
+        "PV kWh", "house kWh", "EV kWh", "EV solar kWh", "EV grid kWh",
+        "import while charging kWh", "export kWh", "starts", "current changes", "charging h",
     ]  # fmt: skip
     assert list(row.values()) == [
         f"{value:.2f}" if isinstance(value, float) else str(value) for value in summary.values()
@@ -230,7 +247,8 @@ def test_the_compare_table_has_a_row_per_run_and_fits_100_columns() -> None:
     assert [(row["interval"], row["min_charge time"]) for row in rows] == [
         (interval, time) for interval in ("1", "5", "10") for time in ("0", "300", "600")
     ]
-    assert {row["PV kWh"] for row in rows} == {rows[0]["PV kWh"]}  # the same day each time
+    assert re.fullmatch(r"PV [\d.]+ kWh, house [\d.]+ kWh: the same day in every run", lines[0])
+    assert "PV kWh" not in rows[0]
     as_json = json.loads(cli(*compare, "--json").stdout)
     assert list(as_json) == [
         f"interval={i} min_charge_time={t}" for i in (1, 5, 10) for t in (0, 300, 600)
@@ -244,7 +262,8 @@ def test_a_table_too_wide_for_its_settings_numbers_the_runs() -> None:
     runs = [({key: f"{n}00000" for key in keys}, summary) for n in range(3)]
     lines = table(runs).splitlines()
     assert max(map(len, lines)) <= 100
-    assert lines[4].startswith("#3")
+    assert lines[0] == "PV 12.35 kWh, house 12.35 kWh: the same day in every run"
+    assert lines[5].startswith("#3")
     assert lines[-1].startswith("#3: failsafe_import_w=200000 min_charge_time=")
 
 

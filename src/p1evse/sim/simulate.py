@@ -63,8 +63,11 @@ class Result:
     export_kwh: float = 0.0
     charging_hours: float = 0.0
     start_times: list[float] = field(default_factory=list)  # the car's starts, the day's `at`
+    # steps in which the pilot current or charging on/off differs from the step before
+    current_changes: int = 0
     trace: list[TracePoint] = field(default_factory=list, repr=False)
     _charging: bool = field(default=False, repr=False)
+    _pilot: tuple[float, bool] | None = field(default=None, repr=False)
 
     @property
     def charge_starts(self) -> int:
@@ -76,15 +79,22 @@ class Result:
             "house_kwh": round(self.house_kwh, 3),
             "ev_kwh": round(self.ev_kwh, 3),
             "ev_solar_kwh": round(self.ev_solar_kwh, 3),
+            "ev_grid_kwh": round(self.ev_kwh - self.ev_solar_kwh, 3),
             "grid_import_while_charging_kwh": round(self.grid_import_while_charging_kwh, 3),
             "export_kwh": round(self.export_kwh, 3),
             "charge_starts": self.charge_starts,
+            "current_changes": self.current_changes,
             "charging_hours": round(self.charging_hours, 3),
         }
 
-    def add(self, metered: Metered, hours: float) -> None:
-        """The energy of one step, at the power the car drew during it."""
+    def add(self, metered: Metered, hours: float, pilot_a: float) -> None:
+        """The energy of one step, at the power the car drew during it, and whether
+        the charger's current changed (its pilot, or charging on or off)."""
         sample, car_w, grid_w = metered.sample, metered.car_w, metered.grid_w
+        pilot = (pilot_a, car_w > 0)
+        if self._pilot is not None and pilot != self._pilot:
+            self.current_changes += 1
+        self._pilot = pilot
         house_w = sum(sample.load_w)
         self.pv_kwh += sample.solar_w * hours / 1000
         self.house_kwh += house_w * hours / 1000
@@ -150,7 +160,7 @@ def simulate(
         if outage is None or not outage.covers(t - day.first_s):
             read(metered)
         charger.tick()
-        result.add(metered, hours)
+        result.add(metered, hours, charger.model.pilot())
         if trace:
             published = loop.published[-1] if loop.published else None
             result.trace.append(_trace_point(t, metered, published, charger.model.pilot()))

@@ -17,26 +17,38 @@ FIGURES = {
     "house_kwh": ("house", "kWh"),
     "ev_kwh": ("EV", "kWh"),
     "ev_solar_kwh": ("EV solar", "kWh"),
+    "ev_grid_kwh": ("EV grid", "kWh"),
     "grid_import_while_charging_kwh": ("import while", "charging kWh"),
     "export_kwh": ("export", "kWh"),
     "charge_starts": ("", "starts"),
+    "current_changes": ("current", "changes"),
     "charging_hours": ("charging", "h"),
 }
+# the day's own figures: with several runs of one day, the same in each, so said once
+DAY_FIGURES = {"pv_kwh": ("PV", "kWh"), "house_kwh": ("house", "kWh")}
 KEY_LINE = 10  # a setting's name longer than this is split at an underscore
 
 
 def table(runs: Sequence[tuple[Mapping[str, str], Mapping[str, Any]]], width: int = WIDTH) -> str:
-    """`runs`: each run's settings (key -> value as typed) and its summary."""
-    figures = [
-        _column(FIGURES[key], [_cell(summary[key]) for _, summary in runs]) for key in FIGURES
-    ]
+    """`runs`: each run's settings (key -> value as typed) and its summary. Figures
+    that are the same in every one of several runs (the day's PV and house) are said
+    once, above the table."""
+    shown = dict(FIGURES)
+    above: list[str] = []
+    for key, (name, unit) in DAY_FIGURES.items():
+        cells = {_cell(summary[key]) for _, summary in runs}
+        if len(runs) > 1 and len(cells) == 1:
+            above.append(f"{name} {cells.pop()} {unit}")
+            del shown[key]
+    figures = [_column(shown[key], [_cell(summary[key]) for _, summary in runs]) for key in shown]
     keys = list(runs[0][0]) if runs else []
     settings = [_column(_split(key), [values[key] for values, _ in runs]) for key in keys]
-    text = _lines(settings + figures, left=len(settings))
+    header = [f"{', '.join(above)}: the same day in every run"] if above else []
+    text = header + _lines(settings + figures, left=len(settings))
     if max(map(len, text)) <= width:
         return "\n".join(text)
     numbers = _column(("", "run"), [f"#{n}" for n in range(1, len(runs) + 1)])
-    text = _lines([numbers, *figures], left=1)
+    text = header + _lines([numbers, *figures], left=1)
     for n, (values, _) in enumerate(runs, 1):
         setting = " ".join(f"{key}={value}" for key, value in values.items())
         text += textwrap.wrap(setting, width, initial_indent=f"#{n}: ", subsequent_indent="    ")
