@@ -18,7 +18,8 @@ For each it reports publish latency (reading in -> value out through the broker,
 p99) at each input rate and the process' peak RSS, and for `web on` the bytes of
 everything the page loads: the HTML, its static files, and the event stream's first
 message (the whole state and chart), measured as served, plus that first message as it
-would be with a full hour of chart (one row per second) built in this process.
+would be with a full hour of chart (one row per second) and the "today" chart with a
+full day (one row per minute), both built in this process.
 
     uv run python bench/web.py             # 10/s and 100/s, 10 s each; about 2 minutes
     uv run python bench/web.py --quick     # smoke run
@@ -324,10 +325,13 @@ def page_weight(port: int) -> Weight:
     return Weight(files, first_message(port))
 
 
-def full_hour_first_message() -> int:
-    """The first message with a full hour of chart: a meter at 1 Hz, a value every 5 s,
-    and a charger whose current changes every 5 s (divert at work)."""
+def full_chart_sizes() -> tuple[int, int]:
+    """The first message with a full hour of chart, and /api/history?range=today with a
+    full day: a meter at 1 Hz, a value every 5 s, and a charger whose current changes
+    every 5 s (divert at work), for 24 h (the day a minute a row, local midnight being
+    taken as 24 h ago)."""
     import asyncio
+    import json
 
     from p1evse.config import Settings
     from p1evse.model import GridPower, Reading
@@ -339,16 +343,20 @@ def full_hour_first_message() -> int:
     loop = asyncio.new_event_loop()
     try:
         now = time.monotonic()
+        day_s = 24 * 3600
         charger = ChargerState()
-        state = new_state(Settings(), Counters(), lambda: now, charger=charger)
-        for second in range(3600):
-            at = now - 3600 + second + 0.5
+        state = new_state(
+            Settings(), Counters(), lambda: now, charger=charger, day_start=lambda t: t - day_s
+        )
+        for second in range(day_s):
+            at = now - day_s + second + 0.5
             if second % 5 == 0:
                 charger.update("amp", str(6000 + (second * 137) % 10000).encode(), at)
             state.observe(Reading(at, 1234.0 + second % 700, 0.0))
             if second % 5 == 0:
                 state.observe(GridPower(at, 1500 + second % 700, 5))
-        return len(StatePush(state, Fanout(), loop).first_message())
+        today = json.dumps(state.history_json(range_="today"), separators=(",", ":"))
+        return len(StatePush(state, Fanout(), loop).first_message()), len(today)
     finally:
         loop.close()
 
@@ -365,7 +373,7 @@ def web_spec(base: SubjectSpec, name: str, port: int, pages: int = 0) -> Subject
 def report(
     rows: Sequence[Row],
     weight: Weight | None,
-    full_hour: int,
+    full_chart: tuple[int, int],
     pages: int,
     crowd: CrowdReport,
 ) -> str:
@@ -389,8 +397,9 @@ def report(
             f"- files together: {files}",
             f"- event stream, first message at start-up: {weight.first_message}",
             f"- everything at start-up: {files + weight.first_message}",
-            f"- event stream, first message with a full hour of chart: {full_hour} "
-            f"(everything then: {files + full_hour})",
+            f"- event stream, first message with a full hour of chart: {full_chart[0]} "
+            f"(everything then: {files + full_chart[0]})",
+            f"- /api/history?range=today with a full day of chart: {full_chart[1]}",
         ]
     lines += ["", f"pages: {pages} open event streams, each read as it arrives"]
     if crowd.count:
@@ -469,7 +478,7 @@ def run(args: argparse.Namespace) -> str:
                 plan,
                 during=lambda subject: hostile(subject, port, args.hostile, crowd),
             )
-    return report(rows, weight, full_hour_first_message(), args.pages, crowd)
+    return report(rows, weight, full_chart_sizes(), args.pages, crowd)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
