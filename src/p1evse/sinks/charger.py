@@ -21,6 +21,7 @@ from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
+from p1evse.pipeline import MAX_VOLTAGE_V
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 
@@ -235,7 +236,6 @@ READ_BACK_FIELDS = (
     "charge_rate",
     "voltage",
 )
-MAX_VOLTAGE_V = 1000.0
 FIELD_NAMES = {"amp": "amps"}  # a report's name -> ours, where they differ
 MILLIAMPS_PER_AMP = 1000.0
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
