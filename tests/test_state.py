@@ -29,12 +29,13 @@ WALL_OFFSET = 1_800_000_000.0  # Unix time = the clock + this
 @dataclass
 class Clock:
     now: float = 100.0
+    wall_offset: float = WALL_OFFSET  # set the wall clock by changing it
 
     def __call__(self) -> float:
         return self.now
 
     def wall(self) -> float:
-        return self.now + WALL_OFFSET
+        return self.now + self.wall_offset
 
 
 def make(
@@ -281,6 +282,19 @@ def test_a_gap_in_the_readings_is_not_counted_and_midnight_starts_anew() -> None
     assert energy["since_start_up"] is False
     clock.now += 86_400  # a day without readings: nothing today
     assert state.snapshot()["energy"]["solar_kwh"] == 0.0
+
+
+def test_the_day_follows_the_wall_clock_when_it_is_set_after_start_up() -> None:
+    """A board without a real-time clock starts with a wrong time until NTP sets it:
+    today's energy counts by the wall clock as it is when the readings come."""
+    state, clock, _ = charging()
+    feed(state, clock, 1801, 0.0)  # half an hour at 2.3 kW, all solar
+    assert state.snapshot()["energy"]["solar_kwh"] == 1.15
+    clock.wall_offset += 86_400  # the wall clock is set a day on
+    feed(state, clock, 1800, 0.0)  # (the first second taken as the new day's)
+    energy = state.snapshot()["energy"]
+    assert energy["solar_kwh"] == 1.15  # the new day's half hour only
+    assert energy["since"] == utc_day(clock.wall())
 
 
 def test_the_car_s_power_takes_the_charger_s_voltage_else_the_meter_s() -> None:

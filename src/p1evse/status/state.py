@@ -107,7 +107,7 @@ class SiteState:
         self.stale_periods = Intervals(PERIODS_KEPT)
         self.pause_periods = Intervals(PERIODS_KEPT)  # while the charger had our claim
         self._day_start = day_start
-        self.energy = CarEnergy(wall() - self.started, day_start, self.started)
+        self.energy = CarEnergy(day_start, wall())
         # a label for the time of a simulated day (the demo's), shown on the page
         self.sim_clock: Callable[[], str] | None = None
         self.listeners: list[Callable[[], None]] = []  # told after every change
@@ -133,7 +133,9 @@ class SiteState:
             previous = self.meter
             if previous is not None and event.at - previous.at <= self._publish.stale_after:
                 # the car's power and the meter's reading held until this one
-                self.energy.add(previous.net_w, self.car_power()[0], previous.at, event.at)
+                epoch = self._epoch_offset(self._clock())
+                car_w = self.car_power()[0]
+                self.energy.add(previous.net_w, car_w, previous.at + epoch, event.at + epoch)
             self.meter = event
             if event.meter_time is not None:
                 self.meter_clock_offset_s = event.meter_time.timestamp() - self._wall()
@@ -458,24 +460,23 @@ class CarEnergy:
     the meter shows P W (+ import), min(max(P, 0), C) comes from the grid and the rest
     from solar; summed over time since local midnight or start-up, whichever is later."""
 
-    def __init__(self, epoch: float, day_start: Callable[[float], float], started: float) -> None:
-        self._epoch = epoch  # add to the pipeline's clock for Unix time
+    def __init__(self, day_start: Callable[[float], float], started: float) -> None:
         self._day_start = day_start
-        self._started = started + epoch  # where the sums begin: start-up, or a midnight
+        self._started = started  # Unix time the sums begin: start-up, or a midnight
         self.day = -1.0  # the start of the day the sums are for (none yet)
         self._day_end = -1.0
         self.solar_wh = 0.0
         self.grid_wh = 0.0
 
     def add(self, meter_w: float, car_w: float, start: float, end: float) -> None:
-        """Power held from `start` to `end` (the pipeline's clock)."""
-        end_epoch = end + self._epoch
-        if not self.day <= end_epoch < self._day_end:
-            self.day = self._day_start(end_epoch)
+        """Power held from `start` to `end` (Unix time: the caller converts with the
+        wall clock as it is now, which may have been set since start-up)."""
+        if not self.day <= end < self._day_end:
+            self.day = self._day_start(end)
             self._day_end = self._day_start(self.day + 1.1 * DAY_S)  # a DST day too
             self._started = max(self._started, self.day)
             self.solar_wh = self.grid_wh = 0.0
-        hours = (end_epoch - max(start + self._epoch, self._started)) / 3600
+        hours = (end - max(start, self._started)) / 3600
         if hours <= 0 or car_w <= 0:
             return
         grid_w = min(max(meter_w, 0.0), car_w)
