@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except DayFileError as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
-    runs = plan(args, day.period_s() if isinstance(day, RecordedDay) else 1.0)
+    combinations = _combinations(args.compare or [])
+    runs = plan(args, day.period_s() if isinstance(day, RecordedDay) else 1.0, combinations)
     notes = {note for one in runs.values() if (note := stale_between_readings(one)) is not None}
     for note in sorted(notes):
         print(f"simulate: {note}", file=sys.stderr)
@@ -189,21 +190,22 @@ def run(args: argparse.Namespace) -> int:
         only = len(summaries) == 1
         print(json.dumps(next(iter(summaries.values())) if only else summaries, indent=2))
     else:
-        settings = _combinations(args.compare or [])
-        print(table(list(zip(settings, summaries.values(), strict=True))))
+        print(table(list(zip(combinations, summaries.values(), strict=True))))
     if draw is not None:
-        plot.write(_figure(args, day, results), args.plot, draw)
+        outage = next(iter(runs.values())).outage
+        plot.write(_figure(args, day, results, outage), args.plot, draw)
     return 0
 
 
-def _figure(args: argparse.Namespace, day: Day, results: dict[str, Result]) -> Figure:
+def _figure(
+    args: argparse.Namespace, day: Day, results: dict[str, Result], outage: Outage | None
+) -> Figure:
     """The first run's day, or with --compare, every run's car on one figure."""
     name = (
         f"{args.csv.name}, {day.origin:%-d %b %Y}"
         if args.csv
         else (f"synthetic day, seed {args.seed}")
     )
-    outage = _outage(args.outage)
     shaded = outage_span(day.first_s + outage.start_s, outage.duration_s) if outage else None
     if len(results) > 1:
         return compare_figure(results, name, day.origin, shaded)
@@ -212,14 +214,19 @@ def _figure(args: argparse.Namespace, day: Day, results: dict[str, Result]) -> F
     return day_figure(result, title, day.origin, shaded)
 
 
-def plan(args: argparse.Namespace, step_s: float) -> dict[str, Run]:
-    """The runs the options ask for, by label: one, or every combination of `--compare`,
-    all checked before any starts. `step_s`: the day's own meter period."""
+def plan(
+    args: argparse.Namespace, step_s: float, combinations: list[dict[str, str]] | None = None
+) -> dict[str, Run]:
+    """The runs the options ask for, by label: one, or every combination of `--compare`
+    (as `_combinations` reads it, unless given), all checked before any starts. `step_s`:
+    the day's own meter period."""
     given = {key: getattr(args, key) for key in FIELDS}
     if given["step"] is None:
         given["step"] = step_s
+    if combinations is None:
+        combinations = _combinations(args.compare or [])
     runs: dict[str, Run] = {}
-    for overrides in _combinations(args.compare or []):
+    for overrides in combinations:
         label = " ".join(f"{key}={value}" for key, value in overrides.items()) or "result"
         runs[label] = Run.of(given | overrides, args)
     return runs

@@ -57,8 +57,7 @@ class Figure:
     t: list[float]  # s since the origin, rising
     lines: list[Line]  # in drawing order: the first is drawn first, underneath
     shaded: list[Span]
-    starts: list[float]  # the car's charge starts, s since the origin
-    starts_colour: str = CAR
+    starts: list[float]  # the car's charge starts, s since the origin, marked in CAR
 
     @property
     def clock_s(self) -> float:

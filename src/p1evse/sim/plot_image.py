@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, MultipleLocator
 from matplotlib.transforms import blended_transform_factory
 
 from p1evse.sim.downsample import extremes
-from p1evse.sim.figure import Figure, Line
+from p1evse.sim.figure import CAR, Figure, Line
 
 WIDTH_IN, HEIGHT_IN, DPI = 12.0, 6.4, 110
 COLUMNS = 1200  # about the axes' width in pixels at DPI
@@ -148,10 +148,10 @@ def _starts(axes: Axes, figure: Figure) -> list[tuple[Any, str]]:
         linestyle="none",
         marker="v",
         markersize=7,
-        color=figure.starts_colour,
+        color=CAR,
         clip_on=False,
     )
-    marker = Line2D([], [], linestyle="none", marker="v", color=figure.starts_colour)
+    marker = Line2D([], [], linestyle="none", marker="v", color=CAR)
     return [(marker, f"charge start ({len(at)})")]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from p1evse.sim.downsample import extremes
-from p1evse.sim.figure import Figure, Line
+from p1evse.sim.figure import CAR, Figure, Line
 from p1evse.web.assets import CHART_NAV, UPLOT_DIR, UPLOT_SCRIPT, UPLOT_STYLE
 
 COLUMNS = 3000  # pixel columns of detail: a day at 1 s keeps a point every ~30 s or less
@@ -93,7 +93,7 @@ def _json(figure: Figure) -> str:
             {"start": span.start, "end": span.end, "label": span.label} for span in figure.shaded
         ],
         "starts": figure.starts,
-        "starts_colour": figure.starts_colour,
+        "starts_colour": CAR,
     }
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

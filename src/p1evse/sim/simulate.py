@@ -66,7 +66,7 @@ class Result:
     # steps in which the pilot current or charging on/off differs from the step before
     current_changes: int = 0
     trace: list[TracePoint] = field(default_factory=list, repr=False)
-    _charging: bool = field(default=False, repr=False)
+    # the step before's pilot (A) and whether the car charged
     _pilot: tuple[float, bool] | None = field(default=None, repr=False)
 
     @property
@@ -91,8 +91,8 @@ class Result:
         """The energy of one step, at the power the car drew during it, and whether
         the charger's current changed (its pilot, or charging on or off)."""
         sample, car_w, grid_w = metered.sample, metered.car_w, metered.grid_w
-        pilot = (pilot_a, car_w > 0)
-        if self._pilot is not None and pilot != self._pilot:
+        before, pilot = self._pilot, (pilot_a, car_w > 0)
+        if before is not None and pilot != before:
             self.current_changes += 1
         self._pilot = pilot
         house_w = sum(sample.load_w)
@@ -106,9 +106,8 @@ class Result:
         if car_w > 0:
             self.grid_import_while_charging_kwh += max(grid_w, 0.0) * hours / 1000
             self.charging_hours += hours
-            if not self._charging:
+            if before is None or not before[1]:
                 self.start_times.append(sample.at)
-        self._charging = car_w > 0
 
 
 def simulate(
@@ -160,10 +159,11 @@ def simulate(
         if outage is None or not outage.covers(t - day.first_s):
             read(metered)
         charger.tick()
-        result.add(metered, hours, charger.model.pilot())
+        pilot = charger.model.pilot()
+        result.add(metered, hours, pilot)
         if trace:
             published = loop.published[-1] if loop.published else None
-            result.trace.append(_trace_point(t, metered, published, charger.model.pilot()))
+            result.trace.append(_trace_point(t, metered, published, pilot))
         if progress is not None and n % report_every == 0:
             progress(n / steps)
     loop.site.bridge.stop()
