@@ -51,9 +51,15 @@ class Sample:
 
 
 class Day(Protocol):
-    origin: datetime  # the wall clock (local, naive) at `at` = 0
-    first_s: float
-    last_s: float
+    @property
+    def origin(self) -> datetime:
+        """The wall clock (local, naive) at `at` = 0."""
+
+    @property
+    def first_s(self) -> float: ...
+
+    @property
+    def last_s(self) -> float: ...
 
     def sample(self, at: float) -> Sample: ...
 
