@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -258,6 +259,104 @@ def test_interval_zero_relays_every_reading() -> None:
     assert len(published(run.script(steps, until=3))) == 20
 
 
+# -- rule 3: `mode: steady` ------------------------------------------------------
+
+
+def steady(**overrides: Any) -> Run:
+    return make(mode="steady", interval=5, **overrides)
+
+
+def meter(run: Run, net_w: dict[float, float], until: float) -> list[GridPower]:
+    """A 1 Hz meter (or any times) stating these net powers, + import."""
+    steps = [(at, IMP if watts > 0 else EXP, abs(watts)) for at, watts in net_w.items()]
+    return [e for e in run.script(steps, until) if isinstance(e, GridPower)]
+
+
+def each_second(start: int, end: int, watts: float) -> dict[float, float]:
+    return {float(t): watts for t in range(start, end)}
+
+
+def test_steady_sends_a_switch_in_the_house_at_once() -> None:
+    run = steady()
+    # exporting 2 kW; a kettle goes on at 13 s and off at 23 s
+    day = each_second(0, 13, -2000) | each_second(13, 23, 200) | each_second(23, 30, -2000)
+    sent = [(v.at, v.watts) for v in meter(run, day, until=30)]
+    assert (13, 200) in sent
+    assert (23, -2000) in sent
+
+
+def test_steady_sends_the_value_before_again_while_the_house_moves_less_than_band_w() -> None:
+    run = steady()
+    noisy = {float(t): -2000 + (60 if t % 2 else -60) for t in range(0, 31)}
+    sent = meter(run, noisy, until=31)
+    assert [v.at for v in sent] == [0, 5, 10, 15, 20, 25, 30]  # the cadence stays
+    first, answer, *later = sent
+    assert not first.held and not answer.held  # a new value, then the car's answer
+    assert all(v.held and v.watts == answer.watts for v in later)
+    assert all(v.readings >= 4 for v in later)  # each still says what it stood for
+
+
+def test_steady_sends_a_mean_that_moved_band_w_and_then_its_answer() -> None:
+    run = steady(band_w=100)
+    # the sun comes out a little: 150 W more export, less than a switch
+    day = each_second(0, 16, -2000) | each_second(16, 36, -2150)
+    sent = [(v.at, v.watts, v.held) for v in meter(run, day, until=36)]
+    assert sent == [
+        (0, -2000, False),
+        (5, -2000, False),  # the answer to the first value
+        (10, -2000, True),
+        (15, -2000, True),
+        (20, -2150, False),  # moved 150 W: a new value
+        (25, -2150, False),  # and its answer
+        (30, -2150, True),
+        (35, -2150, True),
+    ]
+
+
+def test_steady_leaves_the_readings_just_after_a_new_value_out_of_the_mean() -> None:
+    run = steady()
+    day = each_second(0, 10, -2000) | {10.0: 500.0, 11.0: 900.0} | each_second(12, 16, 800)
+    sent = [(v.at, v.watts) for v in meter(run, day, until=16)]
+    # 10 s is a switch; 11 s, the car still answering it, stays out of the next mean
+    assert sent[-2:] == [(10, 500), (15, 800)]
+
+
+def test_steady_sends_a_switch_seen_while_the_car_settles_once_it_has() -> None:
+    run = steady()
+    day = each_second(0, 10, -2000) | {10.0: 500.0, 11.0: 1500.0} | each_second(12, 16, 1500)
+    sent = [(v.at, v.watts) for v in meter(run, day, until=16)]
+    assert (12, 1500) in sent
+
+
+def test_steady_adds_the_reserve_to_held_values_too() -> None:
+    run = steady(reserve_w=100)
+    sent = meter(run, each_second(0, 21, -2000), until=21)
+    assert [v.watts for v in sent] == [-1900] * 5
+    assert sent[-1].held
+
+
+def test_steady_sends_the_first_reading_after_a_stale_gap_at_once() -> None:
+    run = steady(stale_after=30)
+    day = each_second(0, 11, -2000) | each_second(60, 62, -1000)
+    sent = [(v.at, v.watts, v.held) for v in meter(run, day, until=62)]
+    assert (60, -1000, False) in sent
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"interval": 0}, "mode steady needs an interval above 0"),
+        ({"step_w": 80, "band_w": 80}, "step_w (80 W) must be larger than band_w (80 W)"),
+        ({"band_w": 250}, "less than or equal to 200"),
+    ],
+)
+def test_steady_settings_that_cannot_work_are_refused(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        PublishSettings(mode="steady", **overrides)
+
+
 # -- rule 4: reserve ---------------------------------------------------------------
 
 
@@ -486,11 +585,16 @@ steps = st.lists(
     interval=st.sampled_from([0, 1, 5]),
     reserve=st.integers(-500, 500),
     on_stale=st.sampled_from(["pause", "import", "none"]),
+    mode=st.sampled_from(["interval", "steady"]),
 )
 def test_any_input_never_crashes_nor_publishes_implausible_values(
-    steps: list[tuple[float, Side, float]], interval: int, reserve: int, on_stale: str
+    steps: list[tuple[float, Side, float]], interval: int, reserve: int, on_stale: str, mode: str
 ) -> None:
-    run = make(interval=interval, reserve_w=reserve, stale_after=30, on_stale=on_stale)
+    if mode == "steady" and interval == 0:
+        interval = 1
+    run = make(
+        interval=interval, reserve_w=reserve, stale_after=30, on_stale=on_stale, mode=mode
+    )
     accepted: list[float] = []
     events: list[Event] = []
     t = 0.0

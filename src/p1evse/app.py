@@ -81,6 +81,10 @@ def describe(settings: Settings) -> str:
     source = settings.source
     publish = settings.publish
     cadence = f"every {publish.interval:g} s" if publish.interval else "every reading"
+    if publish.mode == "steady":
+        cadence += (
+            f" (steady: switches of {publish.step_w:g} W at once, held within {publish.band_w:g} W)"
+        )
     return (
         f"{source.describe()} "
         f"→ {settings.openevse.grid_ie_topic} {cadence}, reserve {publish.reserve_w} W; "

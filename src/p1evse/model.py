@@ -99,6 +99,9 @@ class GridPower:
     failsafe: bool = False
     # the meter's mean phase voltage in the latest reading, for a charger fed it
     voltage_v: float | None = None
+    # `publish.mode: steady`: the value sent before, again, as the mean of the `readings`
+    # since stayed close to it
+    held: bool = False
 
 
 class StaleAction(enum.Enum):

@@ -10,7 +10,11 @@ The rules, numbered as the comments below name them:
 2. Zero is a value: a balanced house publishes 0.
 3. Cadence: at most one value per `interval`, the time-weighted mean of the readings
    since the last one, sent when the reading that closes the interval arrives;
-   `interval: 0` relays every reading.
+   `interval: 0` relays every reading. `mode: steady` keeps that cadence but changes
+   the charger's current only when the house has changed: a switch (a step of `step_w`
+   from one reading to the next) goes at once, a mean within `band_w` of the value sent
+   before sends that value again, and a new value is followed by one more mean, which
+   holds the car's answer to it (see `_steady_first` and `_held`).
 4. Reserve: `reserve_w` is added to every published value.
 5. Plausibility: non-finite, negative or too large halves are rejected and counted; so
    are such per-phase values and voltages (the reading's totals still count). A reading
@@ -27,6 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -51,6 +56,16 @@ from p1evse.settings import Section
 FAILSAFE_PERIOD_WHEN_RELAYING_S = 5.0
 # Mains voltages are about 230 V per phase; anything outside this is not a voltage.
 MAX_VOLTAGE_V = 1000.0
+# `steady`: a new value changes the car's current, which the meter shows a moment later
+# and OpenEVSE measures about once a second; readings this soon after a value are the
+# car answering it, not the house
+SETTLE_S = 2.0
+# `steady` holds a value while the house moves less than `band_w`; one amp more or less
+# for the car moves the meter by more than this (207 W at 230 V - 10 %), so a change of
+# the car's current is never held back
+MAX_BAND_W = 200.0
+
+FeedMode = Literal["interval", "steady"]
 
 
 class PublishSettings(Section):
@@ -58,6 +73,24 @@ class PublishSettings(Section):
 
     interval: float = Field(
         5.0, ge=0, le=300, description="publish the mean of each interval, s; 0 relays each"
+    )
+    mode: FeedMode = Field(
+        "interval",
+        description="interval: the mean of each interval; steady: a switch in the house at "
+        "once, and the value sent before again while the mean stays within band_w of it",
+    )
+    step_w: float = Field(
+        500.0,
+        gt=0,
+        le=50_000,
+        description="steady: a change this large from one reading to the next is sent at once, W",
+    )
+    band_w: float = Field(
+        80.0,
+        ge=0,
+        le=MAX_BAND_W,
+        description="steady: an interval's mean closer than this to the value sent changes "
+        "nothing, W",
     )
     pair_window: float = Field(
         0.5, ge=0, le=5, description="the two halves of one telegram arrive within this, s"
@@ -82,6 +115,12 @@ class PublishSettings(Section):
 
     @model_validator(mode="after")
     def _windows_fit(self) -> PublishSettings:
+        if self.mode == "steady" and self.interval <= 0:
+            raise ValueError("mode steady needs an interval above 0: it holds each interval's mean")
+        if self.step_w <= self.band_w:
+            raise ValueError(
+                f"step_w ({self.step_w:g} W) must be larger than band_w ({self.band_w:g} W)"
+            )
         if self.stale_after <= self.pair_window:
             raise ValueError(
                 f"stale_after ({self.stale_after} s) must be longer than "
@@ -155,6 +194,14 @@ class Pipeline:
         self._weight = 0.0
         self._plain_sum = 0.0
         self._count = 0
+        # `steady` (rule 3): the last value sent (reserve not included), whether the next
+        # interval's mean is sent to show the charger its car's answer to a new value,
+        # the reading before, and a switch in the house seen but not yet sent
+        self._sent_w = 0.0
+        self._settled_at = 0.0
+        self._answer_due = False
+        self._previous_net_w = 0.0
+        self._switch_due = False
         # stale guard (rule 6)
         self._started = now
         self._last_reading_at: float | None = None
@@ -404,10 +451,15 @@ class Pipeline:
             self._next_failsafe = None
         self._last_reading_at = at
         events.append(reading)
-        interval = self._settings.interval
+        settings = self._settings
+        interval = settings.interval
+        steady = settings.mode == "steady"
         if interval <= 0 or self._window_start is None:
             self._publish(at, net_w, 1, events)
             self._start_window(at)
+            self._previous_net_w, self._answer_due, self._switch_due = net_w, steady, False
+            return
+        if steady and self._steady_first(at, net_w, events):
             return
         weight = at - self._previous_at
         self._weighted_sum += net_w * weight
@@ -422,8 +474,39 @@ class Pipeline:
                 if self._weight > 0
                 else self._plain_sum / self._count
             )
-            self._publish(at, mean, self._count, events)
+            held = steady and self._held(mean)
+            self._publish(at, self._sent_w if held else mean, self._count, events, held=held)
             self._start_window(at)
+
+    def _steady_first(self, at: float, net_w: float, events: list[Event]) -> bool:
+        """`steady`: a switch in the house (a step of `step_w` from one reading to the
+        next) is sent at once, or once the car has settled after the value before;
+        readings while it settles stay out of the mean. True when the reading is done."""
+        if abs(net_w - self._previous_net_w) >= self._settings.step_w:
+            self._switch_due = True
+        self._previous_net_w = net_w
+        if at < self._settled_at:
+            self._previous_at = at
+            return True
+        if not self._switch_due:
+            return False
+        self._publish(at, net_w, 1, events)
+        self._start_window(at)
+        self._answer_due, self._switch_due = True, False
+        return True
+
+    def _held(self, mean: float) -> bool:
+        """`steady`: whether the value sent before goes again instead of `mean`. A new
+        value is always followed by one mean (the car's answer to it is in that mean, so
+        the charger sees its own current taken off); after that the value holds until a
+        mean moves `band_w` away from it."""
+        if self._answer_due:
+            self._answer_due = False
+            return False
+        if abs(mean - self._sent_w) >= self._settings.band_w:
+            self._answer_due = True
+            return False
+        return True
 
     def _start_window(self, at: float) -> None:
         self._window_start = at
@@ -431,11 +514,17 @@ class Pipeline:
         self._weighted_sum = self._weight = self._plain_sum = 0.0
         self._count = 0
 
-    def _publish(self, at: float, mean_w: float, readings: int, events: list[Event]) -> None:
+    def _publish(
+        self, at: float, mean_w: float, readings: int, events: list[Event], *, held: bool = False
+    ) -> None:
         # rule 2: zero is a value; rule 4: the reserve shifts every value
+        if not held and mean_w != self._sent_w:
+            self._settled_at = at + SETTLE_S  # `steady`: the car answers a new value
+        self._sent_w = mean_w
         reading = self.last_reading
         voltage = None if reading is None else reading.mean_voltage_v
-        value = GridPower(at, round(mean_w) + self._settings.reserve_w, readings, False, voltage)
+        watts = round(mean_w) + self._settings.reserve_w
+        value = GridPower(at, watts, readings, False, voltage, held)
         self._emit(value, events)
 
     def _emit(self, value: GridPower, events: list[Event]) -> None:

@@ -339,6 +339,7 @@ class SiteState:
                 if self.published_over_s is None
                 else round(self.published_over_s, 1),
                 "failsafe": published.failsafe,
+                "held": published.held,
                 "to": self._route.sent_to,
             },
             "stale": None
@@ -384,6 +385,8 @@ class SiteState:
             },
             "config": {
                 "interval_s": publish.interval,
+                "mode": publish.mode,
+                "band_w": publish.band_w,
                 "stale_after_s": publish.stale_after,
                 "on_stale": publish.on_stale.value,
                 "failsafe_import_w": publish.failsafe_import_w,

@@ -139,8 +139,10 @@
   function sentWhy(sent) {
     if (sent.failsafe) return "The fail-safe import: no valid reading came for too long.";
     const over = sent.over_s === null ? "" : " over the " + duration(sent.over_s) + " before it";
-    const what =
-      sent.readings === 1
+    const what = sent.held
+      ? "The value sent before, again: the mean of " + plural(sent.readings, "reading") +
+        over + " stayed within " + state.config.band_w + " W of it"
+      : sent.readings === 1
         ? "One reading, sent as it came"
         : "The mean of " + sent.readings + " readings" + over;
     return what + ", sent " + ago(sent.at) + ". OpenEVSE wants a value every few seconds, " +
