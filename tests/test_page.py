@@ -109,6 +109,31 @@ async def test_page_shows_the_value_just_published_and_the_chart_grows_live(
         watched.assert_clean(site)
 
 
+HELD_SHOWN = "() => document.getElementById('sent-why').textContent.includes('sent before, again')"
+
+
+async def test_a_held_value_is_explained_as_the_value_sent_before(
+    one_broker: BrokerProcess, browser: Browser
+) -> None:
+    settings = web_settings(one_broker, publish={"mode": "steady", "interval": 1})
+    async with serving(settings) as site:
+
+        async def meter() -> None:  # a still house, read four times a second
+            while True:
+                site.probe.publish(RETURNED, "2.000")
+                await asyncio.sleep(0.25)
+
+        reading = asyncio.create_task(meter())
+        try:
+            watched = await open_page(browser, site)
+            await watched.page.wait_for_function(HELD_SHOWN, timeout=WAIT_MS)
+        finally:
+            reading.cancel()
+        why = await watched.page.inner_text("#sent-why")
+        assert "readings over the 1 s before it stayed within 80 W of it" in why
+        watched.assert_clean(site)
+
+
 async def test_stale_banner_comes_when_readings_stop_and_goes_when_they_resume(
     one_broker: BrokerProcess, browser: Browser
 ) -> None:

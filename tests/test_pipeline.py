@@ -291,7 +291,7 @@ def test_steady_sends_the_value_before_again_while_the_house_moves_less_than_ban
     sent = meter(run, noisy, until=31)
     assert [v.at for v in sent] == [0, 5, 10, 15, 20, 25, 30]  # the cadence stays
     first, answer, *later = sent
-    assert not first.held and not answer.held  # a new value, then the car's answer
+    assert (first.held, answer.held) == (False, False)  # a new value, then the car's answer
     assert all(v.held and v.watts == answer.watts for v in later)
     assert all(v.readings >= 4 for v in later)  # each still says what it stood for
 
@@ -592,9 +592,7 @@ def test_any_input_never_crashes_nor_publishes_implausible_values(
 ) -> None:
     if mode == "steady" and interval == 0:
         interval = 1
-    run = make(
-        interval=interval, reserve_w=reserve, stale_after=30, on_stale=on_stale, mode=mode
-    )
+    run = make(interval=interval, reserve_w=reserve, stale_after=30, on_stale=on_stale, mode=mode)
     accepted: list[float] = []
     events: list[Event] = []
     t = 0.0

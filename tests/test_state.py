@@ -338,6 +338,9 @@ def test_the_value_sent_says_what_it_is_the_mean_of() -> None:
     assert state.snapshot()["published"]["over_s"] is None
     state.observe(GridPower(105.0, 20, 5))
     assert state.snapshot()["published"]["over_s"] == 5.0
+    assert state.snapshot()["published"]["held"] is False
+    state.observe(GridPower(110.0, 20, 5, held=True))
+    assert state.snapshot()["published"]["held"] is True
 
 
 def test_today_s_rows_are_a_minute_each_since_midnight() -> None:
