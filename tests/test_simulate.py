@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -18,12 +19,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from p1evse.cli import main
+from p1evse.errors import ConfigError
 from p1evse.mqtt import Broker, MqttSettings
 from p1evse.pipeline import PublishSettings, StaleAction
 from p1evse.sim import dayfile
 from p1evse.sim.charger import ChargerTopics, SimulatedCharger
 from p1evse.sim.cli import FIELDS, ProgressBar, Run, Timing, add_parser, plan
 from p1evse.sim.house import House, HouseSettings, SyntheticDay
+from p1evse.sim.household import Household
 from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel, ShaperSettings
 from p1evse.sim.simulate import Outage, Result, balance_error, simulate
 from p1evse.sim.table import table
@@ -352,6 +355,9 @@ FIELD_VALUES: dict[str, tuple[str, object]] = {
     "step": ("2", 2.0),
     "jitter": ("0.5", 0.5),
     "interval": ("7", 7.0),
+    "mode": ("steady", "steady"),
+    "step_w": ("600", 600.0),
+    "band_w": ("50", 50.0),
     "reserve_w": ("100", 100),
     "stale_after": ("40", 40.0),
     "on_stale": ("none", StaleAction.NONE),
@@ -436,6 +442,42 @@ async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
             link.cancel()
     assert charger.model.pilot() >= 6
     assert charger.model.voltage(sim_clock[0]) == 219.5  # the fed vrms, not its 240 V
+
+
+def test_the_steady_feed_takes_the_same_sun_with_a_tenth_of_relayings_current_changes() -> None:
+    """`publish.mode: steady` on a 1 s meter in a busy house: as much solar as relaying
+    every reading (within 1 %), no more import while charging, a tenth of the changes."""
+    day = Household(SyntheticDay(seed=2, first_s=9 * 3600, last_s=16 * 3600), 2)
+    relayed = simulate(day, PublishSettings(interval=0), DivertSettings(), 1.0)
+    steady = simulate(day, PublishSettings(mode="steady"), DivertSettings(), 1.0)
+    assert steady.ev_solar_kwh >= 0.99 * relayed.ev_solar_kwh
+    assert steady.grid_import_while_charging_kwh <= 1.02 * relayed.grid_import_while_charging_kwh
+    assert steady.current_changes <= 0.1 * relayed.current_changes
+    assert balance_error(steady) < 0.001
+
+
+def test_a_household_is_laid_over_the_day_seeded() -> None:
+    def day(*options: str) -> dict[str, Any]:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert main(["simulate", "--synthetic", "--step", "10", "--json", *options]) == 0
+        result: dict[str, Any] = json.loads(out.getvalue())
+        return result
+
+    plain, busy = day(), day("--household")
+    assert busy["house_kwh"] > plain["house_kwh"] + 2  # about 60 appliances, a fridge
+    assert busy["pv_kwh"] == plain["pv_kwh"]
+    assert day("--household") == busy
+    assert day("--household", "--seed", "2") != busy
+
+
+def test_a_compared_run_that_cannot_work_is_named() -> None:
+    with pytest.raises(ConfigError) as raised:
+        plan(simulate_args("--compare", "interval=0,5", "mode=interval,steady"), 1.0)
+    assert raised.value.problems == [
+        "the run interval=0 mode=steady: --mode steady needs an --interval above 0: it "
+        "holds each --interval's mean"
+    ]
 
 
 def test_a_jittery_relayed_feed_keeps_the_car_on_grid_power_longer() -> None:

@@ -23,6 +23,7 @@ from p1evse.sim import plot
 from p1evse.sim.dayfile import DayFileError, read_csv
 from p1evse.sim.figure import Figure, compare_figure, day_figure, outage_span
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
+from p1evse.sim.household import Household
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
 from p1evse.sim.simulate import MeterPath, Outage, Result, simulate
 from p1evse.sim.table import table
@@ -51,6 +52,9 @@ FIELDS: dict[str, tuple[type[Section], str]] = {
     "step": (Timing, "timing.step_s"),
     "jitter": (Timing, "timing.jitter_s"),
     "interval": (PublishSettings, "publish.interval"),
+    "mode": (PublishSettings, "publish.mode"),
+    "step_w": (PublishSettings, "publish.step_w"),
+    "band_w": (PublishSettings, "publish.band_w"),
     "reserve_w": (PublishSettings, "publish.reserve_w"),
     "stale_after": (PublishSettings, "publish.stale_after"),
     "on_stale": (PublishSettings, "publish.on_stale"),
@@ -92,7 +96,15 @@ def add_parser(commands: Any, help: str) -> None:
         "--seed",
         type=int,
         default=1,
-        help="of the synthetic day's clouds and appliances, and of --jitter (default 1)",
+        help="of the synthetic day's clouds and appliances, of --household and of --jitter "
+        "(default 1)",
+    )
+    simulate.add_argument(
+        "--household",
+        action="store_true",
+        help="lay a household's second-by-second life over the day: appliances of "
+        "0.6-2.5 kW for 30-300 s about every 15 min, a fridge, 50 W of noise "
+        "(default off)",
     )
     _option(simulate, "step", unset="the day file's own, else 1")
     _option(simulate, "jitter")
@@ -104,7 +116,9 @@ def add_parser(commands: Any, help: str) -> None:
         "(default direct)",
     )
     pipeline = simulate.add_argument_group("p1evse (publish.*)")
-    for key in ("interval", "reserve_w", "stale_after", "on_stale", "failsafe_import_w"):
+    for key in ("interval", "mode", "step_w", "band_w", "reserve_w", "stale_after"):
+        _option(pipeline, key)
+    for key in ("on_stale", "failsafe_import_w"):
         _option(pipeline, key)
     pipeline.add_argument(
         "--outage",
@@ -171,11 +185,12 @@ def _flag(key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     draw = plot.writer(args.plot) if args.plot is not None else None
     try:
-        day: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
+        curve: Day = read_csv(args.csv) if args.csv else SyntheticDay(seed=args.seed)
     except DayFileError as exc:
         raise ConfigError([f"simulate: {exc}"]) from None
+    day = Household(curve, args.seed) if args.household else curve
     combinations = _combinations(args.compare or [])
-    runs = plan(args, day.period_s() if isinstance(day, RecordedDay) else 1.0, combinations)
+    runs = plan(args, curve.period_s() if isinstance(curve, RecordedDay) else 1.0, combinations)
     notes = {note for one in runs.values() if (note := stale_between_readings(one)) is not None}
     for note in sorted(notes):
         print(f"simulate: {note}", file=sys.stderr)
@@ -201,11 +216,11 @@ def _figure(
     args: argparse.Namespace, day: Day, results: dict[str, Result], outage: Outage | None
 ) -> Figure:
     """The first run's day, or with --compare, every run's car on one figure."""
-    name = (
-        f"{args.csv.name}, {day.origin:%-d %b %Y}"
-        if args.csv
-        else (f"synthetic day, seed {args.seed}")
-    )
+    name = f"{args.csv.name}, {day.origin:%-d %b %Y}" if args.csv else "synthetic day"
+    if args.household:
+        name += f", household seed {args.seed}"
+    elif not args.csv:
+        name += f", seed {args.seed}"
     shaded = outage_span(day.first_s + outage.start_s, outage.duration_s) if outage else None
     if len(results) > 1:
         return compare_figure(results, name, day.origin, shaded)
@@ -228,7 +243,12 @@ def plan(
     runs: dict[str, Run] = {}
     for overrides in combinations:
         label = " ".join(f"{key}={value}" for key, value in overrides.items()) or "result"
-        runs[label] = Run.of(given | overrides, args)
+        try:
+            runs[label] = Run.of(given | overrides, args)
+        except ConfigError as exc:
+            if not overrides:
+                raise
+            raise ConfigError([f"the run {label}: {problem}" for problem in exc.problems]) from None
     return runs
 
 
