@@ -355,6 +355,7 @@ def test_steady_settings_that_cannot_work_are_refused(
 ) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         PublishSettings(mode="steady", **overrides)
+    PublishSettings(mode="interval", **{**overrides, "band_w": 80})  # they are steady's
 
 
 # -- rule 4: reserve ---------------------------------------------------------------

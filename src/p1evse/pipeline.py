@@ -117,7 +117,7 @@ class PublishSettings(Section):
     def _windows_fit(self) -> PublishSettings:
         if self.mode == "steady" and self.interval <= 0:
             raise ValueError("mode steady needs an interval above 0: it holds each interval's mean")
-        if self.step_w <= self.band_w:
+        if self.mode == "steady" and self.step_w <= self.band_w:
             raise ValueError(
                 f"step_w ({self.step_w:g} W) must be larger than band_w ({self.band_w:g} W)"
             )
