@@ -116,9 +116,16 @@ def add_parser(commands: Any, help: str) -> None:
         "(default direct)",
     )
     pipeline = simulate.add_argument_group("p1evse (publish.*)")
-    for key in ("interval", "mode", "step_w", "band_w", "reserve_w", "stale_after"):
-        _option(pipeline, key)
-    for key in ("on_stale", "failsafe_import_w"):
+    for key in (
+        "interval",
+        "mode",
+        "step_w",
+        "band_w",
+        "reserve_w",
+        "stale_after",
+        "on_stale",
+        "failsafe_import_w",
+    ):
         _option(pipeline, key)
     pipeline.add_argument(
         "--outage",
