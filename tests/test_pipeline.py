@@ -293,6 +293,7 @@ def test_steady_sends_the_value_before_again_while_the_house_moves_less_than_ban
     first, answer, *later = sent
     assert (first.held, answer.held) == (False, False)  # a new value, then the car's answer
     assert all(v.held and v.watts == answer.watts for v in later)
+    assert run.pipeline.counters.held == len(later)
     assert all(v.readings >= 4 for v in later)  # each still says what it stood for
 
 

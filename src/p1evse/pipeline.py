@@ -136,6 +136,7 @@ class Counters:
     absorbed: int = 0
     duplicates: int = 0
     published: int = 0
+    held: int = 0
     stale_entered: int = 0
     rejected: dict[Rejection, int] = field(default_factory=dict)
 
@@ -163,6 +164,11 @@ class Counters:
                 for reason in Rejection
             ),
             Count("published", "Values sent to the charger", self.published),
+            Count(
+                "held",
+                "Values sent again unchanged: the house moved less than band_w (mode steady)",
+                self.held,
+            ),
             Count("stale_entered", "Times the stale guard acted", self.stale_entered),
         ]
 
@@ -524,6 +530,8 @@ class Pipeline:
         reading = self.last_reading
         voltage = None if reading is None else reading.mean_voltage_v
         watts = round(mean_w) + self._settings.reserve_w
+        if held:
+            self.counters.held += 1
         value = GridPower(at, watts, readings, False, voltage, held)
         self._emit(value, events)
 
