@@ -40,9 +40,9 @@ class PipelineIntake:
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
         self.events += self.pipeline.phase(kind, index, value, self.now)
 
-    def reject(self, reason: Rejection, detail: str) -> None:
+    def reject(self, reason: Rejection, detail: str, side: Side | None = None) -> None:
         self.now += 0.3
-        self.events += self.pipeline.reject(reason, detail, self.now)
+        self.events += self.pipeline.reject(reason, detail, self.now, side)
 
     @property
     def published(self) -> list[int]:
@@ -69,7 +69,7 @@ class RecordingIntake:
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
         self.phase_values.append((kind, index, value))
 
-    def reject(self, reason: Rejection, detail: str) -> None:
+    def reject(self, reason: Rejection, detail: str, side: Side | None = None) -> None:
         self.rejections.append((reason, detail))
         self._changed.set()
 

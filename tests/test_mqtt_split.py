@@ -43,6 +43,22 @@ def test_rejections_name_the_side() -> None:
     assert rejected.detail == "export: 'abc'"
 
 
+def test_a_half_that_is_no_number_takes_its_zero_partner_with_it() -> None:
+    """The telegram had no good import: its zero export alone is not a 0 W reading."""
+    intake, handlers = source_into_pipeline()
+    handlers[RETURNED](b"2.000")
+    for refused in (b"nan", b"abc"):  # the zero half after the refused one, then before
+        handlers[DELIVERED](refused)
+        handlers[RETURNED](b"0.000")
+        intake.now += 2.0
+        intake.events += intake.pipeline.tick(intake.now)
+        handlers[RETURNED](b"0.000")
+        handlers[DELIVERED](refused)
+        intake.now += 2.0
+        intake.events += intake.pipeline.tick(intake.now)
+    assert [e.watts for e in intake.events if isinstance(e, GridPower)] == [-2000]
+
+
 payloads = st.one_of(
     st.binary(max_size=80),
     st.floats(allow_nan=True, allow_infinity=True).map(lambda f: repr(f).encode()),

@@ -80,8 +80,8 @@ class Bridge:
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
         self._dispatch(self.pipeline.phase(kind, index, value, self._clock.time()))
 
-    def reject(self, reason: Rejection, detail: str) -> None:
-        self._dispatch(self.pipeline.reject(reason, detail, self._clock.time()))
+    def reject(self, reason: Rejection, detail: str, side: Side | None = None) -> None:
+        self._dispatch(self.pipeline.reject(reason, detail, self._clock.time(), side))
 
     # -- events ----------------------------------------------------------------------
 

@@ -269,11 +269,17 @@ class Pipeline:
             self._phases.setdefault(kind, [None, None, None])[index] = value
         return events
 
-    def reject(self, reason: Rejection, detail: str, now: float) -> list[Event]:
-        """A source could not turn a payload into a value; count it like any rejection."""
+    def reject(
+        self, reason: Rejection, detail: str, now: float, side: Side | None = None
+    ) -> list[Event]:
+        """A source could not turn a payload into a value; count it like any rejection.
+        A half that was no number takes its zero partner with it, as an implausible one
+        does (rule 1)."""
         events: list[Event] = []
         self._expire(now, events)
         self._count_rejection(reason, detail, now, events)
+        if side is not None:
+            self._drop_partner(side, now)
         return events
 
     def tick(self, now: float) -> list[Event]:

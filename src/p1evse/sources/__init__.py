@@ -27,7 +27,10 @@ class Intake(Protocol):
         from the totals (split topics)."""
         ...
 
-    def reject(self, reason: Rejection, detail: str) -> None: ...
+    def reject(self, reason: Rejection, detail: str, side: Side | None = None) -> None:
+        """A payload refused; `side`: the half it was (split topics), whose zero partner
+        then goes with it."""
+        ...
 
 
 class Source(Protocol):

@@ -86,7 +86,7 @@ class MqttSplitSource:
                 try:
                     value = parse_number(payload)
                 except InputRejected as exc:
-                    intake.reject(exc.reason, f"{side.value}: {exc.detail}")
+                    intake.reject(exc.reason, f"{side.value}: {exc.detail}", side)
                     return
                 intake.half(side, value * factor)
 
