@@ -471,6 +471,22 @@ def test_a_household_is_laid_over_the_day_seeded() -> None:
     assert day("--household", "--seed", "2") != busy
 
 
+@pytest.mark.parametrize(
+    ("compare", "problem"),
+    [
+        (["mode=steady,steady"], "--compare 'mode=steady,steady': steady given twice"),
+        (
+            ["mode=steady", "mode=interval"],
+            "--compare 'mode=interval': mode is compared twice; give its values once",
+        ),
+    ],
+)
+def test_a_setting_or_value_compared_twice_is_refused(compare: list[str], problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        plan(simulate_args("--compare", *compare), 1.0)
+    assert raised.value.problems == [problem]
+
+
 def test_a_compared_run_that_cannot_work_is_named() -> None:
     with pytest.raises(ConfigError) as raised:
         plan(simulate_args("--compare", "interval=0,5", "mode=interval,steady"), 1.0)

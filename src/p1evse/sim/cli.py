@@ -385,5 +385,13 @@ def _combinations(specs: list[str]) -> list[dict[str, str]]:
             )
         if not values:
             raise ConfigError([f"--compare {spec!r}: expected {key}=VALUE,VALUE"])
-        axes.append([(key, value.strip()) for value in values.split(",")])
+        if key in (axis[0][0] for axis in axes):
+            raise ConfigError(
+                [f"--compare {spec!r}: {key} is compared twice; give its values once"]
+            )
+        given = [value.strip() for value in values.split(",")]
+        repeated = sorted({value for value in given if given.count(value) > 1})
+        if repeated:
+            raise ConfigError([f"--compare {spec!r}: {', '.join(repeated)} given twice"])
+        axes.append([(key, value) for value in given])
     return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
