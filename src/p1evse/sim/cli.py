@@ -375,7 +375,7 @@ def _outage(text: str | None) -> Outage | None:
 
 
 def _combinations(specs: list[str]) -> list[dict[str, str]]:
-    axes = []
+    axes: list[list[tuple[str, str]]] = []
     for spec in specs:
         key, _, values = spec.partition("=")
         key = key.strip().replace("-", "_")
