@@ -160,6 +160,24 @@ def test_problem_from_the_environment_names_the_variable(monkeypatch: pytest.Mon
     )
 
 
+def test_a_rule_between_keys_names_where_the_keys_it_names_were_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the first variable of the section, whatever it set."""
+    monkeypatch.setenv("P1EVSE_PUBLISH__RESERVE_W", "100")
+    path = write(tmp_path, "publish:\n  mode: steady\n  interval: 0\n")
+    assert problems(path) == [
+        "publish: mode steady needs an interval above 0: it holds each interval's mean "
+        f"({path} line 2)"
+    ]
+    monkeypatch.setenv("P1EVSE_PUBLISH__MODE", "steady")
+    monkeypatch.setenv("P1EVSE_PUBLISH__STEP_W", "50")
+    assert problems(None) == [
+        "publish: step_w (50 W) must be larger than band_w (80 W) "
+        "(from environment variable P1EVSE_PUBLISH__STEP_W)"
+    ]
+
+
 def test_unknown_source_type(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  type: zigbee\n")
     [problem] = problems(path)
@@ -267,7 +285,7 @@ def test_every_example_loads(path: Path) -> None:
         (
             "source:\n  type: p1\n  url: /dev/ttyUSB0\n  dsmr_version: MSn\n",
             "source: dsmr_version MSn sends encrypted telegrams: set decryption_key (from the "
-            "grid operator) (line 1)",
+            "grid operator) (line 4)",
         ),
         (
             "source:\n  type: p1\n  url: /dev/ttyUSB0\n  decryption_key: abc\n",
@@ -284,7 +302,7 @@ def test_every_example_loads(path: Path) -> None:
         ),
         (
             "source:\n  type: mqtt_json\n  power_field: p\n  import_field: i\n",
-            "source: set power_field or import_field/export_field, not both (line 1)",
+            "source: set power_field or import_field/export_field, not both (line 3)",
         ),
         (
             "source:\n  type: mqtt_json\n  scale: 0\n",
@@ -303,7 +321,7 @@ def test_every_example_loads(path: Path) -> None:
         (
             "source:\n  type: homewizard\n  host: hw.local\n  api: 2\n  token: x\n",
             "source: api 2: the device's certificate is not publicly trusted; set ca_file to "
-            "HomeWizard's CA certificate, or verify: false (line 1)",
+            "HomeWizard's CA certificate, or verify: false (line 4)",
         ),
         (
             "source:\n  type: homewizard\n  host: hw.local\n  api: 3\n",

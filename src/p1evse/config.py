@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -228,7 +229,31 @@ def _describe(
         loc = (*loc, "type")
         key, shown = ".".join(loc), f" = {ctx['tag']!r}"
         message = f"unknown source type; expected one of {ctx['expected_tags']}"
-    return f"{key}{shown}: {message}{_origin(loc, path, lines, environ)}"
+    return f"{key}{shown}: {message}{_error_origin(error, loc, message, path, lines, environ)}"
+
+
+def _error_origin(
+    error: Mapping[str, Any],
+    loc: tuple[str, ...],
+    message: str,
+    path: Path | None,
+    lines: Mapping[tuple[str, ...], int],
+    environ: Mapping[str, str],
+) -> str:
+    """Where the value that broke a rule came from. A rule between a section's keys is
+    the section's error; the keys its message names say where to look first (else the
+    section's first variable would be blamed, whatever it set)."""
+    if error["type"] == "value_error":
+        named = {
+            found.start(): name
+            for name in _allowed_keys(error["loc"])
+            if (found := re.search(rf"\b{re.escape(name)}\b", message))
+        }
+        for _, name in sorted(named.items()):  # in the message's order
+            origin = _origin((*loc, name), path, lines, environ, exact=True)
+            if origin:
+                return origin
+    return _origin(loc, path, lines, environ)
 
 
 def _key_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
@@ -280,8 +305,12 @@ def _origin(
     path: Path | None,
     lines: Mapping[tuple[str, ...], int],
     environ: Mapping[str, str],
+    *,
+    exact: bool = False,
 ) -> str:
-    for depth in range(len(loc), 0, -1):
+    """The variable or the file's line that set `loc`, else (unless `exact`) the
+    nearest section above it that was set."""
+    for depth in range(len(loc), len(loc) - 1 if exact else 0, -1):
         wanted = (ENV_PREFIX + ENV_DELIMITER.join(loc[:depth])).upper()
         for name in environ:
             # an unknown section is named by the variables below it too
