@@ -139,6 +139,18 @@ def test_config_warnings() -> None:
     assert "secret-pw" not in warnings
 
 
+def test_steady_s_settings_without_mode_steady_are_warned_about() -> None:
+    def warned(**publish: object) -> str:
+        return "\n".join(_config_warnings(Settings(publish=publish)))
+
+    assert (
+        "publish.band_w set, but publish.mode is interval: it takes effect with mode steady only"
+        in warned(band_w=50)
+    )
+    assert "publish.band_w and publish.step_w set" in warned(step_w=600, band_w=50)
+    assert "publish.band_w" not in warned(mode="steady", band_w=50)
+
+
 def test_web_reachable_from_the_network_without_a_token_is_warned_about() -> None:
     exposed = Settings(web={"listen": "0.0.0.0:8080"})
     assert "reachable from the network without a token" in "\n".join(_config_warnings(exposed))

@@ -173,4 +173,5 @@ class Bridge:
 def _covers(value: GridPower) -> str:
     if value.failsafe:
         return "fail-safe"
-    return f"mean of {value.readings} reading{'s' if value.readings != 1 else ''}"
+    readings = f"{value.readings} reading{'s' if value.readings != 1 else ''}"
+    return f"held: the mean of {readings} stayed close" if value.held else f"mean of {readings}"

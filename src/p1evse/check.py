@@ -173,6 +173,13 @@ def _config_warnings(settings: Settings) -> list[str]:
         warnings.append(
             f"publish.interval {publish.interval:g} s: OpenEVSE expects a value every 5-10 s"
         )
+    steady_only = sorted({"step_w", "band_w"} & publish.model_fields_set)
+    if publish.mode != "steady" and steady_only:
+        warnings.append(
+            f"publish.{' and publish.'.join(steady_only)} set, but publish.mode is "
+            f"{publish.mode}: {'they take' if len(steady_only) > 1 else 'it takes'} effect "
+            "with mode steady only"
+        )
     if publish.on_stale is StaleAction.NONE:
         warnings.append(
             "publish.on_stale is none: when the meter goes quiet OpenEVSE keeps its last "

@@ -386,6 +386,7 @@ class SiteState:
             "config": {
                 "interval_s": publish.interval,
                 "mode": publish.mode,
+                "step_w": publish.step_w,
                 "band_w": publish.band_w,
                 "stale_after_s": publish.stale_after,
                 "on_stale": publish.on_stale.value,
