@@ -475,6 +475,7 @@ def test_a_household_is_laid_over_the_day_seeded() -> None:
     ("compare", "problem"),
     [
         (["mode=steady,steady"], "--compare 'mode=steady,steady': steady given twice"),
+        (["mode=Steady,STEADY"], "--compare 'mode=Steady,STEADY': STEADY, Steady given twice"),
         (
             ["mode=steady", "mode=interval"],
             "--compare 'mode=interval': mode is compared twice; give its values once",

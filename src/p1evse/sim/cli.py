@@ -390,7 +390,8 @@ def _combinations(specs: list[str]) -> list[dict[str, str]]:
                 [f"--compare {spec!r}: {key} is compared twice; give its values once"]
             )
         given = [value.strip() for value in values.split(",")]
-        repeated = sorted({value for value in given if given.count(value) > 1})
+        folded = [value.casefold() for value in given]  # choices are read in any case
+        repeated = sorted({value for value in given if folded.count(value.casefold()) > 1})
         if repeated:
             raise ConfigError([f"--compare {spec!r}: {', '.join(repeated)} given twice"])
         axes.append([(key, value) for value in given])
