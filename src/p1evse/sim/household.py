@@ -12,6 +12,7 @@ two feeds compared on one seed see the same house.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class Household:
     day: Day
     seed: int = 1
     events: list[Event] = field(init=False)
+    _starts: list[float] = field(init=False, repr=False)
     _fridge_offset_s: float = field(init=False, repr=False)
     _noise: list[float] = field(init=False, repr=False)
 
@@ -55,6 +57,7 @@ class Household:
             duration = rng.uniform(*EVENT_DURATION_S)
             self.events.append(Event(at, duration, rng.uniform(*EVENT_POWER_W), rng.randrange(3)))
             at += rng.expovariate(1 / EVENT_EVERY_S)
+        self._starts = [event.start_s for event in self.events]
         self._fridge_offset_s = rng.uniform(0, FRIDGE_PERIOD_S)
         seconds = math.ceil(self.day.last_s - self.day.first_s) + 1
         self._noise = [rng.gauss(0.0, NOISE_W) for _ in range(seconds)]
@@ -74,8 +77,11 @@ class Household:
     def sample(self, at: float) -> Sample:
         base = self.day.sample(at)
         phases = list(base.load_w)
-        for event in self.events:  # a few dozen a day: a scan costs less than an index
-            if event.start_s <= at < event.start_s + event.duration_s:
+        # the events that started up to the longest duration ago, found by their start
+        last = bisect.bisect_right(self._starts, at)
+        first = bisect.bisect_left(self._starts, at - EVENT_DURATION_S[1])
+        for event in self.events[first:last]:
+            if at < event.start_s + event.duration_s:
                 phases[event.phase] += event.power_w
         if (at + self._fridge_offset_s) % FRIDGE_PERIOD_S < FRIDGE_ON_S:
             phases[1] += FRIDGE_W
