@@ -7,8 +7,8 @@ from datetime import datetime
 
 from p1evse.sim.house import RecordedDay, Sample, SyntheticDay
 from p1evse.sim.household import (
-    EVENT_DURATION_S,
-    EVENT_POWER_W,
+    APPLIANCE_POWER_W,
+    APPLIANCE_RUN_S,
     FRIDGE_ON_S,
     FRIDGE_PERIOD_S,
     FRIDGE_W,
@@ -29,35 +29,35 @@ def test_the_same_seed_is_the_same_house_and_another_seed_another() -> None:
     one, again, other = Household(day, 1), Household(day, 1), Household(day, 2)
     times = range(0, 54_000, 7)
     assert [one.sample(t) for t in times] == [again.sample(t) for t in times]
-    assert one.events != other.events
+    assert one.appliances != other.appliances
 
 
 def test_appliances_come_about_every_15_minutes_within_their_ranges() -> None:
     for seed in range(1, 6):
         house = Household(flat_day(), seed)
-        assert 30 <= len(house.events) <= 95  # 60 expected in 15 h
-        for event in house.events:
-            assert EVENT_POWER_W[0] <= event.power_w <= EVENT_POWER_W[1]
-            assert EVENT_DURATION_S[0] <= event.duration_s <= EVENT_DURATION_S[1]
-            assert event.phase in (0, 1, 2)
+        assert 30 <= len(house.appliances) <= 95  # 60 expected in 15 h
+        for appliance in house.appliances:
+            assert APPLIANCE_POWER_W[0] <= appliance.power_w <= APPLIANCE_POWER_W[1]
+            assert APPLIANCE_RUN_S[0] <= appliance.duration_s <= APPLIANCE_RUN_S[1]
+            assert appliance.phase in (0, 1, 2)
 
 
 def test_an_appliance_adds_its_power_on_its_phase_while_it_runs() -> None:
     house = Household(flat_day(), 3)
-    event = house.events[5]
-    before = house.sample(event.start_s - 1)
-    during = house.sample(event.start_s + 1)
+    appliance = house.appliances[5]
+    before = house.sample(appliance.start_s - 1)
+    during = house.sample(appliance.start_s + 1)
     step = sum(during.load_w) - sum(before.load_w)
-    assert abs(step - event.power_w) < 400  # the noise and the fridge move it a little
-    assert during.load_w[event.phase] - before.load_w[event.phase] > event.power_w - 400
+    assert abs(step - appliance.power_w) < 400  # the noise and the fridge move it a little
+    assert during.load_w[appliance.phase] - before.load_w[appliance.phase] > appliance.power_w - 400
 
 
 def test_the_noise_is_about_50_w_and_the_fridge_runs_a_third_of_the_time() -> None:
     house = Household(flat_day(), 4)
     busy = {
         t
-        for e in house.events
-        for t in range(int(e.start_s) - 1, int(e.start_s + e.duration_s) + 2)
+        for a in house.appliances
+        for t in range(int(a.start_s) - 1, int(a.start_s + a.duration_s) + 2)
     }
     quiet = [t for t in range(0, 54_000) if t not in busy]
     load = {t: sum(house.sample(t).load_w) - 300.0 for t in quiet}

@@ -6,7 +6,7 @@ everything else.
 seeded, so that feeds can be compared on the signal a 1 s meter really gives: steps of
 0.6 to 2.5 kW lasting 30 to 300 s about every 15 minutes (a kettle, a hob, a microwave, a
 vacuum cleaner), a 100 W compressor running 15 minutes in 45, and 50 W (one standard
-deviation) of noise, new each second. The same seed gives the same events and noise, so
+deviation) of noise, new each second. The same seed gives the same appliances and noise, so
 two feeds compared on one seed see the same house.
 """
 
@@ -20,16 +20,16 @@ from datetime import datetime
 
 from p1evse.sim.house import Day, Sample
 
-EVENT_EVERY_S = 900.0
-EVENT_POWER_W = (600.0, 2_500.0)
-EVENT_DURATION_S = (30.0, 300.0)
+APPLIANCE_EVERY_S = 900.0
+APPLIANCE_POWER_W = (600.0, 2_500.0)
+APPLIANCE_RUN_S = (30.0, 300.0)
 FRIDGE_W = 100.0
 FRIDGE_ON_S, FRIDGE_PERIOD_S = 900.0, 2_700.0
 NOISE_W = 50.0
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class Appliance:
     """One appliance on one phase, from `start_s` for `duration_s` (the day's `at`)."""
 
     start_s: float
@@ -40,24 +40,26 @@ class Event:
 
 @dataclass
 class Household:
-    """`day` with the household's events, fridge and noise on its load."""
+    """`day` with the household's appliances, fridge and noise on its load."""
 
     day: Day
     seed: int = 1
-    events: list[Event] = field(init=False)
+    appliances: list[Appliance] = field(init=False)
     _starts: list[float] = field(init=False, repr=False)
     _fridge_offset_s: float = field(init=False, repr=False)
     _noise: list[float] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         rng = random.Random(f"household {self.seed}")
-        self.events = []
-        at = self.day.first_s + rng.expovariate(1 / EVENT_EVERY_S)
+        self.appliances = []
+        at = self.day.first_s + rng.expovariate(1 / APPLIANCE_EVERY_S)
         while at < self.day.last_s:
-            duration = rng.uniform(*EVENT_DURATION_S)
-            self.events.append(Event(at, duration, rng.uniform(*EVENT_POWER_W), rng.randrange(3)))
-            at += rng.expovariate(1 / EVENT_EVERY_S)
-        self._starts = [event.start_s for event in self.events]
+            duration = rng.uniform(*APPLIANCE_RUN_S)
+            self.appliances.append(
+                Appliance(at, duration, rng.uniform(*APPLIANCE_POWER_W), rng.randrange(3))
+            )
+            at += rng.expovariate(1 / APPLIANCE_EVERY_S)
+        self._starts = [appliance.start_s for appliance in self.appliances]
         self._fridge_offset_s = rng.uniform(0, FRIDGE_PERIOD_S)
         seconds = math.ceil(self.day.last_s - self.day.first_s) + 1
         self._noise = [rng.gauss(0.0, NOISE_W) for _ in range(seconds)]
@@ -77,12 +79,12 @@ class Household:
     def sample(self, at: float) -> Sample:
         base = self.day.sample(at)
         phases = list(base.load_w)
-        # the events that started up to the longest duration ago, found by their start
+        # the appliances switched on up to the longest run ago, found by when they were
         last = bisect.bisect_right(self._starts, at)
-        first = bisect.bisect_left(self._starts, at - EVENT_DURATION_S[1])
-        for event in self.events[first:last]:
-            if at < event.start_s + event.duration_s:
-                phases[event.phase] += event.power_w
+        first = bisect.bisect_left(self._starts, at - APPLIANCE_RUN_S[1])
+        for appliance in self.appliances[first:last]:
+            if at < appliance.start_s + appliance.duration_s:
+                phases[appliance.phase] += appliance.power_w
         if (at + self._fridge_offset_s) % FRIDGE_PERIOD_S < FRIDGE_ON_S:
             phases[1] += FRIDGE_W
         second = min(max(int(at - self.day.first_s), 0), len(self._noise) - 1)
