@@ -38,7 +38,7 @@ FEEDS: dict[str, dict[str, Any]] = {
     "steady": {"mode": "steady"},
 }
 RELAY = "interval 0"
-SOLAR, GRID = "ev_solar_kwh", "ev_grid_kwh"
+SOLAR = "ev_solar_kwh"
 IMPORT, CHANGES = "grid_import_while_charging_kwh", "current_changes"
 
 
