@@ -42,7 +42,7 @@ class RecordingSink:
         return []
 
 
-def make(*sinks: RecordingSink, **publish: float) -> tuple[Bridge, VirtualClock, list[Event]]:
+def make(*sinks: RecordingSink, **publish: object) -> tuple[Bridge, VirtualClock, list[Event]]:
     clock = VirtualClock(START)
     seen: list[Event] = []
     settings = PublishSettings(**{"interval": 0, "stale_after": 10.0, **publish})
@@ -61,6 +61,18 @@ def test_inputs_are_stamped_with_the_clocks_time() -> None:
     assert (reading.at, reading.import_w) == (START + 2.5, 300.0)
     assert isinstance(value, GridPower)
     assert value.watts == 300
+
+
+def test_the_log_says_which_values_were_held(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="p1evse.bridge")  # before the bridge looks
+    bridge, clock, seen = make(mode="steady", interval=5)
+    for second in range(21):  # a still house: a new value, its answer, then held
+        clock.advance(START + second)
+        bridge.half(Side.EXPORT, 2000.0)
+    held = [e for e in seen if isinstance(e, GridPower) and e.held]
+    assert held
+    assert "publish -2000 W (held: the mean of 5 readings stayed close)" in caplog.text
+    assert "publish -2000 W (mean of 1 reading)" in caplog.text
 
 
 def test_the_stale_timer_fires_at_its_deadline_and_moves_with_each_reading() -> None:
