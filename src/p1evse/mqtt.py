@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -87,6 +88,7 @@ class MqttSettings(Section):
 
 
 PayloadHandler = Callable[[bytes | bytearray], None]
+TopicHandler = Callable[[str, bytes | bytearray], None]
 
 
 class MqttPort(Protocol):
@@ -180,6 +182,11 @@ class BrokerStats:
 class _Subscription:
     handler: PayloadHandler
     retained: bool  # whether a retained message (an old value) is wanted
+    subscribed: bool = True  # False: a route, brought by a pattern's subscription
+
+
+# topics per SUBSCRIBE packet: a fleet's thousands of topics go in packets a broker takes
+SUBSCRIBE_CHUNK = 256
 
 
 class Broker:
@@ -221,6 +228,7 @@ class Broker:
         self.connected = False
         self._handlers: dict[str, _Subscription] = {}
         self._wildcard_handlers: list[tuple[str, _Subscription]] = []
+        self._patterns: list[tuple[str, TopicHandler, bool]] = []  # see subscribe_pattern
         self._pending: dict[int, list[str]] = {}  # subscribe message id -> its topics
         self._leaving: dict[int, list[str]] = {}  # unsubscribe message id -> its topics
         self._connected_listeners: list[Callable[[], None]] = []
@@ -272,6 +280,27 @@ class Broker:
             self._handlers[topic] = subscription
         if self.connected:
             self._send_subscribe([topic])
+
+    def subscribe_pattern(
+        self, pattern: str, handler: TopicHandler, *, retained: bool = True
+    ) -> None:
+        """Subscribe to a wildcard `pattern`. A message whose topic has a `route` goes
+        there, found by a dict lookup; any other goes to `handler` with its topic (a
+        fleet makes the route of a new site there)."""
+        self._patterns.append((pattern, handler, retained))
+        if self.connected:
+            self._send_subscribe([pattern])
+
+    def route(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
+        """Hand each message on the exact `topic` to `handler`, without subscribing:
+        a pattern subscribed with `subscribe_pattern` brings them."""
+        self._handlers[topic] = _Subscription(handler, retained, subscribed=False)
+
+    def unroute(self, topics: list[str]) -> None:
+        for topic in topics:
+            subscription = self._handlers.get(topic)
+            if subscription is not None and not subscription.subscribed:
+                del self._handlers[topic]
 
     def unsubscribe(self, topics: list[str]) -> None:
         """Stop receiving `topics`. Messages the broker sent before it took this in
@@ -473,9 +502,13 @@ class Broker:
         for topics in self._leaving.values():  # a new session holds none of them
             self._forget(topics)
         self._leaving.clear()
-        topics = [*self._handlers, *(topic for topic, _ in self._wildcard_handlers)]
-        if topics:
-            self._send_subscribe(topics)
+        topics = [
+            *(topic for topic, subscription in self._handlers.items() if subscription.subscribed),
+            *(topic for topic, _ in self._wildcard_handlers),
+            *(pattern for pattern, _, _ in self._patterns),
+        ]
+        for start in range(0, len(topics), SUBSCRIBE_CHUNK):
+            self._send_subscribe(topics[start : start + SUBSCRIBE_CHUNK])
         if self._announce:
             client.publish(self._settings.availability_topic, ONLINE, qos=1, retain=True)
         for listener in self._connected_listeners:
@@ -549,6 +582,12 @@ class Broker:
         for pattern, wildcard in self._wildcard_handlers:
             if paho.topic_matches_sub(pattern, topic):
                 self._deliver(wildcard, message)
+        for pattern, handler, retained in self._patterns:
+            if paho.topic_matches_sub(pattern, topic):
+                if message.retain and not retained:
+                    self.stats.retained_skipped += 1
+                else:
+                    self._deliver(_Subscription(partial(handler, topic), True), message)
 
     def _deliver(self, subscription: _Subscription, message: paho.MQTTMessage) -> None:
         if message.retain and not subscription.retained:
