@@ -3,11 +3,13 @@ are one module each; `p1evse.sources.build` maps `source.type` to them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+import asyncio
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
     from p1evse.model import PhaseKind, Reading, Rejection, Side
+    from p1evse.mqtt import MqttPort, PayloadHandler
 
 
 class Intake(Protocol):
@@ -40,3 +42,19 @@ class Source(Protocol):
         """What it counts of its own, for /metrics (what it delivers, the pipeline
         counts)."""
         ...
+
+
+@runtime_checkable
+class TopicSource(Source, Protocol):
+    """A source whose messages come over MQTT: its handlers by topic, which `run`
+    subscribes, or which a fleet routes to its sites."""
+
+    def handlers(self, intake: Intake) -> dict[str, PayloadHandler]: ...
+
+
+async def listen(broker: MqttPort, handlers: dict[str, PayloadHandler]) -> None:
+    """Subscribe each topic's handler, live messages only (a reading must be news);
+    the broker delivers, there is nothing else to do."""
+    for topic, handler in handlers.items():
+        broker.subscribe(topic, handler, retained=False)
+    await asyncio.Event().wait()

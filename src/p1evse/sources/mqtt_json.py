@@ -19,6 +19,7 @@ from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, load_json, lookup, number_at
 from p1evse.model import Phases, Reading
 from p1evse.settings import ReadTopic, Section
+from p1evse.sources import listen
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
@@ -126,9 +127,12 @@ class MqttJsonSource:
             _meter_time(document, settings.timestamp_field),
         )
 
+    def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
+        """What to do with a payload on each subscribed topic."""
+        return {self._settings.topic: self.handler(intake)}
+
     async def run(self, intake: Intake) -> None:
-        self._broker.subscribe(self._settings.topic, self.handler(intake), retained=False)
-        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+        await listen(self._broker, self.handlers(intake))
 
 
 def _meter_time(document: Any, path: str | None) -> datetime | None:

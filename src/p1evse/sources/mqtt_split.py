@@ -8,7 +8,6 @@ are carried on the readings for observers; they never change the net power.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -17,6 +16,7 @@ from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
+from p1evse.sources import listen
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -119,6 +119,4 @@ class MqttSplitSource:
         }
 
     async def run(self, intake: Intake) -> None:
-        for topic, handler in self.handlers(intake).items():
-            self._broker.subscribe(topic, handler, retained=False)
-        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+        await listen(self._broker, self.handlers(intake))

@@ -15,6 +15,7 @@ from pydantic import field_validator
 
 from p1evse.model import Rejection
 from p1evse.settings import ReadTopic, Section
+from p1evse.sources import listen
 from p1evse.sources.framing import MAX_TELEGRAM_BYTES, TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
 
@@ -75,6 +76,9 @@ class MqttTelegramSource:
 
         return on_payload
 
+    def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
+        """What to do with a payload on each subscribed topic."""
+        return {self._settings.topic: self.handler(intake)}
+
     async def run(self, intake: Intake) -> None:
-        self._broker.subscribe(self._settings.topic, self.handler(intake), retained=False)
-        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+        await listen(self._broker, self.handlers(intake))

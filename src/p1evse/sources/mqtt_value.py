@@ -12,6 +12,7 @@ from p1evse.errors import InputRejected
 from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import Reading
 from p1evse.settings import ReadTopic, Section
+from p1evse.sources import listen
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -57,9 +58,12 @@ class MqttValueSource:
 
         return on_payload
 
+    def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
+        """What to do with a payload on each subscribed topic."""
+        return {self._settings.topic: self.handler(intake)}
+
     async def run(self, intake: Intake) -> None:
-        self._broker.subscribe(self._settings.topic, self.handler(intake), retained=False)
-        await asyncio.Event().wait()  # the broker delivers; nothing else to do
+        await listen(self._broker, self.handlers(intake))
 
 
 def signed_reading(at: float, watts: float) -> Reading:
