@@ -114,30 +114,23 @@ def file_limit_warning(settings: WebSettings, open_files: int) -> str | None:
     )
 
 
-class WebServer:
+class StatusServer:
+    """What every status server does: listen (and retry a port it cannot have yet),
+    bound its connections, ask for the token, set the security headers. What it serves
+    is the subclass's `_routes`."""
+
     def __init__(
-        self,
-        settings: WebSettings,
-        address: ListenAddress,
-        state: SiteState,
-        broker: Broker,
-        supervisor: Supervisor,
-        loop: asyncio.AbstractEventLoop,
+        self, settings: WebSettings, address: ListenAddress, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._settings = settings
         self._address = address
-        self._state = state
         self._loop = loop
-        self.fanout = Fanout()
-        self.push = StatePush(state, self.fanout, loop)
         self.port = PortCounters(loop.time)
-        self.metrics = Metrics(state, broker, supervisor, self.fanout, self.port, loop.time)
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
-        self._streams = 0
         self.backoff = Backoff(RETRY_INITIAL_S, RETRY_CAP_S)
         self.listening = asyncio.Event()  # set once the page is served
 
@@ -216,8 +209,6 @@ class WebServer:
         self._runner = runner
 
     async def close(self) -> None:
-        self.push.close()
-        self.fanout.close()
         if self._server is not None:
             self._server.close()  # not wait_closed(): a client that does not read holds it
             self._server = None
@@ -230,14 +221,12 @@ class WebServer:
     def _application(self) -> web.Application:
         app = web.Application(middlewares=[self._require_token])
         app.on_response_prepare.append(_security_headers)
-        app.router.add_get("/", self._page)
-        app.router.add_get("/api/state", self._api_state)
-        app.router.add_get("/api/history", self._api_history)
-        app.router.add_get("/api/events", self._events)
-        app.router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
-        app.router.add_get("/healthz", self._healthz)
+        self._routes(app.router)
         app.router.add_static("/static/", STATIC_DIR)
         return app
+
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        raise NotImplementedError
 
     @web.middleware
     async def _require_token(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -254,29 +243,62 @@ class WebServer:
             )
         return await handler(request)
 
+
+class WebServer(StatusServer):
+    """One site's page, its state, history and live stream, /metrics and /healthz."""
+
+    def __init__(
+        self,
+        settings: WebSettings,
+        address: ListenAddress,
+        state: SiteState,
+        broker: Broker,
+        supervisor: Supervisor,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(settings, address, loop)
+        self._state = state
+        self.fanout = Fanout()
+        self.push = StatePush(state, self.fanout, loop)
+        self.metrics = Metrics(state, broker, supervisor, self.fanout, self.port, loop.time)
+        self._streams = 0
+
+    async def close(self) -> None:
+        self.push.close()
+        self.fanout.close()
+        await super().close()
+
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/", self._page)
+        router.add_get("/api/state", self._api_state)
+        router.add_get("/api/history", self._api_history)
+        router.add_get("/api/events", self._events)
+        router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
+        router.add_get("/healthz", self._healthz)
+
     async def _page(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _api_state(self, request: web.Request) -> web.Response:
-        return _json(self._state.snapshot())
+        return json_response(self._state.snapshot())
 
     async def _api_history(self, request: web.Request) -> web.Response:
         """?range=hour (the default: the last hour at 1 s) or today (a row a minute)."""
         wanted = request.query.get("range", "hour")
         for range_ in HISTORY_RANGES:
             if wanted == range_:
-                return _json(self._state.history_json(range_=range_))
+                return json_response(self._state.history_json(range_=range_))
         raise web.HTTPBadRequest(
-            text=f"range must be one of {', '.join(HISTORY_RANGES)}\n", headers=_NO_STORE
+            text=f"range must be one of {', '.join(HISTORY_RANGES)}\n", headers=NO_STORE
         )
 
     async def _healthz(self, request: web.Request) -> web.Response:
         problem = self._state.unhealthy(self._loop.time())
         if problem is not None:
-            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=_NO_STORE)
+            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=NO_STORE)
         age = self._state.reading_age(self._loop.time()) or 0.0
         return web.Response(
-            text=f"ok: broker connected, last reading {age:.1f} s ago\n", headers=_NO_STORE
+            text=f"ok: broker connected, last reading {age:.1f} s ago\n", headers=NO_STORE
         )
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
@@ -334,7 +356,7 @@ class WebServer:
         return response
 
 
-_NO_STORE = {"Cache-Control": "no-store"}
+NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _why(exc: OSError) -> str:
@@ -344,9 +366,9 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _json(data: Any) -> web.Response:
+def json_response(data: Any) -> web.Response:
     body = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return web.Response(text=body, content_type="application/json", headers=_NO_STORE)
+    return web.Response(text=body, content_type="application/json", headers=NO_STORE)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
