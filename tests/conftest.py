@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from p1evse.app import App
+from p1evse.app import App, Service
 from p1evse.config import Settings
 from p1evse.sources import Source
 from tests.brokers import BrokerProcess, mosquitto_available
@@ -80,10 +80,17 @@ async def running(settings: Settings, source: Source | None = None) -> AsyncIter
     app = App(settings, asyncio.get_running_loop())
     if source is not None:
         app.site.source = source
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.run(stop), name="app")
-    try:
+    async with serving(app):
         yield app
+
+
+@asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[None]:
+    """`service` run in this test's event loop, stopped as SIGTERM would stop it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop), name="service")
+    try:
+        yield
     finally:
         stop.set()
         await asyncio.wait_for(task, EVENT_TIMEOUT_S)

@@ -192,7 +192,7 @@ def test_unknown_section(tmp_path: Path) -> None:
     [problem] = problems(write(tmp_path, "mqttt:\n  host: x\n"))
     assert problem.startswith(
         "mqttt: unknown key; did you mean 'mqtt'? Allowed: mqtt, source, publish, openevse, "
-        "homeassistant, web, log"
+        "homeassistant, fleet, web, log"
     )
 
 

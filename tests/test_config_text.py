@@ -17,6 +17,7 @@ from pydantic import BaseModel, SecretStr
 
 from p1evse.config import Settings, load
 from p1evse.errors import ConfigError
+from p1evse.fleet.settings import Shard
 from p1evse.sources.build import SOURCE_TYPES
 from p1evse.web.settings import MIN_TOKEN_CHARS
 
@@ -69,6 +70,16 @@ COMPANIONS: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {
         ("source", "dsmr_version"): "MSn",
         ("source", "decryption_key"): HEX_KEY,
     },
+}
+# The keys of a fleet need a fleet: source topics with a '+' level for the site id.
+FLEET: dict[tuple[str, ...], str] = {
+    ("source", "delivered_topic"): "dsmr/+/delivered",
+    ("source", "returned_topic"): "dsmr/+/returned",
+    ("openevse", "grid_ie_topic"): "p1evse/{{site}}/grid_ie",
+    ("openevse", "base_topic"): "openevse/{{site}}",
+    ("openevse", "deadman"): "false",
+    ("mqtt", "state_topic"): "",
+    ("publish", "stale_after"): "5",
 }
 # Text that a key's type alone does not tell (formats checked by validators).
 SAMPLES: dict[str, str] = {
@@ -134,6 +145,8 @@ def _options(annotation: Any) -> tuple[Any, ...]:
 def sample(key: Key, file: Path) -> tuple[str, Any]:
     """Text for the key's variable (not its default) and the value it must give."""
     field = key.model.model_fields[key.name]
+    if key.path == ("fleet", "shard"):
+        return "1/3", Shard(1, 3)
     for name in (".".join(key.path), key.name):
         if name in SAMPLES:
             return SAMPLES[name], SAMPLES[name]
@@ -179,6 +192,8 @@ def test_every_key_can_be_set_from_the_environment(
         for name, value in SOURCE_BASE[key.source_type].items():
             monkeypatch.setenv(f"P1EVSE_SOURCE__{name.upper()}", value)
     companions = COMPANIONS.get((key.source_type or "", *key.path)) or COMPANIONS.get(key.path)
+    if key.path[0] == "fleet":
+        companions = FLEET
     for path, value in (companions or {}).items():
         monkeypatch.setenv("P1EVSE_" + "__".join(p.upper() for p in path), value.format(file=file))
     monkeypatch.setenv(key.variable, text)
@@ -241,11 +256,6 @@ def test_choices_in_any_case_from_a_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "key"),
     [
-        ("source:\n  delivered_topic: rt/sw/#\n", "source.delivered_topic"),
-        ("source:\n  returned_topic: a/+/b\n", "source.returned_topic"),
-        ("source:\n  phase_voltage_topics: [v/+]\n", "source.phase_voltage_topics.0"),
-        ("source:\n  type: mqtt_value\n  topic: a/#/b\n", "source.topic"),
-        ("source:\n  type: mqtt_json\n  topic: tele/+/SENSOR\n", "source.topic"),
         ("mqtt:\n  state_topic: st/#\n", "mqtt.state_topic"),
         ("mqtt:\n  availability_topic: p1evse/+\n", "mqtt.availability_topic"),
         ("openevse:\n  base_topic: openevse/#\n", "openevse.base_topic"),
@@ -258,6 +268,23 @@ def test_wildcards_are_refused_where_one_topic_is_meant(
     [problem] = problems(write(tmp_path, text))
     assert problem.startswith(f"{key} = ")
     assert "wildcard filter" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("source:\n  delivered_topic: rt/sw/#\n", "source.delivered_topic"),
+        ("source:\n  returned_topic: a/+/+/b\n", "source.returned_topic"),
+        ("source:\n  phase_voltage_topics: [v/l+]\n", "source.phase_voltage_topics.0"),
+        ("source:\n  type: mqtt_value\n  topic: a/#/b\n", "source.topic"),
+        ("source:\n  type: mqtt_json\n  topic: tele/+/SENSOR/+\n", "source.topic"),
+    ],
+)
+def test_a_source_reads_one_topic_or_one_per_site(tmp_path: Path, text: str, key: str) -> None:
+    """A `+` level captures a fleet's site id; any other wildcard would mix meters."""
+    [problem] = problems(write(tmp_path, text))
+    assert problem.startswith(f"{key} = ")
+    assert "a topic to read from is exact, or has one '+' as a whole level" in problem
 
 
 def test_topics_outside_mqtts_limits_are_refused(tmp_path: Path) -> None:

@@ -1,60 +1,62 @@
-"""The service: one broker connection, one Site, the status page, in one TaskGroup.
-Leaving the TaskGroup is shutdown."""
+"""The service: one broker connection, one Site or a Fleet of them, the status page, in
+one TaskGroup. Leaving the TaskGroup is shutdown."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from p1evse import __version__
 from p1evse.config import Settings
+from p1evse.fleet.fleet import Fleet
+from p1evse.fleet.view import FleetView
 from p1evse.model import Event
 from p1evse.mqtt import Broker
 from p1evse.site import Ports, Role, build_site
 from p1evse.supervise import Supervisor
 
 if TYPE_CHECKING:
-    from p1evse.web.server import WebServer
+    from p1evse.web.fleet import FleetWebServer
+    from p1evse.web.server import StatusServer, WebServer
 
 log = logging.getLogger(__name__)
 
 
-class App:
-    """The service: one broker connection, one Site, the status page, supervised."""
+class Unit(Protocol):
+    """What the service runs: one Site, or a Fleet of them."""
+
+    def work(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]: ...
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Service:
+    """One broker connection, what runs on it, and the status page, supervised."""
 
     def __init__(
         self,
         settings: Settings,
-        loop: asyncio.AbstractEventLoop,
-        observers: list[Callable[[Event], None]] | None = None,
+        broker: Broker,
+        unit: Unit,
+        supervisor: Supervisor,
+        web: StatusServer | None = None,
     ) -> None:
-        """`observers` see every event of the site (as the demo shows them)."""
         self.settings = settings
-        self.broker = Broker(settings.mqtt)
-        # the status model is kept only when something reads it: the page and /metrics,
-        # the state topic, discovery; without them the relay path stays as lean as it was
-        role = Role(status=settings.web.listen is not None)
-        self.site = build_site(settings, Ports(loop, self.broker), role, observers=observers)
-        self.supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
-        self.web: WebServer | None = None
-        address = settings.web.address
-        if address is not None and self.site.state is not None:
-            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
-
-            self.web = WebServer(
-                settings.web, address, self.site.state, self.broker, self.supervisor, loop
-            )
-            self.site.state.listeners.append(self.web.push.changed)
-            self.site.bridge.observers.append(self.web.metrics.observe)
+        self.broker = broker
+        self.unit = unit
+        self.supervisor = supervisor
+        self.web = web
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return."""
         log.info("p1evse %s: %s", __version__, describe(self.settings))
         work: dict[str, Callable[[], Awaitable[None]]] = {
             "mqtt": self.broker.run,
-            **self.site.work(),
+            **self.unit.work(),
         }
         if self.web is not None:  # a port it cannot have yet does not stop the bridge
             work["web"] = self.web.run
@@ -64,16 +66,77 @@ class App:
                     group.create_task(self.supervisor.keep(name, task), name=name)
                     for name, task in work.items()
                 ]
-                self.site.start()
+                self.unit.start()
                 await stop.wait()
                 log.info("stopping")
-                await self.site.close()
+                await self.unit.close()
                 await self.broker.close()
                 for task in tasks:
                     task.cancel()
         finally:
             if self.web is not None:
                 await self.web.close()
+
+
+class App(Service):
+    """The service for one meter: one Site."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        observers: list[Callable[[Event], None]] | None = None,
+    ) -> None:
+        """`observers` see every event of the site (as the demo shows them)."""
+        broker = Broker(settings.mqtt)
+        # the status model is kept only when something reads it: the page and /metrics,
+        # the state topic, discovery; without them the relay path stays as lean as it was
+        role = Role(status=settings.web.listen is not None)
+        self.site = build_site(settings, Ports(loop, broker), role, observers=observers)
+        supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
+        web: WebServer | None = None
+        address = settings.web.address
+        if address is not None and self.site.state is not None:
+            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
+
+            web = WebServer(settings.web, address, self.site.state, broker, supervisor, loop)
+            self.site.state.listeners.append(web.push.changed)
+            self.site.bridge.observers.append(web.metrics.observe)
+        super().__init__(settings, broker, self.site, supervisor, web)
+
+
+class FleetApp(Service):
+    """The service for many meters: a Fleet of Sites on one broker connection."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loop: asyncio.AbstractEventLoop,
+        observers: list[Callable[[Event], None]] | None = None,
+    ) -> None:
+        mqtt, fleet = settings.mqtt, settings.fleet
+        if fleet.membership:  # announced where the members look
+            mqtt = mqtt.model_copy(
+                update={"availability_topic": fleet.member_topic(mqtt.client_id)}
+            )
+        broker = Broker(mqtt)
+        self.fleet = Fleet(
+            settings, fleet, broker, loop, mqtt.availability_topic, observers=observers
+        )
+        web: FleetWebServer | None = None
+        address = settings.web.address
+        if address is not None:
+            from p1evse.web.fleet import FleetWebServer  # aiohttp only when it is wanted
+
+            view = FleetView(self.fleet, broker, loop.time)
+            web = FleetWebServer(settings.web, address, view, loop)
+        super().__init__(settings, broker, self.fleet, Supervisor(loop, None), web)
+
+
+def service(settings: Settings, loop: asyncio.AbstractEventLoop) -> Service:
+    """The service this configuration asks for: a fleet when its source's topics
+    capture a site id, else one site."""
+    return FleetApp(settings, loop) if settings.is_fleet() else App(settings, loop)
 
 
 def describe(settings: Settings) -> str:
@@ -85,9 +148,15 @@ def describe(settings: Settings) -> str:
         cadence += (
             f" (steady: switches of {publish.step_w:g} W at once, held within {publish.band_w:g} W)"
         )
-    return (
+    line = (
         f"{source.describe()} "
         f"→ {settings.openevse.grid_ie_topic} {cadence}, reserve {publish.reserve_w} W; "
         f"stale after {publish.stale_after:g} s → {publish.on_stale.value}; "
         f"broker {settings.mqtt.host}:{settings.mqtt.port}"
     )
+    if settings.is_fleet():
+        fleet = settings.fleet
+        evict = f"{fleet.evict_after:g} s" if fleet.evict_after is not None else "never"
+        shard = f", shard {fleet.shard}" if fleet.shard is not None else ""
+        line += f"; a fleet of up to {fleet.max_sites} sites{shard}, idle ones let go: {evict}"
+    return line

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from p1evse.app import describe
-from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings, output_topics
+from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings
 from p1evse.errors import ChargerError
 from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
@@ -125,7 +125,7 @@ def _say_outputs(settings: Settings, say: Say) -> None:
     say("publishes to:")
     if openevse.transport == "http":
         say(f"  {openevse.url}/status  grid_ie over HTTP (POST)")
-    outputs = output_topics(settings)
+    outputs = settings.output_topics()
     meaning = {
         "openevse.grid_ie_topic": "whole watts, + import / - export, QoS 0, not retained\n"
         "    -> set OpenEVSE's 'grid import/export' MQTT topic to exactly this",

@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
 from p1evse import __version__
 from p1evse.config import CONFIG_PATH_VARIABLE, LogSettings, Settings, load
@@ -66,6 +66,12 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the bridge")
     run.add_argument("-c", "--config", type=Path, help=config_help)
     run.add_argument("--log-level", choices=LOG_LEVELS, help="override log.level")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="a fleet's process I (from 0) of N: serve the site ids that hash to I "
+        "(overrides fleet.shard)",
+    )
     run.set_defaults(command=_run)
 
     check = commands.add_parser("check", help="validate the config and try every endpoint")
@@ -120,11 +126,13 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, Path | None]:
+def _settings(
+    args: argparse.Namespace, options: dict[str, Any] | None = None
+) -> tuple[Settings, Path | None]:
     path = args.config
     if path is None and os.environ.get(CONFIG_PATH_VARIABLE):
         path = Path(os.environ[CONFIG_PATH_VARIABLE])
-    return load(path), path
+    return load(path, options), path
 
 
 def _setup_logging(level: str) -> None:
@@ -136,17 +144,18 @@ def _setup_logging(level: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from p1evse.app import App
+    from p1evse.app import service
 
-    settings, _ = _settings(args)
+    options = {"fleet": {"shard": args.shard}} if args.shard is not None else None
+    settings, _ = _settings(args, options)
     _setup_logging(args.log_level or settings.log.level)
 
-    async def service() -> None:
+    async def serve() -> None:
         loop = asyncio.get_running_loop()
         stop = _stop_on_signals(loop)
-        await App(settings, loop).run(stop)
+        await service(settings, loop).run(stop)
 
-    asyncio.run(service())
+    asyncio.run(serve())
     return 0
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from p1evse.errors import ConfigError
+from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
 from p1evse.settings import Section
 from p1evse.site import SiteSettings
 from p1evse.sources.build import SOURCE_TYPES
@@ -41,30 +42,75 @@ class LogSettings(Section):
 
 
 class Settings(SiteSettings):
-    """The whole file: the one site's sections, the status page's and the log's."""
+    """The whole file: the one site's sections (every site's, in a fleet), the fleet's,
+    the status page's and the log's."""
 
+    fleet: FleetSettings = FleetSettings()
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
+    def fleet_problems(self) -> list[tuple[str, str]]:
+        """(key, problem) for the fleet's keys: they need a fleet, and a site is stale
+        before it is let go."""
+        if not self.is_fleet():
+            if "fleet" in self.model_fields_set:
+                return [
+                    (
+                        "fleet",
+                        "set, but its keys are for many meters, whose source topics have a "
+                        "'+' level for the site id; this source's have none",
+                    )
+                ]
+            return []
+        fleet = self.fleet
+        problems = []
+        if fleet.evict_after is not None and fleet.evict_after <= self.publish.stale_after:
+            problems.append(
+                (
+                    "fleet.evict_after",
+                    f"{fleet.evict_after:g} s: must be longer than publish.stale_after "
+                    f"({self.publish.stale_after:g} s); a site is stale before it is let go",
+                )
+            )
+        if fleet.membership and fleet.shard is not None:
+            problems.append(
+                (
+                    "fleet.shard",
+                    f"{fleet.shard}: with fleet.membership the live members share the sites; "
+                    "a static shard is for fleets without it",
+                )
+            )
+        if fleet.membership and SITE_ID.fullmatch(self.mqtt.client_id) is None:
+            problems.append(
+                (
+                    "mqtt.client_id",
+                    f"{self.mqtt.client_id!r}: with fleet.membership it names this process "
+                    f"in a topic level: {SITE_ID_RULE}",
+                )
+            )
+        return problems
 
-def load(path: Path | None) -> Settings:
-    """Read and validate the configuration; raise `ConfigError` listing every problem."""
+
+def load(path: Path | None, options: dict[str, Any] | None = None) -> Settings:
+    """Read and validate the configuration; raise `ConfigError` listing every problem.
+    `options`: sections of keys from the command line, over the file and environment."""
     data: dict[str, Any] = {}
     lines: dict[tuple[str, ...], int] = {}
     if path is not None:
         data, lines = _read_yaml(path)
     _merge(data, environment_overrides(os.environ))
+    _merge(data, options or {})
     try:
         settings = Settings(**data)
     except ValidationError as exc:
         problems = [_describe(error, path, lines, os.environ) for error in exc.errors()]
         raise ConfigError(problems) from None
-    loops = feedback_loops(settings)
-    if loops:
+    rules = [*settings.site_id_problems(), *settings.fleet_problems(), *feedback_loops(settings)]
+    if rules:
         raise ConfigError(
             [
                 f"{key} = {problem}{_origin(tuple(key.split('.')), path, lines, os.environ)}"
-                for key, problem in loops
+                for key, problem in rules
             ]
         )
     return settings
@@ -105,7 +151,7 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
     Returns (key, problem) for every MQTT output topic that would."""
     problems = []
     base = settings.openevse.base_topic
-    for key, out in output_topics(settings).items():
+    for key, out in settings.output_topics().items():
         problems += [
             (
                 key,
@@ -128,24 +174,6 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
                 (key, f"{out!r} is p1evse's availability topic (mqtt.availability_topic)")
             )
     return problems
-
-
-def output_topics(settings: Settings) -> dict[str, str]:
-    """The MQTT topics p1evse publishes values to, by config key."""
-    openevse = settings.openevse
-    topics = {}
-    if settings.mqtt.state_topic is not None:
-        topics["mqtt.state_topic"] = settings.mqtt.state_topic
-    if openevse.transport != "mqtt":
-        return topics
-    topics["openevse.grid_ie_topic"] = openevse.grid_ie_topic
-    if openevse.deadman_armed(settings.publish.on_stale):
-        topics["openevse.deadman_topic"] = openevse.deadman_topic
-    if openevse.shaper:
-        topics["openevse.live_pwr_topic"] = openevse.live_pwr_topic
-    if openevse.voltage:
-        topics["openevse.vrms_topic"] = openevse.vrms_topic
-    return topics
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:

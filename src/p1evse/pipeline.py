@@ -184,8 +184,13 @@ class _Waiting:
 class Pipeline:
     """All state of one meter: pairing halves, the averaging window, the stale guard."""
 
-    def __init__(self, settings: PublishSettings, now: float) -> None:
+    def __init__(
+        self, settings: PublishSettings, now: float, *, guard_from_start: bool = True
+    ) -> None:
+        """`guard_from_start=False`: the stale guard waits for the first valid reading (a
+        fleet's site, made on its first message, never pauses a charger it never fed)."""
         self._settings = settings
+        self._guard_from_start = guard_from_start
         self.counters = Counters()
         self._latest: dict[Side, float | None] = {Side.IMPORT: None, Side.EXPORT: None}
         self._waiting: _Waiting | None = None
@@ -226,6 +231,23 @@ class Pipeline:
     @property
     def max_power_w(self) -> float:
         return self._settings.max_power_w
+
+    @property
+    def stale(self) -> bool:
+        return self._stale_since is not None
+
+    @property
+    def last_valid_at(self) -> float:
+        """When the last valid reading came, or the pipeline began if none has."""
+        return self._last_reading_at if self._last_reading_at is not None else self._started
+
+    def begin_stale(self, now: float) -> None:
+        """Be stale already, without an event: the charger was paused for this meter
+        before this pipeline began (a fleet let its site go while it was stale), so the
+        first valid reading leaves stale and the pause is released."""
+        if self._stale_since is None:
+            self._stale_since = now
+            self._window_start = None
 
     # -- inputs --------------------------------------------------------------------
 
@@ -294,7 +316,9 @@ class Pipeline:
         if self._waiting is not None:
             deadlines.append(self._waiting.at + self._settings.pair_window)
         if self._stale_since is None:
-            deadlines.append(self._stale_deadline())
+            stale_at = self._stale_deadline()
+            if stale_at is not None:
+                deadlines.append(stale_at)
         elif self._next_failsafe is not None:
             deadlines.append(self._next_failsafe)
         return min(deadlines) if deadlines else None
@@ -457,8 +481,7 @@ class Pipeline:
         at, net_w = reading.at, reading.net_w
         self.last_reading = reading
         if self._stale_since is not None:
-            gap_from = self._last_reading_at if self._last_reading_at is not None else self._started
-            events.append(StaleLeft(now, now - gap_from))
+            events.append(StaleLeft(now, now - self.last_valid_at))
             self._stale_since = None
             self._next_failsafe = None
         self._last_reading_at = at
@@ -547,16 +570,18 @@ class Pipeline:
 
     # -- timers: pair window, rule 6: entering stale, fail-safe repeats -------------
 
-    def _stale_deadline(self) -> float:
-        since = self._last_reading_at if self._last_reading_at is not None else self._started
-        return since + self._settings.stale_after
+    def _stale_deadline(self) -> float | None:
+        if self._last_reading_at is None and not self._guard_from_start:
+            return None
+        return self.last_valid_at + self._settings.stale_after
 
     def _expire(self, now: float, events: list[Event]) -> None:
         waiting = self._waiting
         if waiting is not None and now >= waiting.at + self._settings.pair_window:
             self._complete_waiting(waiting, events, now)
         if self._stale_since is None:
-            if now >= self._stale_deadline():
+            stale_at = self._stale_deadline()
+            if stale_at is not None and now >= stale_at:
                 self._enter_stale(now, events)
         elif self._next_failsafe is not None and now >= self._next_failsafe:
             self._publish_failsafe(now, events)

@@ -18,7 +18,7 @@ import ipaddress
 import json
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
@@ -42,6 +42,9 @@ class Section(BaseModel):
             if field is not None:
                 converted[key] = _coerce(field.annotation, value)
         return converted
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 def secrets_from_files(data: Any, *keys: str) -> Any:
@@ -131,15 +134,66 @@ def _topic(topic: str, *, publish: bool) -> str:
     size = len(topic.encode("utf-8", "surrogatepass"))
     if size > MAX_TOPIC_BYTES:
         raise ValueError(f"a topic is at most {MAX_TOPIC_BYTES} bytes, this one has {size}")
-    if "+" in topic or "#" in topic:
-        what = "to publish to" if publish else "to read from"
+    if publish and ("+" in topic or "#" in topic):
         raise ValueError(
-            f"{_short(topic)} is a wildcard filter; an exact topic {what} is needed "
+            f"{_short(topic)} is a wildcard filter; an exact topic to publish to is needed "
             "('+' and '#' match many topics)"
+        )
+    if not publish and not _exact_or_one_capture(topic):
+        raise ValueError(
+            f"{_short(topic)}: a topic to read from is exact, or has one '+' as a whole level "
+            "for the site id of a fleet ('#' and more '+' would mix many meters' values)"
         )
     if publish and topic.startswith("$"):
         raise ValueError(f"{_short(topic)}: topics starting with '$' are the broker's own")
     return topic
+
+
+SITE_CAPTURE = "+"
+"""A whole level of a source topic that is `+` captures a fleet's site id there."""
+SITE = "{site}"
+"""Where a fleet's output topics put the site id back."""
+
+
+def site_capture(topic: str) -> int | None:
+    """The level of `topic` that captures a fleet's site id, if one does."""
+    levels = topic.split("/")
+    return levels.index(SITE_CAPTURE) if SITE_CAPTURE in levels else None
+
+
+def with_site(section: SectionT, site: str) -> SectionT:
+    """A copy of `section` for one site of a fleet: in every text value, a topic's `+`
+    level and each `{site}` become `site`. Nothing is validated again: a site id is
+    checked before it gets here."""
+    update = {}
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        filled = _fill(value, site)
+        if filled is not value:
+            update[name] = filled
+    return section.model_copy(update=update) if update else section
+
+
+def _fill(value: Any, site: str) -> Any:
+    if isinstance(value, BaseModel):
+        return with_site(value, site)
+    if isinstance(value, str):
+        levels = value.split("/")
+        if SITE_CAPTURE not in levels and SITE not in value:
+            return value
+        return "/".join(site if level == SITE_CAPTURE else level for level in levels).replace(
+            SITE, site
+        )
+    if isinstance(value, list):
+        items = [_fill(item, site) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
+
+
+def _exact_or_one_capture(topic: str) -> bool:
+    levels = topic.split("/")
+    wild = [level for level in levels if "+" in level or "#" in level]
+    return not wild or wild == [SITE_CAPTURE]
 
 
 def _short(topic: str) -> str:
@@ -160,7 +214,7 @@ trailing `/` is dropped."""
 
 ReadTopic = Annotated[str, AfterValidator(_read_topic)]
 """A topic a source reads: one exact topic (a wildcard would mix values of many topics),
-within MQTT's limits."""
+or one with a `+` level that captures a fleet's site id; within MQTT's limits."""
 
 
 def is_loopback(host: str) -> bool:

@@ -25,7 +25,7 @@ from p1evse.counts import Counted
 from p1evse.model import Event
 from p1evse.mqtt import MqttPort, MqttSettings
 from p1evse.pipeline import Counters, Pipeline, PublishSettings
-from p1evse.settings import Section
+from p1evse.settings import SITE, Section, site_capture
 from p1evse.sinks import Sink
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
 from p1evse.sinks.deadman import DeadmanSwitch
@@ -66,9 +66,95 @@ class SiteSettings(Section):
             return {**value, "type": kind.strip().lower() if isinstance(kind, str) else kind}
         return value
 
+    def is_fleet(self) -> bool:
+        """Whether the source's topics capture a site id: many meters, a Site each."""
+        return any(site_capture(topic) is not None for topic in self.source.subscriptions())
+
+    def site_id_problems(self) -> list[tuple[str, str]]:
+        """(key, problem) for each rule of site ids broken: in a fleet, every source
+        topic captures one and every topic of a site's own has `{site}`; else no topic
+        has `{site}`."""
+        if not self.is_fleet():
+            return [
+                (
+                    key,
+                    f"{topic!r}: {SITE} is a fleet's site id, taken from a '+' level of the "
+                    "source's topics, and they have none",
+                )
+                for key, topic in self._site_topics().items()
+                if SITE in topic
+            ]
+        problems = [
+            (
+                "source",
+                f"{topic!r} has no '+' level, but another of the source's topics has one: "
+                "in a fleet every source topic captures the site id",
+            )
+            for topic in self.source.subscriptions()
+            if site_capture(topic) is None
+        ]
+        armed = self.openevse.deadman_armed(self.publish.on_stale)
+        problems += [
+            (
+                key,
+                f"{topic!r} has no {SITE}: with a '+' in the source's topics (a fleet) each "
+                f"site needs its own, such as {_example(topic)!r}",
+            )
+            for key, topic in self._site_topics().items()
+            if SITE not in topic and key != "openevse.deadman_topic"
+        ]
+        if self.openevse.transport != "mqtt":
+            problems.append(
+                (
+                    "openevse.transport",
+                    f"{self.openevse.transport!r}: a fleet feeds its chargers over MQTT",
+                )
+            )
+        if armed:
+            problems.append(
+                (
+                    "openevse.deadman",
+                    "true: the dead-man's switch is a broker connection per charger, which "
+                    "a fleet does not have; set it to false",
+                )
+            )
+        if self.homeassistant.discovery:
+            problems.append(("homeassistant.discovery", "true: not available in a fleet yet"))
+        return problems
+
+    def _site_topics(self) -> dict[str, str]:
+        """The topics that are a site's own: its outputs and its charger's."""
+        topics = self.output_topics()
+        if self.openevse.transport == "mqtt":
+            topics["openevse.base_topic"] = self.openevse.base_topic
+        return topics
+
+    def output_topics(self) -> dict[str, str]:
+        """The MQTT topics p1evse publishes values to, by config key."""
+        openevse = self.openevse
+        topics = {}
+        if self.mqtt.state_topic is not None:
+            topics["mqtt.state_topic"] = self.mqtt.state_topic
+        if openevse.transport != "mqtt":
+            return topics
+        topics["openevse.grid_ie_topic"] = openevse.grid_ie_topic
+        if openevse.deadman_armed(self.publish.on_stale):
+            topics["openevse.deadman_topic"] = openevse.deadman_topic
+        if openevse.shaper:
+            topics["openevse.live_pwr_topic"] = openevse.live_pwr_topic
+        if openevse.voltage:
+            topics["openevse.vrms_topic"] = openevse.vrms_topic
+        return topics
+
     def wants_status(self) -> bool:
         """Whether something publishes the status model (the state topic, discovery)."""
         return self.mqtt.state_topic is not None or self.homeassistant.discovery
+
+
+def _example(topic: str) -> str:
+    """`topic` with a level for the site id: `p1evse/grid_ie` -> `p1evse/{site}/grid_ie`."""
+    head, _, tail = topic.rpartition("/")
+    return f"{head}/{SITE}/{tail}" if head else f"{topic}/{SITE}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +176,9 @@ class Role:
     source: bool = True  # run the configured source (False: readings are fed by hand)
     feed: bool = True  # the sinks get the pipeline's events (False: read-back only)
     status: bool = False  # keep the status model (the page, /metrics, the state topic)
+    # False: the stale guard waits for the first valid reading (a fleet's site is made
+    # on its first message, which may be no reading at all)
+    guard_from_start: bool = True
 
 
 @dataclass
@@ -122,11 +211,40 @@ class Site:
     def start(self) -> None:
         self.bridge.start()
 
-    async def close(self) -> None:
-        """Stop the timers and undo what the sinks hold (claims)."""
+    @property
+    def holds_pause(self) -> bool:
+        """Whether the charger holds this site's pause claim."""
+        return any(isinstance(sink, OpenEvseMqttSink) and sink.claim_sent for sink in self.sinks)
+
+    def on_pause_held(self, listener: Callable[[bool], None]) -> None:
+        """Tell `listener` each time the charger comes to hold this site's pause claim
+        (True) or it is released (False)."""
+        for sink in self.sinks:
+            if isinstance(sink, OpenEvseMqttSink):
+                sink.pause.listeners.append(listener)
+
+    def adopt_pause(self, now: float) -> None:
+        """The charger holds this site's pause claim from before it was made (a fleet
+        let the site go while it was paused): begin stale, and release on the first
+        fresh reading."""
+        self.pipeline.begin_stale(now)
+        for sink in self.sinks:
+            if isinstance(sink, OpenEvseMqttSink):
+                sink.adopt_pause()
+
+    def leave(self) -> None:
+        """Stop the timers without undoing what the charger holds: a fleet lets an
+        idle site go, and takes its pause claim back if it returns."""
         self.bridge.stop()
         if self.state_topic is not None:
             self.state_topic.close()
+        for sink in self.sinks:
+            if isinstance(sink, OpenEvseMqttSink):
+                sink.leave()
+
+    async def close(self) -> None:
+        """Stop the timers and undo what the sinks hold (claims)."""
+        self.leave()
         for sink in self.sinks:
             await sink.close()
 
@@ -142,7 +260,7 @@ def build_site(
     """The one place a site is put together; `observers` see every event after the
     sinks and the status model (as `check` watches what the pipeline makes)."""
     clock, mqtt = ports.clock, ports.mqtt
-    pipeline = Pipeline(settings.publish, clock.time())
+    pipeline = Pipeline(settings.publish, clock.time(), guard_from_start=role.guard_from_start)
     charger = ChargerState()
     sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
     source = build_source(settings.source, mqtt) if role.source else None

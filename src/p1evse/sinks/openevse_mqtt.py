@@ -98,11 +98,23 @@ class OpenEvseMqttSink:
         state what it refuses of the reports."""
         return []
 
-    async def close(self) -> None:
+    def leave(self) -> None:
+        """No claim is sent from now on; the one the charger holds stays."""
         if self._settling is not None:
             self._settling.cancel()
+            self._settling = None
+
+    async def close(self) -> None:
+        self.leave()
         self.pause.stale = False
         self._sync_claim()
+
+    def adopt_pause(self) -> None:
+        """The charger holds a pause claim of this service's from before this sink was
+        made (a fleet let the site go while it was paused): it is this sink's now, and
+        the first fresh reading releases it."""
+        self.pause.stale = True
+        self.pause.claimed(True)
 
     @property
     def claim_sent(self) -> bool:

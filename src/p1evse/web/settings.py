@@ -43,6 +43,9 @@ class WebSettings(Section):
     max_streams: int = Field(16, ge=1, le=10_000)
     header_timeout: float = Field(10.0, gt=0, le=300)  # s to send a request's headers
     write_timeout: float = Field(5.0, gt=0, le=300)  # s a client may leave a write unread
+    # a fleet's /metrics has series per site (label `site`) up to this many sites; beyond,
+    # the fleet's totals only, so a scrape stays bounded
+    site_metrics: int = Field(100, ge=0, le=100_000)
 
     @field_validator("token")
     @classmethod

@@ -1,0 +1,338 @@
+"""The fleet's runtime: a Site per site id, made on the site's first message, routed by
+a dict keyed on its topics, let go when it has been idle for `evict_after` or when
+another process owns it now.
+
+One pattern subscription per source topic brings every site's messages. A message whose
+topic has a route goes straight to its site (the broker's dict lookup); any other comes
+here with its topic: its site id is checked, this process asked whether it owns the site
+(`members.Owners`), `max_sites` whether there is room, and the site is made. A site of
+another process gets a route that only counts, so its messages cost a lookup too.
+
+A site is made on its first message, which may be no reading at all: its stale guard
+waits for its first valid reading, so a charger this process never fed is never paused.
+
+Pauses outlive whoever made them. While the fleet holds a pause claim on a charger, a
+marker is retained on `<fleet.topic>/paused/<site>`; whoever serves the site next (this
+process when an idle site is back or after a restart, a survivor when a member died, a
+member that joined) takes the claim over, and the site's first fresh reading releases
+it. So a fleet never releases on the way out: a charger whose meter went silent stays
+paused until its readings are back, whoever is serving it then.
+
+Nothing is decided before this process has seen its own announcement come back from the
+broker: the retained members and markers come before it, so by then it knows who else
+serves and which chargers are paused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from p1evse.counts import Count
+from p1evse.errors import ConfigError
+from p1evse.fleet.members import Members, Owners
+from p1evse.fleet.port import SitePort
+from p1evse.fleet.records import SiteRecord
+from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
+from p1evse.mqtt import ONLINE
+from p1evse.ratelimit import RateLimiter
+from p1evse.settings import site_capture, with_site
+from p1evse.site import Ports, Role, Site, SiteSettings, build_site
+from p1evse.sources import TopicSource
+
+if TYPE_CHECKING:
+    from p1evse.clock import Clock, Timer
+    from p1evse.model import Event
+    from p1evse.mqtt import Broker
+
+log = logging.getLogger(__name__)
+
+# what a fleet's site is built for: everything but the page's status model, and a stale
+# guard that waits for the first valid reading
+SITE_ROLE = Role(guard_from_start=False)
+SWEEP_PERIOD_S = 60.0  # at most this long between looks for idle sites, and summaries
+LOG_PERIOD_S = 60.0  # refused sites: a log line per kind at most this often
+# routes kept for topics of sites another process owns, per site this one may have
+IGNORED_ROUTES_PER_SITE = 4
+# pause markers known, per site this one may have (anyone may publish markers)
+MARKERS_PER_SITE = 10
+PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
+
+
+@dataclass
+class FleetCounters:
+    created: int = 0
+    evicted: int = 0  # idle sites let go
+    moved: int = 0  # sites let go because another process owns them now
+    refused_id: int = 0  # a topic level that is no site id
+    refused_full: int = 0  # max_sites reached
+    not_owned: int = 0  # messages of sites another process owns, or before it knew
+
+    def counts(self) -> list[Count]:
+        return [
+            Count("fleet_sites_created", "Sites made on their first message", self.created),
+            Count("fleet_sites_evicted", "Idle sites let go", self.evicted),
+            Count("fleet_sites_moved", "Sites let go to another process", self.moved),
+            Count(
+                "fleet_messages_refused",
+                "Messages of sites not served: no valid site id, or fleet.max_sites reached",
+                self.refused_id + self.refused_full,
+            ),
+            Count(
+                "fleet_messages_not_owned",
+                "Messages of sites another process owns (or before the members were known)",
+                self.not_owned,
+            ),
+        ]
+
+
+class Fleet:
+    def __init__(
+        self,
+        settings: SiteSettings,
+        fleet: FleetSettings,
+        broker: Broker,
+        clock: Clock,
+        announced: str,
+        observers: list[Callable[[Event], None]] | None = None,
+    ) -> None:
+        """`settings` is every site's, with `+` and `{site}` where the site id goes;
+        `announced`: the topic of this process's retained "online" (its availability,
+        or its member topic); `observers` see every event of every site."""
+        problems = settings.site_id_problems()
+        if problems or not settings.is_fleet():
+            raise ConfigError([f"{key} = {problem}" for key, problem in problems] or ["no fleet"])
+        self._template = settings
+        self.settings = fleet
+        self._broker = broker
+        self._clock = clock
+        self._observers = observers
+        self.sites: dict[str, Site] = {}
+        self.records: dict[str, SiteRecord] = {}  # what the page shows of each site
+        self._ports: dict[str, SitePort] = {}
+        self.members = Members(settings.mqtt.client_id) if fleet.membership else None
+        self._owners = Owners(fleet.shard, self.members)
+        self.paused: set[str] = set()  # the sites whose pause markers are retained
+        self._ignored: set[str] = set()  # topics routed to `_not_owned`
+        self.ready = False
+        self.counters = FleetCounters()
+        self._log = RateLimiter(LOG_PERIOD_S, clock.time)
+        self._sweep: Timer | None = None
+        self._summarized = (0, 0, 0, 0)  # sites, created, evicted, moved at the last summary
+        broker.subscribe(announced, self._announced, retained=False)
+        if self.members is not None:
+            broker.subscribe_pattern(fleet.member_topic("+"), self._member_said)
+        broker.subscribe_pattern(fleet.paused_topic("+"), self._marker)
+        for pattern in settings.source.subscriptions():
+            level = site_capture(pattern)
+            assert level is not None  # site_id_problems: every source topic has one
+            broker.subscribe_pattern(pattern, partial(self._unrouted, level), retained=False)
+        broker.on_connected(self._connected)
+        broker.on_disconnected(self._disconnected)
+        broker.on_problem(self._problem)
+
+    def work(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """Nothing of its own to run: the broker connection carries every site."""
+        return {}
+
+    def start(self) -> None:
+        self._schedule_sweep()
+
+    async def close(self) -> None:
+        """Stop every site; what their chargers hold stays (see the module's text)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for site in self.sites.values():
+            site.leave()
+
+    # -- what the fleet's own topics say ----------------------------------------------
+
+    def _announced(self, payload: bytes | bytearray) -> None:
+        if bytes(payload) == ONLINE.encode() and not self.ready:
+            self.ready = True
+            members = self.members
+            if members is not None:
+                log.info("fleet: serving as %s with %s", members.me, _others(members))
+
+    def _member_said(self, topic: str, payload: bytes | bytearray) -> None:
+        members = self.members
+        assert members is not None
+        member = topic.rpartition("/")[2]
+        if members.update(member, bytes(payload) == ONLINE.encode()):
+            self._reassign()
+
+    def _marker(self, topic: str, payload: bytes | bytearray) -> None:
+        site_id = topic.rpartition("/")[2]
+        if not payload:
+            self.paused.discard(site_id)
+        elif len(self.paused) < MARKERS_PER_SITE * self.settings.max_sites:
+            self.paused.add(site_id)
+
+    def _reassign(self) -> None:
+        """The members changed: let go of the sites another owns now, and forget which
+        topics were another's."""
+        moved = [site_id for site_id in self.sites if not self._owners.owns(site_id)]
+        for site_id in moved:
+            self._drop(site_id)
+        self.counters.moved += len(moved)
+        self._broker.unroute(list(self._ignored))
+        self._ignored.clear()
+        members = self.members
+        assert members is not None
+        log.info(
+            "fleet: serving as %s with %s; %d sites moved to others",
+            members.me,
+            _others(members),
+            len(moved),
+        )
+
+    # -- the first message of a site ------------------------------------------------
+
+    def _unrouted(self, level: int, topic: str, payload: bytes | bytearray) -> None:
+        site_id = topic.split("/")[level]
+        if SITE_ID.fullmatch(site_id) is None:
+            self.counters.refused_id += 1
+            more = self._log.note("site id")
+            if more is not None:
+                log.warning(
+                    "a message on %r: %r is no site id (%s)%s",
+                    topic[:200],
+                    site_id[:80],
+                    SITE_ID_RULE,
+                    more,
+                )
+            return
+        if not self.ready:
+            self._not_owned(payload)
+            return
+        if not self._owners.owns(site_id):
+            self._not_owned(payload)
+            if len(self._ignored) < IGNORED_ROUTES_PER_SITE * self.settings.max_sites:
+                self._ignored.add(topic)
+                self._broker.route(topic, self._not_owned, retained=False)
+            return
+        if len(self.sites) >= self.settings.max_sites:
+            self.counters.refused_full += 1
+            more = self._log.note("full")
+            if more is not None:
+                log.warning(
+                    "fleet.max_sites = %d reached: site %s is not served%s",
+                    self.settings.max_sites,
+                    site_id,
+                    more,
+                )
+            return
+        port = self._add(site_id)
+        handler = port.routes.get(topic)
+        if handler is not None:
+            handler(payload)
+
+    def _not_owned(self, payload: bytes | bytearray) -> None:
+        self.counters.not_owned += 1
+
+    def _add(self, site_id: str) -> SitePort:
+        settings = with_site(self._template, site_id)
+        port = SitePort(self._broker)
+        record = SiteRecord()
+        site = build_site(
+            settings,
+            Ports(self._clock, port),
+            SITE_ROLE,
+            name=site_id,
+            observers=[record.observe, *(self._observers or [])],
+        )
+        source = site.source
+        assert isinstance(source, TopicSource)  # site_id_problems: the source is MQTT's
+        for topic, handler in source.handlers(site.bridge).items():
+            port.route(topic, handler)
+        if site_id in self.paused:
+            site.adopt_pause(self._clock.time())
+        site.on_pause_held(partial(self._pause_held, site_id))
+        self.sites[site_id] = site
+        self.records[site_id] = record
+        self._ports[site_id] = port
+        self.counters.created += 1
+        if self._broker.connected:
+            _tell(port.connected_listeners)
+        site.start()
+        log.debug("site %s: first message; %d sites", site_id, len(self.sites))
+        return port
+
+    def _pause_held(self, site_id: str, held: bool) -> None:
+        topic = self.settings.paused_topic(site_id)
+        self._broker.publish(topic, PAUSED if held else "", qos=1, retain=True)
+
+    # -- idle sites ------------------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        evict_after = self.settings.evict_after
+        period = SWEEP_PERIOD_S if evict_after is None else min(SWEEP_PERIOD_S, evict_after / 4)
+        self._sweep = self._clock.call_at(self._clock.time() + period, self._on_sweep)
+
+    def _on_sweep(self) -> None:
+        evict_after = self.settings.evict_after
+        if evict_after is not None:
+            now = self._clock.time()
+            idle = [
+                site_id
+                for site_id, site in self.sites.items()
+                if now - site.pipeline.last_valid_at >= evict_after
+                # a pause is let go with the site only once its marker is known
+                and (not site.holds_pause or site_id in self.paused)
+            ]
+            for site_id in idle:
+                self._drop(site_id)
+            self.counters.evicted += len(idle)
+        self._summarize()
+        self._schedule_sweep()
+
+    def _drop(self, site_id: str) -> None:
+        """Let the site go, leaving what its charger holds to whoever serves it next."""
+        self.sites.pop(site_id).leave()
+        del self.records[site_id]
+        self._ports.pop(site_id).close()
+
+    def _summarize(self) -> None:
+        counters = self.counters
+        now = (len(self.sites), counters.created, counters.evicted, counters.moved)
+        if now == self._summarized:
+            return
+        _, created, evicted, moved = self._summarized
+        self._summarized = now
+        log.info(
+            "fleet: %d sites (%d new, %d let go after fleet.evict_after = %s s, %d moved)",
+            len(self.sites),
+            counters.created - created,
+            counters.evicted - evicted,
+            f"{self.settings.evict_after:g}" if self.settings.evict_after else "never",
+            counters.moved - moved,
+        )
+
+    # -- the broker's comings and goings, told to every site ------------------------
+
+    def _connected(self) -> None:
+        for port in self._ports.values():
+            _tell(port.connected_listeners)
+
+    def _disconnected(self) -> None:
+        for port in self._ports.values():
+            _tell(port.disconnected_listeners)
+
+    def _problem(self, kind: str, problem: str | None) -> None:
+        for port in self._ports.values():
+            for listener in port.problem_listeners:
+                listener(kind, problem)
+
+
+def _tell(listeners: list[Callable[[], None]]) -> None:
+    for listener in listeners:
+        listener()
+
+
+def _others(members: Members) -> str:
+    others = sorted(members.live - {members.me})
+    return f"{len(others)} other members ({', '.join(others[:10])})" if others else "no others"

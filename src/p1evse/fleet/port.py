@@ -1,0 +1,64 @@
+"""A fleet site's view of the one broker connection (an `MqttPort`).
+
+Its source's topics are routes: one pattern subscription of the fleet brings every
+site's messages, and each is found by a dict lookup on its topic. What else the site
+subscribes (its charger's reports) is its own subscription. The broker's comings and
+goings are told to the site by the fleet, so nothing of the site stays behind on the
+connection when it is let go.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from p1evse.mqtt import Broker, PayloadHandler
+
+
+class SitePort:
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+        self.routes: dict[str, PayloadHandler] = {}
+        self._subscribed: list[str] = []
+        self.connected_listeners: list[Callable[[], None]] = []
+        self.disconnected_listeners: list[Callable[[], None]] = []
+        self.problem_listeners: list[Callable[[str, str | None], None]] = []
+
+    @property
+    def connected(self) -> bool:
+        return self._broker.connected
+
+    def route(self, topic: str, handler: PayloadHandler) -> None:
+        """Messages on `topic`, which the fleet's pattern brings, go to `handler`; live
+        ones only (a reading must be news)."""
+        self.routes[topic] = handler
+        self._broker.route(topic, handler, retained=False)
+
+    def subscribe(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
+        self._subscribed.append(topic)
+        self._broker.subscribe(topic, handler, retained=retained)
+
+    def unsubscribe(self, topics: list[str]) -> None:
+        self._subscribed = [topic for topic in self._subscribed if topic not in topics]
+        self._broker.unsubscribe(topics)
+
+    def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
+        return self._broker.publish(topic, payload, qos, retain)
+
+    def on_connected(self, listener: Callable[[], None]) -> None:
+        self.connected_listeners.append(listener)
+
+    def on_disconnected(self, listener: Callable[[], None]) -> None:
+        self.disconnected_listeners.append(listener)
+
+    def on_problem(self, listener: Callable[[str, str | None], None]) -> None:
+        self.problem_listeners.append(listener)
+
+    def close(self) -> None:
+        """Take the site's routes and subscriptions off the connection."""
+        self._broker.unroute(list(self.routes))
+        self.routes.clear()
+        if self._subscribed:
+            self._broker.unsubscribe(self._subscribed)
+            self._subscribed = []

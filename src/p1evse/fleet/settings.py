@@ -1,0 +1,81 @@
+"""What a fleet is configured with: its bounds, when it lets a site go, and which of the
+site ids this process owns."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field
+
+from p1evse.settings import PublishTopic, Section
+
+# A site id is one topic level, and goes into topics, log lines and metric labels: a
+# letter or digit, then up to 63 of these.
+SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+SITE_ID_RULE = "a letter or digit, then up to 63 letters, digits or _ . : @ -"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Static partitioning: this process owns the site ids that hash to `index` of
+    `count`. Every process of a fleet takes the same `count` and its own `index`."""
+
+    index: int
+    count: int
+
+    def owns(self, site: str) -> bool:
+        return site_hash(site) % self.count == self.index
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def site_hash(site: str) -> int:
+    """A hash of the site id that every process and every run agrees on (Python's own
+    `hash` of a str differs between runs)."""
+    digest = hashlib.blake2b(site.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def parse_shard(value: Any) -> Any:
+    """`"I/N"`: this process is shard I (from 0) of N."""
+    if isinstance(value, Shard) or value is None or value == "":
+        return value or None
+    match = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", str(value))
+    if match is None:
+        raise ValueError(f"expected I/N (this process is shard I of N, I from 0), got {value!r}")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or index >= count:
+        raise ValueError("the shard I of N goes from 0 to N-1, and N is 1 or more")
+    return Shard(index, count)
+
+
+ShardSpec = Annotated[Shard | None, BeforeValidator(parse_shard)]
+
+
+class FleetSettings(Section):
+    """Used when the source's topics capture a site id."""
+
+    max_sites: int = Field(10_000, ge=1, le=1_000_000)
+    # a site with no valid reading this long is let go (its pause, if it holds one, is
+    # remembered and released when it is back); null: never
+    evict_after: float | None = Field(3600.0, gt=0, le=30 * 86_400)
+    # this process's share of the site ids, "I/N"; null: all of them
+    shard: ShardSpec = None
+    # share the sites with the other processes that announce themselves on this topic
+    membership: bool = False
+    # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>
+    topic: PublishTopic = "p1evse/fleet"
+
+    def member_topic(self, member: str) -> str:
+        """Where a member announces itself: "online", retained; "offline" as its will."""
+        return f"{self.topic}/members/{member}"
+
+    def paused_topic(self, site: str) -> str:
+        """Retained while the fleet holds a pause claim on the site's charger, so that
+        whoever serves the site next (a survivor, this process after a restart, this
+        process when an idle site is back) takes the claim over."""
+        return f"{self.topic}/paused/{site}"

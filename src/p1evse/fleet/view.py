@@ -1,0 +1,145 @@
+"""A fleet as its status server shows it: a summary, the sites a page at a time
+(filtered by stale or charging), one site with its last hour, and what /metrics counts.
+Everything is read from the sites when asked; nothing is kept for it but the records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from p1evse.fleet.records import HISTORY_STEP_S
+from p1evse.sinks.charger import EvseState, describe_state
+
+if TYPE_CHECKING:
+    from p1evse.counts import Count
+    from p1evse.fleet.fleet import Fleet
+    from p1evse.mqtt import Broker
+    from p1evse.site import Site
+
+
+class SiteValues(NamedTuple):
+    site: str
+    watts: int | None  # the last value sent
+    stale: bool
+    amps: float | None  # the current the car draws
+
+
+class FleetView:
+    def __init__(
+        self,
+        fleet: Fleet,
+        broker: Broker,
+        clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._fleet = fleet
+        self._broker = broker
+        self._clock = clock
+        self._wall = wall
+
+    def problem(self) -> str | None:
+        """What keeps the fleet from serving its sites, for /healthz."""
+        if not self._broker.connected:
+            return "the MQTT broker is not connected"
+        if not self._fleet.ready:
+            return "waiting for the broker to return this process's announcement"
+        return None
+
+    def health(self) -> str:
+        sites = self._fleet.sites.values()
+        stale = sum(site.pipeline.stale for site in sites)
+        return f"broker connected, {len(sites)} sites, {stale} stale"
+
+    def summary(self) -> dict[str, Any]:
+        fleet = self._fleet
+        sites = fleet.sites.values()
+        members = fleet.members
+        return {
+            "fleet": {
+                "member": members.me if members is not None else None,
+                "members": sorted(members.live) if members is not None else None,
+                "shard": str(fleet.settings.shard) if fleet.settings.shard else None,
+                "ready": fleet.ready,
+                "sites": len(fleet.sites),
+                "max_sites": fleet.settings.max_sites,
+                "stale": sum(site.pipeline.stale for site in sites),
+                "paused": sum(site.holds_pause for site in sites),
+                "charging": sum(_charging(site) for site in sites),
+                "counters": {count.name: count.value for count in fleet.counters.counts()},
+            },
+            "broker": {"endpoint": self._broker.endpoint, "connected": self._broker.connected},
+        }
+
+    def page(
+        self, offset: int, limit: int, stale: bool | None, charging: bool | None
+    ) -> dict[str, Any]:
+        """The sites in order of their ids, `limit` from `offset`, of those that are
+        (or are not) stale and charging, as asked."""
+        fleet = self._fleet
+        ids = sorted(
+            site_id
+            for site_id, site in fleet.sites.items()
+            if (stale is None or site.pipeline.stale == stale)
+            and (charging is None or _charging(site) == charging)
+        )
+        now = self._clock()
+        return {
+            "total": len(ids),
+            "offset": offset,
+            "limit": limit,
+            "sites": [self._row(site_id, now) for site_id in ids[offset : offset + limit]],
+        }
+
+    def site(self, site_id: str) -> dict[str, Any] | None:
+        """One site, with the values sent in its last hour, or None if not served."""
+        record = self._fleet.records.get(site_id)
+        if record is None:
+            return None
+        now = self._clock()
+        to_wall = self._wall() - now
+        return {
+            **self._row(site_id, now),
+            "history": {
+                "step_s": HISTORY_STEP_S,
+                "rows": [[round(at + to_wall, 1), watts] for at, watts in record.history(now)],
+            },
+        }
+
+    def counts(self) -> list[Count]:
+        return [*self._fleet.counters.counts(), *self._broker.counts()]
+
+    def site_values(self) -> Iterator[SiteValues]:
+        """Each site's values for /metrics, in no order."""
+        records = self._fleet.records
+        for site_id, site in self._fleet.sites.items():
+            yield SiteValues(
+                site_id, records[site_id].watts, site.pipeline.stale, site.charger.amps
+            )
+
+    def _row(self, site_id: str, now: float) -> dict[str, Any]:
+        site = self._fleet.sites[site_id]
+        record = self._fleet.records[site_id]
+        pipeline = site.pipeline
+        charger = site.charger
+        return {
+            "id": site_id,
+            "stale": pipeline.stale,
+            "paused": site.holds_pause,
+            "watts": record.watts,
+            "sent_age_s": _age(now, record.sent_at),
+            "reading_age_s": _age(now, pipeline.last_valid_at if pipeline.last_reading else None),
+            "charger": {
+                "amps": charger.amps,
+                "pilot": charger.pilot,
+                "state": describe_state(charger.state) if charger.state is not None else None,
+            },
+        }
+
+
+def _charging(site: Site) -> bool:
+    return site.charger.state == EvseState.CHARGING
+
+
+def _age(now: float, at: float | None) -> float | None:
+    return None if at is None else round(max(0.0, now - at), 1)

@@ -1,0 +1,205 @@
+"""A fleet's status server: its sites a page at a time, a page per site, the fleet's
+summary, /metrics and /healthz. Everything is read from a `SitesView` when asked.
+
+    /                the fleet's page: its summary and its sites, filtered and paged
+    /site/<id>       one site's page: its values and the values sent in its last hour
+    /api/state       the fleet's summary
+    /api/sites       ?offset=0&limit=100&stale=true|false&charging=true|false
+    /api/sites/<id>  one site, with its last hour at 10 s
+    /metrics         Prometheus text: the fleet's totals, and per site (label `site`)
+                     while there are at most web.site_metrics sites
+    /healthz         200 "ok ..." or 503 with the reason, one line
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+
+from p1evse import __version__
+from p1evse.web.assets import STATIC_DIR
+from p1evse.web.metrics import counter_families
+from p1evse.web.server import NO_STORE, StatusServer, json_response
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from p1evse.counts import Count
+    from p1evse.web.settings import ListenAddress, WebSettings
+
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+class SiteValues(Protocol):
+    @property
+    def site(self) -> str: ...
+    @property
+    def watts(self) -> int | None: ...
+    @property
+    def stale(self) -> bool: ...
+    @property
+    def amps(self) -> float | None: ...
+
+
+class SitesView(Protocol):
+    """What the server reads of a fleet (`p1evse.fleet.view.FleetView`)."""
+
+    def problem(self) -> str | None: ...
+
+    def health(self) -> str: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def page(
+        self, offset: int, limit: int, stale: bool | None, charging: bool | None
+    ) -> dict[str, Any]: ...
+
+    def site(self, site_id: str) -> dict[str, Any] | None: ...
+
+    def counts(self) -> list[Count]: ...
+
+    def site_values(self) -> Iterator[SiteValues]: ...
+
+
+class FleetWebServer(StatusServer):
+    def __init__(
+        self,
+        settings: WebSettings,
+        address: ListenAddress,
+        view: SitesView,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        super().__init__(settings, address, loop)
+        self._view = view
+        self.registry = CollectorRegistry()
+        self.registry.register(_FleetCollector(view, self, settings.site_metrics))
+        ProcessCollector(registry=self.registry)
+
+    def _routes(self, router: web.UrlDispatcher) -> None:
+        router.add_get("/", self._fleet_page)
+        router.add_get("/site/{site}", self._site_page)
+        router.add_get("/api/state", self._api_state)
+        router.add_get("/api/sites", self._api_sites)
+        router.add_get("/api/sites/{site}", self._api_site)
+        router.add_get("/metrics", make_aiohttp_handler(self.registry))
+        router.add_get("/healthz", self._healthz)
+
+    async def _fleet_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "fleet.html", headers={"Cache-Control": "no-cache"})
+
+    async def _site_page(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "site.html", headers={"Cache-Control": "no-cache"})
+
+    async def _api_state(self, request: web.Request) -> web.Response:
+        return json_response(self._view.summary())
+
+    async def _api_sites(self, request: web.Request) -> web.Response:
+        query = request.query
+        offset = _number(query, "offset", 0, 0, 10**9)
+        limit = _number(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        return json_response(
+            self._view.page(offset, limit, _flag(query, "stale"), _flag(query, "charging"))
+        )
+
+    async def _api_site(self, request: web.Request) -> web.Response:
+        site = self._view.site(request.match_info["site"])
+        if site is None:
+            raise web.HTTPNotFound(text="no such site is served here\n", headers=NO_STORE)
+        return json_response(site)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        problem = self._view.problem()
+        if problem is not None:
+            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=NO_STORE)
+        return web.Response(text=f"ok: {self._view.health()}\n", headers=NO_STORE)
+
+
+def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(
+            text=f"{name} must be a whole number from {low} to {high}, not {text[:40]!r}\n",
+            headers=NO_STORE,
+        )
+    return value
+
+
+def _flag(query: Any, name: str) -> bool | None:
+    text = query.get(name)
+    if text is None or text == "":
+        return None
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise web.HTTPBadRequest(
+        text=f"{name} must be true or false, not {text[:40]!r}\n", headers=NO_STORE
+    )
+
+
+class _FleetCollector:
+    def __init__(self, view: SitesView, server: StatusServer, site_limit: int) -> None:
+        self._view = view
+        self._server = server
+        self._site_limit = site_limit
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view
+        info = InfoMetricFamily("p1evse_build", "Version of p1evse and of Python")
+        info.add_metric([], {"version": __version__, "python": platform.python_version()})
+        yield info
+        yield from counter_families([*view.counts(), *self._server.port.counts()])
+        fleet = view.summary()["fleet"]
+        for name, text in (
+            ("sites", "Sites served by this process"),
+            ("stale", "Sites whose stale guard is active"),
+            ("paused", "Sites whose charger holds the pause claim"),
+            ("charging", "Sites whose charger says it is charging"),
+        ):
+            yield GaugeMetricFamily(f"p1evse_fleet_{name}", text, value=fleet[name])
+        yield GaugeMetricFamily(
+            "p1evse_up",
+            "1 while the fleet can serve (what /healthz says)",
+            value=int(view.problem() is None),
+        )
+        per_site = fleet["sites"] <= self._site_limit
+        yield GaugeMetricFamily(
+            "p1evse_fleet_site_series",
+            "1 while the series per site are exported (at most web.site_metrics sites)",
+            value=int(per_site),
+        )
+        if not per_site:
+            return
+        watts = GaugeMetricFamily(
+            "p1evse_site_published_watts",
+            "The last value sent to the site's charger, W",
+            labels=["site"],
+        )
+        stale = GaugeMetricFamily(
+            "p1evse_site_stale", "1 while the site's stale guard is active", labels=["site"]
+        )
+        amps = GaugeMetricFamily(
+            "p1evse_site_charger_current_amps",
+            "The current the site's car draws, as its charger last reported it",
+            labels=["site"],
+        )
+        for values in view.site_values():
+            stale.add_metric([values.site], int(values.stale))
+            if values.watts is not None:
+                watts.add_metric([values.site], values.watts)
+            if values.amps is not None:
+                amps.add_metric([values.site], values.amps)
+        yield from (watts, stale, amps)

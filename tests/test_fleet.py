@@ -1,0 +1,225 @@
+"""A fleet through a real broker: a Site per site id taken from a `+` level of the
+source's topics, each site's output on its own topics, no cross-talk, a stale guard per
+site that never pauses a charger it never fed, idle sites let go (and their pause taken
+back when they return), bounds and hostile site ids, and static shards that serve every
+site exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from p1evse.app import FleetApp
+from p1evse.config import Settings
+from tests.brokers import BrokerProcess
+from tests.conftest import serving, settings_for
+from tests.logs import log_event
+from tests.payloads import ready
+from tests.probe import EVENT_TIMEOUT_S, Probe
+
+DELIVERED = "dsmr/{}/reading/electricity_currently_delivered"
+RETURNED = "dsmr/{}/reading/electricity_currently_returned"
+GRID_IE = "p1evse/+/grid_ie"
+CLAIMS = "openevse/+/claim/set"
+PAUSE = '{"state":"disabled"}'
+
+
+def fleet_settings(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    """Every site's settings, with `+` and `{site}` where its id goes; values in W and
+    relayed as they come, unless `sections` say otherwise."""
+    return settings_for(
+        broker,
+        source={
+            "delivered_topic": DELIVERED.format("+"),
+            "returned_topic": RETURNED.format("+"),
+            "unit": "W",
+            **sections.pop("source", {}),
+        },
+        openevse={
+            "grid_ie_topic": "p1evse/{site}/grid_ie",
+            "base_topic": "openevse/{site}",
+            "deadman": False,
+            **sections.pop("openevse", {}),
+        },
+        mqtt={"state_topic": None, **sections.pop("mqtt", {})},
+        publish={"interval": 0, **sections.pop("publish", {})},
+        fleet=sections.pop("fleet", {}),
+        **sections,
+    )
+
+
+@asynccontextmanager
+async def fleet_running(settings: Settings) -> AsyncIterator[FleetApp]:
+    app = FleetApp(settings, asyncio.get_running_loop())
+    async with serving(app):
+        yield app
+
+
+async def collect(probe: Probe, pattern: str, count: int) -> dict[str, list[str]]:
+    """The next `count` messages on `pattern`, by topic."""
+    got: dict[str, list[str]] = defaultdict(list)
+    for _ in range(count):
+        message = await probe.next(pattern)
+        got[message.topic].append(bytes(message.payload).decode())
+    return dict(got)
+
+
+def site_of(topic: str) -> str:
+    return topic.split("/")[1]
+
+
+async def test_a_thousand_sites_each_get_their_own_values_and_no_other(
+    one_broker: BrokerProcess,
+) -> None:
+    sites = [f"home-{n}" for n in range(1000)]
+    async with fleet_running(fleet_settings(one_broker)) as app, Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        for round_ in (1, 2):  # the first messages make the sites; the second are routed
+            for n, site in enumerate(sites):
+                probe.publish(DELIVERED.format(site), str(round_ * (n + 1)))
+            got = await collect(probe, GRID_IE, len(sites))
+            assert got == {
+                f"p1evse/{site}/grid_ie": [str(round_ * (n + 1))] for n, site in enumerate(sites)
+            }
+        assert sorted(app.fleet.sites) == sorted(sites)
+        assert app.fleet.counters.created == len(sites)
+        assert probe.pending(GRID_IE) == []
+
+
+async def test_each_site_has_its_own_stale_guard_and_one_never_fed_is_never_paused(
+    broker: BrokerProcess,
+) -> None:
+    settings = fleet_settings(broker, publish={"stale_after": 1.0, "pair_window": 0.1})
+    async with fleet_running(settings) as app, Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS)
+        await ready(probe)
+        probe.publish(DELIVERED.format("garbage"), "not a number")  # a site, but no reading
+        probe.publish(DELIVERED.format("quiet"), "1200")
+        assert await probe.next_payload(GRID_IE) == "1200"
+        # "busy" keeps sending until "quiet", silent since, is paused
+        paused = asyncio.create_task(probe.next(CLAIMS))
+        watts = 100
+        while not paused.done():
+            probe.publish(DELIVERED.format("busy"), str(watts))
+            await asyncio.wait({paused}, timeout=0.2)
+            watts += 1
+        claim = paused.result()
+        # "garbage" came before "quiet": a guard running from its first message would
+        # have paused it first
+        assert (claim.topic, bytes(claim.payload).decode()) == ("openevse/quiet/claim/set", PAUSE)
+        assert probe.pending(CLAIMS) == []
+        assert sum(app.fleet.sites["garbage"].pipeline.counters.rejected.values()) == 1
+        assert app.fleet.sites["garbage"].pipeline.counters.stale_entered == 0
+        assert app.fleet.sites["busy"].pipeline.counters.stale_entered == 0
+        probe.publish(RETURNED.format("quiet"), "300")
+        await probe.wait_for_payload(CLAIMS, "release")
+
+
+async def test_an_idle_site_is_let_go_and_its_pause_released_when_it_returns(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="p1evse")
+    settings = fleet_settings(
+        one_broker,
+        publish={"stale_after": 1.0, "pair_window": 0.1},
+        fleet={"evict_after": 2.0},
+    )
+    async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS)
+        await ready(probe)
+        with log_event("1 let go") as let_go:
+            probe.publish(DELIVERED.format("away"), "800")
+            assert await probe.next_payload(GRID_IE) == "800"
+            assert await probe.next_payload(CLAIMS) == PAUSE
+            await asyncio.wait_for(let_go.wait(), EVENT_TIMEOUT_S)
+        assert "away" not in app.fleet.sites
+        assert app.fleet.counters.evicted == 1
+        probe.publish(DELIVERED.format("away"), "900")  # back: a new site, the same pause
+        assert await probe.next_payload(CLAIMS) == "release"
+        assert await probe.next_payload(GRID_IE) == "900"
+        assert app.fleet.counters.created == 2
+
+
+async def test_every_output_topic_is_the_sites_own(one_broker: BrokerProcess) -> None:
+    settings = fleet_settings(
+        one_broker,
+        source={"phase_voltage_topics": ["dsmr/+/reading/phase_voltage_l1"]},
+        openevse={
+            "shaper": True,
+            "live_pwr_topic": "p1evse/{site}/live_pwr",
+            "voltage": True,
+            "vrms_topic": "p1evse/{site}/vrms",
+        },
+        mqtt={"state_topic": "p1evse/{site}/state"},
+    )
+    topics = ["p1evse/+/grid_ie", "p1evse/+/live_pwr", "p1evse/+/vrms", "p1evse/+/state"]
+    async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+        await probe.subscribe(*topics)
+        await ready(probe)
+        for site, volts in (("a", "231.0"), ("b", "229.5")):
+            probe.publish(f"dsmr/{site}/reading/phase_voltage_l1", volts)
+            probe.publish(DELIVERED.format(site), "1500")
+            assert (await probe.next("p1evse/+/vrms")).topic == f"p1evse/{site}/vrms"
+            assert (await probe.next("p1evse/+/grid_ie")).topic == f"p1evse/{site}/grid_ie"
+            assert (await probe.next("p1evse/+/live_pwr")).topic == f"p1evse/{site}/live_pwr"
+            state = await probe.next("p1evse/+/state")
+            assert state.topic == f"p1evse/{site}/state"
+        # each charger is read back from its own base topic
+        probe.publish("openevse/b/amp", "7500")
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while app.fleet.sites["b"].charger.amps != 7.5:
+                await probe.next("p1evse/+/state")
+        assert app.fleet.sites["a"].charger.amps is None
+
+
+async def test_bad_site_ids_and_sites_beyond_max_sites_are_refused(
+    one_broker: BrokerProcess,
+) -> None:
+    settings = fleet_settings(one_broker, fleet={"max_sites": 2})
+    async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        for site in ("-dash-first", "x" * 65, "one", "two", "three", "four"):
+            probe.publish(DELIVERED.format(site), "100")
+        got = await collect(probe, GRID_IE, 2)
+        assert sorted(got) == ["p1evse/one/grid_ie", "p1evse/two/grid_ie"]
+        probe.publish(DELIVERED.format("one"), "200")  # the sites it has go on
+        assert await probe.next_payload(GRID_IE) == "200"
+        assert probe.pending(GRID_IE) == []
+        assert sorted(app.fleet.sites) == ["one", "two"]
+        assert (app.fleet.counters.refused_id, app.fleet.counters.refused_full) == (2, 2)
+
+
+async def test_static_shards_serve_every_site_exactly_once(one_broker: BrokerProcess) -> None:
+    sites = [f"s{n}" for n in range(200)]
+    shards = [
+        fleet_settings(one_broker, fleet={"shard": f"{i}/2"}, mqtt={"client_id": f"p1evse-{i}"})
+        for i in range(2)
+    ]
+    async with (
+        fleet_running(shards[0]) as first,
+        fleet_running(shards[1]) as second,
+        Probe(one_broker.port) as probe,
+    ):
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        for round_ in (1, 2):
+            for site in sites:
+                probe.publish(DELIVERED.format(site), str(round_))
+            got = await collect(probe, GRID_IE, len(sites))
+            assert got == {f"p1evse/{site}/grid_ie": [str(round_)] for site in sites}
+        owned = [set(first.fleet.sites), set(second.fleet.sites)]
+        assert owned[0] | owned[1] == set(sites)
+        assert not owned[0] & owned[1]
+        assert 60 <= len(owned[0]) <= 140  # a hash, near half
+        # each saw the other's sites' messages, and served none of them
+        assert first.fleet.counters.not_owned == 2 * len(owned[1])
+        assert second.fleet.counters.not_owned == 2 * len(owned[0])
+        assert probe.pending(GRID_IE) == []

@@ -1,0 +1,161 @@
+"""A fleet's configuration: the site id's `+` and `{site}`, each mistake named by its
+key; a site's settings filled in; shards that split the site ids exactly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from p1evse.config import Settings, load
+from p1evse.errors import ConfigError
+from p1evse.fleet.settings import Shard, parse_shard
+from p1evse.settings import with_site
+
+FLEET = """\
+source:
+  delivered_topic: dsmr/+/reading/electricity_currently_delivered
+  returned_topic: dsmr/+/reading/electricity_currently_returned
+openevse:
+  grid_ie_topic: p1evse/{site}/grid_ie
+  base_topic: openevse/{site}
+  deadman: false
+mqtt:
+  state_topic: p1evse/{site}/state
+"""
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    return [problem.replace(str(path), "FILE") for problem in caught.value.problems]
+
+
+def test_a_fleet_config_loads(tmp_path: Path) -> None:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(FLEET + "fleet:\n  shard: 1/4\n  max_sites: 500\n")
+    settings = load(path)
+    assert settings.is_fleet()
+    assert settings.fleet.shard == Shard(1, 4)
+    assert settings.fleet.max_sites == 500
+    assert not load(None).is_fleet()
+
+
+def test_every_topic_of_a_site_needs_its_id(tmp_path: Path) -> None:
+    text = """\
+source:
+  delivered_topic: dsmr/+/reading/electricity_currently_delivered
+  returned_topic: dsmr/+/reading/electricity_currently_returned
+"""
+    assert problems(tmp_path, text) == [  # defaults, set nowhere: no line to point at
+        "mqtt.state_topic = 'p1evse/state' has no {site}: with a '+' in the source's topics "
+        "(a fleet) each site needs its own, such as 'p1evse/{site}/state'",
+        "openevse.grid_ie_topic = 'p1evse/grid_ie' has no {site}: with a '+' in the source's "
+        "topics (a fleet) each site needs its own, such as 'p1evse/{site}/grid_ie'",
+        "openevse.base_topic = 'openevse' has no {site}: with a '+' in the source's topics "
+        "(a fleet) each site needs its own, such as 'openevse/{site}'",
+        "openevse.deadman = true: the dead-man's switch is a broker connection per charger, "
+        "which a fleet does not have; set it to false",
+    ]
+    [problem] = problems(tmp_path, FLEET.replace("openevse/{site}", "openevse"))
+    assert problem.endswith("such as 'openevse/{site}' (FILE line 6)")
+
+
+def test_a_fleet_needs_every_source_topic_to_capture_and_mqtt_to_the_chargers(
+    tmp_path: Path,
+) -> None:
+    text = FLEET.replace("dsmr/+/reading/electricity_currently_returned", "dsmr/returned")
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith("source = 'dsmr/returned' has no '+' level")
+    text = FLEET.replace("  deadman: false\n", "  deadman: false\n  transport: http\n")
+    text = text.replace("openevse:\n", "openevse:\n  url: http://openevse.local\n")
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith("openevse.transport = 'http': a fleet feeds its chargers over MQTT")
+    text = FLEET + "homeassistant:\n  discovery: true\n"
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith("homeassistant.discovery = true: not available in a fleet yet")
+
+
+def test_a_site_id_without_a_fleet_and_fleet_keys_without_one_are_refused(
+    tmp_path: Path,
+) -> None:
+    [problem] = problems(tmp_path, "openevse:\n  grid_ie_topic: p1evse/{site}/grid_ie\n")
+    assert problem == (
+        "openevse.grid_ie_topic = 'p1evse/{site}/grid_ie': {site} is a fleet's site id, taken "
+        "from a '+' level of the source's topics, and they have none (FILE line 2)"
+    )
+    [problem] = problems(tmp_path, "fleet:\n  max_sites: 10\n")
+    assert problem.startswith("fleet = set, but its keys are for many meters")
+    assert problem.endswith("(FILE line 1)")
+
+
+def test_a_site_is_stale_before_it_is_let_go(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, FLEET + "fleet:\n  evict_after: 30\n")
+    assert problem == (
+        "fleet.evict_after = 30 s: must be longer than publish.stale_after (30 s); a site is "
+        "stale before it is let go (FILE line 11)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2/2", "the shard I of N goes from 0 to N-1"),
+        ("1/0", "the shard I of N goes from 0 to N-1"),
+        ("a/b", "expected I/N"),
+        ("1", "expected I/N"),
+    ],
+)
+def test_a_shard_is_i_of_n(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_shard(text)
+    assert parse_shard(" 0 / 3 ") == Shard(0, 3)
+    assert parse_shard("") is None
+
+
+def test_the_shards_split_the_site_ids_exactly_and_evenly() -> None:
+    sites = [f"home-{n}" for n in range(20_000)]
+    shards = [Shard(i, 4) for i in range(4)]
+    owners = [[shard for shard in shards if shard.owns(site)] for site in sites]
+    assert all(len(owner) == 1 for owner in owners)
+    for shard in shards:
+        share = sum(owner == [shard] for owner in owners) / len(sites)
+        assert 0.23 < share < 0.27
+
+
+def test_a_sites_settings_have_its_id_everywhere(tmp_path: Path) -> None:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(FLEET + "  password: s3cret\n")
+    template: Settings = load(path)
+    site = with_site(template, "h-7")
+    assert site.source.subscriptions() == [
+        "dsmr/h-7/reading/electricity_currently_delivered",
+        "dsmr/h-7/reading/electricity_currently_returned",
+    ]
+    assert site.openevse.grid_ie_topic == "p1evse/h-7/grid_ie"
+    assert site.openevse.claim_topic == "openevse/h-7/claim/set"
+    assert site.mqtt.state_topic == "p1evse/h-7/state"
+    assert isinstance(site.mqtt.password, SecretStr)
+    assert site.mqtt.password.get_secret_value() == "s3cret"
+    assert site.publish is template.publish  # nothing to fill: not copied
+    assert template.openevse.grid_ie_topic == "p1evse/{site}/grid_ie"  # untouched
+
+
+def test_run_takes_its_shard_from_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(FLEET)
+    result = subprocess.run(
+        [sys.executable, "-m", "p1evse", "run", "-c", str(path), "--shard", "4/4"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=os.environ,
+    )
+    assert result.returncode == 2
+    assert "fleet.shard = '4/4': the shard I of N goes from 0 to N-1" in result.stderr
