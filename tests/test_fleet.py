@@ -223,3 +223,25 @@ async def test_static_shards_serve_every_site_exactly_once(one_broker: BrokerPro
         assert first.fleet.counters.not_owned == 2 * len(owned[1])
         assert second.fleet.counters.not_owned == 2 * len(owned[0])
         assert probe.pending(GRID_IE) == []
+
+
+async def test_a_pause_outlives_the_process_that_made_it(one_broker: BrokerProcess) -> None:
+    """A fleet stopped while a charger is paused leaves the claim and its retained
+    marker; whoever serves the site next releases it on its first fresh reading."""
+    settings = fleet_settings(one_broker, publish={"stale_after": 1.0, "pair_window": 0.1})
+    async with Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS, "p1evse/fleet/paused/+")
+        async with fleet_running(settings):
+            await ready(probe)
+            probe.publish(DELIVERED.format("gone"), "700")
+            assert await probe.next_payload(GRID_IE) == "700"
+            assert await probe.next_payload(CLAIMS) == PAUSE
+            assert await probe.next_payload("p1evse/fleet/paused/+") == "1"
+        await probe.wait_for_payload("p1evse/status", "offline")  # all it sent came before
+        assert probe.pending(CLAIMS) == []  # not released on the way out
+        async with fleet_running(settings):
+            await probe.wait_for_payload("p1evse/status", "online")
+            probe.publish(DELIVERED.format("gone"), "650")
+            assert await probe.next_payload(CLAIMS) == "release"
+            assert await probe.next_payload(GRID_IE) == "650"
+            assert await probe.next_payload("p1evse/fleet/paused/+") == ""
