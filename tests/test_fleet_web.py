@@ -127,6 +127,8 @@ async def test_metrics_have_a_series_per_site_up_to_the_limit(one_broker: Broker
         assert found[("p1evse_fleet_sites", ())] == 3
         assert found[("p1evse_fleet_sites_created_total", ())] == 3
         assert found[("p1evse_fleet_site_series", ())] == 1
+        assert ("p1evse_loop_lag_max_seconds", ()) in found
+        assert ("p1evse_loop_lag_seconds_count", ()) in found
         await fleet.feed({"d": 40})  # one more than the limit: the totals only
         found = samples((await fleet.get("metrics"))[1])
         assert found[("p1evse_fleet_sites", ())] == 4

@@ -12,6 +12,7 @@ from p1evse import __version__
 from p1evse.config import Settings
 from p1evse.fleet.fleet import Fleet
 from p1evse.fleet.view import FleetView
+from p1evse.loopwatch import LoopWatch
 from p1evse.model import Event
 from p1evse.mqtt import Broker
 from p1evse.site import Ports, Role, build_site
@@ -44,12 +45,15 @@ class Service:
         unit: Unit,
         supervisor: Supervisor,
         web: StatusServer | None = None,
+        loop_watch: LoopWatch | None = None,
     ) -> None:
+        """`loop_watch` runs while something reads it (the status server)."""
         self.settings = settings
         self.broker = broker
         self.unit = unit
         self.supervisor = supervisor
         self.web = web
+        self.loop_watch = loop_watch
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then release claims, say offline and return."""
@@ -60,6 +64,8 @@ class Service:
         }
         if self.web is not None:  # a port it cannot have yet does not stop the bridge
             work["web"] = self.web.run
+        if self.loop_watch is not None:
+            work["loop-watch"] = self.loop_watch.run
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -95,14 +101,16 @@ class App(Service):
         self.site = build_site(settings, Ports(loop, broker), role, observers=observers)
         supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
         web: WebServer | None = None
+        watch: LoopWatch | None = None
         address = settings.web.address
         if address is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # aiohttp only when it is wanted
 
-            web = WebServer(settings.web, address, self.site.state, broker, supervisor, loop)
+            watch = LoopWatch(loop)
+            web = WebServer(settings.web, address, self.site.state, broker, supervisor, loop, watch)
             self.site.state.listeners.append(web.push.changed)
             self.site.bridge.observers.append(web.metrics.observe)
-        super().__init__(settings, broker, self.site, supervisor, web)
+        super().__init__(settings, broker, self.site, supervisor, web, watch)
 
 
 class FleetApp(Service):
@@ -124,13 +132,15 @@ class FleetApp(Service):
             settings, fleet, broker, loop, mqtt.availability_topic, observers=observers
         )
         web: FleetWebServer | None = None
+        watch: LoopWatch | None = None
         address = settings.web.address
         if address is not None:
             from p1evse.web.fleet import FleetWebServer  # aiohttp only when it is wanted
 
+            watch = LoopWatch(loop)
             view = FleetView(self.fleet, broker, loop.time)
-            web = FleetWebServer(settings.web, address, view, loop)
-        super().__init__(settings, broker, self.fleet, Supervisor(loop, None), web)
+            web = FleetWebServer(settings.web, address, view, loop, watch)
+        super().__init__(settings, broker, self.fleet, Supervisor(loop, None), web, watch)
 
 
 def service(settings: Settings, loop: asyncio.AbstractEventLoop) -> Service:

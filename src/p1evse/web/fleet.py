@@ -24,13 +24,14 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
 from p1evse import __version__
 from p1evse.web.assets import STATIC_DIR
-from p1evse.web.metrics import counter_families
+from p1evse.web.metrics import counter_families, loop_families
 from p1evse.web.server import NO_STORE, StatusServer, json_response
 
 if TYPE_CHECKING:
     import asyncio
 
     from p1evse.counts import Count
+    from p1evse.loopwatch import LoopWatch
     from p1evse.web.settings import ListenAddress, WebSettings
 
 DEFAULT_PAGE = 100
@@ -75,11 +76,12 @@ class FleetWebServer(StatusServer):
         address: ListenAddress,
         view: SitesView,
         loop: asyncio.AbstractEventLoop,
+        loop_watch: LoopWatch,
     ) -> None:
         super().__init__(settings, address, loop)
         self._view = view
         self.registry = CollectorRegistry()
-        self.registry.register(_FleetCollector(view, self, settings.site_metrics))
+        self.registry.register(_FleetCollector(view, self, settings.site_metrics, loop_watch))
         ProcessCollector(registry=self.registry)
 
     def _routes(self, router: web.UrlDispatcher) -> None:
@@ -151,10 +153,13 @@ def _flag(query: Any, name: str) -> bool | None:
 
 
 class _FleetCollector:
-    def __init__(self, view: SitesView, server: StatusServer, site_limit: int) -> None:
+    def __init__(
+        self, view: SitesView, server: StatusServer, site_limit: int, loop_watch: LoopWatch
+    ) -> None:
         self._view = view
         self._server = server
         self._site_limit = site_limit
+        self._loop_watch = loop_watch
 
     def collect(self) -> Iterator[Metric]:
         view = self._view
@@ -170,6 +175,7 @@ class _FleetCollector:
             ("charging", "Sites whose charger says it is charging"),
         ):
             yield GaugeMetricFamily(f"p1evse_fleet_{name}", text, value=fleet[name])
+        yield from loop_families(self._loop_watch)
         yield GaugeMetricFamily(
             "p1evse_up",
             "1 while the fleet can serve (what /healthz says)",

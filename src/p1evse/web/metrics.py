@@ -16,11 +16,13 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 
 from p1evse import __version__
+from p1evse.loopwatch import BUCKETS_S, LoopWatch
 from p1evse.model import Event, GridPower
 from p1evse.status.state import LinkState
 
@@ -62,6 +64,7 @@ class Metrics:
         fanout: Fanout,
         port: PortCounters,
         clock: Callable[[], float],
+        loop_watch: LoopWatch,
     ) -> None:
         self._clock = clock
         self.registry = CollectorRegistry()
@@ -72,7 +75,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_SiteCollector(state, broker, supervisor, fanout, port, clock))
+        self.registry.register(
+            _SiteCollector(state, broker, supervisor, fanout, port, clock, loop_watch)
+        )
         ProcessCollector(registry=self.registry)
 
     def observe(self, event: Event) -> None:
@@ -89,6 +94,7 @@ class _SiteCollector:
     fanout: Fanout
     port: PortCounters
     clock: Callable[[], float]
+    loop_watch: LoopWatch
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
@@ -161,6 +167,27 @@ class _SiteCollector:
         yield GaugeMetricFamily(
             "p1evse_web_connections", "Open connections to the status page", value=self.port.open
         )
+        yield from loop_families(self.loop_watch)
+
+
+def loop_families(watch: LoopWatch) -> Iterator[Metric]:
+    """How late the event loop ran a timer: a histogram, and the longest lately."""
+    buckets: list[tuple[str, float]] = []
+    total = 0
+    for bound, count in zip([*map(str, BUCKETS_S), "+Inf"], watch.counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    yield HistogramMetricFamily(
+        "p1evse_loop_lag_seconds",
+        "How late the event loop ran a timer due every 50 ms (a stall delays every reading)",
+        buckets=buckets,
+        sum_value=watch.total_s,
+    )
+    yield GaugeMetricFamily(
+        "p1evse_loop_lag_max_seconds",
+        "The longest event-loop delay of the last one to two minutes",
+        value=watch.longest(),
+    )
 
 
 def counter_families(counts: Iterable[Count]) -> Iterable[CounterMetricFamily]:

@@ -37,6 +37,7 @@ from p1evse.web.settings import ListenAddress, WebSettings
 from p1evse.web.stream import Fanout, StatePush
 
 if TYPE_CHECKING:
+    from p1evse.loopwatch import LoopWatch
     from p1evse.mqtt import Broker
     from p1evse.status.state import SiteState
     from p1evse.supervise import Supervisor
@@ -255,12 +256,15 @@ class WebServer(StatusServer):
         broker: Broker,
         supervisor: Supervisor,
         loop: asyncio.AbstractEventLoop,
+        loop_watch: LoopWatch,
     ) -> None:
         super().__init__(settings, address, loop)
         self._state = state
         self.fanout = Fanout()
         self.push = StatePush(state, self.fanout, loop)
-        self.metrics = Metrics(state, broker, supervisor, self.fanout, self.port, loop.time)
+        self.metrics = Metrics(
+            state, broker, supervisor, self.fanout, self.port, loop.time, loop_watch
+        )
         self._streams = 0
 
     async def close(self) -> None:
