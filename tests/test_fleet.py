@@ -17,6 +17,7 @@ import pytest
 
 from p1evse.app import FleetApp
 from p1evse.config import Settings
+from p1evse.sinks.charger import READ_BACK_FIELDS
 from tests.brokers import BrokerProcess
 from tests.conftest import serving, settings_for
 from tests.logs import log_event
@@ -91,6 +92,14 @@ async def test_a_thousand_sites_each_get_their_own_values_and_no_other(
         assert sorted(app.fleet.sites) == sorted(sites)
         assert app.fleet.counters.created == len(sites)
         assert probe.pending(GRID_IE) == []
+        # one pattern for each topic of a site, whatever the number of sites
+        assert sorted(app.broker.subscriptions()) == [
+            "dsmr/+/reading/electricity_currently_delivered",
+            "dsmr/+/reading/electricity_currently_returned",
+            *(f"openevse/+/{field}" for field in sorted(READ_BACK_FIELDS)),
+            "p1evse/fleet/paused/+",
+            "p1evse/status",
+        ]
 
 
 async def test_each_site_has_its_own_stale_guard_and_one_never_fed_is_never_paused(

@@ -179,6 +179,8 @@ class Role:
     # False: the stale guard waits for the first valid reading (a fleet's site is made
     # on its first message, which may be no reading at all)
     guard_from_start: bool = True
+    # Home Assistant's discovery (or the removal of an earlier run's); a fleet has none
+    discovery: bool = True
 
 
 @dataclass
@@ -191,7 +193,7 @@ class Site:
     sinks: list[Sink]
     state: SiteState | None
     source: Source | None
-    discovery: HomeAssistantDiscovery
+    discovery: HomeAssistantDiscovery | None
     state_topic: StateTopic | None = None
 
     @property
@@ -272,7 +274,7 @@ def build_site(
         for sink in sinks:
             if isinstance(sink, OpenEvseMqttSink | OpenEvseHttpSink):
                 sink.pause.listeners.append(state.claim_changed)  # the page shows the claim
-    discovery = _discovery(settings, mqtt, state)
+    discovery = _discovery(settings, mqtt, state) if role.discovery else None
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
     bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
     return Site(

@@ -25,11 +25,12 @@ serves and which chargers are paused.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from p1evse.counts import Count
 from p1evse.errors import ConfigError
@@ -41,22 +42,24 @@ from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import site_capture, with_site
 from p1evse.site import Ports, Role, Site, SiteSettings, build_site
-from p1evse.sources import TopicSource
 
 if TYPE_CHECKING:
     from p1evse.clock import Clock, Timer
     from p1evse.model import Event
     from p1evse.mqtt import Broker
+    from p1evse.sources import TopicSource
 
 log = logging.getLogger(__name__)
 
-# what a fleet's site is built for: everything but the page's status model, and a stale
-# guard that waits for the first valid reading
-SITE_ROLE = Role(guard_from_start=False)
+# what a fleet's site is built for: everything but the page's status model and Home
+# Assistant's discovery, and a stale guard that waits for the first valid reading
+SITE_ROLE = Role(guard_from_start=False, discovery=False)
 SWEEP_PERIOD_S = 60.0  # at most this long between looks for idle sites, and summaries
+FREEZE_AFTER_S = 1.0  # sites made this long ago and none since: frozen (see _freeze)
 LOG_PERIOD_S = 60.0  # refused sites: a log line per kind at most this often
-# routes kept for topics of sites another process owns, per site this one may have
-IGNORED_ROUTES_PER_SITE = 4
+# routes kept for topics of sites another process owns, per site this one may have: a
+# meter's topics and its charger's reports
+IGNORED_ROUTES_PER_SITE = 16
 # pause markers known, per site this one may have (anyone may publish markers)
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
@@ -117,10 +120,12 @@ class Fleet:
         self._owners = Owners(fleet.shard, self.members)
         self.paused: set[str] = set()  # the sites whose pause markers are retained
         self._ignored: set[str] = set()  # topics routed to `_not_owned`
+        self._shared: set[str] = set()  # patterns that bring topics of every site
         self.ready = False
         self.counters = FleetCounters()
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
         self._sweep: Timer | None = None
+        self._freezing: Timer | None = None
         self._summarized = (0, 0, 0, 0)  # sites, created, evicted, moved at the last summary
         broker.subscribe(announced, self._announced, retained=False)
         if self.members is not None:
@@ -143,9 +148,10 @@ class Fleet:
 
     async def close(self) -> None:
         """Stop every site; what their chargers hold stays (see the module's text)."""
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
+        for timer in (self._sweep, self._freezing):
+            if timer is not None:
+                timer.cancel()
+        self._sweep = self._freezing = None
         for site in self.sites.values():
             site.leave()
 
@@ -179,6 +185,8 @@ class Fleet:
         for site_id in moved:
             self._drop(site_id)
         self.counters.moved += len(moved)
+        if moved:
+            self._collect()
         self._broker.unroute(list(self._ignored))
         self._ignored.clear()
         members = self.members
@@ -211,9 +219,7 @@ class Fleet:
             return
         if not self._owners.owns(site_id):
             self._not_owned(payload)
-            if len(self._ignored) < IGNORED_ROUTES_PER_SITE * self.settings.max_sites:
-                self._ignored.add(topic)
-                self._broker.route(topic, self._not_owned, retained=False)
+            self._ignore(topic)
             return
         if len(self.sites) >= self.settings.max_sites:
             self.counters.refused_full += 1
@@ -234,9 +240,38 @@ class Fleet:
     def _not_owned(self, payload: bytes | bytearray) -> None:
         self.counters.not_owned += 1
 
+    def _ignore(self, topic: str) -> None:
+        """Messages on `topic` are another process's: a route that counts them."""
+        if len(self._ignored) < IGNORED_ROUTES_PER_SITE * self.settings.max_sites:
+            self._ignored.add(topic)
+            self._broker.route(topic, self._not_owned, retained=False)
+
+    def _share(self, site_id: str, topic: str) -> bool:
+        """Bring a site's `topic` with one pattern for all sites, when the site id is
+        one whole level of it: `openevse/h7/amp` comes with `openevse/+/amp`."""
+        levels = topic.split("/")
+        if levels.count(site_id) != 1:
+            return False
+        level = levels.index(site_id)
+        levels[level] = "+"
+        pattern = "/".join(levels)
+        if pattern not in self._shared:
+            self._shared.add(pattern)
+            self._broker.subscribe_pattern(pattern, partial(self._unrouted_report, level))
+        return True
+
+    def _unrouted_report(self, level: int, topic: str, payload: bytes | bytearray) -> None:
+        """A message on a shared pattern for a site not made here: another process's
+        (counted, and routed to be counted from now on), or one of this process's
+        whose meter has not spoken yet (left: its charger reports again)."""
+        site_id = topic.split("/")[level]
+        if self.ready and SITE_ID.fullmatch(site_id) and not self._owners.owns(site_id):
+            self._not_owned(payload)
+            self._ignore(topic)
+
     def _add(self, site_id: str) -> SitePort:
         settings = with_site(self._template, site_id)
-        port = SitePort(self._broker)
+        port = SitePort(self._broker, partial(self._share, site_id))
         record = SiteRecord()
         site = build_site(
             settings,
@@ -245,8 +280,7 @@ class Fleet:
             name=site_id,
             observers=[record.observe, *(self._observers or [])],
         )
-        source = site.source
-        assert isinstance(source, TopicSource)  # site_id_problems: the source is MQTT's
+        source = cast("TopicSource", site.source)  # site_id_problems: the source is MQTT's
         for topic, handler in source.handlers(site.bridge).items():
             port.route(topic, handler)
         if site_id in self.paused:
@@ -260,7 +294,16 @@ class Fleet:
             _tell(port.connected_listeners)
         site.start()
         log.debug("site %s: first message; %d sites", site_id, len(self.sites))
+        if self._freezing is None:
+            self._freezing = self._clock.call_at(self._clock.time() + FREEZE_AFTER_S, self._freeze)
         return port
+
+    def _freeze(self) -> None:
+        """The sites made lately are long-lived: out of the collector's way. At ten
+        thousand sites a full collection walks them all for about 100 ms, holding the
+        loop; frozen, they are never walked."""
+        self._freezing = None
+        gc.freeze()
 
     def _pause_held(self, site_id: str, held: bool) -> None:
         topic = self.settings.paused_topic(site_id)
@@ -287,8 +330,18 @@ class Fleet:
             for site_id in idle:
                 self._drop(site_id)
             self.counters.evicted += len(idle)
+            if idle:
+                self._collect()
         self._summarize()
         self._schedule_sweep()
+
+    def _collect(self) -> None:
+        """Sites let go were frozen with the rest: their cycles are freed only by a
+        full collection of everything unfrozen again (rare: an idle site or a member
+        change), and the rest frozen after it."""
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
 
     def _drop(self, site_id: str) -> None:
         """Let the site go, leaving what its charger holds to whoever serves it next."""

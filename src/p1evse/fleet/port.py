@@ -1,10 +1,12 @@
 """A fleet site's view of the one broker connection (an `MqttPort`).
 
-Its source's topics are routes: one pattern subscription of the fleet brings every
-site's messages, and each is found by a dict lookup on its topic. What else the site
-subscribes (its charger's reports) is its own subscription. The broker's comings and
-goings are told to the site by the fleet, so nothing of the site stays behind on the
-connection when it is let go.
+Its topics are routes: one pattern subscription of the fleet brings every site's
+messages on it, and each is found by a dict lookup on its topic. That holds for the
+source's topics, and for what else the site subscribes (its charger's reports) whenever
+the site id is a whole level of the topic (`openevse/{site}/amp` is shared as
+`openevse/+/amp`); a topic with the id inside a level is the site's own subscription.
+The broker's comings and goings are told to the site by the fleet, so nothing of the
+site stays behind on the connection when it is let go.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ if TYPE_CHECKING:
 
 
 class SitePort:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, share: Callable[[str], bool]) -> None:
+        """`share(topic)`: whether a pattern of the fleet's brings `topic`."""
         self._broker = broker
+        self._share = share
         self.routes: dict[str, PayloadHandler] = {}
         self._subscribed: list[str] = []
         self.connected_listeners: list[Callable[[], None]] = []
@@ -36,12 +40,20 @@ class SitePort:
         self._broker.route(topic, handler, retained=False)
 
     def subscribe(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
+        if self._share(topic):
+            self.routes[topic] = handler
+            self._broker.route(topic, handler, retained=retained)
+            return
         self._subscribed.append(topic)
         self._broker.subscribe(topic, handler, retained=retained)
 
     def unsubscribe(self, topics: list[str]) -> None:
-        self._subscribed = [topic for topic in self._subscribed if topic not in topics]
-        self._broker.unsubscribe(topics)
+        routed = [topic for topic in topics if self.routes.pop(topic, None) is not None]
+        self._broker.unroute(routed)
+        own = [topic for topic in topics if topic in self._subscribed]
+        self._subscribed = [topic for topic in self._subscribed if topic not in own]
+        if own:
+            self._broker.unsubscribe(own)
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
         return self._broker.publish(topic, payload, qos, retain)

@@ -4,7 +4,7 @@ are one module each; `p1evse.sources.build` maps `source.type` to them."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -44,7 +44,6 @@ class Source(Protocol):
         ...
 
 
-@runtime_checkable
 class TopicSource(Source, Protocol):
     """A source whose messages come over MQTT: its handlers by topic, which `run`
     subscribes, or which a fleet routes to its sites."""
