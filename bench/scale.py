@@ -379,9 +379,14 @@ def measure(
     receiver.subscribe(GRID_IE)
     time.sleep(0.2)  # the SUBACK; the receiver thread reads it
     threading.Thread(target=receive_outputs, args=(receiver, load), daemon=True).start()
-    # warm-up, not measured: every site made on its first message, then fed a while
+    # warm-up, not measured: every site made on its first message, then fed a while,
+    # until p1evse has caught up with it
     send_readings(sender, load, max(2.0 / rate_per_site, len(sites) / 5000))
-    time.sleep(1.0)
+    warm = load.sent
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while load.received < warm and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
     before_cpu = sum(subject.cpu_s() for subject in subjects)
     before_lag = [subject.loop_lag_counts() for subject in subjects]
     received_before = load.received

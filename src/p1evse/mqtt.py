@@ -28,6 +28,13 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from p1evse.backoff import Backoff
 from p1evse.counts import Count, connection_counts
 from p1evse.errors import P1evseError
+from p1evse.mqtt_packets import (
+    MAX_PACKET_BYTES,
+    MalformedStream,
+    PacketReader,
+    publish_packet,
+    qos0_publish,
+)
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import PublishTopic, Section, secrets_from_files
 
@@ -151,6 +158,7 @@ class BrokerStats:
     unsent: int = 0  # publishes dropped because the connection was down
     retained_skipped: int = 0  # old retained messages on topics that want live ones only
     handler_failures: int = 0  # messages whose handler raised
+    oversized_skipped: int = 0  # packets longer than MAX_PACKET_BYTES, skipped unread
     refused: dict[str, str] = field(default_factory=dict)  # subscriptions refused: reason
 
     def counts(self, endpoint: str, prefix: str = "") -> list[Count]:
@@ -175,7 +183,33 @@ class BrokerStats:
                 self.handler_failures,
                 labels,
             ),
+            Count(
+                f"{prefix}oversized_skipped",
+                f"Messages longer than {MAX_PACKET_BYTES} bytes, skipped unread",
+                self.oversized_skipped,
+                labels,
+            ),
         ]
+
+
+class _PahoClient(paho.Client):
+    """paho, reading the packets the Broker hands it (`inbox`) instead of the socket:
+    the Broker reads the socket in large chunks and keeps the QoS 0 PUBLISH packets to
+    itself (p1evse.mqtt_packets); paho gets the rest, whole, to keep the session."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inbox = bytearray()
+        self.closed = False  # the socket said end of stream, or failed
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if self.inbox:
+            chunk = bytes(self.inbox[:bufsize])
+            del self.inbox[:bufsize]
+            return chunk
+        if self.closed:
+            return b""  # paho: the connection is lost
+        raise BlockingIOError
 
 
 class TopicFilter:
@@ -213,6 +247,8 @@ class _Subscription:
 
 # topics per SUBSCRIBE packet: a fleet's thousands of topics go in packets a broker takes
 SUBSCRIBE_CHUNK = 256
+READ_CHUNK_BYTES = 256 * 1024  # one recv
+READ_TURN_BYTES = 1024 * 1024  # at most this much read in one loop turn, then others run
 
 
 class Broker:
@@ -276,6 +312,8 @@ class Broker:
         self._flush_wanted = False
         self._flush_scheduled = False
         self._writer_fd: int | None = None
+        self._reader = PacketReader()
+        self._out = bytearray()  # QoS 0 packets to send, before paho's (see _flush)
         self._client = self._make_client()
 
     @property
@@ -372,6 +410,10 @@ class Broker:
         if not self.connected:
             self.stats.unsent += 1
             return False
+        if qos == 0:  # built here in one step (p1evse.mqtt_packets), sent with the next flush
+            self._out += publish_packet(topic, payload, retain)
+            self._schedule_flush()
+            return True
         info = self._client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             self.stats.unsent += 1
@@ -490,9 +532,9 @@ class Broker:
 
     # -- paho callbacks (on the loop thread unless noted) ----------------------------
 
-    def _make_client(self) -> paho.Client:
+    def _make_client(self) -> _PahoClient:
         settings = self._settings
-        client = paho.Client(
+        client = _PahoClient(
             CallbackAPIVersion.VERSION2,
             client_id=self._client_id,
             protocol=paho.MQTTv311,
@@ -583,6 +625,7 @@ class Broker:
     ) -> None:
         was_connected = self.connected
         self.connected = False
+        self._out.clear()  # nothing of this connection goes out on the next
         self._lost_reason = str(reason)
         self._unacknowledged.clear()  # no acknowledgement comes on a lost connection
         self._acknowledged.set()
@@ -606,37 +649,43 @@ class Broker:
         self._forget(self._leaving.pop(mid, []))
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        topic = message.topic
+        """A PUBLISH paho read (one of a higher QoS than subscribed for, if ever)."""
+        self._dispatch(message.topic, message.payload, message.retain)
+
+    def _dispatch(self, topic: str, payload: bytes | bytearray, retain: bool) -> None:
         subscription = self._handlers.get(topic)
         if subscription is not None:
-            self._deliver(subscription, message)
+            self._deliver(subscription.handler, subscription.retained, topic, payload, retain)
             return
         levels = topic.split("/")
         for wildcard, subscription in self._wildcard_handlers:
             if wildcard.matches(levels):
-                self._deliver(subscription, message)
+                self._deliver(subscription.handler, subscription.retained, topic, payload, retain)
         for pattern, handler, retained in self._patterns:
             if pattern.matches(levels):
-                if message.retain and not retained:
-                    self.stats.retained_skipped += 1
-                else:
-                    self._deliver(_Subscription(partial(handler, topic), True), message)
+                self._deliver(partial(handler, topic), retained, topic, payload, retain)
 
-    def _deliver(self, subscription: _Subscription, message: paho.MQTTMessage) -> None:
-        if message.retain and not subscription.retained:
+    def _deliver(
+        self,
+        handler: PayloadHandler,
+        wanted: bool,
+        topic: str,
+        payload: bytes | bytearray,
+        retain: bool,
+    ) -> None:
+        """`wanted`: whether the handler takes a retained message (an old value)."""
+        if retain and not wanted:
             self.stats.retained_skipped += 1
             return
         try:
-            subscription.handler(message.payload)
+            handler(payload)
         except Exception as exc:
             # Handlers refuse bad input themselves; this is the last guard against a
             # bug, logged with its traceback once a minute per kind, never per message.
             self.stats.handler_failures += 1
             more = self._handler_failure_log.note(type(exc).__name__)
             if more is not None:
-                log.error(
-                    "handling a message on %s failed%s", message.topic[:200], more, exc_info=exc
-                )
+                log.error("handling a message on %s failed%s", topic[:200], more, exc_info=exc)
 
     # Socket callbacks: called on the worker thread during connect, so every change to
     # the event loop's registrations is passed to the loop thread, in order.
@@ -672,18 +721,64 @@ class Broker:
             self._io_loop.call_soon_threadsafe(callback, *args)
 
     def _add_reader(self, fd: int) -> None:
+        """A new socket: nothing of the last one's stream carries over."""
+        self._reader.clear()
+        self._out.clear()
+        self._client.inbox.clear()
+        self._client.closed = False
         self._io_loop.add_reader(fd, self._read)
 
     def _read(self) -> None:
-        """Read one packet, then write at once whatever handling it published: a relayed
-        value leaves in the same loop turn as the reading that caused it."""
+        """Read what the socket has (up to READ_TURN_BYTES a loop turn), hand each QoS 0
+        PUBLISH to its handler and every other packet to paho, then write at once
+        whatever handling them published: a relayed value leaves in the same loop turn
+        as the reading that caused it, and many in one write."""
+        client = self._client
+        sock = client.socket()
+        if sock is None:
+            return
         self._reading = True
         try:
-            self._client.loop_read()
+            for packet in self._receive(sock):
+                message = qos0_publish(packet)
+                if message is not None:
+                    self._dispatch(*message)
+                    continue
+                client.inbox += packet
+                client.loop_read()  # paho reads this packet, and only it
+            if client.closed:
+                client.loop_read()  # paho finds the end of the stream: connection lost
         finally:
             self._reading = False
         if self._flush_wanted:
             self._flush()
+
+    def _receive(self, sock: Any) -> list[bytes]:
+        packets: list[bytes] = []
+        taken = 0
+        while taken < READ_TURN_BYTES:
+            try:
+                data = sock.recv(READ_CHUNK_BYTES)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._client.closed = True
+                break
+            taken += len(data)
+            skipped = self._reader.skipped
+            try:
+                packets += self._reader.feed(data)
+            except MalformedStream:
+                log.error("MQTT broker %s sent bytes that are no MQTT packets", self.address)
+                self._client.closed = True
+                break
+            self.stats.oversized_skipped += self._reader.skipped - skipped
+            pending = getattr(sock, "pending", None)  # TLS: bytes decrypted, not yet read
+            if len(data) < READ_CHUNK_BYTES and not (pending is not None and pending()):
+                break
+        return packets
 
     def _remove_socket(self, fd: int) -> None:
         self._io_loop.remove_reader(fd)
@@ -702,12 +797,28 @@ class Broker:
             self._io_loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        """Our QoS 0 packets first, in one write, then paho's queue; what the socket
+        does not take now goes when it is writable again, in the same order."""
         self._flush_scheduled = self._flush_wanted = False
-        self._client.loop_write()
         sock = self._client.socket()
-        if self._client.want_write() and sock is not None and self._writer_fd is None:
+        if sock is None:
+            self._out.clear()
+            return
+        if self._out:
+            try:
+                sent = sock.send(self._out)
+            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                sent = 0
+            except OSError:
+                sent = len(self._out)  # the connection is going: paho finds out reading
+            del self._out[:sent]
+        if not self._out:
+            self._client.loop_write()
+        if (self._out or self._client.want_write()) and self._writer_fd is None:
             self._writer_fd = sock.fileno()
-            self._io_loop.add_writer(self._writer_fd, self._client.loop_write)
+            self._io_loop.add_writer(self._writer_fd, self._flush)
+        elif not self._out and not self._client.want_write():
+            self._remove_writer()
 
     def _remove_writer(self) -> None:
         if self._writer_fd is not None:
