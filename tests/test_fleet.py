@@ -7,6 +7,7 @@ site exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -180,11 +181,12 @@ async def test_every_output_topic_is_the_sites_own(one_broker: BrokerProcess) ->
             assert (await probe.next("p1evse/+/live_pwr")).topic == f"p1evse/{site}/live_pwr"
             state = await probe.next("p1evse/+/state")
             assert state.topic == f"p1evse/{site}/state"
+            assert json.loads(state.payload)["watts"] == 1500
         # each charger is read back from its own base topic
         probe.publish("openevse/b/amp", "7500")
-        async with asyncio.timeout(EVENT_TIMEOUT_S):
-            while app.fleet.sites["b"].charger.amps != 7.5:
-                await probe.next("p1evse/+/state")
+        probe.publish(DELIVERED.format("b"), "1600")  # in after it, on the same connection
+        assert (await probe.next("p1evse/+/grid_ie")).topic == "p1evse/b/grid_ie"
+        assert app.fleet.sites["b"].charger.amps == 7.5
         assert app.fleet.sites["a"].charger.amps is None
 
 

@@ -159,3 +159,11 @@ def test_run_takes_its_shard_from_the_command_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "fleet.shard = '4/4': the shard I of N goes from 0 to N-1" in result.stderr
+
+
+def test_a_shared_subscription_is_refused_with_what_to_use(tmp_path: Path) -> None:
+    text = FLEET.replace("dsmr/+/reading/electricity_currently_delivered", "$share/g/dsmr/+/d")
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith("source.delivered_topic = '$share/g/dsmr/+/d': shared subscript")
+    assert problem.count("$share") == 1
+    assert "fleet.membership or fleet.shard" in problem

@@ -139,10 +139,15 @@ def _topic(topic: str, *, publish: bool) -> str:
             f"{_short(topic)} is a wildcard filter; an exact topic to publish to is needed "
             "('+' and '#' match many topics)"
         )
+    if not publish and topic.startswith("$share/"):
+        raise ValueError(
+            "shared subscriptions are not supported (yet); the processes of a fleet share "
+            "its sites with fleet.membership or fleet.shard"
+        )
     if not publish and not _exact_or_one_capture(topic):
         raise ValueError(
-            f"{_short(topic)}: a topic to read from is exact, or has one '+' as a whole level "
-            "for the site id of a fleet ('#' and more '+' would mix many meters' values)"
+            "a topic to read from is exact, or has one '+' as a whole level for the site id "
+            "of a fleet ('#' and more '+' would mix many meters' values)"
         )
     if publish and topic.startswith("$"):
         raise ValueError(f"{_short(topic)}: topics starting with '$' are the broker's own")

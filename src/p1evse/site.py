@@ -181,6 +181,8 @@ class Role:
     guard_from_start: bool = True
     # Home Assistant's discovery (or the removal of an earlier run's); a fleet has none
     discovery: bool = True
+    # the status model for mqtt.state_topic; a fleet publishes its sites' state itself
+    state_topic: bool = True
 
 
 @dataclass
@@ -267,7 +269,7 @@ def build_site(
     sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
     source = build_source(settings.source, mqtt) if role.source else None
     state = state_topic = None
-    if role.status or settings.wants_status():
+    if role.status or (role.state_topic and settings.wants_status()):
         counted: list[Counted] = [*([source] if source is not None else []), *sinks]
         state = _status(settings, mqtt, pipeline, charger, clock, counted)
         state_topic = _state_topic(settings, mqtt, state, clock)

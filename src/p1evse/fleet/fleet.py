@@ -38,6 +38,8 @@ from p1evse.fleet.members import Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord
 from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
+from p1evse.fleet.state_topics import StateTopics
+from p1evse.fleet.view import site_row
 from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import site_capture, with_site
@@ -51,9 +53,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# what a fleet's site is built for: everything but the page's status model and Home
-# Assistant's discovery, and a stale guard that waits for the first valid reading
-SITE_ROLE = Role(guard_from_start=False, discovery=False)
+# what a fleet's site is built for: everything but the status model (the fleet keeps a
+# record of each site, and publishes its state topic) and Home Assistant's discovery, and
+# a stale guard that waits for the first valid reading
+SITE_ROLE = Role(guard_from_start=False, discovery=False, state_topic=False)
 SWEEP_PERIOD_S = 60.0  # at most this long between looks for idle sites, and summaries
 FREEZE_AFTER_S = 1.0  # sites made this long ago and none since: frozen (see _freeze)
 LOG_PERIOD_S = 60.0  # refused sites: a log line per kind at most this often
@@ -126,6 +129,11 @@ class Fleet:
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
         self._sweep: Timer | None = None
         self._freezing: Timer | None = None
+        self._states = (
+            StateTopics(broker, clock, self._state_of)
+            if settings.mqtt.state_topic is not None
+            else None
+        )
         self._summarized = (0, 0, 0, 0)  # sites, created, evicted, moved at the last summary
         broker.subscribe(announced, self._announced, retained=False)
         if self.members is not None:
@@ -152,6 +160,8 @@ class Fleet:
             if timer is not None:
                 timer.cancel()
         self._sweep = self._freezing = None
+        if self._states is not None:
+            self._states.close()
         for site in self.sites.values():
             site.leave()
 
@@ -273,12 +283,11 @@ class Fleet:
         settings = with_site(self._template, site_id)
         port = SitePort(self._broker, partial(self._share, site_id))
         record = SiteRecord()
+        observers = [record.observe, *(self._observers or [])]
+        if self._states is not None:
+            observers.append(partial(self._changed, site_id))
         site = build_site(
-            settings,
-            Ports(self._clock, port),
-            SITE_ROLE,
-            name=site_id,
-            observers=[record.observe, *(self._observers or [])],
+            settings, Ports(self._clock, port), SITE_ROLE, name=site_id, observers=observers
         )
         source = cast("TopicSource", site.source)  # site_id_problems: the source is MQTT's
         for topic, handler in source.handlers(site.bridge).items():
@@ -286,6 +295,8 @@ class Fleet:
         if site_id in self.paused:
             site.adopt_pause(self._clock.time())
         site.on_pause_held(partial(self._pause_held, site_id))
+        if self._states is not None:
+            site.on_pause_held(partial(self._changed, site_id))
         self.sites[site_id] = site
         self.records[site_id] = record
         self._ports[site_id] = port
@@ -304,6 +315,17 @@ class Fleet:
         loop; frozen, they are never walked."""
         self._freezing = None
         gc.freeze()
+
+    def _changed(self, site_id: str, _: object) -> None:
+        assert self._states is not None
+        self._states.changed(site_id)
+
+    def _state_of(self, site_id: str) -> tuple[str, dict[str, Any]] | None:
+        site = self.sites.get(site_id)
+        topic = site.settings.mqtt.state_topic if site is not None else None
+        if site is None or topic is None:
+            return None
+        return topic, site_row(site_id, site, self.records[site_id], self._clock.time())
 
     def _pause_held(self, site_id: str, held: bool) -> None:
         topic = self.settings.paused_topic(site_id)
@@ -347,6 +369,8 @@ class Fleet:
         """Let the site go, leaving what its charger holds to whoever serves it next."""
         self.sites.pop(site_id).leave()
         del self.records[site_id]
+        if self._states is not None:
+            self._states.forget(site_id)
         self._ports.pop(site_id).close()
 
     def _summarize(self) -> None:
@@ -370,6 +394,8 @@ class Fleet:
     def _connected(self) -> None:
         for port in self._ports.values():
             _tell(port.connected_listeners)
+        if self._states is not None:
+            self._states.connected()
 
     def _disconnected(self) -> None:
         for port in self._ports.values():

@@ -14,6 +14,7 @@ from p1evse.sinks.charger import EvseState, describe_state
 if TYPE_CHECKING:
     from p1evse.counts import Count
     from p1evse.fleet.fleet import Fleet
+    from p1evse.fleet.records import SiteRecord
     from p1evse.mqtt import Broker
     from p1evse.site import Site
 
@@ -118,23 +119,26 @@ class FleetView:
             )
 
     def _row(self, site_id: str, now: float) -> dict[str, Any]:
-        site = self._fleet.sites[site_id]
-        record = self._fleet.records[site_id]
-        pipeline = site.pipeline
-        charger = site.charger
-        return {
-            "id": site_id,
-            "stale": pipeline.stale,
-            "paused": site.holds_pause,
-            "watts": record.watts,
-            "sent_age_s": _age(now, record.sent_at),
-            "reading_age_s": _age(now, pipeline.last_valid_at if pipeline.last_reading else None),
-            "charger": {
-                "amps": charger.amps,
-                "pilot": charger.pilot,
-                "state": describe_state(charger.state) if charger.state is not None else None,
-            },
-        }
+        return site_row(site_id, self._fleet.sites[site_id], self._fleet.records[site_id], now)
+
+
+def site_row(site_id: str, site: Site, record: SiteRecord, now: float) -> dict[str, Any]:
+    """A site as the fleet's page and its state topic show it."""
+    pipeline = site.pipeline
+    charger = site.charger
+    return {
+        "id": site_id,
+        "stale": pipeline.stale,
+        "paused": site.holds_pause,
+        "watts": record.watts,
+        "sent_age_s": _age(now, record.sent_at),
+        "reading_age_s": _age(now, pipeline.last_valid_at if pipeline.last_reading else None),
+        "charger": {
+            "amps": charger.amps,
+            "pilot": charger.pilot,
+            "state": describe_state(charger.state) if charger.state is not None else None,
+        },
+    }
 
 
 def _charging(site: Site) -> bool:
