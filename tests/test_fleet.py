@@ -256,3 +256,27 @@ async def test_a_pause_outlives_the_process_that_made_it(one_broker: BrokerProce
             assert await probe.next_payload(CLAIMS) == "release"
             assert await probe.next_payload(GRID_IE) == "650"
             assert await probe.next_payload("p1evse/fleet/paused/+") == ""
+
+
+async def test_sites_going_stale_together_are_told_in_a_few_lines(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every site still pauses its charger; the log says it once, then how many more."""
+    sites = [f"quiet{n}" for n in range(40)]
+    settings = fleet_settings(one_broker, publish={"stale_after": 1.0, "pair_window": 0.1})
+    async with fleet_running(settings), Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS)
+        await ready(probe)
+        with log_event("more like the line before") as summarized:
+            for site in sites:
+                probe.publish(DELIVERED.format(site), "100")
+            await collect(probe, GRID_IE, len(sites))
+            paused = await collect(probe, CLAIMS, len(sites))
+            assert sorted(paused) == sorted(f"openevse/{site}/claim/set" for site in sites)
+            await asyncio.wait_for(summarized.wait(), EVENT_TIMEOUT_S)
+    stale_lines = [r.getMessage() for r in caplog.records if "no valid reading" in r.getMessage()]
+    summaries = [
+        r.getMessage() for r in caplog.records if "more like the line before" in r.getMessage()
+    ]
+    assert len(stale_lines) < 5  # one per window of a second, not one per site
+    assert sum(int(line.split()[0]) for line in summaries if "quiet" in line) >= len(sites)

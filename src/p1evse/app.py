@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from p1evse import __version__
+from p1evse.coalesce import coalesced
 from p1evse.config import Settings
 from p1evse.fleet.fleet import Fleet
 from p1evse.fleet.view import FleetView
@@ -141,6 +142,12 @@ class FleetApp(Service):
             view = FleetView(self.fleet, broker, loop.time)
             web = FleetWebServer(settings.web, address, view, loop, watch)
         super().__init__(settings, broker, self.fleet, Supervisor(loop, None), web, watch)
+        self._loop = loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """As a Service, with the sites' log lines of one kind coalesced."""
+        with coalesced(self._loop):
+            await super().run(stop)
 
 
 def service(settings: Settings, loop: asyncio.AbstractEventLoop) -> Service:
