@@ -261,3 +261,45 @@ async def test_check_beside_a_running_service_disturbs_nothing(one_broker: Broke
         while (message := await fresh.next("#", EVENT_TIMEOUT_S)).topic != "test/end":
             retained.add(message.topic)
     assert retained == {STATUS, "p1evse/state"}  # the service's own, nothing of check's
+
+
+async def test_a_fleet_is_checked_on_its_first_site_and_its_site_ids_counted(
+    broker: BrokerProcess,
+) -> None:
+    settings = settings_for(
+        broker,
+        source={
+            "delivered_topic": "dsmr/+/reading/electricity_currently_delivered",
+            "returned_topic": "dsmr/+/reading/electricity_currently_returned",
+        },
+        openevse={"grid_ie_topic": "p1evse/{site}/grid_ie", "base_topic": "openevse/{site}"},
+        mqtt={"state_topic": None},
+        publish={"interval": 0, "on_stale": "none"},
+    )
+    homes = [
+        (f"dsmr/{home}/reading/electricity_currently_delivered", "0.500")
+        for home in ("h1", "h2", "h3")
+    ]
+    async with meter(
+        broker, [*homes, ("dsmr/bad id/reading/electricity_currently_delivered", "1")]
+    ):
+        code, output = await run_check(settings, listen_s=1.0)
+    assert code == 0, output
+    assert "fleet: watching site h" in output
+    assert "fleet: 3 site ids heard in 2 s: h" in output
+    assert "refused (no site id: " in output
+    assert "run would publish: 500" in output
+    assert "p1evse/{site}/grid_ie" in output
+
+
+async def test_a_silent_fleet_is_not_ready(broker: BrokerProcess) -> None:
+    settings = settings_for(
+        broker,
+        source={"type": "mqtt_value", "topic": "meters/+/power"},
+        openevse={"grid_ie_topic": "p1evse/{site}/grid_ie", "base_topic": "openevse/{site}"},
+        mqtt={"state_topic": None},
+        publish={"on_stale": "none"},
+    )
+    code, output = await run_check(settings, listen_s=0.5)
+    assert code == EXIT_NOT_READY
+    assert "not ready: no site sent anything on the source's topics within 0.5 s" in output

@@ -17,16 +17,18 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings
 from p1evse.errors import ChargerError
+from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE
 from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
-from p1evse.settings import is_loopback
+from p1evse.settings import is_loopback, site_capture, with_site
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
@@ -36,6 +38,7 @@ Say = Callable[[str], None]
 EXIT_READY = 0
 EXIT_BROKER = 1
 EXIT_NOT_READY = 3
+MAX_SITES_LISTED = 100_000  # a fleet's site ids kept while listening
 # DSMR-reader publishes kW with three decimals; a W-configured source seeing only
 # values below this (and fractional) is probably publishing kW.
 W_LOOKS_LIKE_KW = 50.0
@@ -94,7 +97,8 @@ async def check(
     not_ready: list[str] = []
     try:
         if listen_s > 0:
-            not_ready, watch_warnings = await _watch(settings, broker, listen_s, say)
+            watch = _watch_fleet if settings.is_fleet() else _watch
+            not_ready, watch_warnings = await watch(settings, broker, listen_s, say)
             warnings += watch_warnings
         else:
             say("source: not watched (--listen 0)")
@@ -200,6 +204,46 @@ def _config_warnings(settings: Settings) -> list[str]:
             "without a token: set web.token (or web.token_file)"
         )
     return warnings
+
+
+async def _watch_fleet(
+    settings: Settings, broker: Broker, listen_s: float, say: Say
+) -> tuple[list[str], list[str]]:
+    """A fleet: the site ids its topics bring, and the first site to speak watched as
+    `_watch` watches one meter."""
+    seen: dict[str, None] = {}
+    refused: set[str] = set()
+    spoke = asyncio.Event()
+
+    def heard(level: int, topic: str, payload: bytes | bytearray) -> None:
+        site = topic.split("/")[level]
+        if SITE_ID.fullmatch(site) is None:
+            refused.add(site[:40])
+        elif len(seen) < MAX_SITES_LISTED:
+            seen.setdefault(site)
+            spoke.set()
+
+    for pattern in settings.source.subscriptions():
+        level = site_capture(pattern)
+        assert level is not None  # site_id_problems: every source topic of a fleet has one
+        broker.subscribe_pattern(pattern, partial(heard, level), retained=False)
+    try:
+        await asyncio.wait_for(spoke.wait(), listen_s)
+    except TimeoutError:
+        problem = (
+            f"no site sent anything on the source's topics within {listen_s:g} s: are the "
+            "meters (readers) sending, and are the topics right?"
+        )
+        return [problem], []
+    first = next(iter(seen))
+    say(f"fleet: watching site {first}, the first to send")
+    result = await _watch(with_site(settings, first), broker, listen_s, say)
+    shown = ", ".join(list(seen)[:10]) + (", …" if len(seen) > 10 else "")
+    more = "+" if len(seen) >= MAX_SITES_LISTED else ""
+    say(f"fleet: {len(seen)}{more} site ids heard in {2 * listen_s:g} s: {shown}")
+    if refused:
+        say(f"  refused (no site id: {SITE_ID_RULE}): {', '.join(sorted(refused)[:5])}")
+    return result
 
 
 async def _watch(
