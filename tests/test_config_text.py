@@ -147,6 +147,8 @@ def sample(key: Key, file: Path) -> tuple[str, Any]:
     field = key.model.model_fields[key.name]
     if key.path == ("fleet", "shard"):
         return "1/3", Shard(1, 3)
+    if key.path == ("fleet", "sites"):
+        return "h1, h2", ["h1", "h2"]
     for name in (".".join(key.path), key.name):
         if name in SAMPLES:
             return SAMPLES[name], SAMPLES[name]

@@ -12,6 +12,7 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -280,3 +281,40 @@ async def test_sites_going_stale_together_are_told_in_a_few_lines(
     ]
     assert len(stale_lines) < 5  # one per window of a second, not one per site
     assert sum(int(line.split()[0]) for line in summaries if "quiet" in line) >= len(sites)
+
+
+async def test_listed_sites_come_on_exact_topics_to_their_owner_only(
+    one_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """With its site ids listed, a process subscribes to its own sites' topics only: it
+    never reads another's messages, and a site not on the list is not served."""
+    sites = [f"l{n}" for n in range(50)]
+    listing = tmp_path / "sites.txt"
+    listing.write_text("# the fleet's homes\n" + "\n".join(sites) + "\n")
+    shards = [
+        fleet_settings(
+            one_broker,
+            fleet={"shard": f"{i}/2", "sites_file": str(listing)},
+            mqtt={"client_id": f"p1evse-{i}"},
+        )
+        for i in range(2)
+    ]
+    async with (
+        fleet_running(shards[0]) as first,
+        fleet_running(shards[1]) as second,
+        Probe(one_broker.port) as probe,
+    ):
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        for site in [*sites, "unlisted"]:
+            probe.publish(DELIVERED.format(site), "300")
+        got = await collect(probe, GRID_IE, len(sites))
+        assert got == {f"p1evse/{site}/grid_ie": ["300"] for site in sites}
+        probe.publish(DELIVERED.format(sites[0]), "301")  # after all the others
+        assert await probe.next_payload(GRID_IE) == "301"
+        assert probe.pending(GRID_IE) == []  # nothing for the unlisted site
+        for app, other in ((first, second), (second, first)):
+            assert app.fleet.counters.not_owned == 0  # nothing of the other's came
+            subscribed = [t for t in app.broker.subscriptions() if t.startswith("dsmr/")]
+            assert len(subscribed) == 2 * len(app.fleet.sites)
+            assert not set(app.fleet.sites) & set(other.fleet.sites)

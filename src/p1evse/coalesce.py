@@ -12,11 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 WINDOW_S = 1.0
+# the loggers of a site's parts, whose lines repeat per site; the fleet's own are told
+SITE_LOGGERS = ("p1evse.bridge", "p1evse.sinks.", "p1evse.sources.", "p1evse.status.")
 NAMES_SHOWN = 5  # of the lines left out, the sites (first arguments) named in the summary
 
 
 class Coalesce(logging.Filter):
-    """The handlers' filter: lines from the loop's thread with the same logger and text
+    """The handlers' filter: lines of a site's parts from the loop's thread with the same
+    logger and text
     (before its arguments are filled in) within WINDOW_S of the first are held back and
     counted, and told in one line at the window's end, through the same logger. One
     filter serves every handler: a line is judged once, for all of them."""
@@ -30,7 +33,11 @@ class Coalesce(logging.Filter):
         self._counts: dict[tuple[str, str], int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if threading.get_ident() != self._thread or getattr(record, "summary", False):
+        if (
+            threading.get_ident() != self._thread
+            or getattr(record, "summary", False)
+            or not record.name.startswith(SITE_LOGGERS)
+        ):
             return True
         judged = self._judged
         if judged is not None and judged[0] is record:

@@ -337,13 +337,18 @@ class Broker:
         """Hand each message on `topic` to `handler`. `retained=False`: a retained
         message the broker replays on subscribing is an old value, not news, and is
         skipped (a meter's reading must be live)."""
-        subscription = _Subscription(handler, retained)
-        if "+" in topic or "#" in topic:
-            self._wildcard_handlers.append((TopicFilter(topic), subscription))
-        else:
-            self._handlers[topic] = subscription
+        self.subscribe_many({topic: handler}, retained=retained)
+
+    def subscribe_many(self, handlers: dict[str, PayloadHandler], *, retained: bool = True) -> None:
+        """`subscribe` for many topics at once, in as few SUBSCRIBE packets as fit."""
+        for topic, handler in handlers.items():
+            subscription = _Subscription(handler, retained)
+            if "+" in topic or "#" in topic:
+                self._wildcard_handlers.append((TopicFilter(topic), subscription))
+            else:
+                self._handlers[topic] = subscription
         if self.connected:
-            self._send_subscribe([topic])
+            self._send_subscribe_chunked(list(handlers))
 
     def subscriptions(self) -> list[str]:
         """The topics and filters this connection subscribes to (not its routes)."""
@@ -580,13 +585,15 @@ class Broker:
         for topics in self._leaving.values():  # a new session holds none of them
             self._forget(topics)
         self._leaving.clear()
-        topics = self.subscriptions()
-        for start in range(0, len(topics), SUBSCRIBE_CHUNK):
-            self._send_subscribe(topics[start : start + SUBSCRIBE_CHUNK])
+        self._send_subscribe_chunked(self.subscriptions())
         if self._announce:
             client.publish(self._settings.availability_topic, ONLINE, qos=1, retain=True)
         for listener in self._connected_listeners:
             listener()
+
+    def _send_subscribe_chunked(self, topics: list[str]) -> None:
+        for start in range(0, len(topics), SUBSCRIBE_CHUNK):
+            self._send_subscribe(topics[start : start + SUBSCRIBE_CHUNK])
 
     def _send_subscribe(self, topics: list[str]) -> None:
         _, mid = self._client.subscribe([(topic, 0) for topic in topics])

@@ -38,6 +38,7 @@ from p1evse.fleet.members import Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord
 from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
+from p1evse.fleet.site_list import SiteList
 from p1evse.fleet.state_topics import StateTopics
 from p1evse.fleet.view import site_row
 from p1evse.mqtt import ONLINE
@@ -139,10 +140,15 @@ class Fleet:
         if self.members is not None:
             broker.subscribe_pattern(fleet.member_topic("+"), self._member_said)
         broker.subscribe_pattern(fleet.paused_topic("+"), self._marker)
-        for pattern in settings.source.subscriptions():
-            level = site_capture(pattern)
-            assert level is not None  # site_id_problems: every source topic has one
-            broker.subscribe_pattern(pattern, partial(self._unrouted, level), retained=False)
+        patterns = [
+            (pattern, level)
+            for pattern in settings.source.subscriptions()
+            if (level := site_capture(pattern)) is not None  # site_id_problems: all have one
+        ]
+        self._list = SiteList(fleet.sites, patterns, broker, self._arrived) if fleet.sites else None
+        if self._list is None:
+            for pattern, level in patterns:
+                broker.subscribe_pattern(pattern, partial(self._unrouted, level), retained=False)
         broker.on_connected(self._connected)
         broker.on_disconnected(self._disconnected)
         broker.on_problem(self._problem)
@@ -170,6 +176,8 @@ class Fleet:
     def _announced(self, payload: bytes | bytearray) -> None:
         if bytes(payload) == ONLINE.encode() and not self.ready:
             self.ready = True
+            if self._list is not None:
+                self._list.sync(self._owners.owns)
             members = self.members
             if members is not None:
                 log.info("fleet: serving as %s with %s", members.me, _others(members))
@@ -197,6 +205,8 @@ class Fleet:
         self.counters.moved += len(moved)
         if moved:
             self._collect()
+        if self._list is not None:
+            self._list.sync(self._owners.owns)
         self._broker.unroute(list(self._ignored))
         self._ignored.clear()
         members = self.members
@@ -224,6 +234,11 @@ class Fleet:
                     more,
                 )
             return
+        self._arrived(site_id, topic, payload)
+
+    def _arrived(self, site_id: str, topic: str, payload: bytes | bytearray) -> None:
+        """The first message of a site not made here yet: made, if it is this
+        process's and there is room."""
         if not self.ready:
             self._not_owned(payload)
             return
@@ -243,7 +258,7 @@ class Fleet:
                 )
             return
         port = self._add(site_id)
-        handler = port.routes.get(topic)
+        handler = (self._list.routes if self._list is not None else port.routes).get(topic)
         if handler is not None:
             handler(payload)
 
@@ -291,7 +306,10 @@ class Fleet:
         )
         source = cast("TopicSource", site.source)  # site_id_problems: the source is MQTT's
         for topic, handler in source.handlers(site.bridge).items():
-            port.route(topic, handler)
+            if self._list is not None:
+                self._list.routes[topic] = handler
+            else:
+                port.route(topic, handler)
         if site_id in self.paused:
             site.adopt_pause(self._clock.time())
         site.on_pause_held(partial(self._pause_held, site_id))
@@ -369,6 +387,8 @@ class Fleet:
         """Let the site go, leaving what its charger holds to whoever serves it next."""
         self.sites.pop(site_id).leave()
         del self.records[site_id]
+        if self._list is not None:
+            self._list.forget(site_id)
         if self._states is not None:
             self._states.forget(site_id)
         self._ports.pop(site_id).close()

@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from p1evse.settings import PublishTopic, Section
 
@@ -69,6 +70,38 @@ class FleetSettings(Section):
     membership: bool = False
     # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>
     topic: PublishTopic = "p1evse/fleet"
+    # the site ids, if known: a process subscribes to the exact topics of the listed
+    # sites it owns (no pattern: it reads none of the others' messages), and serves no
+    # other; or sites_file: a file with one id a line (# starts a comment)
+    sites: list[str] = Field(default_factory=list, max_length=1_000_000)
+    sites_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sites_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("sites_file") in (None, ""):
+            return data
+        if data.get("sites"):
+            raise ValueError("set sites or sites_file, not both")
+        path = Path(data["sites_file"])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"sites_file: cannot read {path}: {exc}") from None
+        lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
+        return {**data, "sites": [line for line in lines if line]}
+
+    @field_validator("sites")
+    @classmethod
+    def _site_ids(cls, sites: list[str]) -> list[str]:
+        bad = [site for site in sites if SITE_ID.fullmatch(site) is None]
+        if bad:
+            shown = ", ".join(repr(site[:40]) for site in bad[:5])
+            raise ValueError(f"{len(bad)} are no site id ({SITE_ID_RULE}): {shown}")
+        repeated = len(sites) - len(set(sites))
+        if repeated:
+            raise ValueError(f"{repeated} site ids are listed more than once")
+        return sites
 
     def member_topic(self, member: str) -> str:
         """Where a member announces itself: "online", retained; "offline" as its will."""
