@@ -209,19 +209,30 @@ async def test_bad_site_ids_and_sites_beyond_max_sites_are_refused(
         assert (app.fleet.counters.refused_id, app.fleet.counters.refused_full) == (2, 2)
 
 
-async def test_static_shards_serve_every_site_exactly_once(one_broker: BrokerProcess) -> None:
-    sites = [f"s{n}" for n in range(200)]
+@asynccontextmanager
+async def two_shards(
+    broker: BrokerProcess, **fleet: Any
+) -> AsyncIterator[tuple[FleetApp, FleetApp, Probe]]:
+    """Shards 0/2 and 1/2 of one fleet, and a probe listening to every grid_ie."""
     shards = [
-        fleet_settings(one_broker, fleet={"shard": f"{i}/2"}, mqtt={"client_id": f"p1evse-{i}"})
+        fleet_settings(
+            broker, fleet={"shard": f"{i}/2", **fleet}, mqtt={"client_id": f"p1evse-{i}"}
+        )
         for i in range(2)
     ]
     async with (
         fleet_running(shards[0]) as first,
         fleet_running(shards[1]) as second,
-        Probe(one_broker.port) as probe,
+        Probe(broker.port) as probe,
     ):
         await probe.subscribe(GRID_IE)
         await ready(probe)
+        yield first, second, probe
+
+
+async def test_static_shards_serve_every_site_exactly_once(one_broker: BrokerProcess) -> None:
+    sites = [f"s{n}" for n in range(200)]
+    async with two_shards(one_broker) as (first, second, probe):
         for round_ in (1, 2):
             for site in sites:
                 probe.publish(DELIVERED.format(site), str(round_))
@@ -291,21 +302,7 @@ async def test_listed_sites_come_on_exact_topics_to_their_owner_only(
     sites = [f"l{n}" for n in range(50)]
     listing = tmp_path / "sites.txt"
     listing.write_text("# the fleet's homes\n" + "\n".join(sites) + "\n")
-    shards = [
-        fleet_settings(
-            one_broker,
-            fleet={"shard": f"{i}/2", "sites_file": str(listing)},
-            mqtt={"client_id": f"p1evse-{i}"},
-        )
-        for i in range(2)
-    ]
-    async with (
-        fleet_running(shards[0]) as first,
-        fleet_running(shards[1]) as second,
-        Probe(one_broker.port) as probe,
-    ):
-        await probe.subscribe(GRID_IE)
-        await ready(probe)
+    async with two_shards(one_broker, sites_file=str(listing)) as (first, second, probe):
         for site in [*sites, "unlisted"]:
             probe.publish(DELIVERED.format(site), "300")
         got = await collect(probe, GRID_IE, len(sites))
