@@ -264,7 +264,7 @@ mqtt:
 fleet:
   max_sites: 100000
   membership: {membership}
-log:
+{sites}log:
   level: warning
 """
 
@@ -298,10 +298,20 @@ class Subject:
 
 
 def start_p1evse(
-    workdir: Path, port: int, name: str, membership: bool, profile: Path | None
+    workdir: Path,
+    port: int,
+    name: str,
+    membership: bool,
+    profile: Path | None,
+    sites: list[str] | None = None,
 ) -> Subject:
     config = workdir / f"{name}.yaml"
-    config.write_text(CONFIG.format(port=port, membership=str(membership).lower()))
+    listed = ""
+    if sites is not None:
+        listing = workdir / "sites.txt"
+        listing.write_text("\n".join(sites))
+        listed = f"  sites_file: {listing}\n"
+    config.write_text(CONFIG.format(port=port, membership=str(membership).lower(), sites=listed))
     listen = f"{HOST}:{free_port()}"
     command = [sys.executable, "-m", "p1evse", "run"]
     if profile is not None:
@@ -493,21 +503,26 @@ def main() -> None:
         if not args.no_split:
             split_rows = []
             sites = [f"s{n}" for n in range(args.split_sites)]
-            for processes in (1, 2, 4):
+            for processes, listed in ((1, False), (2, False), (4, False), (2, True), (4, True)):
                 subjects = [
-                    start_p1evse(workdir, port, f"m{n}", True, None) for n in range(processes)
+                    start_p1evse(workdir, port, f"m{n}", True, None, sites if listed else None)
+                    for n in range(processes)
                 ]
                 time.sleep(1.0)
                 print(
                     f"{processes} processes, {len(sites)} sites at 2 readings/s ...",
                     file=sys.stderr,
                 )
-                split_rows.append(
-                    measure("2 readings/s", port, subjects, sites, 2.0, args.duration)
-                )
+                label = "listed sites" if listed else "patterns"
+                split_rows.append(measure(label, port, subjects, sites, 2.0, args.duration))
                 for subject in subjects:
                     stop(subject)
-            print_rows("live members sharing the sites", split_rows, idle_rss)
+            print_rows(
+                "live members sharing the sites: every process reads every message "
+                "(patterns), or its own sites' only (listed sites)",
+                split_rows,
+                idle_rss,
+            )
         print(f"\nidle p1evse (fleet, page on, no site): RSS {idle_rss:.1f} MB")
 
 
