@@ -19,6 +19,7 @@ import pytest
 
 from p1evse.app import FleetApp
 from p1evse.config import Settings
+from p1evse.fleet.members import Members
 from p1evse.sinks.charger import READ_BACK_FIELDS
 from tests.brokers import BrokerProcess
 from tests.conftest import serving, settings_for
@@ -315,3 +316,19 @@ async def test_listed_sites_come_on_exact_topics_to_their_owner_only(
             subscribed = [t for t in app.broker.subscriptions() if t.startswith("dsmr/")]
             assert len(subscribed) == 2 * len(app.fleet.sites)
             assert not set(app.fleet.sites) & set(other.fleet.sites)
+
+
+async def test_a_member_not_named_like_one_is_not_taken(one_broker: BrokerProcess) -> None:
+    settings = fleet_settings(one_broker, fleet={"membership": True})
+    async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, "p1evse/fleet/members/+")
+        await probe.wait_for_payload("p1evse/fleet/members/+", "online")  # p1evse itself
+        probe.publish("p1evse/fleet/members/not one!", "online")
+        probe.publish("p1evse/fleet/members/other", "online")
+        expected = Members("p1evse")
+        expected.update("other", online=True)
+        ours = next(f"h{n}" for n in range(100) if expected.owns(f"h{n}"))
+        probe.publish(DELIVERED.format(ours), "100")  # in after them, on the same connection
+        assert (await probe.next(GRID_IE)).topic == f"p1evse/{ours}/grid_ie"
+        assert app.fleet.members is not None
+        assert app.fleet.members.live == {"p1evse", "other"}

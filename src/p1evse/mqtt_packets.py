@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from p1evse.errors import P1evseError
+
 PUBLISH = 0x30
 # Packets longer than this are skipped unread, counted: no meter, charger or fleet message
 # comes near it, and holding one would let anyone with publish rights on a subscribed
@@ -22,7 +24,7 @@ MAX_PACKET_BYTES = 1 << 20
 MAX_LENGTH_BYTES = 4  # the remaining length is at most 4 bytes (MQTT 3.1.1, 2.2.3)
 
 
-class MalformedStream(Exception):
+class MalformedStream(P1evseError):
     """The byte stream is no sequence of MQTT packets: the connection must be dropped."""
 
 

@@ -37,10 +37,10 @@ from p1evse.errors import ConfigError
 from p1evse.fleet.members import Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord
+from p1evse.fleet.rows import site_row
 from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
 from p1evse.fleet.site_list import SiteList
 from p1evse.fleet.state_topics import StateTopics
-from p1evse.fleet.view import site_row
 from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import site_capture, with_site
@@ -67,6 +67,7 @@ IGNORED_ROUTES_PER_SITE = 16
 # pause markers known, per site this one may have (anyone may publish markers)
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
+MAX_MEMBERS = 1000  # live members taken (anyone who may publish there could add more)
 
 
 @dataclass
@@ -186,7 +187,20 @@ class Fleet:
         members = self.members
         assert members is not None
         member = topic.rpartition("/")[2]
-        if members.update(member, bytes(payload) == ONLINE.encode()):
+        online = bytes(payload) == ONLINE.encode()
+        if online and (SITE_ID.fullmatch(member) is None or len(members.live) >= MAX_MEMBERS):
+            more = self._log.note("member")
+            if more is not None:
+                log.warning(
+                    "fleet: %r is not taken as a member (a member is named like a site id, "
+                    "and there are at most %d)%s",
+                    member[:80],
+                    MAX_MEMBERS,
+                    more,
+                )
+            return
+        # before this process is ready it serves nothing: the members are only noted
+        if members.update(member, online) and self.ready:
             self._reassign()
 
     def _marker(self, topic: str, payload: bytes | bytearray) -> None:
@@ -244,7 +258,8 @@ class Fleet:
             return
         if not self._owners.owns(site_id):
             self._not_owned(payload)
-            self._ignore(topic)
+            if self._list is None:  # a listed site's topic is a subscription of the list's
+                self._ignore(topic)
             return
         if len(self.sites) >= self.settings.max_sites:
             self.counters.refused_full += 1

@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from p1evse.fleet.records import HISTORY_STEP_S
-from p1evse.sinks.charger import EvseState, describe_state
+from p1evse.fleet.rows import site_row
+from p1evse.sinks.charger import EvseState
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
     from p1evse.fleet.fleet import Fleet
-    from p1evse.fleet.records import SiteRecord
     from p1evse.mqtt import Broker
     from p1evse.site import Site
 
@@ -122,28 +122,5 @@ class FleetView:
         return site_row(site_id, self._fleet.sites[site_id], self._fleet.records[site_id], now)
 
 
-def site_row(site_id: str, site: Site, record: SiteRecord, now: float) -> dict[str, Any]:
-    """A site as the fleet's page and its state topic show it."""
-    pipeline = site.pipeline
-    charger = site.charger
-    return {
-        "id": site_id,
-        "stale": pipeline.stale,
-        "paused": site.holds_pause,
-        "watts": record.watts,
-        "sent_age_s": _age(now, record.sent_at),
-        "reading_age_s": _age(now, pipeline.last_valid_at if pipeline.last_reading else None),
-        "charger": {
-            "amps": charger.amps,
-            "pilot": charger.pilot,
-            "state": describe_state(charger.state) if charger.state is not None else None,
-        },
-    }
-
-
 def _charging(site: Site) -> bool:
     return site.charger.state == EvseState.CHARGING
-
-
-def _age(now: float, at: float | None) -> float | None:
-    return None if at is None else round(max(0.0, now - at), 1)
