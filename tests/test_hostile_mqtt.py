@@ -14,6 +14,7 @@ import pytest
 from amqtt.broker import Broker as AmqttBroker
 
 from p1evse.model import Rejection
+from p1evse.mqtt import MAX_UNSENT_BYTES, Broker, MqttSettings
 from p1evse.sim.broker import free_port
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
@@ -149,3 +150,36 @@ async def test_a_failing_task_is_restarted_and_named_by_health(
     failures = [r for r in caplog.records if "task source:mqtt_split failed" in r.getMessage()]
     assert len(failures) == 1  # the same cause is logged once
     assert failures[0].exc_info is not None  # with its traceback
+
+
+async def test_a_broker_that_stops_reading_costs_bounded_memory() -> None:
+    """A broker that takes the connection and then reads no more: what cannot be sent
+    piles up to a bound, then values are dropped and counted, never held without end."""
+    stalled: list[asyncio.Transport] = []
+
+    class Stalling(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.Transport)
+            stalled.append(transport)
+
+        def data_received(self, data: bytes) -> None:
+            if data[0] == 0x10:  # CONNECT: accepted, and then nothing is read again
+                stalled[0].write(b"\x20\x02\x00\x00")
+                stalled[0].pause_reading()
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Stalling, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    broker = Broker(MqttSettings(port=port), announce=False)
+    try:
+        await broker.connect_once()
+        payload = "x" * 1000
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while broker.stats.unsent == 0:
+                for _ in range(1000):
+                    broker.publish("p1evse/grid_ie", payload)
+                await asyncio.sleep(0)  # the flush runs
+        assert len(broker._out) <= MAX_UNSENT_BYTES + 1100
+    finally:
+        await broker.close(timeout=0.1)
+        server.close()

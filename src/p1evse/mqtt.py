@@ -249,6 +249,9 @@ class _Subscription:
 SUBSCRIBE_CHUNK = 256
 READ_CHUNK_BYTES = 256 * 1024  # one recv
 READ_TURN_BYTES = 1024 * 1024  # at most this much read in one loop turn, then others run
+# QoS 0 messages waiting for a broker that does not read are dropped beyond this (a value
+# that old is no use to a charger), rather than held without bound
+MAX_UNSENT_BYTES = 4 * 1024 * 1024
 
 
 class Broker:
@@ -416,6 +419,9 @@ class Broker:
             self.stats.unsent += 1
             return False
         if qos == 0:  # built here in one step (p1evse.mqtt_packets), sent with the next flush
+            if len(self._out) > MAX_UNSENT_BYTES:  # the broker stopped taking them
+                self.stats.unsent += 1
+                return False
             self._out += publish_packet(topic, payload, retain)
             self._schedule_flush()
             return True
