@@ -23,7 +23,8 @@ class SitePort:
         """`share(topic)`: whether a pattern of the fleet's brings `topic`."""
         self._broker = broker
         self._share = share
-        self.routes: dict[str, PayloadHandler] = {}
+        self.routes: dict[str, PayloadHandler] = {}  # the source's topics
+        self._shared: list[str] = []  # topics a pattern of the fleet's brings
         self._subscribed: list[str] = []
         self.connected_listeners: list[Callable[[], None]] = []
         self.disconnected_listeners: list[Callable[[], None]] = []
@@ -41,7 +42,7 @@ class SitePort:
 
     def subscribe(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
         if self._share(topic):
-            self.routes[topic] = handler
+            self._shared.append(topic)
             self._broker.route(topic, handler, retained=retained)
             return
         self._subscribed.append(topic)
@@ -49,7 +50,9 @@ class SitePort:
 
     def unsubscribe(self, topics: list[str]) -> None:
         routed = [topic for topic in topics if self.routes.pop(topic, None) is not None]
-        self._broker.unroute(routed)
+        shared = [topic for topic in topics if topic in self._shared]
+        self._shared = [topic for topic in self._shared if topic not in shared]
+        self._broker.unroute([*routed, *shared])
         own = [topic for topic in topics if topic in self._subscribed]
         self._subscribed = [topic for topic in self._subscribed if topic not in own]
         if own:
@@ -69,8 +72,9 @@ class SitePort:
 
     def close(self) -> None:
         """Take the site's routes and subscriptions off the connection."""
-        self._broker.unroute(list(self.routes))
+        self._broker.unroute([*self.routes, *self._shared])
         self.routes.clear()
+        self._shared = []
         if self._subscribed:
             self._broker.unsubscribe(self._subscribed)
             self._subscribed = []

@@ -1,5 +1,5 @@
 """What a fleet keeps of each site for its page: the last value sent, and the last hour
-of values at 10 s resolution in 1.4 kB, allocated with the site's first value. A
+of values at 10 s resolution in 720 bytes, allocated with the site's first value. A
 site's full status model (`SiteState`, with its hour at 1 s) is 130 kB: at ten thousand
 sites, that is the difference between 15 MB and 1.3 GB."""
 
@@ -11,8 +11,9 @@ from p1evse.model import Event, GridPower
 
 HISTORY_STEP_S = 10.0
 HISTORY_SLOTS = 360  # an hour
-NO_VALUE = -(2**31)  # a slot with no value sent in it
-MAX_WATTS = 2**31 - 1
+NO_VALUE = -(2**15)  # a slot with no value sent in it
+# the history holds ±32.7 kW (a home's connection; the value sent itself is kept whole)
+MAX_WATTS = 2**15 - 1
 
 
 class SiteRecord:
@@ -34,7 +35,7 @@ class SiteRecord:
         slot = int(at // HISTORY_STEP_S)
         history = self._history
         if history is None:
-            history = self._history = array("i", [NO_VALUE]) * HISTORY_SLOTS
+            history = self._history = array("h", [NO_VALUE]) * HISTORY_SLOTS
         elif slot > self._last_slot:  # the slots passed over had no value
             for gap in range(self._last_slot + 1, min(slot, self._last_slot + HISTORY_SLOTS)):
                 history[gap % HISTORY_SLOTS] = NO_VALUE
