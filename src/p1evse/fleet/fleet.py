@@ -43,7 +43,7 @@ from p1evse.fleet.site_list import SiteList
 from p1evse.fleet.state_topics import StateTopics
 from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import site_capture, with_site
+from p1evse.settings import SiteTemplate, site_capture
 from p1evse.site import Ports, Role, Site, SiteSettings, build_site
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 SITE_ROLE = Role(guard_from_start=False, discovery=False, state_topic=False)
 SWEEP_PERIOD_S = 60.0  # at most this long between looks for idle sites, and summaries
 FREEZE_AFTER_S = 1.0  # sites made this long ago and none since: frozen (see _freeze)
+FREEZE_EVERY = 500  # or this many made since the last freeze
 LOG_PERIOD_S = 60.0  # refused sites: a log line per kind at most this often
 # routes kept for topics of sites another process owns, per site this one may have: a
 # meter's topics and its charger's reports
@@ -113,7 +114,7 @@ class Fleet:
         problems = settings.site_id_problems()
         if problems or not settings.is_fleet():
             raise ConfigError([f"{key} = {problem}" for key, problem in problems] or ["no fleet"])
-        self._template = settings
+        self._template = SiteTemplate(settings)
         self.settings = fleet
         self._broker = broker
         self._clock = clock
@@ -131,6 +132,7 @@ class Fleet:
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
         self._sweep: Timer | None = None
         self._freezing: Timer | None = None
+        self._unfrozen = 0  # sites made since the last freeze
         self._states = (
             StateTopics(broker, clock, self._state_of)
             if settings.mqtt.state_topic is not None
@@ -310,7 +312,7 @@ class Fleet:
             self._ignore(topic)
 
     def _add(self, site_id: str) -> SitePort:
-        settings = with_site(self._template, site_id)
+        settings = self._template.fill(site_id)
         port = SitePort(self._broker, partial(self._share, site_id))
         record = SiteRecord()
         observers = [record.observe, *(self._observers or [])]
@@ -338,7 +340,10 @@ class Fleet:
             _tell(port.connected_listeners)
         site.start()
         log.debug("site %s: first message; %d sites", site_id, len(self.sites))
-        if self._freezing is None:
+        self._unfrozen += 1
+        if self._unfrozen >= FREEZE_EVERY:  # a burst of new sites: the walks stay short
+            self._freeze()
+        elif self._freezing is None:
             self._freezing = self._clock.call_at(self._clock.time() + FREEZE_AFTER_S, self._freeze)
         return port
 
@@ -346,7 +351,10 @@ class Fleet:
         """The sites made lately are long-lived: out of the collector's way. At ten
         thousand sites a full collection walks them all for about 100 ms, holding the
         loop; frozen, they are never walked."""
+        if self._freezing is not None:
+            self._freezing.cancel()
         self._freezing = None
+        self._unfrozen = 0
         gc.freeze()
 
     def _changed(self, site_id: str, _: object) -> None:
