@@ -130,8 +130,10 @@ async def test_each_site_has_its_own_stale_guard_and_one_never_fed_is_never_paus
         assert sum(app.fleet.sites["garbage"].pipeline.counters.rejected.values()) == 1
         assert app.fleet.sites["garbage"].pipeline.counters.stale_entered == 0
         assert app.fleet.sites["busy"].pipeline.counters.stale_entered == 0
+        assert (app.fleet.totals.stale, app.fleet.totals.paused) == (1, 1)
         probe.publish(RETURNED.format("quiet"), "300")
         await probe.wait_for_payload(CLAIMS, "release")
+        assert (app.fleet.totals.stale, app.fleet.totals.paused) == (0, 0)
 
 
 async def test_an_idle_site_is_let_go_and_its_pause_released_when_it_returns(
@@ -153,10 +155,12 @@ async def test_an_idle_site_is_let_go_and_its_pause_released_when_it_returns(
             await asyncio.wait_for(let_go.wait(), EVENT_TIMEOUT_S)
         assert "away" not in app.fleet.sites
         assert app.fleet.counters.evicted == 1
+        assert (app.fleet.totals.stale, app.fleet.totals.paused) == (0, 0)  # not served here
         probe.publish(DELIVERED.format("away"), "900")  # back: a new site, the same pause
         assert await probe.next_payload(CLAIMS) == "release"
         assert await probe.next_payload(GRID_IE) == "900"
         assert app.fleet.counters.created == 2
+        assert (app.fleet.totals.stale, app.fleet.totals.paused) == (0, 0)
 
 
 async def test_every_output_topic_is_the_sites_own(one_broker: BrokerProcess) -> None:

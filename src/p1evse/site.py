@@ -197,6 +197,7 @@ class Site:
     source: Source | None
     discovery: HomeAssistantDiscovery | None
     state_topic: StateTopic | None = None
+    feed: OpenEvseMqttSink | None = None  # the charger's feed over MQTT, of the sinks
 
     @property
     def intake(self) -> Bridge:
@@ -218,23 +219,21 @@ class Site:
     @property
     def holds_pause(self) -> bool:
         """Whether the charger holds this site's pause claim."""
-        return any(isinstance(sink, OpenEvseMqttSink) and sink.claim_sent for sink in self.sinks)
+        return self.feed is not None and self.feed.claim_sent
 
     def on_pause_held(self, listener: Callable[[bool], None]) -> None:
         """Tell `listener` each time the charger comes to hold this site's pause claim
         (True) or it is released (False)."""
-        for sink in self.sinks:
-            if isinstance(sink, OpenEvseMqttSink):
-                sink.pause.listeners.append(listener)
+        if self.feed is not None:
+            self.feed.pause.listeners.append(listener)
 
     def adopt_pause(self, now: float) -> None:
         """The charger holds this site's pause claim from before it was made (a fleet
         let the site go while it was paused): begin stale, and release on the first
         fresh reading."""
         self.pipeline.begin_stale(now)
-        for sink in self.sinks:
-            if isinstance(sink, OpenEvseMqttSink):
-                sink.adopt_pause()
+        if self.feed is not None:
+            self.feed.adopt_pause()
 
     def leave(self) -> None:
         """Stop the timers without undoing what the charger holds: a fleet lets an
@@ -242,9 +241,8 @@ class Site:
         self.bridge.stop()
         if self.state_topic is not None:
             self.state_topic.close()
-        for sink in self.sinks:
-            if isinstance(sink, OpenEvseMqttSink):
-                sink.leave()
+        if self.feed is not None:
+            self.feed.leave()
 
     async def close(self) -> None:
         """Stop the timers and undo what the sinks hold (claims)."""
@@ -279,8 +277,19 @@ def build_site(
     discovery = _discovery(settings, mqtt, state) if role.discovery else None
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
     bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
+    feed = next((sink for sink in sinks if isinstance(sink, OpenEvseMqttSink)), None)
     return Site(
-        name, settings, pipeline, bridge, charger, sinks, state, source, discovery, state_topic
+        name,
+        settings,
+        pipeline,
+        bridge,
+        charger,
+        sinks,
+        state,
+        source,
+        discovery,
+        state_topic,
+        feed,
     )
 
 

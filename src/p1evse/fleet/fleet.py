@@ -36,7 +36,7 @@ from p1evse.counts import Count
 from p1evse.errors import ConfigError
 from p1evse.fleet.members import Members, Owners
 from p1evse.fleet.port import SitePort
-from p1evse.fleet.records import SiteRecord
+from p1evse.fleet.records import SiteRecord, Totals
 from p1evse.fleet.rows import site_row
 from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
 from p1evse.fleet.site_list import SiteList
@@ -121,6 +121,7 @@ class Fleet:
         self._observers = observers
         self.sites: dict[str, Site] = {}
         self.records: dict[str, SiteRecord] = {}  # what the page shows of each site
+        self.totals = Totals()
         self._ports: dict[str, SitePort] = {}
         self.members = Members(settings.mqtt.client_id) if fleet.membership else None
         self._owners = Owners(fleet.shard, self.members)
@@ -314,7 +315,7 @@ class Fleet:
     def _add(self, site_id: str) -> SitePort:
         settings = self._template.fill(site_id)
         port = SitePort(self._broker, partial(self._share, site_id))
-        record = SiteRecord()
+        record = SiteRecord(self.totals)
         observers = [record.observe, *(self._observers or [])]
         if self._states is not None:
             observers.append(partial(self._changed, site_id))
@@ -327,8 +328,10 @@ class Fleet:
                 self._list.routes[topic] = handler
             else:
                 port.route(topic, handler)
+        site.on_pause_held(record.pause_held)
         if site_id in self.paused:
             site.adopt_pause(self._clock.time())
+            record.set_stale(True)
         site.on_pause_held(partial(self._pause_held, site_id))
         if self._states is not None:
             site.on_pause_held(partial(self._changed, site_id))
@@ -409,7 +412,7 @@ class Fleet:
     def _drop(self, site_id: str) -> None:
         """Let the site go, leaving what its charger holds to whoever serves it next."""
         self.sites.pop(site_id).leave()
-        del self.records[site_id]
+        self.records.pop(site_id).let_go()
         if self._list is not None:
             self._list.forget(site_id)
         if self._states is not None:

