@@ -54,10 +54,8 @@ class FleetView:
     def _totals(self) -> tuple[int, int, int]:
         """The sites that are stale, paused, charging: the first two kept by the
         fleet, the chargers counted (10,000 sites: 2 ms of the loop)."""
-        charging = EvseState.CHARGING.value
         totals = self._fleet.totals
-        counted = sum(site.charger.state == charging for site in self._fleet.sites.values())
-        return totals.stale, totals.paused, counted
+        return totals.stale, totals.paused, sum(map(_charging, self._fleet.sites.values()))
 
     def summary(self) -> dict[str, Any]:
         fleet = self._fleet
