@@ -218,14 +218,20 @@ def _apply(section: SectionT, plan: Plan, site: str) -> SectionT:
     return type(section).model_construct(section.model_fields_set, **{**section.__dict__, **update})
 
 
+def fill_site(text: str, site: str) -> str:
+    """`text` for one site: a topic's `+` level and each `{site}` become `site` (the
+    same object back if it holds neither)."""
+    levels = text.split("/")
+    if SITE_CAPTURE not in levels and SITE not in text:
+        return text
+    return "/".join(site if level == SITE_CAPTURE else level for level in levels).replace(
+        SITE, site
+    )
+
+
 def _fill(value: Any, site: str) -> Any:
     if isinstance(value, str):
-        levels = value.split("/")
-        if SITE_CAPTURE not in levels and SITE not in value:
-            return value
-        return "/".join(site if level == SITE_CAPTURE else level for level in levels).replace(
-            SITE, site
-        )
+        return fill_site(value, site)
     if isinstance(value, list):
         items = [_fill(item, site) for item in value]
         return items if any(a is not b for a, b in zip(items, value, strict=True)) else value

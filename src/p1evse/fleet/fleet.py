@@ -149,7 +149,11 @@ class Fleet:
             for pattern in settings.source.subscriptions()
             if (level := site_capture(pattern)) is not None  # site_id_problems: all have one
         ]
-        self._list = SiteList(fleet.sites, patterns, broker, self._arrived) if fleet.sites else None
+        self._list = (
+            SiteList(fleet.sites, [pattern for pattern, _ in patterns], broker, self._arrived)
+            if fleet.sites
+            else None
+        )
         if self._list is None:
             for pattern, level in patterns:
                 broker.subscribe_pattern(pattern, partial(self._unrouted, level), retained=False)

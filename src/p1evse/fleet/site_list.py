@@ -10,6 +10,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
+from p1evse.settings import fill_site
+
 if TYPE_CHECKING:
     from p1evse.mqtt import Broker, PayloadHandler
 
@@ -19,21 +21,18 @@ Arrived = Callable[[str, str, bytes | bytearray], None]
 
 class SiteList:
     def __init__(
-        self, sites: list[str], patterns: list[tuple[str, int]], broker: Broker, arrived: Arrived
+        self, sites: list[str], patterns: list[str], broker: Broker, arrived: Arrived
     ) -> None:
-        """`patterns`: each source topic, with the level that is the site id."""
+        """`patterns`: the source's topics, a `+` level where the site id goes."""
         self.sites = sites
-        self._patterns = [(pattern.split("/"), level) for pattern, level in patterns]
+        self._patterns = patterns
         self._broker = broker
         self._arrived = arrived
         self.routes: dict[str, PayloadHandler] = {}  # topic -> its site's handler, once made
         self._site_of: dict[str, str] = {}  # each subscribed topic's site
 
     def topics(self, site: str) -> list[str]:
-        return [
-            "/".join(site if index == level else part for index, part in enumerate(levels))
-            for levels, level in self._patterns
-        ]
+        return [fill_site(pattern, site) for pattern in self._patterns]
 
     def sync(self, owns: Callable[[str], bool]) -> None:
         """Subscribe to the topics of the listed sites this process owns now, and no

@@ -48,7 +48,7 @@ class FleetView:
         return None
 
     def health(self) -> str:
-        stale, _, _ = self._totals()
+        stale = self._fleet.totals.stale
         return f"broker connected, {len(self._fleet.sites)} sites, {stale} stale"
 
     def _totals(self) -> tuple[int, int, int]:
