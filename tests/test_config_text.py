@@ -81,6 +81,12 @@ FLEET: dict[tuple[str, ...], str] = {
     ("mqtt", "state_topic"): "",
     ("publish", "stale_after"): "5",
 }
+# a fleet key that needs others: a shared subscription, the broker's stickiness, and
+# values more often than half of stale_after
+FLEET_PAIRS: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {
+    ("fleet", "share_group"): {("fleet", "share_sticky"): "true", ("publish", "interval"): "2"},
+    ("fleet", "share_sticky"): {("fleet", "share_group"): "p1evse", ("publish", "interval"): "2"},
+}
 # Text that a key's type alone does not tell (formats checked by validators).
 SAMPLES: dict[str, str] = {
     "openevse.url": "http://openevse.local:8080",
@@ -94,6 +100,7 @@ SAMPLES: dict[str, str] = {
     "server_name": "p1meter",
     "username": "someone",
     "client_id": "p1evse-two",
+    "share_group": "p1evse",
 }
 
 
@@ -195,7 +202,7 @@ def test_every_key_can_be_set_from_the_environment(
             monkeypatch.setenv(f"P1EVSE_SOURCE__{name.upper()}", value)
     companions = COMPANIONS.get((key.source_type or "", *key.path)) or COMPANIONS.get(key.path)
     if key.path[0] == "fleet":
-        companions = FLEET
+        companions = {**FLEET, **FLEET_PAIRS.get(key.path, {})}
     for path, value in (companions or {}).items():
         monkeypatch.setenv("P1EVSE_" + "__".join(p.upper() for p in path), value.format(file=file))
     monkeypatch.setenv(key.variable, text)

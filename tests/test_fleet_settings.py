@@ -161,9 +161,68 @@ def test_run_takes_its_shard_from_the_command_line(tmp_path: Path) -> None:
     assert "fleet.shard = '4/4': the shard I of N goes from 0 to N-1" in result.stderr
 
 
-def test_a_shared_subscription_is_refused_with_what_to_use(tmp_path: Path) -> None:
+def test_a_shared_subscription_in_a_topic_is_refused_with_what_to_use(tmp_path: Path) -> None:
     text = FLEET.replace("dsmr/+/reading/electricity_currently_delivered", "$share/g/dsmr/+/d")
     [problem] = problems(tmp_path, text)
-    assert problem.startswith("source.delivered_topic = '$share/g/dsmr/+/d': shared subscript")
-    assert problem.count("$share") == 1
-    assert "fleet.membership or fleet.shard" in problem
+    assert problem.startswith("source.delivered_topic = '$share/g/dsmr/+/d': the source's topics")
+    assert "set fleet.share_group" in problem
+    assert problem.endswith("(FILE line 2)")
+
+
+def test_a_share_group_loads_on_the_users_word_that_the_broker_keeps_meters_apart(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p1evse.yaml"
+    path.write_text(FLEET + "fleet:\n  share_group: p1evse\n  share_sticky: true\n")
+    fleet = load(path).fleet
+    assert (fleet.share_group, fleet.share_sticky) == ("p1evse", True)
+
+
+def test_a_share_group_without_a_sticky_broker_is_refused_with_why(tmp_path: Path) -> None:
+    [problem] = problems(tmp_path, FLEET + "fleet:\n  share_group: p1evse\n")
+    assert problem.startswith("fleet.share_group = 'p1evse': the broker must keep each meter's")
+    assert "fleet.share_sticky: true" in problem
+    assert "hash_clientid" in problem
+    assert problem.endswith("(FILE line 11)")
+    # a single-topic source too: round robin deals one meter's readings to two processes
+    single = FLEET.replace(
+        "  delivered_topic: dsmr/+/reading/electricity_currently_delivered\n"
+        "  returned_topic: dsmr/+/reading/electricity_currently_returned\n",
+        "  type: mqtt_value\n  topic: meters/+/power\n",
+    )
+    [problem] = problems(tmp_path, single + "fleet:\n  share_group: p1evse\n")
+    assert problem.startswith("fleet.share_group = 'p1evse': the broker must keep")
+
+
+@pytest.mark.parametrize(
+    ("keys", "wanted"),
+    [
+        ("  share_sticky: true\n", ["fleet.share_sticky = true, but fleet.share_group is not set"]),
+        (
+            "  share_group: a/b\n  share_sticky: true\n",
+            ["fleet.share_group = 'a/b': no group name"],
+        ),
+        (
+            "  share_group: g\n  share_sticky: true\n  membership: true\n  sites: [h1]\n",
+            [
+                "fleet.membership = true, together with fleet.share_group ('g')",
+                "fleet.sites = 1 listed, together with fleet.share_group ('g')",
+            ],
+        ),
+        (
+            "  share_group: g\n  share_sticky: true\npublish:\n  interval: 15\n",
+            ["publish.stale_after = 30 s: with fleet.share_group it must be longer than twice"],
+        ),
+        (
+            "  share_group: g\n  share_sticky: true\n  shard: 0/2\n",
+            ["fleet.shard = 0/2, together with fleet.share_group ('g')"],
+        ),
+    ],
+)
+def test_share_keys_that_do_not_go_together_are_named(
+    tmp_path: Path, keys: str, wanted: list[str]
+) -> None:
+    found = problems(tmp_path, FLEET + "fleet:\n" + keys)
+    assert len(found) == len(wanted)
+    for problem, start in zip(found, wanted, strict=True):
+        assert problem.startswith(start), problem

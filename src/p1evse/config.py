@@ -80,15 +80,65 @@ class Settings(SiteSettings):
                     "a static shard is for fleets without it",
                 )
             )
-        if fleet.membership and SITE_ID.fullmatch(self.mqtt.client_id) is None:
+        problems.extend(_share_problems(fleet))
+        if fleet.share_group is not None and self.publish.stale_after <= 2 * self.publish.interval:
+            problems.append(
+                (
+                    "publish.stale_after",
+                    f"{self.publish.stale_after:g} s: with fleet.share_group it must be longer "
+                    f"than twice publish.interval ({self.publish.interval:g} s). A process that "
+                    "lost a meter knows it by the new owner's values, one each interval, "
+                    "before its stale guard would pause the charger",
+                )
+            )
+        if fleet.one_of_many() and SITE_ID.fullmatch(self.mqtt.client_id) is None:
             problems.append(
                 (
                     "mqtt.client_id",
-                    f"{self.mqtt.client_id!r}: with fleet.membership it names this process "
-                    f"in a topic level: {SITE_ID_RULE}",
+                    f"{self.mqtt.client_id!r}: in a fleet of many processes it names this "
+                    f"one in a topic level: {SITE_ID_RULE}",
                 )
             )
         return problems
+
+
+def _share_problems(fleet: FleetSettings) -> list[tuple[str, str]]:
+    """A broker that deals the meters among the processes must keep each meter on one
+    of them: round robin (mosquitto's, and EMQX's default) deals one meter's readings,
+    and the two halves of split topics, to different processes, and two processes would
+    feed one charger."""
+    if fleet.share_group is None:
+        if fleet.share_sticky:
+            return [("fleet.share_sticky", "true, but fleet.share_group is not set")]
+        return []
+    problems = []
+    if not fleet.share_sticky:
+        problems.append(
+            (
+                "fleet.share_group",
+                f"{fleet.share_group!r}: the broker must keep each meter's messages on one "
+                "process, and fleet.share_sticky: true says it does (EMQX: "
+                "broker.shared_subscription_strategy = hash_clientid or sticky). Round "
+                "robin, mosquitto's and EMQX's default, deals one meter's readings (and "
+                "split topics' halves) to different processes, which would then both feed "
+                "its charger; see docs/scaling.md",
+            )
+        )
+    others = {
+        "fleet.membership": "true" if fleet.membership else None,
+        "fleet.shard": str(fleet.shard) if fleet.shard is not None else None,
+        "fleet.sites": f"{len(fleet.sites)} listed" if fleet.sites else None,
+    }
+    problems.extend(
+        (
+            key,
+            f"{given}, together with fleet.share_group ({fleet.share_group!r}): the broker "
+            "deals the meters among the processes, so no other way of splitting them is taken",
+        )
+        for key, given in others.items()
+        if given is not None
+    )
+    return problems
 
 
 def load(path: Path | None, options: dict[str, Any] | None = None) -> Settings:

@@ -141,8 +141,8 @@ def _topic(topic: str, *, publish: bool) -> str:
         )
     if not publish and topic.startswith("$share/"):
         raise ValueError(
-            "shared subscriptions are not supported (yet); the processes of a fleet share "
-            "its sites with fleet.membership or fleet.shard"
+            "the source's topics are the meters' own: for a shared subscription, set "
+            "fleet.share_group (p1evse subscribes to $share/<group>/<topic> itself)"
         )
     if not publish and not _exact_or_one_capture(topic):
         raise ValueError(

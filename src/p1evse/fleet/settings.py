@@ -75,6 +75,18 @@ class FleetSettings(Section):
     # other; or sites_file: a file with one id a line (# starts a comment)
     sites: list[str] = Field(default_factory=list, max_length=1_000_000)
     sites_file: Path | None = None
+    # the broker deals the meters among the processes: every process subscribes to
+    # "$share/<share_group>/<source topic>"; only on a broker that keeps each meter's
+    # messages on one member, which share_sticky: true says (docs/scaling.md)
+    share_group: str | None = None
+    share_sticky: bool = False
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_name(cls, group: str | None) -> str | None:
+        if group is not None and SITE_ID.fullmatch(group) is None:
+            raise ValueError(f"no group name: {SITE_ID_RULE}")
+        return group
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +114,11 @@ class FleetSettings(Section):
         if repeated:
             raise ValueError(f"{repeated} site ids are listed more than once")
         return sites
+
+    def one_of_many(self) -> bool:
+        """Whether other processes serve the fleet's other sites: each then announces
+        itself on its own member topic, not on the availability topic they all have."""
+        return self.membership or self.shard is not None or self.share_group is not None
 
     def member_topic(self, member: str) -> str:
         """Where a member announces itself: "online", retained; "offline" as its will."""
