@@ -293,7 +293,9 @@ class Broker:
         self.connected = False
         self._handlers: dict[str, _Subscription] = {}
         self._wildcard_handlers: list[tuple[TopicFilter, _Subscription]] = []
-        self._patterns: list[tuple[TopicFilter, TopicHandler, bool]] = []  # subscribe_pattern
+        # subscribe_pattern's: the filter, its handler, whether retained messages are
+        # wanted, and what is subscribed to (the filter, or a shared subscription of it)
+        self._patterns: list[tuple[TopicFilter, TopicHandler, bool, str]] = []
         self._pending: dict[int, list[str]] = {}  # subscribe message id -> its topics
         self._leaving: dict[int, list[str]] = {}  # unsubscribe message id -> its topics
         self._connected_listeners: list[Callable[[], None]] = []
@@ -358,18 +360,26 @@ class Broker:
         return [
             *(topic for topic, subscription in self._handlers.items() if subscription.subscribed),
             *(wildcard.text for wildcard, _ in self._wildcard_handlers),
-            *(pattern.text for pattern, _, _ in self._patterns),
+            *(subscribed for _, _, _, subscribed in self._patterns),
         ]
 
     def subscribe_pattern(
-        self, pattern: str, handler: TopicHandler, *, retained: bool = True
+        self,
+        pattern: str,
+        handler: TopicHandler,
+        *,
+        retained: bool = True,
+        share_group: str | None = None,
     ) -> None:
         """Subscribe to a wildcard `pattern`. A message whose topic has a `route` goes
         there, found by a dict lookup; any other goes to `handler` with its topic (a
-        fleet makes the route of a new site there)."""
-        self._patterns.append((TopicFilter(pattern), handler, retained))
+        fleet makes the route of a new site there). `share_group`: as one member of the
+        shared subscription `$share/<group>/<pattern>`, of which the broker deals each
+        message to one member."""
+        subscribed = pattern if share_group is None else f"$share/{share_group}/{pattern}"
+        self._patterns.append((TopicFilter(pattern), handler, retained, subscribed))
         if self.connected:
-            self._send_subscribe([pattern])
+            self._send_subscribe([subscribed])
 
     def route(self, topic: str, handler: PayloadHandler, *, retained: bool = True) -> None:
         """Hand each message on the exact `topic` to `handler`, without subscribing:
@@ -674,7 +684,7 @@ class Broker:
         for wildcard, subscription in self._wildcard_handlers:
             if wildcard.matches(levels):
                 self._deliver(subscription.handler, subscription.retained, topic, payload, retain)
-        for pattern, handler, retained in self._patterns:
+        for pattern, handler, retained, _ in self._patterns:
             if pattern.matches(levels):
                 self._deliver(partial(handler, topic), retained, topic, payload, retain)
 
