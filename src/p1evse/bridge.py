@@ -50,6 +50,10 @@ class Bridge:
         self.observers = list(observers)
         self._name = name
         self._timer: Timer | None = None
+        # asked before the sinks hear that the readings stopped: False keeps it from
+        # them and from the observers (a fleet whose broker deals this meter to another
+        # process now lets the site go instead)
+        self.stale_gate: Callable[[], bool] | None = None
         self._rejection_log = RateLimiter(REJECTION_LOG_PERIOD_S, clock.time)
         self._failure_log = RateLimiter(REJECTION_LOG_PERIOD_S, clock.time)
         # `--log-level debug` shows every message; decided once, not per message
@@ -99,6 +103,8 @@ class Bridge:
         elif isinstance(event, Rejected):
             self._log_rejection(event)
         elif isinstance(event, StaleEntered):
+            if self.stale_gate is not None and not self.stale_gate():
+                return
             self._log_stale(event)
             for sink in self._sinks:
                 self._deliver(sink.stale_entered, event)

@@ -21,6 +21,11 @@ paused until its readings are back, whoever is serving it then.
 Nothing is decided before this process has seen its own announcement come back from the
 broker: the retained members and markers come before it, so by then it knows who else
 serves and which chargers are paused.
+
+With a shared subscription (`fleet.share_group`) the broker deals the meters among the
+processes, and a site is this process's while its meter's readings come here. The
+broker moves meters without a word, so each site listens to its charger's feed
+(`dealt.FeedWatch`) and is let go, not paused, once another process feeds it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from p1evse.counts import Count
 from p1evse.errors import ConfigError
+from p1evse.fleet.dealt import FeedWatch, Heard
 from p1evse.fleet.members import Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord, Totals
@@ -79,6 +85,7 @@ class FleetCounters:
     refused_id: int = 0  # a topic level that is no site id
     refused_full: int = 0  # max_sites reached
     not_owned: int = 0  # messages of sites another process owns, or before it knew
+    fed_by_both: int = 0  # another's value on a site's feed after a reading of its own
 
     def counts(self) -> list[Count]:
         return [
@@ -94,6 +101,12 @@ class FleetCounters:
                 "fleet_messages_not_owned",
                 "Messages of sites another process owns (or before the members were known)",
                 self.not_owned,
+            ),
+            Count(
+                "fleet_feeds_shared",
+                "Values of another process's on the feed of a site whose readings still "
+                "come here too: a broker that deals a meter to two processes",
+                self.fed_by_both,
             ),
         ]
 
@@ -128,6 +141,10 @@ class Fleet:
         self.paused: set[str] = set()  # the sites whose pause markers are retained
         self._ignored: set[str] = set()  # topics routed to `_not_owned`
         self._shared: set[str] = set()  # patterns that bring topics of every site
+        # the broker deals the meters among the processes (a shared subscription)
+        self._dealt = fleet.share_group is not None
+        self._leaving: dict[str, None] = {}  # sites another process feeds now, let go soon
+        self._letting_go: Timer | None = None
         self.ready = False
         self.counters = FleetCounters()
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
@@ -156,7 +173,12 @@ class Fleet:
         )
         if self._list is None:
             for pattern, level in patterns:
-                broker.subscribe_pattern(pattern, partial(self._unrouted, level), retained=False)
+                broker.subscribe_pattern(
+                    pattern,
+                    partial(self._unrouted, level),
+                    retained=False,
+                    share_group=fleet.share_group,
+                )
         broker.on_connected(self._connected)
         broker.on_disconnected(self._disconnected)
         broker.on_problem(self._problem)
@@ -170,10 +192,10 @@ class Fleet:
 
     async def close(self) -> None:
         """Stop every site; what their chargers hold stays (see the module's text)."""
-        for timer in (self._sweep, self._freezing):
+        for timer in (self._sweep, self._freezing, self._letting_go):
             if timer is not None:
                 timer.cancel()
-        self._sweep = self._freezing = None
+        self._sweep = self._freezing = self._letting_go = None
         if self._states is not None:
             self._states.close()
         for site in self.sites.values():
@@ -312,7 +334,12 @@ class Fleet:
         (counted, and routed to be counted from now on), or one of this process's
         whose meter has not spoken yet (left: its charger reports again)."""
         site_id = topic.split("/")[level]
-        if self.ready and SITE_ID.fullmatch(site_id) and not self._owners.owns(site_id):
+        if (
+            self.ready
+            and SITE_ID.fullmatch(site_id)
+            # dealt by the broker: a site is another's until its readings come here
+            and (self._dealt or not self._owners.owns(site_id))
+        ):
             self._not_owned(payload)
             self._ignore(topic)
 
@@ -332,6 +359,8 @@ class Fleet:
                 self._list.routes[topic] = handler
             else:
                 port.route(topic, handler)
+        if self._dealt:
+            self._watch(site_id, site, port)
         site.on_pause_held(record.pause_held)
         if site_id in self.paused:
             site.adopt_pause(self._clock.time())
@@ -353,6 +382,66 @@ class Fleet:
         elif self._freezing is None:
             self._freezing = self._clock.call_at(self._clock.time() + FREEZE_AFTER_S, self._freeze)
         return port
+
+    # -- a site the broker deals to one process of many ------------------------------
+
+    def _watch(self, site_id: str, site: Site, port: SitePort) -> None:
+        """Hear the site's charger feed back, and let the site go, not pause it, once
+        another process feeds it (the module's text)."""
+        watch = port.watch = FeedWatch(site.settings.openevse.grid_ie_topic)
+        port.subscribe(watch.topic, partial(self._fed, site_id, site, watch), retained=False)
+        site.bridge.stale_gate = partial(self._stale_or_moved, site_id, site, watch)
+
+    def _fed(self, site_id: str, site: Site, watch: FeedWatch, payload: bytes | bytearray) -> None:
+        heard = watch.heard(payload, site.pipeline.last_valid_at)
+        if heard is Heard.MOVED:
+            self._let_go_soon(site_id)
+        elif heard is Heard.BOTH:
+            self.counters.fed_by_both += 1
+            more = self._log.note("fed by both")
+            if more is not None:
+                log.warning(
+                    "fleet: site %s: another process feeds its charger too, while its "
+                    "readings still come here: the broker deals one meter to two processes "
+                    "(fleet.share_group needs a sticky strategy, docs/scaling.md)%s",
+                    site_id,
+                    more,
+                )
+
+    def _stale_or_moved(self, site_id: str, site: Site, watch: FeedWatch) -> bool:
+        """The site's stale guard: True lets it act; False when another process fed the
+        charger since the site's last reading, and the site is let go instead."""
+        if not watch.fed_by_another(site.pipeline.last_valid_at):
+            return True
+        self._let_go_soon(site_id)
+        return False
+
+    def _let_go_soon(self, site_id: str) -> None:
+        """Let go after this turn of the loop (the site may be in the middle of an
+        event), together with every other site the broker moved in the same turn: a
+        member joining or leaving moves many at once, and each let-go needs a full
+        collection (see _collect)."""
+        self._leaving[site_id] = None
+        if self._letting_go is None:
+            self._letting_go = self._clock.call_at(self._clock.time(), self._let_go)
+
+    def _let_go(self) -> None:
+        self._letting_go = None
+        moved = [site_id for site_id in self._leaving if site_id in self.sites]
+        self._leaving = {}
+        for site_id in moved:
+            self._drop(site_id)
+        self.counters.moved += len(moved)
+        if not moved:
+            return
+        self._collect()
+        shown = ", ".join(moved[:10]) + (", …" if len(moved) > 10 else "")
+        log.info(
+            "fleet: %d sites let go: another process feeds their chargers now, the broker "
+            "deals their meters to it (%s)",
+            len(moved),
+            shown,
+        )
 
     def _freeze(self) -> None:
         """The sites made lately are long-lived: out of the collector's way. At ten

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from p1evse.fleet.dealt import FeedWatch
     from p1evse.mqtt import Broker, PayloadHandler
 
 
@@ -29,6 +30,7 @@ class SitePort:
         self.connected_listeners: list[Callable[[], None]] = []
         self.disconnected_listeners: list[Callable[[], None]] = []
         self.problem_listeners: list[Callable[[str, str | None], None]] = []
+        self.watch: FeedWatch | None = None  # told what the site sends on its topic
 
     @property
     def connected(self) -> bool:
@@ -59,6 +61,9 @@ class SitePort:
             self._broker.unsubscribe(own)
 
     def publish(self, topic: str, payload: str, qos: int = 0, retain: bool = False) -> bool:
+        watch = self.watch
+        if watch is not None and topic == watch.topic:
+            watch.sent(payload)
         return self._broker.publish(topic, payload, qos, retain)
 
     def on_connected(self, listener: Callable[[], None]) -> None:

@@ -66,6 +66,7 @@ class FleetView:
                 "member": members.me if members is not None else None,
                 "members": sorted(members.live) if members is not None else None,
                 "shard": str(fleet.settings.shard) if fleet.settings.shard else None,
+                "share_group": fleet.settings.share_group,
                 "ready": fleet.ready,
                 "sites": len(fleet.sites),
                 "max_sites": fleet.settings.max_sites,
