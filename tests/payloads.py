@@ -57,6 +57,14 @@ async def ready(probe: Probe) -> None:
     await probe.wait_for_payload(STATUS, "online")
 
 
+async def members_ready(probe: Probe, *client_ids: str) -> None:
+    """`ready` for the processes of a fleet of many, each announced on its own topic."""
+    for client_id in client_ids:
+        topic = f"p1evse/fleet/members/{client_id}"
+        await probe.subscribe(topic)
+        await probe.wait_for_payload(topic, "online")
+
+
 def dsmr_reader_json(delivered: str = "0.321", returned: str = "0.000", second: int = 14) -> bytes:
     """DSMR-reader's `dsmr/json`: one telegram, decimals as strings, its default
     mapping's fields."""

@@ -24,7 +24,7 @@ from p1evse.sinks.charger import READ_BACK_FIELDS
 from tests.brokers import BrokerProcess
 from tests.conftest import serving, settings_for
 from tests.logs import log_event
-from tests.payloads import ready
+from tests.payloads import members_ready, ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
 
 DELIVERED = "dsmr/{}/reading/electricity_currently_delivered"
@@ -231,7 +231,7 @@ async def two_shards(
         Probe(broker.port) as probe,
     ):
         await probe.subscribe(GRID_IE)
-        await ready(probe)
+        await members_ready(probe, "p1evse-0", "p1evse-1")
         yield first, second, probe
 
 

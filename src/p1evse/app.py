@@ -124,7 +124,7 @@ class FleetApp(Service):
         observers: list[Callable[[Event], None]] | None = None,
     ) -> None:
         mqtt, fleet = settings.mqtt, settings.fleet
-        if fleet.membership:  # announced where the members look
+        if fleet.one_of_many():  # on its own topic, where the members look
             mqtt = mqtt.model_copy(
                 update={"availability_topic": fleet.member_topic(mqtt.client_id)}
             )
@@ -175,5 +175,7 @@ def describe(settings: Settings) -> str:
         fleet = settings.fleet
         evict = f"{fleet.evict_after:g} s" if fleet.evict_after is not None else "never"
         shard = f", shard {fleet.shard}" if fleet.shard is not None else ""
+        if fleet.share_group is not None:
+            shard = f", the meters dealt by the broker to the group {fleet.share_group}"
         line += f"; a fleet of up to {fleet.max_sites} sites{shard}, idle ones let go: {evict}"
     return line
