@@ -5,7 +5,10 @@ one reading a second the way DSMR-reader does (two messages: `..._delivered` wit
 value, `..._returned` with 0), spread evenly over the second, and p1evse relays each
 reading (`publish.interval: 0`) to the site's `p1evse/<site>/grid_ie`. Then, with the
 largest count, the rate per site goes up until p1evse falls behind. Last, the same load
-(`--split-sites`) is served by 1, 2 and 4 processes with live membership.
+(`--split-sites`) is served by 1, 2 and 4 processes with live membership. With
+`--share`, the one-process rows subscribe as the one member of a shared subscription
+(`fleet.share_group`), and so also hear every charger's feed back (what a process of a
+fleet that the broker deals does).
 
 What it reports, per row, over the measured stretch (after every site exists and has
 been fed once):
@@ -304,13 +307,14 @@ def start_p1evse(
     membership: bool,
     profile: Path | None,
     sites: list[str] | None = None,
+    share: bool = False,
 ) -> Subject:
     config = workdir / f"{name}.yaml"
-    listed = ""
+    listed = "  share_group: p1evse\n  share_sticky: true\n" if share else ""
     if sites is not None:
         listing = workdir / "sites.txt"
         listing.write_text("\n".join(sites))
-        listed = f"  sites_file: {listing}\n"
+        listed += f"  sites_file: {listing}\n"
     config.write_text(CONFIG.format(port=port, membership=str(membership).lower(), sites=listed))
     listen = f"{HOST}:{free_port()}"
     command = [sys.executable, "-m", "p1evse", "run"]
@@ -470,6 +474,9 @@ def main() -> None:
     parser.add_argument("--no-split", action="store_true", help="skip 1 vs 2 vs 4 processes")
     parser.add_argument("--split-sites", type=int, default=4000)
     parser.add_argument("--profile", type=int, help="profile p1evse at this many sites")
+    parser.add_argument(
+        "--share", action="store_true", help="one process as a shared subscription's member"
+    )
     args = parser.parse_args()
     counts = [int(count) for count in args.sites.split(",")]
     with ExitStack() as stack:
@@ -483,7 +490,9 @@ def main() -> None:
         stop(idle)
         for count in counts:
             profile = workdir / "p1evse.prof" if args.profile == count else None
-            subject = start_p1evse(workdir, port, f"p1evse-{count}", False, profile)
+            subject = start_p1evse(
+                workdir, port, f"p1evse-{count}", False, profile, share=args.share
+            )
             sites = [f"s{n}" for n in range(count)]
             print(f"{count} sites at 1 reading/s ...", file=sys.stderr)
             rows.append(measure("1 reading/s", port, [subject], sites, 1.0, args.duration))
