@@ -226,3 +226,15 @@ def test_share_keys_that_do_not_go_together_are_named(
     assert len(found) == len(wanted)
     for problem, start in zip(found, wanted, strict=True):
         assert problem.startswith(start), problem
+
+
+@pytest.mark.parametrize(
+    "keys",
+    ["  membership: true\n", "  shard: 0/2\n", "  share_group: g\n  share_sticky: true\n"],
+)
+def test_a_process_of_many_needs_a_client_id_that_can_name_it(tmp_path: Path, keys: str) -> None:
+    text = FLEET.replace("mqtt:\n", "mqtt:\n  client_id: p1evse a/b\n") + "fleet:\n" + keys
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(
+        "mqtt.client_id = 'p1evse a/b': in a fleet of many processes it names this one"
+    )
