@@ -10,15 +10,18 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import pytest
 from amqtt.broker import Broker as AmqttBroker
 
+from p1evse.app import FleetApp
 from p1evse.model import Rejection
 from p1evse.mqtt import MAX_UNSENT_BYTES, Broker, MqttSettings
 from p1evse.sim.broker import free_port
 from tests.brokers import BrokerProcess
-from tests.conftest import running, settings_for
+from tests.conftest import running, serving, settings_for
 from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.test_fleet import fleet_settings
 from tests.waiting import state_holds
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
@@ -111,6 +114,45 @@ async def test_a_refused_subscription_is_an_error_health_reports() -> None:
             await state_holds(state, lambda: bool(state.problems))
             problem = state.unhealthy(asyncio.get_running_loop().time())
     assert problem == ("the MQTT broker refused the subscription to prohibited (Unspecified error)")
+
+
+@pytest.mark.filterwarnings("ignore:The 'acl' option is deprecated")
+async def test_a_fleet_deaf_to_its_meters_says_so_on_healthz() -> None:
+    """The broker lets p1evse read its own topics and the chargers', not the meters'."""
+    port = free_port()
+    acl = {"anonymous": ["p1evse/#", "openevse/#"]}
+    broker = AmqttBroker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+                # "acl": what this amqtt's plugin takes for subscriptions (it warns that
+                # a later one takes "subscribe-acl")
+                "amqtt.plugins.topic_checking.TopicAccessControlListPlugin": {"acl": acl},
+            },
+        }
+    )
+    await broker.start()
+    listen = f"127.0.0.1:{free_port()}"
+    try:
+        app = FleetApp(
+            fleet_settings(BrokerPort(port), web={"listen": listen}), asyncio.get_running_loop()
+        )
+        refused = asyncio.Event()
+        app.broker.on_problem(lambda _, problem: refused.set() if problem else None)
+        async with serving(app), aiohttp.ClientSession() as http:
+            assert app.web is not None
+            await asyncio.wait_for(app.web.listening.wait(), EVENT_TIMEOUT_S)
+            await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)
+            async with http.get(f"http://{listen}/healthz") as response:
+                status, body = response.status, await response.text()
+    finally:
+        await broker.shutdown()
+    assert status == 503
+    assert body.startswith(
+        "unhealthy: the MQTT broker refused the subscription to "
+        "dsmr/+/reading/electricity_currently_delivered"
+    )
 
 
 class BrokerPort:

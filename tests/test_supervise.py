@@ -11,10 +11,12 @@ from tests.probe import EVENT_TIMEOUT_S
 
 async def test_a_failed_task_is_restarted_counted_and_reported_until_it_runs_again() -> None:
     problems: list[tuple[str, str | None]] = []
+    read: list[list[str]] = []
     recovered = asyncio.Event()
 
     def on_problem(part: str, problem: str | None) -> None:
         problems.append((part, problem))
+        read.append(supervisor.problems())  # what a fleet's /healthz reads then
         if problem is None:
             recovered.set()
 
@@ -38,6 +40,7 @@ async def test_a_failed_task_is_restarted_counted_and_reported_until_it_runs_aga
     assert problem is not None
     assert "RuntimeError: the charger said nonsense" in problem
     assert cleared == ("sink:flaky", None)
+    assert read == [[problem], []]
     assert [c.value for c in supervisor.counts()] == [1]
     stop.set()
     await asyncio.wait_for(kept, EVENT_TIMEOUT_S)

@@ -134,14 +134,15 @@ class FleetApp(Service):
         )
         web: FleetWebServer | None = None
         watch: LoopWatch | None = None
+        supervisor = Supervisor(loop, None)
         address = settings.web.address
         if address is not None:
             from p1evse.web.fleet import FleetWebServer  # aiohttp only when it is wanted
 
             watch = LoopWatch(loop)
-            view = FleetView(self.fleet, broker, loop.time)
+            view = FleetView(self.fleet, broker, loop.time, supervisor)
             web = FleetWebServer(settings.web, address, view, loop, watch)
-        super().__init__(settings, broker, self.fleet, Supervisor(loop, None), web, watch)
+        super().__init__(settings, broker, self.fleet, supervisor, web, watch)
         self._loop = loop
 
     async def run(self, stop: asyncio.Event) -> None:

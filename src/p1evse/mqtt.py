@@ -161,6 +161,14 @@ class BrokerStats:
     oversized_skipped: int = 0  # packets longer than MAX_PACKET_BYTES, skipped unread
     refused: dict[str, str] = field(default_factory=dict)  # subscriptions refused: reason
 
+    def refusal(self) -> str | None:
+        """The subscriptions the broker refuses, as a problem for /healthz."""
+        if not self.refused:
+            return None
+        return "the MQTT broker refused the subscription to " + ", ".join(
+            f"{topic} ({reason})" for topic, reason in sorted(self.refused.items())
+        )
+
     def counts(self, endpoint: str, prefix: str = "") -> list[Count]:
         labels = {"endpoint": endpoint}
         return [
@@ -635,11 +643,7 @@ class Broker:
                 refused[topic] = str(reason)
             else:
                 refused.pop(topic, None)
-        problem = None
-        if refused:
-            problem = "the MQTT broker refused the subscription to " + ", ".join(
-                f"{topic} ({reason})" for topic, reason in sorted(refused.items())
-            )
+        problem = self.stats.refusal()
         for listener in self._problem_listeners:
             listener(SUBSCRIPTIONS, problem)
 

@@ -37,7 +37,7 @@ class Supervisor:
         self._on_problem = on_problem
         self._healthy_after_s = healthy_after_s
         self._log = RateLimiter(FAILURE_LOG_PERIOD_S, loop.time)
-        self._failing: set[str] = set()
+        self._failing: dict[str, str] = {}  # task name -> what is wrong
         self.restarts: dict[str, int] = {}
 
     async def keep(self, name: str, task: Callable[[], Awaitable[None]]) -> None:
@@ -56,6 +56,10 @@ class Supervisor:
             await asyncio.sleep(backoff.next_delay())
             self.restarts[name] += 1
 
+    def problems(self) -> list[str]:
+        """What is wrong with the tasks that failed and have not run long since."""
+        return list(self._failing.values())
+
     def counts(self) -> list[Count]:
         return [
             Count("task_restarts", "Failed tasks restarted, by task", count, {"task": name})
@@ -67,14 +71,14 @@ class Supervisor:
         more = self._log.note((name, type(error).__name__))
         if more is not None:
             log.error("task %s failed: %s; restarting it%s", name, cause, more, exc_info=error)
-        self._failing.add(name)
+        problem = self._failing[name] = f"task {name} failed ({cause}); restarting it"
         if self._on_problem is not None:
-            self._on_problem(name, f"task {name} failed ({cause}); restarting it")
+            self._on_problem(name, problem)
 
     def _recovered(self, name: str) -> None:
         if name not in self._failing:
             return
-        self._failing.discard(name)
+        del self._failing[name]
         log.info("task %s has run for %.0f s since its restart", name, self._healthy_after_s)
         if self._on_problem is not None:
             self._on_problem(name, None)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from p1evse.fleet.fleet import Fleet
     from p1evse.mqtt import Broker
     from p1evse.site import Site
+    from p1evse.supervise import Supervisor
 
 
 class SiteValues(NamedTuple):
@@ -32,20 +33,26 @@ class FleetView:
         fleet: Fleet,
         broker: Broker,
         clock: Callable[[], float],
+        supervisor: Supervisor | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self._fleet = fleet
         self._broker = broker
         self._clock = clock
+        self._supervisor = supervisor
         self._wall = wall
 
     def problem(self) -> str | None:
         """What keeps the fleet from serving its sites, for /healthz."""
         if not self._broker.connected:
             return "the MQTT broker is not connected"
+        refusal = self._broker.stats.refusal()  # deaf to every site's meter, or charger
+        if refusal is not None:
+            return refusal
         if not self._fleet.ready:
             return "waiting for the broker to return this process's announcement"
-        return None
+        failing = self._supervisor.problems() if self._supervisor is not None else []
+        return "; ".join(failing) or None
 
     def health(self) -> str:
         stale = self._fleet.totals.stale
