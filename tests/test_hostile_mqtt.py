@@ -20,6 +20,7 @@ from p1evse.mqtt import MAX_UNSENT_BYTES, Broker, MqttSettings
 from p1evse.sim.broker import free_port
 from tests.brokers import BrokerProcess
 from tests.conftest import running, serving, settings_for
+from tests.logs import log_event
 from tests.probe import EVENT_TIMEOUT_S, Probe
 from tests.test_fleet import fleet_settings
 from tests.waiting import state_holds
@@ -225,3 +226,39 @@ async def test_a_broker_that_stops_reading_costs_bounded_memory() -> None:
     finally:
         await broker.close(timeout=0.1)
         server.close()
+
+
+async def test_two_connections_with_one_client_id_take_turns_slowly_and_say_why(
+    one_broker: BrokerProcess,
+) -> None:
+    """A broker keeps the newer of two connections with one client id. Each then
+    reconnects and throws the other out: without a wait after a short connection that is
+    hundreds of connections a second."""
+    settings = MqttSettings(port=one_broker.port, client_id="p1evse-twin")
+    first, second = Broker(settings, announce=False), Broker(settings, announce=False)
+    thrown_out = asyncio.Event()
+    drops = 0
+
+    def dropped() -> None:
+        nonlocal drops
+        drops += 1
+        if drops == 3:
+            thrown_out.set()
+
+    first.on_disconnected(dropped)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with log_event("is another client connected with client id 'p1evse-twin'?") as said:
+        tasks = [asyncio.create_task(broker.run()) for broker in (first, second)]
+        try:
+            await asyncio.wait_for(thrown_out.wait(), EVENT_TIMEOUT_S)
+            took = loop.time() - began
+        finally:
+            for broker in (first, second):
+                await broker.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        assert said.is_set()
+    # the waits after its first two short connections: at least 0.25 s and 0.5 s
+    assert took >= 0.7

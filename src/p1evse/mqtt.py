@@ -122,6 +122,10 @@ CONNECT_TIMEOUT_S = 5.0
 ONLINE = "online"
 OFFLINE = "offline"
 HANDLER_FAILURE_LOG_PERIOD_S = 60.0
+# a connection that lasted less than this was closed by the broker right after it took
+# it (another client with the same client id, an ACL): the next try waits, as after a
+# failed one, instead of starting over from no delay
+STABLE_AFTER_S = 10.0
 # a broker that refuses a subscription: told to `on_problem` under this name
 SUBSCRIPTIONS = "subscriptions"
 
@@ -310,6 +314,7 @@ class Broker:
         self._disconnected_listeners: list[Callable[[], None]] = []
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
+        self._short_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
         # the QoS 1 messages in flight on this connection, until the broker acknowledges
         # them: the goodbye waits for them all
         self._unacknowledged: set[int] = set()
@@ -473,17 +478,37 @@ class Broker:
                 await asyncio.sleep(delay)
                 continue
             reported_down = False
-            self._backoff.reset()
             log.log(self._info_level, "connected to MQTT broker %s", self.address)
+            began = time.monotonic()
             await self._stay_connected()
-            if not self._closing:
-                self.stats.drops += 1
+            if self._closing:
+                break
+            self.stats.drops += 1
+            if time.monotonic() - began >= STABLE_AFTER_S:
+                self._backoff.reset()
                 log.log(
                     self._warning_level,
                     "lost MQTT broker %s (%s); reconnecting",
                     self.address,
                     self._lost_reason,
                 )
+                continue
+            delay = self._backoff.next_delay()
+            more = self._short_log.note("short")
+            if more is not None:
+                log.log(
+                    self._warning_level,
+                    "MQTT broker %s closed the connection %.1f s after taking it (%s): is "
+                    "another client connected with client id %r? Of two with one id, a "
+                    "broker keeps only the newer. Next try in %.1f s%s",
+                    self.address,
+                    time.monotonic() - began,
+                    self._lost_reason,
+                    self._client_id,
+                    delay,
+                    more,
+                )
+            await asyncio.sleep(delay)
 
     async def connect_once(self, timeout: float = CONNECT_TIMEOUT_S) -> None:
         """Connect and wait for the broker's answer; `BrokerUnavailable` says why not."""
@@ -762,7 +787,7 @@ class Broker:
         as the reading that caused it, and many in one write."""
         client = self._client
         sock = client.socket()
-        if sock is None:
+        if sock is None or sock.fileno() < 0:  # closed by a connect on another thread
             return
         self._reading = True
         try:
@@ -828,7 +853,7 @@ class Broker:
         does not take now goes when it is writable again, in the same order."""
         self._flush_scheduled = self._flush_wanted = False
         sock = self._client.socket()
-        if sock is None:
+        if sock is None or sock.fileno() < 0:  # closed by a connect on another thread
             self._out.clear()
             return
         if self._out:
