@@ -80,6 +80,7 @@ FLEET: dict[tuple[str, ...], str] = {
     ("openevse", "deadman"): "false",
     ("mqtt", "state_topic"): "",
     ("publish", "stale_after"): "5",
+    ("mqtt", "client_id"): "p1evse-a",  # each process of a fleet of many names itself
 }
 # a fleet key that needs others: a shared subscription, the broker's stickiness, and
 # values more often than half of stale_after

@@ -26,6 +26,7 @@ openevse:
   deadman: false
 mqtt:
   state_topic: p1evse/{site}/state
+  client_id: p1evse-a
 """
 
 
@@ -99,7 +100,7 @@ def test_a_site_is_stale_before_it_is_let_go(tmp_path: Path) -> None:
     [problem] = problems(tmp_path, FLEET + "fleet:\n  evict_after: 30\n")
     assert problem == (
         "fleet.evict_after = 30 s: must be longer than publish.stale_after (30 s); a site is "
-        "stale before it is let go (FILE line 11)"
+        "stale before it is let go (FILE line 12)"
     )
 
 
@@ -183,7 +184,7 @@ def test_a_share_group_without_a_sticky_broker_is_refused_with_why(tmp_path: Pat
     assert problem.startswith("fleet.share_group = 'p1evse': the broker must keep each meter's")
     assert "fleet.share_sticky: true" in problem
     assert "hash_clientid" in problem
-    assert problem.endswith("(FILE line 11)")
+    assert problem.endswith("(FILE line 12)")
     # a single-topic source too: round robin deals one meter's readings to two processes
     single = FLEET.replace(
         "  delivered_topic: dsmr/+/reading/electricity_currently_delivered\n"
@@ -233,8 +234,15 @@ def test_share_keys_that_do_not_go_together_are_named(
     ["  membership: true\n", "  shard: 0/2\n", "  share_group: g\n  share_sticky: true\n"],
 )
 def test_a_process_of_many_needs_a_client_id_that_can_name_it(tmp_path: Path, keys: str) -> None:
-    text = FLEET.replace("mqtt:\n", "mqtt:\n  client_id: p1evse a/b\n") + "fleet:\n" + keys
+    text = FLEET.replace("client_id: p1evse-a", "client_id: p1evse a/b") + "fleet:\n" + keys
     [problem] = problems(tmp_path, text)
     assert problem.startswith(
         "mqtt.client_id = 'p1evse a/b': in a fleet of many processes it names this one"
+    )
+    # the default would be every process's: two with one id take turns on the broker
+    text = FLEET.replace("  client_id: p1evse-a\n", "") + "fleet:\n" + keys
+    [problem] = problems(tmp_path, text)
+    assert problem.startswith(
+        "mqtt.client_id = not set: every process of a fleet of many needs its own, and the "
+        "default ('p1evse') would be every one's"
     )

@@ -91,7 +91,17 @@ class Settings(SiteSettings):
                     "before its stale guard would pause the charger",
                 )
             )
-        if fleet.one_of_many() and SITE_ID.fullmatch(self.mqtt.client_id) is None:
+        if fleet.one_of_many() and "client_id" not in self.mqtt.model_fields_set:
+            problems.append(
+                (
+                    "mqtt.client_id",
+                    f"not set: every process of a fleet of many needs its own, and the "
+                    f"default ({self.mqtt.client_id!r}) would be every one's. Of two "
+                    "connections with one client id a broker keeps only the newer; set "
+                    "it in each process (P1EVSE_MQTT__CLIENT_ID=p1evse-a, …)",
+                )
+            )
+        elif fleet.one_of_many() and SITE_ID.fullmatch(self.mqtt.client_id) is None:
             problems.append(
                 (
                     "mqtt.client_id",
