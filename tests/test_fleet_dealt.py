@@ -116,6 +116,11 @@ async def test_a_second_value_of_another_process_lets_the_site_go_at_once(
             await another_feeds(probe, "moved", "-650")
             await asyncio.wait_for(let_go.wait(), EVENT_TIMEOUT_S)
         assert sorted(app.fleet.sites) == ["kept"]
+        # what no process sends is nobody's feed: "kept" stays, counted
+        for junk in ("garbage", "", "12.5", "1" * 20):
+            await another_feeds(probe, "kept", junk)
+        await fed(probe, "kept", "850")
+        assert app.fleet.counters.feed_refused == 4
         # another's value after a reading here is no move: "kept" stays
         await another_feeds(probe, "kept", "-100")
         await fed(probe, "kept", "900")
@@ -167,3 +172,6 @@ def test_own_values_are_known_by_their_echo_and_a_lost_one_only_delays_a_verdict
     for watts in range(10):  # own values beyond the few kept push the oldest out
         watch.sent(str(watts))
     assert watch.heard(b"0", 4.0) is Heard.BOTH
+    for junk in (b"", b"abc", b"12.5", b"+5", b" 7", b"1" * 10):  # no process sends these
+        assert watch.heard(junk, 5.0) is Heard.NOT_A_VALUE
+    assert not watch.fed_by_another(5.0)

@@ -13,6 +13,8 @@ process did not send is another's:
 - a reading of the site's own between two of them: the broker deals this meter's
   readings to two processes at once (round robin, not a sticky strategy). Told.
 
+Only what p1evse itself sends counts as another process's value: whole watts. Anything
+else on the topic (garbage, an empty message) is no feed of ours and changes nothing.
 A value is known as this process's own by its text: the last few sent wait for their
 echo. An echo that never comes (a lost QoS 0 message) keeps its text there until newer
 ones push it out; another's value of the very same text is then taken for the echo,
@@ -21,10 +23,13 @@ which delays the verdict by one value and never makes a wrong one.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from enum import Enum
 
 SENT_KEPT = 4  # own values waiting for their echo
+# what a p1evse process sends on a charger's feed: whole watts, signed
+FEED_VALUE = re.compile(rb"-?[0-9]{1,9}")
 
 
 class Heard(Enum):
@@ -32,6 +37,7 @@ class Heard(Enum):
     OTHER = "other"  # another process's, the first since this site's last reading
     MOVED = "moved"  # another's again, and no reading here since: the meter is dealt to it
     BOTH = "both"  # another's, after a reading here: the meter's readings go to both
+    NOT_A_VALUE = "not a value"  # nothing p1evse sends: no process's feed
 
 
 class FeedWatch:
@@ -55,6 +61,8 @@ class FeedWatch:
         if value in self._sent:
             self._sent.remove(value)
             return Heard.OWN
+        if FEED_VALUE.fullmatch(value) is None:
+            return Heard.NOT_A_VALUE
         before, self._other_since = self._other_since, last_reading
         if before is None:
             return Heard.OTHER

@@ -86,6 +86,7 @@ class FleetCounters:
     refused_full: int = 0  # max_sites reached
     not_owned: int = 0  # messages of sites another process owns, or before it knew
     fed_by_both: int = 0  # another's value on a site's feed after a reading of its own
+    feed_refused: int = 0  # messages on a site's feed that are no value p1evse sends
 
     def counts(self) -> list[Count]:
         return [
@@ -107,6 +108,12 @@ class FleetCounters:
                 "Values of another process's on the feed of a site whose readings still "
                 "come here too: a broker that deals a meter to two processes",
                 self.fed_by_both,
+            ),
+            Count(
+                "fleet_feed_messages_refused",
+                "Messages on a site's charger feed that are no value p1evse sends (whole "
+                "watts): not taken for another process's",
+                self.feed_refused,
             ),
         ]
 
@@ -394,7 +401,19 @@ class Fleet:
 
     def _fed(self, site_id: str, site: Site, watch: FeedWatch, payload: bytes | bytearray) -> None:
         heard = watch.heard(payload, site.pipeline.last_valid_at)
-        if heard is Heard.MOVED:
+        if heard is Heard.NOT_A_VALUE:
+            self.counters.feed_refused += 1
+            more = self._log.note("not a value")
+            if more is not None:
+                log.warning(
+                    "fleet: site %s: %r on its charger's feed %s is no value p1evse sends; "
+                    "someone else publishes there%s",
+                    site_id,
+                    bytes(payload[:40]),
+                    watch.topic,
+                    more,
+                )
+        elif heard is Heard.MOVED:
             self._let_go_soon(site_id)
         elif heard is Heard.BOTH:
             self.counters.fed_by_both += 1
