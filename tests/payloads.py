@@ -57,10 +57,11 @@ async def ready(probe: Probe) -> None:
     await probe.wait_for_payload(STATUS, "online")
 
 
-async def members_ready(probe: Probe, *client_ids: str) -> None:
-    """`ready` for the processes of a fleet of many, each announced on its own topic."""
+async def processes_ready(probe: Probe, *client_ids: str) -> None:
+    """`ready` for the processes of a fleet of many that are no members (shards, a
+    shared group's): each announced on a topic of its own."""
     for client_id in client_ids:
-        topic = f"p1evse/fleet/members/{client_id}"
+        topic = f"p1evse/fleet/processes/{client_id}"
         await probe.subscribe(topic)
         await probe.wait_for_payload(topic, "online")
 

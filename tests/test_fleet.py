@@ -24,7 +24,7 @@ from p1evse.sinks.charger import READ_BACK_FIELDS
 from tests.brokers import BrokerProcess
 from tests.conftest import serving, settings_for
 from tests.logs import log_event
-from tests.payloads import members_ready, ready
+from tests.payloads import processes_ready, ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
 
 DELIVERED = "dsmr/{}/reading/electricity_currently_delivered"
@@ -231,7 +231,7 @@ async def two_shards(
         Probe(broker.port) as probe,
     ):
         await probe.subscribe(GRID_IE)
-        await members_ready(probe, "p1evse-0", "p1evse-1")
+        await processes_ready(probe, "p1evse-0", "p1evse-1")
         yield first, second, probe
 
 
@@ -336,3 +336,30 @@ async def test_a_member_not_named_like_one_is_not_taken(one_broker: BrokerProces
         assert (await probe.next(GRID_IE)).topic == f"p1evse/{ours}/grid_ie"
         assert app.fleet.members is not None
         assert app.fleet.members.live == {"p1evse", "other"}
+
+
+async def test_a_member_never_counts_a_shard_or_a_shared_groups_process(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each process of a fleet of many announces itself; only members count members."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    others = [
+        fleet_settings(one_broker, fleet={"shard": "0/2"}, mqtt={"client_id": "p1evse-d"}),
+        fleet_settings(
+            one_broker,
+            fleet={"share_group": "p1evse", "share_sticky": True},
+            mqtt={"client_id": "p1evse-a"},
+        ),
+    ]
+    member = fleet_settings(one_broker, fleet={"membership": True}, mqtt={"client_id": "p1evse-c"})
+    async with (
+        fleet_running(others[0]),
+        fleet_running(others[1]),
+        Probe(one_broker.port) as probe,
+    ):
+        await processes_ready(probe, "p1evse-d", "p1evse-a")  # retained before c looks
+        with log_event("fleet: serving as p1evse-c with") as serving_:
+            async with fleet_running(member) as c:
+                await asyncio.wait_for(serving_.wait(), EVENT_TIMEOUT_S)
+                assert c.fleet.members is not None
+                assert c.fleet.members.live == {"p1evse-c"}

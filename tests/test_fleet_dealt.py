@@ -23,7 +23,7 @@ from p1evse.fleet.view import FleetView
 from tests.brokers import BrokerProcess
 from tests.conftest import _require
 from tests.logs import log_event
-from tests.payloads import members_ready
+from tests.payloads import processes_ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
 from tests.test_fleet import CLAIMS, DELIVERED, GRID_IE, PAUSE, fleet_running, fleet_settings
 
@@ -71,7 +71,7 @@ async def test_a_site_whose_meter_went_to_another_process_is_let_go_not_paused(
     settings = dealt(mosquitto, publish={"stale_after": 2.0, "pair_window": 0.1})
     async with fleet_running(settings) as app, Probe(mosquitto.port) as probe:
         await probe.subscribe(GRID_IE, CLAIMS)
-        await members_ready(probe, "p1evse-a")
+        await processes_ready(probe, "p1evse-a")
         assert "$share/p1evse/dsmr/+/reading/electricity_currently_delivered" in (
             app.broker.subscriptions()
         )
@@ -107,7 +107,7 @@ async def test_a_second_value_of_another_process_lets_the_site_go_at_once(
     settings = dealt(mosquitto, publish={"stale_after": 60.0})  # the guard never comes
     async with fleet_running(settings) as app, Probe(mosquitto.port) as probe:
         await probe.subscribe(GRID_IE, CLAIMS)
-        await members_ready(probe, "p1evse-a")
+        await processes_ready(probe, "p1evse-a")
         await fed(probe, "moved", "1000")
         await fed(probe, "kept", "800")
         await fed(probe, "moved", "1100")
@@ -142,7 +142,7 @@ async def test_a_broker_that_deals_one_meter_to_two_processes_is_told(
         Probe(mosquitto.port) as probe,
     ):
         await probe.subscribe(GRID_IE)
-        await members_ready(probe, "p1evse-a", "p1evse-b")
+        await processes_ready(probe, "p1evse-a", "p1evse-b")
         # each reading waits for its value: the two processes take turns (1 in 2)
         for watts in range(100, 140):
             await fed(probe, "h1", str(watts))

@@ -124,9 +124,9 @@ class FleetApp(Service):
         observers: list[Callable[[Event], None]] | None = None,
     ) -> None:
         mqtt, fleet = settings.mqtt, settings.fleet
-        if fleet.one_of_many():  # on its own topic, where the members look
+        if fleet.one_of_many():  # on a topic of its own
             mqtt = mqtt.model_copy(
-                update={"availability_topic": fleet.member_topic(mqtt.client_id)}
+                update={"availability_topic": fleet.announce_topic(mqtt.client_id)}
             )
         broker = Broker(mqtt)
         self.fleet = Fleet(

@@ -128,7 +128,7 @@ def _share_problems(fleet: FleetSettings) -> list[tuple[str, str]]:
                 "fleet.share_group",
                 f"{fleet.share_group!r}: the broker must keep each meter's messages on one "
                 "process, and fleet.share_sticky: true says it does (EMQX: "
-                "broker.shared_subscription_strategy = hash_clientid or sticky). Round "
+                "broker.shared_subscription_strategy = hash_clientid). Round "
                 "robin, mosquitto's and EMQX's default, deals one meter's readings (and "
                 "split topics' halves) to different processes, which would then both feed "
                 "its charger; see docs/scaling.md",

@@ -117,8 +117,17 @@ class FleetSettings(Section):
 
     def one_of_many(self) -> bool:
         """Whether other processes serve the fleet's other sites: each then announces
-        itself on its own member topic, not on the availability topic they all have."""
+        itself on a topic of its own (`announce_topic`), not on the availability topic
+        they all have."""
         return self.membership or self.shard is not None or self.share_group is not None
+
+    def announce_topic(self, client_id: str) -> str:
+        """Where a process of a fleet of many says "online" (retained; "offline" as its
+        will): a member among the members, any other kind (a shard, a shared group's)
+        apart, so that members never count it as one of theirs."""
+        if self.membership:
+            return self.member_topic(client_id)
+        return f"{self.topic}/processes/{client_id}"
 
     def member_topic(self, member: str) -> str:
         """Where a member announces itself: "online", retained; "offline" as its will."""
