@@ -303,3 +303,22 @@ async def test_a_silent_fleet_is_not_ready(broker: BrokerProcess) -> None:
     code, output = await run_check(settings, listen_s=0.5)
     assert code == EXIT_NOT_READY
     assert "not ready: no site sent anything on the source's topics within 0.5 s" in output
+
+
+async def test_a_shared_groups_process_is_described_as_it_subscribes_and_announces(
+    one_broker: BrokerProcess,
+) -> None:
+    settings = settings_for(
+        one_broker,
+        source={"type": "mqtt_value", "topic": "meters/+/power"},
+        openevse={"grid_ie_topic": "p1evse/{site}/grid_ie", "base_topic": "openevse/{site}"},
+        mqtt={"state_topic": None, "client_id": "p1evse-a"},
+        publish={"on_stale": "none"},
+        fleet={"share_group": "homes", "share_sticky": True},
+    )
+    _, output = await run_check(settings, listen_s=0.1)
+    lines = [line.strip() for line in output.splitlines()]
+    assert "$share/homes/meters/+/power" in lines
+    assert "p1evse/+/grid_ie  every charger's feed, heard back: who else feeds it" in lines
+    assert "p1evse/fleet/processes/p1evse-a  online / offline, retained" in lines
+    assert "the meters dealt by the broker to the group homes" in output

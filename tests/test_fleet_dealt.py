@@ -27,7 +27,7 @@ from tests.payloads import processes_ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
 from tests.test_fleet import CLAIMS, DELIVERED, GRID_IE, PAUSE, fleet_running, fleet_settings
 
-MOVED_LINE = "let go: another process feeds their chargers now"
+MOVED_LINE = "fleet: a site let go: another process feeds its charger now"
 
 
 @pytest.fixture
@@ -150,6 +150,9 @@ async def test_a_broker_that_deals_one_meter_to_two_processes_is_told(
                 break
         assert a.fleet.counters.fed_by_both >= 1
         assert b.fleet.counters.fed_by_both >= 1
+        problem = FleetView(a.fleet, a.broker, asyncio.get_running_loop().time).problem()
+        assert problem is not None
+        assert problem.startswith("the broker deals site h1's meter to this and another")
     told = [r.getMessage() for r in caplog.records if "deals one meter to two" in r.getMessage()]
     assert told
     assert told[0].startswith("fleet: site h1: another process feeds its charger too")

@@ -28,7 +28,7 @@ from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE
 from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
-from p1evse.settings import is_loopback, site_capture, with_site
+from p1evse.settings import SITE_CAPTURE, fill_site, is_loopback, site_capture, with_site
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
@@ -80,8 +80,13 @@ async def check(
     say(f"  {describe(settings)}")
     topics = settings.source.subscriptions()
     say("subscribes to:" if topics else "subscribes to: nothing (the source is not MQTT)")
+    group = settings.fleet.share_group if settings.is_fleet() else None
     for topic in topics:
-        say(f"  {topic}")
+        say(f"  {topic}" if group is None else f"  $share/{group}/{topic}")
+    if group is not None:
+        feed = fill_site(settings.openevse.grid_ie_topic, SITE_CAPTURE)
+        say(f"  {feed}  every charger's feed, heard back: who else feeds it")
+        say("  (this check reads the meters' topics unshared: it takes none from the fleet)")
     _say_outputs(settings, say)
     warnings = _config_warnings(settings)
 

@@ -151,6 +151,9 @@ class Fleet:
         # the broker deals the meters among the processes (a shared subscription)
         self._dealt = fleet.share_group is not None
         self._leaving: dict[str, None] = {}  # sites another process feeds now, let go soon
+        # the last site whose meter the broker dealt to this and another process at once,
+        # and when (for /healthz)
+        self.fed_by_both: tuple[str, float] | None = None
         self._letting_go: Timer | None = None
         self.ready = False
         self.counters = FleetCounters()
@@ -417,6 +420,7 @@ class Fleet:
             self._let_go_soon(site_id)
         elif heard is Heard.BOTH:
             self.counters.fed_by_both += 1
+            self.fed_by_both = (site_id, self._clock.time())
             more = self._log.note("fed by both")
             if more is not None:
                 log.warning(
@@ -455,10 +459,12 @@ class Fleet:
             return
         self._collect()
         shown = ", ".join(moved[:10]) + (", …" if len(moved) > 10 else "")
+        many = len(moved) > 1
         log.info(
-            "fleet: %d sites let go: another process feeds their chargers now, the broker "
-            "deals their meters to it (%s)",
-            len(moved),
+            "fleet: %s let go: another process feeds %s now, the broker deals %s to it (%s)",
+            f"{len(moved)} sites" if many else "a site",
+            "their chargers" if many else "its charger",
+            "their meters" if many else "its meter",
             shown,
         )
 

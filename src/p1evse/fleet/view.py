@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from p1evse.supervise import Supervisor
 
 
+# a meter dealt to two processes at once is a problem on /healthz this long after
+FED_BY_BOTH_SHOWN_S = 60.0
+
+
 class SiteValues(NamedTuple):
     site: str
     watts: int | None  # the last value sent
@@ -52,6 +56,13 @@ class FleetView:
         if not self._fleet.ready:
             return "waiting for the broker to return this process's announcement"
         failing = self._supervisor.problems() if self._supervisor is not None else []
+        both = self._fleet.fed_by_both
+        if both is not None and self._clock() - both[1] < FED_BY_BOTH_SHOWN_S:
+            failing.append(
+                f"the broker deals site {both[0]}'s meter to this and another process at "
+                f"once ({self._clock() - both[1]:.0f} s ago): fleet.share_group needs a "
+                "broker that keeps each meter on one process"
+            )
         return "; ".join(failing) or None
 
     def health(self) -> str:

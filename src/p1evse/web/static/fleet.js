@@ -48,7 +48,10 @@
     $("stale-count").textContent = fleet.stale;
     $("paused-count").textContent = fleet.paused;
     $("charging-count").textContent = fleet.charging;
-    const share = fleet.members ? `${fleet.member}, one of ${fleet.members.length} members` : fleet.shard ? `shard ${fleet.shard}` : "serves every site";
+    const share = fleet.members ? `${fleet.member}, one of ${fleet.members.length} members`
+      : fleet.shard ? `shard ${fleet.shard}`
+      : fleet.share_group ? `the meters the broker deals to it (group ${fleet.share_group})`
+      : "serves every site";
     $("member").textContent = share;
     const live = $("live");
     live.dataset.state = state.broker.connected ? "live" : "offline";
