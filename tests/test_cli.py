@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from p1evse import __version__
+from p1evse.sim.broker import free_port
 from p1evse.web.settings import WebSettings
 from tests.brokers import BrokerProcess
 from tests.imports import loaded_after
@@ -54,6 +55,26 @@ def test_version() -> None:
     result = p1evse("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"p1evse {__version__}"
+
+
+def test_a_reader_that_stops_reading_gets_no_traceback() -> None:
+    """`p1evse check | head`: the pipe closed before check said everything."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "p1evse", "check", "--listen", "0"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+            env={**os.environ, "P1EVSE_MQTT__PORT": str(free_port())},  # nobody there
+        )
+    finally:
+        os.close(write)
+    assert "Traceback" not in result.stderr
+    assert "Exception ignored" not in result.stderr
+    assert result.returncode == 1
 
 
 def test_bad_config_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:

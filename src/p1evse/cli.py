@@ -47,10 +47,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _setup_logging("error")
     try:
         code: int = args.command(args)
+        sys.stdout.flush()  # a reader that went away shows here, not at exit
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"p1evse: config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # `p1evse check | head`: whoever read the output stopped; what is left of it
+        # goes nowhere, and the exit's own flush must not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 
