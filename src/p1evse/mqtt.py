@@ -185,7 +185,8 @@ class BrokerStats:
             ),
             Count(
                 f"{prefix}retained_skipped",
-                "Old retained messages on the meter's topics, not taken for readings",
+                "Old retained messages on topics that want live ones (a meter's, a charger's "
+                "feed heard back), not taken",
                 self.retained_skipped,
                 labels,
             ),

@@ -100,7 +100,8 @@ class FleetCounters:
             ),
             Count(
                 "fleet_messages_not_owned",
-                "Messages of sites another process owns (or before the members were known)",
+                "Messages of sites another process serves (their meters', chargers' reports "
+                "and feeds), or before this process knew the others",
                 self.not_owned,
             ),
             Count(
