@@ -160,6 +160,9 @@ async def test_an_idle_site_is_let_go_and_its_pause_released_when_it_returns(
         assert await probe.next_payload(CLAIMS) == "release"
         assert await probe.next_payload(GRID_IE) == "900"
         assert app.fleet.counters.created == 2
+        # how long the meter was silent began before this Site: not told as 0 s
+        said = [r.getMessage() for r in caplog.records if "readings are back" in r.getMessage()]
+        assert said == ["away: readings are back (the pause was taken over)"]
         assert (app.fleet.totals.stale, app.fleet.totals.paused) == (0, 0)
 
 

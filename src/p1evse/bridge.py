@@ -109,7 +109,10 @@ class Bridge:
             for sink in self._sinks:
                 self._deliver(sink.stale_entered, event)
         elif isinstance(event, StaleLeft):
-            log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
+            if event.gap_s is None:
+                log.info("%s: readings are back (the pause was taken over)", self._name)
+            else:
+                log.info("%s: readings are back after %.1f s", self._name, event.gap_s)
             for sink in self._sinks:
                 self._deliver(sink.stale_left, event)
         for observer in self.observers:

@@ -122,7 +122,7 @@ class StaleEntered:
 @dataclass(frozen=True, slots=True)
 class StaleLeft:
     at: float
-    gap_s: float
+    gap_s: float | None  # None: it began before this pipeline (a pause taken over)
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,6 +217,7 @@ class Pipeline:
         self._started = now
         self._last_reading_at: float | None = None
         self._stale_since: float | None = None
+        self._stale_from_before = False  # begin_stale: the gap began before this pipeline
         self._next_failsafe: float | None = None
         # the latest complete reading, per-phase values included
         self.last_reading: Reading | None = None
@@ -247,6 +248,7 @@ class Pipeline:
         first valid reading leaves stale and the pause is released."""
         if self._stale_since is None:
             self._stale_since = now
+            self._stale_from_before = True
             self._window_start = None
 
     # -- inputs --------------------------------------------------------------------
@@ -481,8 +483,10 @@ class Pipeline:
         at, net_w = reading.at, reading.net_w
         self.last_reading = reading
         if self._stale_since is not None:
-            events.append(StaleLeft(now, now - self.last_valid_at))
+            gap = None if self._stale_from_before else now - self.last_valid_at
+            events.append(StaleLeft(now, gap))
             self._stale_since = None
+            self._stale_from_before = False
             self._next_failsafe = None
         self._last_reading_at = at
         events.append(reading)
