@@ -75,6 +75,9 @@ IGNORED_ROUTES_PER_SITE = 16
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
 MAX_MEMBERS = 1000  # live members taken (anyone who may publish there could add more)
+# sites another process feeds now are let go together, this long after the first: a
+# member joining or leaving a shared group moves many, as their new owner's values come
+LET_GO_AFTER_S = 1.0
 
 
 @dataclass
@@ -156,6 +159,7 @@ class Fleet:
         # and when (for /healthz)
         self.fed_by_both: tuple[str, float] | None = None
         self._letting_go: Timer | None = None
+        self._collect_due = False  # sites let go since the last full collection
         self.ready = False
         self.counters = FleetCounters()
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
@@ -441,13 +445,12 @@ class Fleet:
         return False
 
     def _let_go_soon(self, site_id: str) -> None:
-        """Let go after this turn of the loop (the site may be in the middle of an
-        event), together with every other site the broker moved in the same turn: a
-        member joining or leaving moves many at once, and each let-go needs a full
-        collection (see _collect)."""
+        """Let go a little later (the site may be in the middle of an event), together
+        with the others the broker moved meanwhile, in one log line."""
         self._leaving[site_id] = None
         if self._letting_go is None:
-            self._letting_go = self._clock.call_at(self._clock.time(), self._let_go)
+            when = self._clock.time() + LET_GO_AFTER_S
+            self._letting_go = self._clock.call_at(when, self._let_go)
 
     def _let_go(self) -> None:
         self._letting_go = None
@@ -458,7 +461,9 @@ class Fleet:
         self.counters.moved += len(moved)
         if not moved:
             return
-        self._collect()
+        # their memory comes back with the next sweep's full collection: one per
+        # batch would hold the loop for ~100 ms each at ten thousand sites
+        self._collect_due = True
         shown = ", ".join(moved[:10]) + (", …" if len(moved) > 10 else "")
         many = len(moved) > 1
         log.info(
@@ -515,8 +520,10 @@ class Fleet:
             for site_id in idle:
                 self._drop(site_id)
             self.counters.evicted += len(idle)
-            if idle:
-                self._collect()
+            self._collect_due |= bool(idle)
+        if self._collect_due:
+            self._collect()
+            self._collect_due = False
         self._summarize()
         self._schedule_sweep()
 
