@@ -126,6 +126,7 @@ HANDLER_FAILURE_LOG_PERIOD_S = 60.0
 # it (another client with the same client id, an ACL): the next try waits, as after a
 # failed one, instead of starting over from no delay
 STABLE_AFTER_S = 10.0
+SHORT_CONNECTION_LOG_PERIOD_S = 60.0  # what it says, at most this often
 # a broker that refuses a subscription: told to `on_problem` under this name
 SUBSCRIPTIONS = "subscriptions"
 
@@ -315,7 +316,7 @@ class Broker:
         self._disconnected_listeners: list[Callable[[], None]] = []
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
-        self._short_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
+        self._short_log = RateLimiter(SHORT_CONNECTION_LOG_PERIOD_S, time.monotonic)
         # the QoS 1 messages in flight on this connection, until the broker acknowledges
         # them: the goodbye waits for them all
         self._unacknowledged: set[int] = set()
