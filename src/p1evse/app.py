@@ -123,15 +123,9 @@ class FleetApp(Service):
         loop: asyncio.AbstractEventLoop,
         observers: list[Callable[[Event], None]] | None = None,
     ) -> None:
-        mqtt, fleet = settings.mqtt, settings.fleet
-        if fleet.one_of_many():  # on a topic of its own
-            mqtt = mqtt.model_copy(
-                update={"availability_topic": fleet.announce_topic(mqtt.client_id)}
-            )
-        broker = Broker(mqtt)
-        self.fleet = Fleet(
-            settings, fleet, broker, loop, mqtt.availability_topic, observers=observers
-        )
+        announced = settings.announced_on()
+        broker = Broker(settings.mqtt.model_copy(update={"availability_topic": announced}))
+        self.fleet = Fleet(settings, settings.fleet, broker, loop, announced, observers=observers)
         web: FleetWebServer | None = None
         watch: LoopWatch | None = None
         supervisor = Supervisor(loop, None)

@@ -151,10 +151,7 @@ def _say_outputs(settings: Settings, say: Say) -> None:
             say(f"  {openevse.url}/claims/{openevse.claim_client_id}  pause claim when stale")
         else:
             say(f'  {openevse.claim_topic}  {{"state":"disabled"}} when stale, release after')
-    availability = settings.mqtt.availability_topic
-    if settings.is_fleet() and settings.fleet.one_of_many():
-        availability = settings.fleet.announce_topic(settings.mqtt.client_id)
-    say(f"  {availability}  online / offline, retained")
+    say(f"  {settings.announced_on()}  online / offline, retained")
     if settings.homeassistant.discovery:
         prefix = settings.homeassistant.prefix
         say(f"  {prefix}/…/config  Home Assistant discovery, retained")

@@ -49,6 +49,13 @@ class Settings(SiteSettings):
     web: WebSettings = WebSettings()
     log: LogSettings = LogSettings()
 
+    def announced_on(self) -> str:
+        """Where this process says "online" (retained; "offline" as its will): the
+        availability topic, or a topic of its own in a fleet of many processes."""
+        if self.is_fleet() and self.fleet.one_of_many():
+            return self.fleet.announce_topic(self.mqtt.client_id)
+        return self.mqtt.availability_topic
+
     def fleet_problems(self) -> list[tuple[str, str]]:
         """(key, problem) for the fleet's keys: they need a fleet, and a site is stale
         before it is let go."""

@@ -117,8 +117,8 @@ class FleetSettings(Section):
 
     def one_of_many(self) -> bool:
         """Whether other processes serve the fleet's other sites: each then announces
-        itself on a topic of its own (`announce_topic`), not on the availability topic
-        they all have."""
+        itself on a topic of its own (`announce_topic`, `Settings.announced_on`), not on
+        the availability topic they all have."""
         return self.membership or self.shard is not None or self.share_group is not None
 
     def announce_topic(self, client_id: str) -> str:
