@@ -8,6 +8,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from p1evse.check import EXIT_NOT_READY, _config_warnings, check
 from p1evse.config import Settings
@@ -292,14 +293,20 @@ async def test_a_fleet_is_checked_on_its_first_site_and_its_site_ids_counted(
     assert "p1evse/{site}/grid_ie" in output
 
 
-async def test_a_silent_fleet_is_not_ready(broker: BrokerProcess) -> None:
-    settings = settings_for(
+def value_fleet(broker: BrokerProcess, **sections: dict[str, Any]) -> Settings:
+    """A fleet of single-topic meters, `meters/<site>/power`."""
+    return settings_for(
         broker,
         source={"type": "mqtt_value", "topic": "meters/+/power"},
         openevse={"grid_ie_topic": "p1evse/{site}/grid_ie", "base_topic": "openevse/{site}"},
-        mqtt={"state_topic": None},
+        mqtt={"state_topic": None, **sections.pop("mqtt", {})},
         publish={"on_stale": "none"},
+        **sections,
     )
+
+
+async def test_a_silent_fleet_is_not_ready(broker: BrokerProcess) -> None:
+    settings = value_fleet(broker)
     code, output = await run_check(settings, listen_s=0.5)
     assert code == EXIT_NOT_READY
     assert "not ready: no site sent anything on the source's topics within 0.5 s" in output
@@ -308,12 +315,9 @@ async def test_a_silent_fleet_is_not_ready(broker: BrokerProcess) -> None:
 async def test_a_shared_groups_process_is_described_as_it_subscribes_and_announces(
     one_broker: BrokerProcess,
 ) -> None:
-    settings = settings_for(
+    settings = value_fleet(
         one_broker,
-        source={"type": "mqtt_value", "topic": "meters/+/power"},
-        openevse={"grid_ie_topic": "p1evse/{site}/grid_ie", "base_topic": "openevse/{site}"},
-        mqtt={"state_topic": None, "client_id": "p1evse-a"},
-        publish={"on_stale": "none"},
+        mqtt={"client_id": "p1evse-a"},
         fleet={"share_group": "homes", "share_sticky": True},
     )
     _, output = await run_check(settings, listen_s=0.1)
