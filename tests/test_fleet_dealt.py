@@ -20,8 +20,8 @@ import pytest
 from p1evse.config import Settings
 from p1evse.fleet.dealt import FeedWatch, Heard
 from p1evse.fleet.view import FleetView
-from tests.brokers import BrokerProcess
-from tests.conftest import _require
+from tests.brokers import BrokerProcess, mosquitto_available
+from tests.conftest import require
 from tests.logs import log_event
 from tests.payloads import processes_ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
@@ -33,7 +33,7 @@ MOVED_LINE = "fleet: a site let go: another process feeds its charger now"
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Any:
     """Shared subscriptions: mosquitto has them (amqtt, the fallback broker, has not)."""
-    _require("mosquitto")
+    require("mosquitto", mosquitto_available())
     process = BrokerProcess("mosquitto", tmp_path)
     process.start()
     yield process
