@@ -4,7 +4,7 @@ whether open pages slow down publishing.
 It runs `p1evse run` (relay mode, `publish.interval: 0`) against its own mosquitto, with
 bench/relay.py's load generator and receiver, as three subjects:
 
-- `web off`: `web.listen` empty (aiohttp is never imported),
+- `web off`: `web.listen` empty (the page's code is never imported),
 - `web on`: the status page served, no page open,
 - `web on, N pages`: N clients (default 20) holding the page's event stream open and
   reading it, as open browser tabs do, for the whole measurement;

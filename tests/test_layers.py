@@ -17,7 +17,7 @@ import pytest
 from tests.imports import loaded_after
 
 ROOT = Path(__file__).resolve().parent.parent
-IO_LIBRARIES = ("paho", "aiohttp", "yaml", "dsmr_parser", "serialx", "prometheus_client")
+IO_LIBRARIES = ("paho", "aiohttp", "h11", "yaml", "dsmr_parser", "serialx", "prometheus_client")
 
 
 def lint_imports(cwd: Path, src: Path) -> subprocess.CompletedProcess[str]:

@@ -392,11 +392,34 @@ def test_a_page_open_to_the_network_without_a_token_is_warned_about() -> None:
     assert exposure_warning(WebSettings(listen="localhost:8080")) is None
 
 
-def test_without_web_listen_aiohttp_is_not_even_imported() -> None:
+def test_without_web_listen_the_page_s_libraries_are_not_even_imported() -> None:
     code = (
         "import asyncio\n"
         "from p1evse.app import App\n"
         "from p1evse.config import Settings\n"
         "App(Settings(web={'listen': None}), asyncio.new_event_loop())"
     )
-    assert loaded_after(code, "aiohttp", "prometheus_client") == []
+    assert loaded_after(code, "aiohttp", "h11", "prometheus_client") == []
+
+
+FLEET = {
+    "source": {"delivered_topic": "dsmr/+/d", "returned_topic": "dsmr/+/r"},
+    "openevse": {"grid_ie_topic": "p/{site}/grid_ie", "base_topic": "o/{site}", "deadman": False},
+    "mqtt": {"state_topic": None},
+}
+
+
+@pytest.mark.parametrize(("app", "config"), [("App", {}), ("FleetApp", FLEET)])
+def test_the_page_is_served_without_aiohttp(app: str, config: dict[str, Any]) -> None:
+    """aiohttp costs 12 MB of RSS; only the HTTP clients (OpenEVSE's API, HomeWizard)
+    need it, so a page on an MQTT meter and charger never loads it."""
+    code = (
+        "import asyncio\n"
+        "from p1evse.app import App, FleetApp\n"
+        "from p1evse.config import Settings\n"
+        f"settings = Settings(web={{'listen': '127.0.0.1:8080'}}, **{config!r})\n"
+        f"{app}(settings, asyncio.new_event_loop())"
+    )
+    loaded = loaded_after(code, "aiohttp", "h11")
+    assert "h11" in loaded  # the page was made
+    assert [name for name in loaded if name.startswith("aiohttp")] == []

@@ -18,61 +18,24 @@ from pydantic import ValidationError
 
 from p1evse.web.server import file_limit_warning
 from p1evse.web.settings import WebSettings
+from tests import raw_http
 from tests.brokers import BrokerProcess
 from tests.logs import log_event
 from tests.payloads import DELIVERED
+from tests.raw_http import CLOSED_WITHIN_S, Client
 from tests.test_deployment import REPO
 from tests.test_web import Site, read_event, serving, web_settings
 
 HEADER_TIMEOUT_S = 1.0
-CLOSED_WITHIN_S = 30.0  # an upper bound that only a server that never closes reaches
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: p1evse\r\n\r\n"
 REFUSED = 5
-
-
-class Client:
-    """A raw HTTP/1.1 connection: the test decides byte by byte what it sends."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def response(self) -> tuple[int, bytes]:
-        """The status and body of one response with a Content-Length."""
-        async with asyncio.timeout(10):
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            return status, await self.reader.readexactly(length)
-
-    async def closed_by_server(self) -> bytes:
-        """Everything the server still sent, once it has closed the connection."""
-        received = b""
-        async with asyncio.timeout(CLOSED_WITHIN_S):
-            with contextlib.suppress(ConnectionResetError):
-                while chunk := await self.reader.read(65536):
-                    received += chunk
-        return received
 
 
 @asynccontextmanager
 async def connect(site: Site) -> AsyncIterator[Client]:
     host, _, port = site.url.removeprefix("http://").rstrip("/").rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        yield Client(reader, writer)
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+    async with raw_http.connect(host, int(port)) as client:
+        yield client
 
 
 async def metrics(site: Site) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -158,7 +121,7 @@ async def test_connections_beyond_the_cap_are_refused_while_those_within_keep_wo
         assert await held[0].closed_by_server() == b""
         async with connect(site) as client:
             await client.send(REQUEST.replace(b"/healthz", b"/metrics"))
-            status, text = await client.response()
+            status, _, text = await client.response()
         assert status == 200
         assert b'p1evse_web_refused_total{limit="max_connections"} %d.0' % REFUSED in text
         assert b"p1evse_web_connections 3.0" in text  # two held, and this one

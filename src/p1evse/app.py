@@ -105,7 +105,7 @@ class App(Service):
         watch: LoopWatch | None = None
         address = settings.web.address
         if address is not None and self.site.state is not None:
-            from p1evse.web.server import WebServer  # aiohttp only when it is wanted
+            from p1evse.web.server import WebServer  # the page's code only when it is wanted
 
             watch = LoopWatch(loop)
             web = WebServer(settings.web, address, self.site.state, broker, supervisor, loop, watch)
@@ -131,7 +131,7 @@ class FleetApp(Service):
         supervisor = Supervisor(loop, None)
         address = settings.web.address
         if address is not None:
-            from p1evse.web.fleet import FleetWebServer  # aiohttp only when it is wanted
+            from p1evse.web.fleet import FleetWebServer  # the page's code only when wanted
 
             watch = LoopWatch(loop)
             view = FleetView(self.fleet, broker, loop.time, supervisor)

@@ -17,15 +17,19 @@ import platform
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
 from p1evse import __version__
-from p1evse.web.assets import STATIC_DIR
-from p1evse.web.metrics import counter_families, loop_families
-from p1evse.web.server import NO_STORE, StatusServer, json_response
+from p1evse.web.http import HttpError, Request, Response, Routes
+from p1evse.web.metrics import counter_families, exposition, loop_families
+from p1evse.web.server import (
+    NO_STORE,
+    PAGE_CACHE,
+    StatusServer,
+    json_response,
+    text_response,
+)
 
 if TYPE_CHECKING:
     import asyncio
@@ -84,25 +88,25 @@ class FleetWebServer(StatusServer):
         self.registry.register(_FleetCollector(view, self, settings.site_metrics, loop_watch))
         ProcessCollector(registry=self.registry)
 
-    def _routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/", self._fleet_page)
-        router.add_get("/site/{site}", self._site_page)
-        router.add_get("/api/state", self._api_state)
-        router.add_get("/api/sites", self._api_sites)
-        router.add_get("/api/sites/{site}", self._api_site)
-        router.add_get("/metrics", make_aiohttp_handler(self.registry))
-        router.add_get("/healthz", self._healthz)
+    def _routes(self, routes: Routes) -> None:
+        routes.get("/", self._fleet_page)
+        routes.under("/site/", self._site_page)
+        routes.get("/api/state", self._api_state)
+        routes.get("/api/sites", self._api_sites)
+        routes.under("/api/sites/", self._api_site)
+        routes.get("/metrics", self._metrics)
+        routes.get("/healthz", self._healthz)
 
-    async def _fleet_page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC_DIR / "fleet.html", headers={"Cache-Control": "no-cache"})
+    async def _fleet_page(self, request: Request) -> Response:
+        return self._file("fleet.html", request, PAGE_CACHE)
 
-    async def _site_page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC_DIR / "site.html", headers={"Cache-Control": "no-cache"})
+    async def _site_page(self, request: Request) -> Response:
+        return self._file("site.html", request, PAGE_CACHE)
 
-    async def _api_state(self, request: web.Request) -> web.Response:
+    async def _api_state(self, request: Request) -> Response:
         return json_response(self._view.summary())
 
-    async def _api_sites(self, request: web.Request) -> web.Response:
+    async def _api_sites(self, request: Request) -> Response:
         query = request.query
         offset = _number(query, "offset", 0, 0, 10**9)
         limit = _number(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
@@ -110,17 +114,20 @@ class FleetWebServer(StatusServer):
             self._view.page(offset, limit, _flag(query, "stale"), _flag(query, "charging"))
         )
 
-    async def _api_site(self, request: web.Request) -> web.Response:
-        site = self._view.site(request.match_info["site"])
+    async def _api_site(self, request: Request) -> Response:
+        site = self._view.site(request.tail)
         if site is None:
-            raise web.HTTPNotFound(text="no such site is served here\n", headers=NO_STORE)
+            raise HttpError(404, "no such site is served here\n", NO_STORE)
         return json_response(site)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Response:
+        return exposition(self.registry, request.headers)
+
+    async def _healthz(self, request: Request) -> Response:
         problem = self._view.problem()
         if problem is not None:
-            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=NO_STORE)
-        return web.Response(text=f"ok: {self._view.health()}\n", headers=NO_STORE)
+            return text_response(f"unhealthy: {problem}\n", 503)
+        return text_response(f"ok: {self._view.health()}\n")
 
 
 def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
@@ -132,10 +139,8 @@ def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
     except ValueError:
         value = low - 1
     if not low <= value <= high:
-        raise web.HTTPBadRequest(
-            text=f"{name} must be a whole number from {low} to {high}, not {text[:40]!r}\n",
-            headers=NO_STORE,
-        )
+        wanted = f"a whole number from {low} to {high}"
+        raise HttpError(400, f"{name} must be {wanted}, not {text[:40]!r}\n", NO_STORE)
     return value
 
 
@@ -147,9 +152,7 @@ def _flag(query: Any, name: str) -> bool | None:
         return True
     if text in ("false", "0"):
         return False
-    raise web.HTTPBadRequest(
-        text=f"{name} must be true or false, not {text[:40]!r}\n", headers=NO_STORE
-    )
+    raise HttpError(400, f"{name} must be true or false, not {text[:40]!r}\n", NO_STORE)
 
 
 class _FleetCollector:

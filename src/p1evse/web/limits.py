@@ -1,16 +1,16 @@
-"""What one client may cost on the page's port, enforced below aiohttp.
+"""What one client may cost on the page's port, enforced below HTTP.
 
 The page shares the event loop, the file descriptors and the memory with the bridge that
 feeds the charger, so nothing a client does may take those away:
 
 - at most `web.max_connections` are open at once; one more is answered `503` and closed
-  the moment it is accepted, before aiohttp makes anything for it;
+  the moment it is accepted, before anything is made for it;
 - a connection whose writes stay blocked for `web.write_timeout` (the client stopped
   reading: a stalled page's event stream, a response nobody takes) is reset, which also
   drops what the kernel still holds for it.
 
 Refusals and cuts are counted for /metrics and logged at most once a minute per limit.
-(The header timeout is aiohttp's own keep-alive timer, set up in server.py.)
+(The header timeout is the connection's own, in http.py.)
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def reset(transport: asyncio.WriteTransport) -> None:
 
 class ConnectionLimit:
     """The protocol factory for the page's port: each connection gets a `_Guard`, which
-    admits it (and makes aiohttp's protocol for it, `serve()`) only below the cap."""
+    admits it (and makes its HTTP protocol, `serve()`) only below the cap."""
 
     def __init__(
         self,
@@ -148,7 +148,7 @@ class ConnectionLimit:
 
 
 class _Guard(asyncio.Protocol):
-    """One connection: aiohttp's protocol for it if admitted, and a timer that runs
+    """One connection: its HTTP protocol if admitted, and a timer that runs
     while the transport's writes are paused (its buffer is full: nobody reads)."""
 
     __slots__ = ("_limit", "_served", "_stall", "_transport")

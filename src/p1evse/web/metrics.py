@@ -7,8 +7,9 @@ nothing for them; only the latency histogram is fed as values are published.
 
 from __future__ import annotations
 
+import gzip
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,13 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 
 from p1evse import __version__
 from p1evse.loopwatch import BUCKETS_S, LoopWatch
 from p1evse.model import Event, GridPower
 from p1evse.status.state import LinkState
+from p1evse.web.http import Response
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -33,6 +36,23 @@ if TYPE_CHECKING:
     from p1evse.supervise import Supervisor
     from p1evse.web.limits import PortCounters
     from p1evse.web.stream import Fanout
+
+# gzip's fastest level: a fleet's /metrics shrinks about tenfold at a fraction of a
+# millisecond of the loop per 100 kB, where the default level takes several times that
+GZIP_LEVEL = 1
+
+
+def exposition(registry: CollectorRegistry, headers: Mapping[str, str]) -> Response:
+    """/metrics in the format the scraper asks for (Prometheus text or OpenMetrics),
+    gzipped when it takes gzip (Prometheus does)."""
+    encoder, content_type = choose_encoder(headers.get("accept", ""))
+    body = encoder(registry)
+    extra = {"Cache-Control": "no-store"}
+    if "gzip" in headers.get("accept-encoding", ""):
+        body = gzip.compress(body, GZIP_LEVEL)
+        extra["Content-Encoding"] = "gzip"
+    return Response(body, content_type=content_type, headers=extra)
+
 
 # From a reading's arrival to its value being handed to the MQTT client: tens of µs
 # when relayed at once, up to `pair_window` (0.5 s) for a zero half that waits for

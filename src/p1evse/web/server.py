@@ -1,4 +1,4 @@
-"""The status page and its read-only endpoints, on aiohttp, in the bridge's event loop.
+"""The status page and its read-only endpoints, in the bridge's event loop (web/http.py).
 
     /              the page (static files, no CDN; its chart library is vendored)
     /api/state     the site's state as JSON (never a secret)
@@ -21,18 +21,17 @@ import logging
 import os
 import resource
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
 
 from p1evse.backoff import Backoff
 from p1evse.settings import is_loopback
 from p1evse.status.state import HISTORY_RANGES
 from p1evse.web.assets import STATIC_DIR
+from p1evse.web.files import Files
+from p1evse.web.http import HttpError, Request, Response, Routes, Service, Stream
 from p1evse.web.limits import ConnectionLimit, Limit, PortCounters, peer
-from p1evse.web.metrics import Metrics
+from p1evse.web.metrics import Metrics, exposition
 from p1evse.web.settings import ListenAddress, WebSettings
 from p1evse.web.stream import Fanout, StatePush
 
@@ -50,7 +49,6 @@ PING_PERIOD_S = 20.0  # a comment on an idle stream keeps proxies from closing i
 # block and web.write_timeout cuts it in seconds rather than after megabytes.
 STREAM_SNDBUF = 16 * 1024
 STREAM_BUFFER = 16 * 1024
-SHUTDOWN_TIMEOUT_S = 0.5
 # files (sockets) kept for all but the page: the meter, the broker, the charger, Python
 RESERVED_FILES = 64
 # Connections the kernel queues for p1evse to accept, which asyncio then accepts in one
@@ -84,8 +82,12 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 OPEN_PATHS = ("/healthz", "/static/")  # no token needed: health probes, public files
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNAUTHORIZED = Response(
+    b"a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
+    401,
+    headers={"WWW-Authenticate": 'Bearer realm="p1evse"'},
+)
+PAGE_CACHE = "no-cache"  # a page is revalidated on every load: its files may change
 
 
 def exposure_warning(settings: WebSettings) -> str | None:
@@ -130,7 +132,8 @@ class StatusServer:
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
-        self._runner: web.AppRunner | None = None
+        self._files = Files(STATIC_DIR)
+        self._service: Service | None = None
         self._server: asyncio.Server | None = None
         self.backoff = Backoff(RETRY_INITIAL_S, RETRY_CAP_S)
         self.listening = asyncio.Event()  # set once the page is served
@@ -171,78 +174,59 @@ class StatusServer:
             if warning is not None:
                 log.warning("%s", warning)
         self.listening.set()
-        await asyncio.Event().wait()  # served by aiohttp's own callbacks until cancelled
+        await asyncio.Event().wait()  # served by the connections' own callbacks
 
     async def _listen(self) -> None:
         settings = self._settings
-        runner = web.AppRunner(
-            self._application(),
-            access_log=None,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-            # The header timeout. aiohttp arms its keep-alive timer when a connection is
-            # made (since 3.14.4) and again after each response, and at its end closes
-            # the connection if it still waits for a request's headers, however many
-            # bytes of them came: the first request and every later one must be in
-            # within this, and an idle keep-alive connection lasts as long.
-            keepalive_timeout=settings.header_timeout,
-            # a page that leaves ends its stream at once, and frees its web.max_streams
-            # slot, instead of at the next write that fails (up to PING_PERIOD_S later)
-            handler_cancellation=True,
-        )
-        await runner.setup()
-        if runner.server is None:
-            raise RuntimeError("aiohttp's runner made no server in setup()")
+        routes = Routes()
+        self._routes(routes)
+        routes.under("/static/", self._static)
+        service = Service(routes, self._gate, SECURITY_HEADERS, settings.header_timeout, self._loop)
         limit = ConnectionLimit(
-            runner.server,
+            service.connection,
             settings.max_connections,
             settings.write_timeout,
             self.port,
             self._loop,
         )
-        try:
-            server = await self._loop.create_server(
-                limit, self._address.host, self._address.port, backlog=ACCEPT_BACKLOG
-            )
-        except OSError:
-            await runner.cleanup()
-            raise
-        self._server = server
-        self._runner = runner
+        self._server = await self._loop.create_server(
+            limit, self._address.host, self._address.port, backlog=ACCEPT_BACKLOG
+        )
+        self._service = service
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()  # not wait_closed(): a client that does not read holds it
             self._server = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._service is not None:
+            self._service.close()
+            self._service = None
 
-    # -- the aiohttp application ---------------------------------------------------
-
-    def _application(self) -> web.Application:
-        app = web.Application(middlewares=[self._require_token])
-        app.on_response_prepare.append(_security_headers)
-        self._routes(app.router)
-        app.router.add_static("/static/", STATIC_DIR)
-        return app
-
-    def _routes(self, router: web.UrlDispatcher) -> None:
+    def _routes(self, routes: Routes) -> None:
         raise NotImplementedError
 
-    @web.middleware
-    async def _require_token(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._token is None or request.path.startswith(OPEN_PATHS):
-            return await handler(request)
-        offered = request.query.get("token", "")
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    def _gate(
+        self, path: str, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Response | None:
+        """The token, asked of every path but the open ones."""
+        if self._token is None or path.startswith(OPEN_PATHS):
+            return None
+        offered = query.get("token", "")
+        scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
             offered = credentials.strip()
         if not hmac.compare_digest(offered.encode(), self._token):
-            raise web.HTTPUnauthorized(
-                text="a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
-                headers={"WWW-Authenticate": 'Bearer realm="p1evse"'},
-            )
-        return await handler(request)
+            return UNAUTHORIZED
+        return None
+
+    def _file(self, name: str, request: Request, cache: str | None = None) -> Response:
+        response = self._files.response(name, request.headers, cache)
+        if response is None:
+            raise HttpError(404, "not found\n")
+        return response
+
+    async def _static(self, request: Request) -> Response:
+        return self._file(request.tail, request)
 
 
 class WebServer(StatusServer):
@@ -272,40 +256,39 @@ class WebServer(StatusServer):
         self.fanout.close()
         await super().close()
 
-    def _routes(self, router: web.UrlDispatcher) -> None:
-        router.add_get("/", self._page)
-        router.add_get("/api/state", self._api_state)
-        router.add_get("/api/history", self._api_history)
-        router.add_get("/api/events", self._events)
-        router.add_get("/metrics", make_aiohttp_handler(self.metrics.registry))
-        router.add_get("/healthz", self._healthz)
+    def _routes(self, routes: Routes) -> None:
+        routes.get("/", self._page)
+        routes.get("/api/state", self._api_state)
+        routes.get("/api/history", self._api_history)
+        routes.get("/api/events", self._events)
+        routes.get("/metrics", self._metrics)
+        routes.get("/healthz", self._healthz)
 
-    async def _page(self, request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def _page(self, request: Request) -> Response:
+        return self._file("index.html", request, PAGE_CACHE)
 
-    async def _api_state(self, request: web.Request) -> web.Response:
+    async def _api_state(self, request: Request) -> Response:
         return json_response(self._state.snapshot())
 
-    async def _api_history(self, request: web.Request) -> web.Response:
+    async def _api_history(self, request: Request) -> Response:
         """?range=hour (the default: the last hour at 1 s) or today (a row a minute)."""
         wanted = request.query.get("range", "hour")
         for range_ in HISTORY_RANGES:
             if wanted == range_:
                 return json_response(self._state.history_json(range_=range_))
-        raise web.HTTPBadRequest(
-            text=f"range must be one of {', '.join(HISTORY_RANGES)}\n", headers=NO_STORE
-        )
+        raise HttpError(400, f"range must be one of {', '.join(HISTORY_RANGES)}\n", NO_STORE)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Response:
+        return exposition(self.metrics.registry, request.headers)
+
+    async def _healthz(self, request: Request) -> Response:
         problem = self._state.unhealthy(self._loop.time())
         if problem is not None:
-            return web.Response(status=503, text=f"unhealthy: {problem}\n", headers=NO_STORE)
+            return text_response(f"unhealthy: {problem}\n", 503)
         age = self._state.reading_age(self._loop.time()) or 0.0
-        return web.Response(
-            text=f"ok: broker connected, last reading {age:.1f} s ago\n", headers=NO_STORE
-        )
+        return text_response(f"ok: broker connected, last reading {age:.1f} s ago\n")
 
-    async def _events(self, request: web.Request) -> web.StreamResponse:
+    async def _events(self, request: Request) -> Stream:
         limit = self._settings.max_streams
         if self._streams >= limit:
             self.port.count(
@@ -313,53 +296,49 @@ class WebServer(StatusServer):
                 f"refused a live stream to {peer(request.transport)}: "
                 f"web.max_streams ({limit}) are open",
             )
-            raise web.HTTPServiceUnavailable(
-                text=f"too many live pages: web.max_streams is {limit}\n",
-                headers={"Retry-After": str(RETRY_STREAM_S)},
+            raise HttpError(
+                503,
+                f"too many live pages: web.max_streams is {limit}\n",
+                {"Retry-After": str(RETRY_STREAM_S)},
             )
-        self._streams += 1  # before the first await: the cap holds for streams starting
-        try:
-            return await self._stream(request)
-        finally:
-            self._streams -= 1
-
-    async def _stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-store",
-                "X-Accel-Buffering": "no",  # a reverse proxy should not hold messages back
-            }
-        )
-        await response.prepare(request)
         transport = request.transport
-        if transport is not None:
-            transport.set_write_buffer_limits(high=STREAM_BUFFER)
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        transport.set_write_buffer_limits(high=STREAM_BUFFER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
         # the first message and joining the fan-out happen in one step: nothing is missed
         first = self.push.first_message()
         client = self.fanout.add(transport)
-        try:
-            await response.write(first)
-            while True:
-                try:
-                    async with asyncio.timeout(PING_PERIOD_S):  # no task per wait, unlike wait_for
-                        message = await client.queue.get()
-                except TimeoutError:
-                    message = b": ping\n\n"
-                if message is None:
-                    break
-                await response.write(message)
-        except (ConnectionError, RuntimeError):
-            pass  # the page went away, or was cut off for not keeping up or not reading
-        finally:
+        self._streams += 1
+
+        def ended() -> None:
+            self._streams -= 1
             self.fanout.remove(client)
-        return response
+
+        return Stream(_messages(first, client.queue), ended, EVENT_STREAM_HEADERS)
 
 
+async def _messages(first: bytes, queue: asyncio.Queue[bytes | None]) -> AsyncIterator[bytes]:
+    """A page's stream: the first message, then each pushed one, and a comment whenever
+    nothing came for PING_PERIOD_S; until the fan-out ends it (None)."""
+    yield first
+    while True:
+        try:
+            async with asyncio.timeout(PING_PERIOD_S):  # no task per wait, unlike wait_for
+                message = await queue.get()
+        except TimeoutError:
+            message = b": ping\n\n"
+        if message is None:
+            return
+        yield message
+
+
+EVENT_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",  # a reverse proxy should not hold messages back
+}
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -370,10 +349,10 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def json_response(data: Any) -> web.Response:
-    body = json.dumps(data, separators=(",", ":"), allow_nan=False)
-    return web.Response(text=body, content_type="application/json", headers=NO_STORE)
+def json_response(data: Any) -> Response:
+    body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+    return Response(body, content_type="application/json", headers=NO_STORE)
 
 
-async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.update(SECURITY_HEADERS)
+def text_response(text: str, status: int = 200) -> Response:
+    return Response(text.encode(), status, headers=NO_STORE)
