@@ -167,6 +167,21 @@ async def test_unknown_paths_refusals_and_the_gate() -> None:
             assert headers["x-frame-options"] == "DENY", path
 
 
+async def test_head_of_a_refused_request_gets_no_body() -> None:
+    async with serving() as served, connect(served) as client:
+        await client.send(b"HEAD /nothing HTTP/1.1\r\nHost: p1evse\r\n\r\n" + get("/"))
+        status, headers = await client.head()
+        assert (status, headers["content-length"]) == (404, "10")
+        assert (await client.response())[2] == b"hello you\n"
+
+
+async def test_a_client_that_ends_its_side_after_its_request_gets_the_answer() -> None:
+    async with serving() as served, connect(served) as client:
+        await client.send(get("/"))
+        client.writer.write_eof()
+        assert (await client.closed_by_server()).endswith(b"\r\n\r\nhello you\n")
+
+
 async def test_http_1_0_is_answered_and_closed() -> None:
     async with serving() as served, connect(served) as client:
         await client.send(b"GET / HTTP/1.0\r\n\r\n")
@@ -199,6 +214,15 @@ async def test_a_stream_is_written_as_it_comes_and_ends_when_its_client_leaves()
         async with asyncio.timeout(TIMEOUT_S):
             await served.stream_ended.wait()
         assert served.service.open == set()
+
+
+async def test_a_stream_ends_when_its_client_ends_its_side() -> None:
+    async with serving() as served, connect(served) as client:
+        await client.send(get("/stream"))
+        await client.head()
+        client.writer.write_eof()
+        async with asyncio.timeout(TIMEOUT_S):
+            await served.stream_ended.wait()
 
 
 async def test_a_client_that_floods_a_stream_is_cut_off() -> None:

@@ -137,6 +137,7 @@ class HttpConnection(asyncio.Protocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._writable: asyncio.Future[None] | None = None  # set while writes are paused
+        self._streaming = False
         self._lost = False
 
     # -- asyncio.Protocol ----------------------------------------------------------
@@ -156,7 +157,14 @@ class HttpConnection(asyncio.Protocol):
             self._abort()
 
     def eof_received(self) -> bool:
-        return False  # the client is done: close, and end what is served to it
+        """The client sends no more. A request it sent is still answered (`nc` without
+        -N ends its side at once); a stream, whose client can only be leaving, ends."""
+        if self._streaming:
+            return False
+        self._h11.receive_data(b"")  # h11 ends the connection after what came before it
+        if self._task is None:
+            self._next_request()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
@@ -201,12 +209,12 @@ class HttpConnection(asyncio.Protocol):
         try:
             found = self._request(event)
             if isinstance(found, Response):
-                self._send(found, head_only=False)
+                self._send(found, head_only=event.method == b"HEAD")
             else:
                 await self._serve(*found)
         except asyncio.CancelledError:
             return  # the client went away
-        except ConnectionError:
+        except (ConnectionError, h11.LocalProtocolError):
             self.close()
             return
         self._task = None
@@ -277,6 +285,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             self._write(self._h11.send(self._head(200, [], stream.headers)))
             if not head_only:
+                self._streaming = True
                 async for chunk in stream.chunks:
                     self._write(self._h11.send(h11.Data(data=chunk)))
                     await self._drained()
@@ -321,10 +330,10 @@ class HttpConnection(asyncio.Protocol):
             (b"connection", b"close"),
         ]
         try:
-            out = self._h11.send(self._head(status, headers, {}))
-            self._write(out + self._h11.send(h11.Data(data=body)))
-        except h11.LocalProtocolError:
-            pass  # an answer was already under way
+            self._write(self._h11.send(self._head(status, headers, {})))
+            self._write(self._h11.send(h11.Data(data=body)))
+        except (h11.LocalProtocolError, ConnectionError):
+            pass  # an answer was already under way, or a HEAD's has no body
         self.close()
 
     # -- the transport -------------------------------------------------------------
