@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import h11
 
+from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Stream:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-class HttpError(Exception):
+class HttpError(P1evseError):
     """Raised by a handler: answered with its status and one line of text."""
 
     def __init__(self, status: int, text: str, headers: Mapping[str, str] | None = None):
