@@ -100,7 +100,7 @@ async def test_the_sites_a_page_at_a_time_filtered_and_one_with_its_hour(
         assert one["history"]["step_s"] == 10
         assert rows[-1][1] == 107
         assert all(watts is None for _, watts in rows[:-2])
-        for bad in ("limit=0", "limit=1001", "offset=-1", "offset=x", "stale=maybe"):
+        for bad in ("limit=0", "limit=1001", "offset=-1", "offset=x", "offset=1_0", "stale=maybe"):
             status, body = await fleet.get(f"api/sites?{bad}")
             assert status == 400, bad
             assert body.split()[0] in bad

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from tests import raw_http
 from tests.raw_http import Client
 
 TIMEOUT_S = 10.0
+BIG = b"x" * 4_000_000
+PIPELINED = 20
 HEADERS = {"X-Frame-Options": "DENY"}
 
 
@@ -40,6 +43,9 @@ class Served:
     service: Service
     streamed: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     stream_ended: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: int = 0  # by /big
+    answered_more: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)  # a connection ended
 
 
 def gate(path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Response | None:
@@ -48,13 +54,41 @@ def gate(path: str, query: Mapping[str, str], headers: Mapping[str, str]) -> Res
     return None
 
 
+class Watched(asyncio.Protocol):
+    """A connection's protocol, and an event when the connection has ended."""
+
+    def __init__(self, inner: asyncio.Protocol, served: Served) -> None:
+        self._inner = inner
+        self._served = served
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+        self._served.lost.set()
+
+
 @asynccontextmanager
 async def serving(header_timeout: float = TIMEOUT_S) -> AsyncIterator[Served]:
     loop = asyncio.get_running_loop()
     routes = Routes()
     service = Service(routes, gate, HEADERS, header_timeout, loop)
-    server = await loop.create_server(service.connection, "127.0.0.1", 0)
-    served = Served(server.sockets[0].getsockname()[1], service)
+    served = Served(0, service)
+    server = await loop.create_server(lambda: Watched(service.connection(), served), "127.0.0.1", 0)
+    served.port = server.sockets[0].getsockname()[1]
 
     async def hello(request: Request) -> Response:
         return Response(f"hello {request.query.get('name', 'you')}\n".encode())
@@ -64,6 +98,17 @@ async def serving(header_timeout: float = TIMEOUT_S) -> AsyncIterator[Served]:
 
     async def fails(request: Request) -> Response:
         raise ValueError("a bug")
+
+    async def big(request: Request) -> Response:
+        served.answered += 1
+        served.answered_more.set()
+        return Response(BIG)
+
+    async def stuck(request: Request) -> Response:
+        """An answer that stays in the server's buffer while the client does not read."""
+        sock = request.transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return Response(b"x" * 60_000)
 
     async def refuses(request: Request) -> Response:
         raise HttpError(400, "no\n", {"Retry-After": "5"})
@@ -81,6 +126,8 @@ async def serving(header_timeout: float = TIMEOUT_S) -> AsyncIterator[Served]:
         ("/fails", fails),
         ("/refuses", refuses),
         ("/stream", stream),
+        ("/big", big),
+        ("/stuck", stuck),
     ]:
         routes.get(path, handler)
     routes.under("/echo/", echo)
@@ -281,6 +328,55 @@ def test_only_the_listed_files_are_served_and_a_browser_may_revalidate(tmp_path:
     assert script is not None
     assert script.content_type == "text/javascript; charset=utf-8"
     tag = page.headers["ETag"]
-    again = files.response("index.html", {"if-none-match": tag})
-    assert again is not None
-    assert (again.status, again.body) == (304, b"")
+    for offered in (tag, "*", f'"other", W/{tag}'):
+        again = files.response("index.html", {"if-none-match": offered})
+        assert again is not None
+        assert (again.status, again.body) == (304, b""), offered
+    changed = files.response("index.html", {"if-none-match": '"other"'})
+    assert changed is not None
+    assert changed.status == 200
+
+
+async def test_pipelined_answers_wait_for_the_client_to_take_them() -> None:
+    """A client that asks for 4 MB twenty times and reads nothing holds the answers that
+    fit in the buffers (the kernel's take a few MB on loopback), not twenty."""
+    async with serving() as served, connect(served) as client:
+        await client.send(get("/big") * PIPELINED)
+        async with asyncio.timeout(TIMEOUT_S):
+            await served.answered_more.wait()
+        served.answered_more.clear()
+        # the first answers fill the buffers: the next ones wait while nothing is read
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                while served.answered < PIPELINED:
+                    await served.answered_more.wait()
+                    served.answered_more.clear()
+        assert served.answered < PIPELINED / 2
+        for _ in range(PIPELINED):  # and once read, every answer comes
+            status, _, body = await client.response()
+            assert (status, len(body)) == (200, len(BIG))
+        assert served.answered == PIPELINED
+
+
+async def test_a_connection_whose_answer_is_not_taken_is_cut_after_it_is_closed() -> None:
+    async with serving(header_timeout=0.3) as served, connect(served) as client:
+        sock = client.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await client.send(get("/stuck"))
+        # the header timer closes it after the answer; the answer cannot go out; the
+        # connection is reset rather than held
+        async with asyncio.timeout(TIMEOUT_S):
+            await served.lost.wait()
+        assert served.service.open == set()
+
+
+async def test_content_length_with_transfer_encoding_is_refused_and_closed() -> None:
+    """RFC 9112 6.1: how requests are smuggled past a proxy."""
+    async with serving() as served, connect(served) as client:
+        await client.send(
+            b"GET / HTTP/1.1\r\nHost: p1evse\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + get("/?name=smuggled")
+        )
+        answered = await client.closed_by_server()
+        assert answered.startswith(b"HTTP/1.1 400 ")
+        assert b"smuggled" not in answered

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
 from p1evse.app import App
@@ -21,6 +22,7 @@ from p1evse.counts import Count, Counted
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from p1evse.sources.build import SOURCE_TYPES
 from p1evse.status.state import LinkState
+from p1evse.web.metrics import exposition, takes_gzip
 from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.fake_openevse import FakeOpenEvse
@@ -258,3 +260,40 @@ async def test_a_restarted_task_is_counted(one_broker: BrokerProcess) -> None:
         await asyncio.wait_for(source.started_again.wait(), EVENT_TIMEOUT_S)
         exposed = await every_count_is_exposed(site)
     assert exposed["p1evse_task_restarts_total", (("task", "source:mqtt_split"),)] >= 1
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("gzip", True),
+        ("GZIP, deflate", True),
+        ("deflate, gzip;q=0.5", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000, *", False),
+        ("*;q=0", False),
+        ("deflate", False),
+        ("", False),
+    ],
+)
+def test_metrics_are_gzipped_only_for_a_scraper_that_takes_gzip(
+    accept_encoding: str, gzipped: bool
+) -> None:
+    assert takes_gzip(accept_encoding) is gzipped
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=x",
+        "text/plain; version=1.x",
+        "application/openmetrics-text; version=" + "9" * 5000,
+    ],
+)
+def test_a_format_version_it_cannot_read_gets_the_plain_text_format(accept: str) -> None:
+    registry = CollectorRegistry()
+    Gauge("p1evse_probe", "a probe", registry=registry).set(1)
+    answer = exposition(registry, {"accept": accept})
+    assert answer.status == 200
+    assert answer.content_type.startswith("text/plain")
+    assert b"p1evse_probe 1.0" in answer.body

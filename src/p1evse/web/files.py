@@ -28,9 +28,6 @@ class Files:
             path.relative_to(root).as_posix(): path for path in root.rglob("*") if path.is_file()
         }
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._paths
-
     def response(
         self, name: str, headers: Mapping[str, str], cache: str | None = None
     ) -> Response | None:
@@ -43,10 +40,16 @@ class Files:
             stat = path.stat()
             tag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
             extra = {"ETag": tag} if cache is None else {"ETag": tag, "Cache-Control": cache}
-            if tag in headers.get("if-none-match", ""):
+            if _matches(tag, headers.get("if-none-match", "")):
                 return Response(status=304, headers=extra)
             body = path.read_bytes()
         except OSError:  # the package changed under the running service
             return None
         content_type = CONTENT_TYPES.get(path.suffix, OTHER_TYPE)
         return Response(body, content_type=content_type, headers=extra)
+
+
+def _matches(tag: str, if_none_match: str) -> bool:
+    """RFC 9110 13.1.2: `*`, or the tag among the listed ones (weak ones compare too)."""
+    listed = [offer.strip().removeprefix("W/") for offer in if_none_match.split(",")]
+    return "*" in listed or tag in listed

@@ -14,7 +14,7 @@ summary, /metrics and /healthz. Everything is read from a `SitesView` when asked
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -130,21 +130,20 @@ class FleetWebServer(StatusServer):
         return text_response(f"ok: {self._view.health()}\n")
 
 
-def _number(query: Any, name: str, default: int, low: int, high: int) -> int:
+def _number(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     text = query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = low - 1
+    # digits only: int() would also take "1_0", " 1" and other scripts' digits
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(high))
+    value = int(text) if digits else low - 1
     if not low <= value <= high:
         wanted = f"a whole number from {low} to {high}"
         raise HttpError(400, f"{name} must be {wanted}, not {text[:40]!r}\n", NO_STORE)
     return value
 
 
-def _flag(query: Any, name: str) -> bool | None:
+def _flag(query: Mapping[str, str], name: str) -> bool | None:
     text = query.get(name)
     if text is None or text == "":
         return None

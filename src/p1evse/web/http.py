@@ -22,6 +22,7 @@ import h11
 
 from p1evse.errors import P1evseError
 from p1evse.ratelimit import RateLimiter
+from p1evse.web.limits import reset
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,11 @@ class HttpConnection(asyncio.Protocol):
             if size > MAX_HEAD_BYTES:
                 self._refuse(431, f"the request's head is over {MAX_HEAD_BYTES} bytes")
                 return
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                # RFC 9112 6.1: how requests are smuggled past a proxy; never kept open
+                self._refuse(400, "both Content-Length and Transfer-Encoding")
+                return
             self._task = self._service.loop.create_task(self._answer(event))
         elif isinstance(event, h11.ConnectionClosed):
             self.close()
@@ -213,6 +219,9 @@ class HttpConnection(asyncio.Protocol):
                 self._send(found, head_only=event.method == b"HEAD")
             else:
                 await self._serve(*found)
+            # the next pipelined request waits until the client takes this answer: a
+            # client that asks and does not read holds one answer in memory, not all
+            await self._drained()
         except asyncio.CancelledError:
             return  # the client went away
         except (ConnectionError, h11.LocalProtocolError):
@@ -324,7 +333,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer a request that could not be read, then close."""
-        body = f"bad request: {reason}\n".encode()
+        body = f"{http.HTTPStatus(status).phrase.lower()}: {reason}\n".encode()
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", str(len(body)).encode()),
@@ -358,11 +367,19 @@ class HttpConnection(asyncio.Protocol):
             self._header_timer = None
 
     def close(self) -> None:
+        """Close once what is written has gone out; a client that does not take it
+        within the header timeout is cut off, so it cannot hold the connection."""
         self._disarm_header_timer()
-        if self._transport is not None:
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
+            if self._transport.get_write_buffer_size():
+                self._service.loop.call_later(self._service.header_timeout, self._cut)
+
+    def _cut(self) -> None:
+        if not self._lost and self._transport is not None:
+            reset(self._transport)
 
     def _abort(self) -> None:
         self._disarm_header_timer()
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)

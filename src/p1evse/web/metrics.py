@@ -21,7 +21,7 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 from p1evse import __version__
 from p1evse.loopwatch import BUCKETS_S, LoopWatch
@@ -45,13 +45,29 @@ GZIP_LEVEL = 1
 def exposition(registry: CollectorRegistry, headers: Mapping[str, str]) -> Response:
     """/metrics in the format the scraper asks for (Prometheus text or OpenMetrics),
     gzipped when it takes gzip (Prometheus does)."""
-    encoder, content_type = choose_encoder(headers.get("accept", ""))
+    try:
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+    except (TypeError, ValueError):  # a version it cannot read: the plain text format
+        encoder, content_type = generate_latest, CONTENT_TYPE_LATEST
     body = encoder(registry)
-    extra = {"Cache-Control": "no-store"}
-    if "gzip" in headers.get("accept-encoding", ""):
+    extra = {"Cache-Control": "no-store", "Vary": "Accept, Accept-Encoding"}
+    if takes_gzip(headers.get("accept-encoding", "")):
         body = gzip.compress(body, GZIP_LEVEL)
         extra["Content-Encoding"] = "gzip"
     return Response(body, content_type=content_type, headers=extra)
+
+
+def takes_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header takes gzip: named, or `*`, without q=0."""
+    offers: dict[str, str] = {}
+    for offer in accept_encoding.split(","):
+        name, _, parameters = offer.partition(";")
+        offers.setdefault(name.strip().lower(), parameters.strip().lower())
+    gzip_offer = offers.get("gzip", offers.get("*"))
+    if gzip_offer is None:
+        return False
+    quality = gzip_offer.removeprefix("q=")
+    return not quality.startswith("0") or quality.strip("0.") != ""
 
 
 # From a reading's arrival to its value being handed to the MQTT client: tens of µs
