@@ -108,7 +108,8 @@ async def serving(header_timeout: float = TIMEOUT_S) -> AsyncIterator[Served]:
         """An answer that stays in the server's buffer while the client does not read."""
         sock = request.transport.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        return Response(b"x" * 60_000)
+        request.transport.set_write_buffer_limits(high=1 << 20)  # no pause: no stall cut
+        return Response(b"x" * 300_000)
 
     async def refuses(request: Request) -> Response:
         raise HttpError(400, "no\n", {"Retry-After": "5"})
@@ -359,15 +360,22 @@ async def test_pipelined_answers_wait_for_the_client_to_take_them() -> None:
 
 
 async def test_a_connection_whose_answer_is_not_taken_is_cut_after_it_is_closed() -> None:
-    async with serving(header_timeout=0.3) as served, connect(served) as client:
-        sock = client.writer.get_extra_info("socket")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        await client.send(get("/stuck"))
-        # the header timer closes it after the answer; the answer cannot go out; the
-        # connection is reset rather than held
-        async with asyncio.timeout(TIMEOUT_S):
-            await served.lost.wait()
-        assert served.service.open == set()
+    """The answer fills the kernel's small buffers and waits in the server's, below the
+    mark where writing pauses (so no write-stall cut); the header timer closes the
+    connection, which cannot flush: it is reset rather than held."""
+    async with serving(header_timeout=0.3) as served:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", served.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        try:
+            await Client(reader, writer).send(get("/stuck"))
+            async with asyncio.timeout(TIMEOUT_S):
+                await served.lost.wait()
+            assert served.service.open == set()
+        finally:
+            writer.close()
 
 
 async def test_content_length_with_transfer_encoding_is_refused_and_closed() -> None:
