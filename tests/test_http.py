@@ -179,6 +179,7 @@ async def test_head_gets_the_headers_of_get_and_no_body() -> None:
         (b"GET / HTTP/1.1\r\nHost: p1evse\r\nX: " + b"a" * MAX_HEAD_BYTES, 431),  # unended
         (b"GET / HTTP/1.1\r\nHost: p\r\n" + b"X: y\r\n" * (MAX_HEAD_BYTES // 6) + b"\r\n", 431),
         (b"GET / HTTP/1.1\r\nHost: p1evse\r\nContent-Length: x\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: p1evse\r\n\r\n", 505),
     ],
 )
 async def test_a_request_that_cannot_be_read_is_answered_and_closed(

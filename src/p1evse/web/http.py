@@ -204,6 +204,9 @@ class HttpConnection(asyncio.Protocol):
             if size > MAX_HEAD_BYTES:
                 self._refuse(431, f"the request's head is over {MAX_HEAD_BYTES} bytes")
                 return
+            if event.http_version not in (b"1.0", b"1.1"):
+                self._refuse(505, f"HTTP/{event.http_version.decode()} is not served")
+                return
             names = {name for name, _ in event.headers}
             if b"content-length" in names and b"transfer-encoding" in names:
                 # RFC 9112 6.1: how requests are smuggled past a proxy; never kept open
