@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -265,31 +265,33 @@ async def test_a_stream_is_written_as_it_comes_and_ends_when_its_client_leaves()
         assert served.service.open == set()
 
 
-async def test_a_stream_ends_when_its_client_ends_its_side() -> None:
+async def end_side(client: Client) -> None:
+    client.writer.write_eof()
+
+
+async def flood(client: Client) -> None:
+    with contextlib.suppress(ConnectionError):
+        await client.send(b"X" * (MAX_PENDING_BYTES + 1))
+    await client.closed_by_server()
+
+
+@pytest.mark.parametrize(
+    ("method", "leave"),
+    [
+        ("GET", end_side),  # a stream's client that ends its side is leaving
+        ("GET", flood),  # one that sends more than it may ahead of an answer is cut off
+        ("HEAD", None),  # the head of a stream is all of it
+    ],
+)
+async def test_a_stream_ends_however_it_ends(
+    method: str, leave: Callable[[Client], Awaitable[None]] | None
+) -> None:
     async with serving() as served, connect(served) as client:
-        await client.send(get("/stream"))
-        await client.head()
-        client.writer.write_eof()
-        async with asyncio.timeout(TIMEOUT_S):
-            await served.stream_ended.wait()
-
-
-async def test_a_client_that_floods_a_stream_is_cut_off() -> None:
-    async with serving() as served, connect(served) as client:
-        await client.send(get("/stream"))
-        await client.head()
-        with contextlib.suppress(ConnectionError):
-            await client.send(b"X" * (MAX_PENDING_BYTES + 1))
-        await client.closed_by_server()
-        async with asyncio.timeout(TIMEOUT_S):
-            await served.stream_ended.wait()
-
-
-async def test_head_of_a_stream_ends_it_at_once() -> None:
-    async with serving() as served, connect(served) as client:
-        await client.send(b"HEAD /stream HTTP/1.1\r\nHost: p1evse\r\n\r\n")
+        await client.send(f"{method} /stream HTTP/1.1\r\nHost: p1evse\r\n\r\n".encode())
         status, _ = await client.head()
         assert status == 200
+        if leave is not None:
+            await leave(client)
         async with asyncio.timeout(TIMEOUT_S):
             await served.stream_ended.wait()
 
