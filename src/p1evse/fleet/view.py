@@ -57,11 +57,11 @@ class FleetView:
             return "waiting for the broker to return this process's announcement"
         failing = self._supervisor.problems() if self._supervisor is not None else []
         both = self._fleet.fed_by_both
-        if both is not None and self._clock() - both[1] < FED_BY_BOTH_SHOWN_S:
+        if both is not None and (age := self._clock() - both[1]) < FED_BY_BOTH_SHOWN_S:
             failing.append(
                 f"the broker deals site {both[0]}'s meter to this and another process at "
-                f"once ({self._clock() - both[1]:.0f} s ago): fleet.share_group needs a "
-                "broker that keeps each meter on one process"
+                f"once ({age:.0f} s ago): fleet.share_group needs a broker that keeps each "
+                "meter on one process"
             )
         return "; ".join(failing) or None
 
