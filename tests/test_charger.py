@@ -45,3 +45,26 @@ def test_the_voltage_the_charger_uses_is_read_back_and_an_absurd_one_refused() -
         charger.update("voltage", b"2300", 2.0)
     assert refused.value.reason is Rejection.IMPLAUSIBLE
     assert charger.voltage == 231.5
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "detail"),
+    [
+        ("amp", b"1e300", "amp = 1e+300 mA: expected at most 80000"),
+        ("amp", b"80001", "amp = 80001 mA: expected at most 80000"),
+        ("pilot", b"81", "pilot = 81 A: expected at most 80"),
+        ("charge_rate", b"1e300", "charge_rate = 1e+300 A: expected at most 1000"),
+    ],
+)
+def test_a_current_beyond_what_a_charger_can_carry_is_refused(
+    name: str, raw: bytes, detail: str
+) -> None:
+    """A current past J1772's 80 A (or a divert wish past 1000 A) is garbage: taken, it
+    would overflow the page's history and its kWh to infinity."""
+    charger = ChargerState()
+    charger.update_all(b'{"amp": 6000, "pilot": 16, "charge_rate": 6}', 1.0)
+    with pytest.raises(InputRejected) as refused:
+        charger.update(name, raw, 2.0)
+    assert (refused.value.reason, refused.value.detail) == (Rejection.IMPLAUSIBLE, detail)
+    assert (charger.amps, charger.pilot, charger.charge_rate) == (6.0, 16.0, 6.0)
+    charger.update(name, b"80000" if name == "amp" else b"80", 3.0)

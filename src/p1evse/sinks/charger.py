@@ -241,6 +241,16 @@ MILLIAMPS_PER_AMP = 1000.0
 MAX_REPORT_BYTES = 64  # one number or true/false per topic
 MAX_ANSWER_BYTES = 65_536  # the firmware's /status and /config are a few kB
 EVSE_STATE_CODES = range(256)  # the EVSE's state is one byte
+MAX_CHARGER_A = 80.0  # J1772's ceiling, and OpenEVSE's hardware's
+# divert's wish is floor(export / voltage), not clamped to the charger's maximum
+MAX_CHARGE_RATE_A = 1000.0
+# the highest value a charger can report, and its unit on the wire
+MAX_REPORTED = {
+    "amp": (MAX_CHARGER_A * MILLIAMPS_PER_AMP, "mA"),
+    "pilot": (MAX_CHARGER_A, "A"),
+    "charge_rate": (MAX_CHARGE_RATE_A, "A"),
+    "voltage": (MAX_VOLTAGE_V, "V"),
+}
 
 
 def _is_bytes(raw: Any) -> bool:
@@ -266,8 +276,11 @@ def _parse(name: str, value: Any) -> Any:
         return int(number)
     if number < 0:
         raise InputRejected(Rejection.NEGATIVE, f"{name} = {number:g}")
-    if name == "voltage" and number > MAX_VOLTAGE_V:
-        raise InputRejected(Rejection.IMPLAUSIBLE, f"{name} = {number:g}")
+    most, unit = MAX_REPORTED[name]
+    if number > most:
+        raise InputRejected(
+            Rejection.IMPLAUSIBLE, f"{name} = {number:g} {unit}: expected at most {most:g}"
+        )
     return number / MILLIAMPS_PER_AMP if name == "amp" else number
 
 
