@@ -6,7 +6,14 @@ import pytest
 
 from p1evse.errors import InputRejected
 from p1evse.model import Rejection
-from p1evse.sinks.charger import EVSE_STATE_TEXT, ChargerState, EvseState, describe_state
+from p1evse.sinks.charger import (
+    EVSE_STATE_TEXT,
+    MODE_FRESH_S,
+    ChargerState,
+    EvseState,
+    OpenevseSettings,
+    describe_state,
+)
 
 
 def test_every_evse_state_has_its_text_and_other_codes_their_number() -> None:
@@ -68,3 +75,18 @@ def test_a_current_beyond_what_a_charger_can_carry_is_refused(
     assert (refused.value.reason, refused.value.detail) == (Rejection.IMPLAUSIBLE, detail)
     assert (charger.amps, charger.pilot, charger.charge_rate) == (6.0, 16.0, 6.0)
     charger.update(name, b"80000" if name == "amp" else b"80", 3.0)
+
+
+def test_a_report_of_normal_mode_stands_for_a_window_the_transport_sets() -> None:
+    mqtt = OpenevseSettings()
+    http = OpenevseSettings(transport="http", url="http://evse.local", poll_interval=90, timeout=5)
+    assert mqtt.mode_fresh_s() == MODE_FRESH_S  # four of the firmware's 30 s reports
+    assert http.mode_fresh_s() == 185.0  # two polls missed, and the third one's timeout
+    charger = ChargerState(mode_fresh_s=MODE_FRESH_S)
+    assert charger.pause_allowed(0.0)  # mode unknown: the guard may pause
+    charger.update("divertmode", b"1", 10.0)
+    assert not charger.pause_allowed(10.0 + MODE_FRESH_S - 0.001)
+    assert charger.pause_allowed(10.0 + MODE_FRESH_S)
+    charger.update("divertmode", b"2", 200.0)
+    assert charger.pause_allowed(200.0)
+    assert charger.normal_mode_lapses() is None

@@ -9,7 +9,7 @@ from p1evse.model import Event, GridPower, Reading, StaleEntered, StaleLeft
 from p1evse.mqtt import MqttSettings
 from p1evse.pipeline import PublishSettings
 from p1evse.sim.virtual import VirtualBroker, VirtualClock
-from p1evse.sinks.charger import OpenevseSettings
+from p1evse.sinks.charger import MODE_FRESH_S, OpenevseSettings
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE
 from p1evse.site import Ports, Role, Site, SiteSettings, build_site
 
@@ -91,11 +91,28 @@ def test_the_status_model_shows_the_claim_the_charger_holds() -> None:
     assert end - start == 10
 
 
-def test_a_charger_in_normal_mode_is_never_paused() -> None:
+def test_a_charger_reporting_normal_mode_is_never_paused() -> None:
     _, clock, broker, heard, _ = make()
-    broker.publish("openevse/divertmode", "1")  # normal: someone's deliberate charge
-    clock.advance(START + 10 * STALE_AFTER)
+    for at in range(0, 600, 30):  # the firmware reports its status every 30 s
+        clock.advance(START + at)
+        broker.publish("openevse/divertmode", "1")  # normal: someone's deliberate charge
+    clock.advance(START + 600)
     assert heard.messages[CLAIM] == []
+
+
+def test_a_report_of_normal_mode_spares_the_charger_only_while_it_is_fresh() -> None:
+    """A retained `divertmode` 1 from a charger long gone, or one that stopped
+    reporting, must not switch the stale guard off for good."""
+    _, clock, broker, heard, _ = make()
+    broker.publish("openevse/divertmode", "1")
+    clock.advance(START + MODE_FRESH_S - 0.001)
+    assert heard.messages[CLAIM] == []  # stale since START + 30, spared
+    clock.advance(START + MODE_FRESH_S)
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM]  # the report lapsed: paused on time
+    broker.publish("openevse/divertmode", "1")  # it speaks again: spared again
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]
+    clock.advance(START + 2 * MODE_FRESH_S + 1)
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE, PAUSE_CLAIM]
 
 
 async def test_close_releases_the_pause() -> None:

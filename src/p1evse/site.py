@@ -263,7 +263,7 @@ def build_site(
     sinks and the status model (as `check` watches what the pipeline makes)."""
     clock, mqtt = ports.clock, ports.mqtt
     pipeline = Pipeline(settings.publish, clock.time(), guard_from_start=role.guard_from_start)
-    charger = ChargerState()
+    charger = ChargerState(mode_fresh_s=settings.openevse.mode_fresh_s())
     sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
     source = build_source(settings.source, mqtt) if role.source else None
     state = state_topic = None

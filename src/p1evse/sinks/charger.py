@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 # the high 16 bits, as OpenEVSE's EvseClient ids are built, and "P1" below.
 HTTP_CLAIM_CLIENT_ID = 0xFFFE_5031
 
+# a report of normal mode stands this long: four of the firmware's 30 s status reports
+MODE_FRESH_S = 120.0
+
 
 class OpenevseSettings(Section):
     transport: Literal["mqtt", "http"] = "mqtt"
@@ -93,6 +96,14 @@ class OpenevseSettings(Section):
         """The dead-man's switch pauses the charger as the stale guard would: only over
         MQTT (a last will is an MQTT message) and with `on_stale: pause`."""
         return self.deadman and self.transport == "mqtt" and on_stale is StaleAction.PAUSE
+
+    def mode_fresh_s(self) -> float:
+        """How long a report of normal mode stands without another: over MQTT the
+        firmware sends its status, divert mode in it, every 30 s (and on a change); over
+        HTTP p1evse asks every `poll_interval`."""
+        if self.transport == "http":
+            return max(MODE_FRESH_S, 2 * self.poll_interval + self.timeout)
+        return MODE_FRESH_S
 
     def route(self) -> ChargerRoute:
         """Where the values and the pause claim go, and how the charger is read back."""
@@ -174,6 +185,8 @@ class ChargerState:
     charge_rate: float | None = None  # A that divert asks for
     voltage: float | None = None  # V the charger uses for its maths (fed, or its own)
     updated_at: float | None = None  # loop time of the last report
+    mode_at: float | None = None  # loop time of the last report of the divert mode
+    mode_fresh_s: float = field(default=MODE_FRESH_S, kw_only=True)  # see OpenevseSettings
     rejected: dict[Rejection, int] = field(default_factory=dict)  # reports refused
 
     def update(self, name: str, raw: Any, at: float) -> None:
@@ -186,6 +199,8 @@ class ChargerState:
             raise
         setattr(self, FIELD_NAMES.get(name, name), value)
         self.updated_at = at
+        if name == "divertmode":
+            self.mode_at = at
 
     def update_all(self, answer: bytes, at: float) -> None:
         """Take every known field of the answer to `GET /status`; the first one refused
@@ -221,10 +236,19 @@ class ChargerState:
             for reason, count in self.rejected.items()
         ]
 
-    def pause_allowed(self) -> bool:
+    def pause_allowed(self, now: float) -> bool:
         """The stale guard pauses an Eco charge, or one whose mode is unknown; a charger
-        known to be in normal mode is someone's deliberate charge and is left alone."""
-        return self.divertmode is not DivertMode.NORMAL
+        known to be in normal mode is someone's deliberate charge and is left alone.
+        Known means told within `mode_fresh_s`: a retained report of a charger long gone
+        from the broker spares nothing."""
+        lapses = self.normal_mode_lapses()
+        return lapses is None or now >= lapses
+
+    def normal_mode_lapses(self) -> float | None:
+        """When the last report of normal mode stops standing; None: not in normal mode."""
+        if self.divertmode is not DivertMode.NORMAL or self.mode_at is None:
+            return None
+        return self.mode_at + self.mode_fresh_s
 
 
 READ_BACK_FIELDS = (
@@ -314,6 +338,7 @@ class PauseIntent:
     `on_stale: pause`, and the charger is not known to be in normal mode."""
 
     charger: ChargerState
+    clock: Callable[[], float]
     stale: bool = False
     held: bool = False  # the claim the charger has from us: sent, and not released
     # told when `held` changes (the status page shows the claim)
@@ -326,12 +351,24 @@ class PauseIntent:
         for listener in self.listeners:
             listener(held)
 
+    def charger_pausable(self) -> bool:
+        """The charger may be paused now: not known to be in normal mode."""
+        return self.charger.pause_allowed(self.clock())
+
     def wanted(self) -> bool:
-        spared = self.stale and not self.charger.pause_allowed()
+        spared = self.stale and not self.charger_pausable()
         if spared and not self._spared_logged:
             log.warning("no valid reading, but OpenEVSE is in normal mode: not pausing it")
         self._spared_logged = spared
         return self.stale and not spared
+
+    def spared_until(self) -> float | None:
+        """When a charger spared for its normal mode is to be paused after all, unless it
+        reports its mode again by then; None: no charger is being spared."""
+        lapses = self.charger.normal_mode_lapses()
+        if not self.stale or lapses is None or lapses <= self.clock():
+            return None
+        return lapses
 
 
 # OpenEVSE takes a fed voltage between these (else its configured one, else 240 V)

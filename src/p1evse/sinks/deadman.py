@@ -87,7 +87,7 @@ class DeadmanSwitch:
         if not value.failsafe:
             self._fresh = True
             self._release_will_pause()
-        if self._armed is not None and self._armed != self._charger.pause_allowed():
+        if self._armed is not None and self._armed != self._feed.pause.charger_pausable():
             self._rearm.set()  # the charger's mode changed: arm or disarm
 
     def stale_entered(self, event: StaleEntered) -> None:
@@ -103,7 +103,7 @@ class DeadmanSwitch:
     async def run(self) -> None:
         """Keep the switch's connection up, armed or not as the charger's mode wants."""
         while True:
-            armed = self._charger.pause_allowed()
+            armed = self._feed.pause.charger_pausable()
             connection = self._connect(armed)
             task = asyncio.create_task(connection.run(), name="deadman-mqtt")
             try:

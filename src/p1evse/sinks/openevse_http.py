@@ -117,7 +117,7 @@ class OpenEvseHttpSink:
         self._settings = settings
         self.charger = charger
         self._clock = clock
-        self.pause = PauseIntent(charger)
+        self.pause = PauseIntent(charger, clock)
         self._backoff = backoff or Backoff(initial=1.0, cap=30.0)
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
         self._status_url = f"{settings.url}/status"
@@ -208,16 +208,15 @@ class OpenEvseHttpSink:
                 self._report(exc)
             else:
                 self._read_back(answer)
+            if self.pause.wanted() != self.claim_sent:  # a mode changed, or a report aged
+                self._wake.set()
             await asyncio.sleep(self._settings.poll_interval)
 
     def _read_back(self, answer: bytes) -> None:
-        mode = self.charger.divertmode
         try:
             self.charger.update_all(answer, self._clock())
         except InputRejected as exc:
             self._report_log.refused(exc)
-        if self.charger.divertmode is not mode:
-            self._wake.set()
 
     async def _sync_claim(self) -> None:
         wanted = self.pause.wanted()

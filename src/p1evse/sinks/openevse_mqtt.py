@@ -56,12 +56,13 @@ class OpenEvseMqttSink:
         self._broker = broker
         self._clock = clock
         self.charger = charger
-        self.pause = PauseIntent(charger)
+        self.pause = PauseIntent(charger, clock.time)
         self._report_log = ReportLog(clock.time, f"{settings.base_topic}/…")
         self._settle_s = reconnect_settle_s
         self._settling: Timer | None = None
         self._base_topic = settings.base_topic
         self._claiming = False  # a claim is being published (see _sync_claim)
+        self._spare_check: Timer | None = None  # when a spared charger's report lapses
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -99,6 +100,7 @@ class OpenEvseMqttSink:
         if self._settling is not None:
             self._settling.cancel()
             self._settling = None
+        self._watch_spare(None)
 
     async def close(self) -> None:
         self.leave()
@@ -160,6 +162,20 @@ class OpenEvseMqttSink:
                     log.info("released the pause claim on %s", self._claim_topic)
         finally:
             self._claiming = False
+        self._watch_spare(self.pause.spared_until())
+
+    def _watch_spare(self, until: float | None) -> None:
+        """Look again when the report of normal mode that spares the charger lapses: a
+        charger that stopped reporting is paused then (a live one reports every 30 s)."""
+        if self._spare_check is not None:
+            if self._spare_check.when() == until:
+                return
+            self._spare_check.cancel()
+        self._spare_check = None if until is None else self._clock.call_at(until, self._spare_due)
+
+    def _spare_due(self) -> None:
+        self._spare_check = None
+        self._sync_claim()
 
 
 class _Report:

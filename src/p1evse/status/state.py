@@ -279,7 +279,7 @@ class SiteState:
     def spares_the_charger(self) -> bool:
         """The stale guard would pause, but the charger is in normal mode: someone's
         deliberate charge, which p1evse leaves alone (see `PauseIntent`)."""
-        return self.charger is not None and not self.charger.pause_allowed()
+        return self.charger is not None and not self.charger.pause_allowed(self._clock())
 
     def unhealthy(self, now: float) -> str | None:
         """Why the service is not doing its job, in one line; None when it is."""
