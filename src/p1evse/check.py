@@ -232,6 +232,7 @@ async def _watch_fleet(
         level = site_capture(pattern)
         assert level is not None  # site_id_problems: every source topic of a fleet has one
         broker.subscribe_pattern(pattern, partial(heard, level), retained=False)
+    started = asyncio.get_running_loop().time()
     try:
         await asyncio.wait_for(spoke.wait(), listen_s)
     except TimeoutError:
@@ -245,7 +246,8 @@ async def _watch_fleet(
     result = await _watch(with_site(settings, first), broker, listen_s, say)
     shown = ", ".join(list(seen)[:10]) + (", …" if len(seen) > 10 else "")
     more = "+" if len(seen) >= MAX_SITES_LISTED else ""
-    say(f"fleet: {len(seen)}{more} site ids heard in {2 * listen_s:g} s: {shown}")
+    listened = asyncio.get_running_loop().time() - started
+    say(f"fleet: {len(seen)}{more} site ids heard in {listened:.0f} s: {shown}")
     if refused:
         say(f"  refused (no site id: {SITE_ID_RULE}): {', '.join(sorted(refused)[:5])}")
     return result
