@@ -143,9 +143,10 @@ def test_the_source_is_built_from_its_settings_only_when_asked() -> None:
 
 
 def test_the_status_model_and_its_topic_only_when_something_reads_them() -> None:
-    quiet = make(mqtt=MqttSettings(state_topic=None).model_dump())[0]
-    assert quiet.state is None
-    assert quiet.state_topic is None
+    for off in (None, "", "  "):  # as the docs say: empty is off
+        quiet = make(mqtt=MqttSettings(state_topic=off).model_dump())[0]
+        assert quiet.state is None
+        assert quiet.state_topic is None
     site, clock, _, heard, _ = make()  # the state topic is on by default
     assert site.state is not None
     assert len(heard.messages[STATE]) == 1  # on connect

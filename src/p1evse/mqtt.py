@@ -76,6 +76,12 @@ class MqttSettings(Section):
     def _password_from_file(cls, data: Any) -> Any:
         return secrets_from_files(data, "password")
 
+    @field_validator("state_topic", mode="before")
+    @classmethod
+    def _empty_state_topic_is_off(cls, value: object) -> object:
+        """`state_topic: ""` turns the state topic off, as `state_topic:` (null) does."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @property
     def endpoint(self) -> str:
         """The broker as /metrics labels it."""
