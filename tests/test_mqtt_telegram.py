@@ -25,6 +25,45 @@ def test_a_raw_telegram_per_message() -> None:
     assert rejected(intake) == {Rejection.CRC: 1, Rejection.TRUNCATED: 1}
 
 
+def without_line_end(frame: bytes) -> bytes:
+    """The telegram as DSMR-reader's `dsmr/raw` holds it: nothing after the checksum."""
+    return frame.removesuffix(b"\r\n")
+
+
+def lower_case_checksum(import_w: float) -> bytes:
+    """A telegram whose checksum has letters, written in lower case."""
+    for watts in range(int(import_w), int(import_w) + 100):
+        frame = telegrams.dsmr5(import_w=watts, clock=telegrams.meter_clock(watts))
+        lowered = frame[:-6] + frame[-6:].lower()
+        if lowered != frame:
+            return lowered
+    raise AssertionError("no checksum with a letter in 100 telegrams")
+
+
+DSMR_22 = ["1-0:1.7.0(0001.50*kW)", "1-0:2.7.0(0000.00*kW)"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "version", "watts"),
+    [
+        (without_line_end(telegrams.dsmr5(import_w=432)), "5", 432),
+        (without_line_end(telegrams.dsmr5(import_w=432)).replace(b"\r\n", b"\n"), "5", 432),
+        (without_line_end(telegrams.telegram("ISk5MT382", DSMR_22, crc=False)), "2.2", 1500),
+        (lower_case_checksum(700), "5", None),
+        (without_line_end(lower_case_checksum(700)), "5", None),
+    ],
+    ids=["crc", "lf-only", "dsmr-2.2-bare-bang", "lower-case-crc", "lower-case-crc-no-line-end"],
+)
+def test_a_message_that_is_one_whole_telegram_is_one_telegram(
+    payload: bytes, version: str, watts: int | None
+) -> None:
+    intake, handle = telegram_source(dsmr_version=version)
+    handle(payload)
+    assert rejected(intake) == {}
+    assert len(intake.published) == 1
+    assert watts is None or intake.published == [watts]
+
+
 def test_an_easymeter_q3d_through_its_gateway() -> None:
     intake, handle = telegram_source(dsmr_version="Q3D")
     handle(telegrams.easymeter_q3d(import_w=1688.21) + telegrams.COM1_PADDING)

@@ -2,8 +2,10 @@
 each decoded into a `Reading` for the intake or counted as the reason it was dropped.
 
 A telegram is what dsmr-parser's reader takes for one: a `/` header, ASCII text (IEC
-62056-21 allows no other) without a second `/` or `!`, `!`, the CRC (0-4 upper-case hex
-digits), an optional NUL and CR LF. Bytes between telegrams that hold no `/` are
+62056-21 allows no other) without a second `/` or `!`, `!`, the CRC (0-4 hex digits; some
+publishers write them in lower case), an optional NUL and CR LF. Data that is one
+message (MQTT) ends its telegram where it ends: DSMR-reader's `dsmr/raw` has nothing
+after the checksum. Bytes between telegrams that hold no `/` are
 skipped (padding some gateways send). A `/` that does not lead to a telegram began one
 that never ended: cut off by the next `/` or by the end of the data, grown past
 `max_bytes`, or ended by a `!` without a checksum line or with a byte that is not ASCII
@@ -47,7 +49,11 @@ _NOT_ASCII = re.compile(rb"[\x80-\xff]")
 
 def _telegram_pattern(max_bytes: int) -> re.Pattern[bytes]:
     body = max_bytes - 1 - _MAX_TRAILER
-    return re.compile(rb"/[^/!\x80-\xff]{0,%d}+![0-9A-F]{0,4}\x00?\r\n" % body)
+    return re.compile(rb"/[^/!\x80-\xff]{0,%d}+![0-9A-Fa-f]{0,4}\x00?\r\n" % body)
+
+
+# a telegram up to its checksum with nothing after it: whole at the end of a message
+_UP_TO_CHECKSUM = re.compile(rb"/[^/!\x80-\xff]*+![0-9A-Fa-f]{0,4}\x00?")
 
 
 class TelegramStream:
@@ -110,9 +116,12 @@ class TelegramStream:
             buffer.clear()
         return False
 
-    def end(self) -> None:
+    def end(self, *, whole_message: bool = False) -> None:
         """The connection closed or the message ended: a telegram begun is cut off, and
-        a backlog left undecoded is dropped (one rejection)."""
+        a backlog left undecoded is dropped (one rejection). With `whole_message` the
+        data was one message, so a telegram that reached its checksum ends with it."""
+        if whole_message and not self._backlog and _UP_TO_CHECKSUM.fullmatch(self._buffer):
+            self.feed(b"\r\n")  # the line end the message left out
         if self._backlog:
             detail = f"more than {MAX_TELEGRAMS_PER_FEED} telegrams at once"
             self._intake.reject(Rejection.OVERSIZED, detail)

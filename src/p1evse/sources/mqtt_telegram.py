@@ -2,7 +2,8 @@
 
 Parsed exactly as the `p1` source parses a serial stream (framing.py, telegram.py): the
 CRC is checked, bytes before the header are skipped, a message that ends inside a
-telegram counts as truncated. A message longer than any telegram is refused unread.
+telegram counts as truncated; one that ends right after the checksum (DSMR-reader's
+`dsmr/raw`) is a whole telegram. A message longer than any telegram is refused unread.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class MqttTelegramSource:
                 # putting it back restores the meter's bytes (or the CRC says no)
                 payload = payload.replace(b"\n", b"\r\n")
             stream.feed(payload)
-            stream.end()  # a message holds one telegram: the rest of a flood is dropped
+            # a message holds one telegram, maybe without a line end after its checksum;
+            # the rest of a flood is dropped
+            stream.end(whole_message=True)
 
         return on_payload
 

@@ -138,9 +138,9 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-# the checksum after the telegram's '!', as dsmr-parser reads it: 1 to 4 upper-case hex
-# digits (some meters leave out leading zeros)
-_CHECKSUM = re.compile(rb"!([0-9A-F]{1,4})")
+# the checksum after the telegram's '!': 1 to 4 hex digits (some meters leave out
+# leading zeros; dsmr-parser reads upper case only, some publishers write lower case)
+_CHECKSUM = re.compile(rb"!([0-9A-Fa-f]{1,4})")
 
 
 def check_crc(frame: bytes) -> None:
