@@ -42,10 +42,11 @@ def test_dsmr_reader_json_with_decimals_as_strings() -> None:
 
 def test_a_dsmr_reader_json_message_sent_again_is_no_reading() -> None:
     intake, handle = json_source()
-    for delivered in ("0.321", "0.400", "0.500"):  # the same meter time each time
-        handle(dsmr_reader_json(delivered, "0.000", second=14))
+    for _ in range(3):  # the same message: the same meter time and values
+        handle(dsmr_reader_json("0.321", "0.000", second=14))
     handle(dsmr_reader_json("0.600", "0.000", second=15))
-    assert intake.published == [321, 600]
+    handle(dsmr_reader_json("0.500", "0.000", second=15))  # a clock that did not move
+    assert intake.published == [321, 600, 500]
     assert rejected(intake) == {Rejection.METER_CLOCK_STUCK: 2}
     last = intake.pipeline.last_reading
     assert last is not None

@@ -64,6 +64,14 @@ def test_a_message_that_is_one_whole_telegram_is_one_telegram(
     assert watts is None or intake.published == [watts]
 
 
+def test_a_meter_whose_clock_is_unset() -> None:
+    intake, handle = telegram_source()
+    for watts in (432, 500, 500, 0):
+        handle(telegrams.dsmr5(import_w=watts, clock="000101010000W"))
+    assert intake.published == [432, 500, 0]
+    assert rejected(intake) == {Rejection.METER_CLOCK_STUCK: 1}  # the same telegram again
+
+
 def test_an_easymeter_q3d_through_its_gateway() -> None:
     intake, handle = telegram_source(dsmr_version="Q3D")
     handle(telegrams.easymeter_q3d(import_w=1688.21) + telegrams.COM1_PADDING)

@@ -489,12 +489,27 @@ def test_a_telegram_sent_again_is_no_reading() -> None:
     assert stale_events(events) == [StaleLeft(40, 40)]
 
 
-def test_a_meter_clock_set_back_costs_one_reading() -> None:
+def test_a_meter_clock_that_never_moves_still_gives_readings() -> None:
+    """A meter whose clock is unset (the same timestamp in every telegram): a telegram
+    that says something else is a new one; only the same telegram again is a repeat."""
+    run = make(stale_after=30)
+    events: list[Event] = []
+    for t in range(40):
+        watts = 500 + 10 * (t % 3)
+        events += run.advance(float(t)) + run.pipeline.reading(clocked(float(t), watts, 0), t)
+    events += run.pipeline.reading(clocked(40.0, 500, 0), 40.0)  # the one before, again
+    assert published(events) == [(t, 500 + 10 * (t % 3)) for t in range(40)]
+    assert run.pipeline.counters.rejected == {Rejection.METER_CLOCK_STUCK: 1}
+    assert stale_events(events) == []
+
+
+def test_a_meter_clock_set_back_costs_one_reading_at_most() -> None:
     run = make()
     events = run.pipeline.reading(clocked(0.0, 500, 30), 0.0)
-    events += run.pipeline.reading(clocked(1.0, 510, 10), 1.0)  # set back 20 s
+    events += run.pipeline.reading(clocked(1.0, 500, 10), 1.0)  # set back 20 s
     events += run.pipeline.reading(clocked(2.0, 520, 11), 2.0)
-    assert published(events) == [(0, 500), (2, 520)]
+    events += run.pipeline.reading(clocked(3.0, 530, 5), 3.0)  # set back, a new value
+    assert published(events) == [(0, 500), (2, 520), (3, 530)]
 
 
 def test_readings_without_a_meter_clock_are_never_stuck() -> None:

@@ -332,7 +332,7 @@ def _clock_report(reading: Reading, arrived: float, say: Say) -> list[str]:
     direction = "ahead of" if offset > 0 else "behind"
     return [
         f"the meter's clock is {abs(offset):.0f} s {direction} this machine's: its "
-        "readings still count (only a clock that stops moving makes them repeats)"
+        "readings still count (only the same telegram again is a repeat)"
     ]
 
 

@@ -79,7 +79,8 @@ class Rejection(enum.Enum):
     OVERSIZED = "oversized"
     BAD_TELEGRAM = "bad_telegram"
     DECRYPTION = "decryption"
-    # a telegram whose meter clock has not advanced: re-sent, not a new reading
+    # a telegram whose meter clock has not advanced and whose values have not changed:
+    # re-sent, not a new reading
     METER_CLOCK_STUCK = "meter_clock_stuck"
     # JSON payloads and HTTP APIs (mqtt_json, homewizard)
     BAD_JSON = "bad_json"

@@ -18,8 +18,9 @@ The rules, numbered as the comments below name them:
 4. Reserve: `reserve_w` is added to every published value.
 5. Plausibility: non-finite, negative or too large halves are rejected and counted; so
    are such per-phase values and voltages (the reading's totals still count). A reading
-   whose meter clock has not advanced is a telegram sent again, not a new reading: it is
-   counted and does not keep the stale guard quiet.
+   whose meter clock has not advanced and whose values are those of the reading before
+   is a telegram sent again, not a new reading: it is counted and does not keep the
+   stale guard quiet.
 6. Stale guard: no valid reading for `stale_after` enters STALE once (pause / import /
    none); the first fresh reading leaves it.
 7. (sinks) Integer watts as text, QoS 0, not retained.
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -223,8 +223,8 @@ class Pipeline:
         self.last_reading: Reading | None = None
         # per-phase values sent apart from the totals (split topics), by kind, L1-L3
         self._phases: dict[PhaseKind, list[float | None]] = {}
-        # the meter's own clock in the last reading that carried it (rule 5)
-        self._meter_time: datetime | None = None
+        # the last reading that carried the meter's own clock (rule 5)
+        self._clocked: Reading | None = None
         self._meter_clock_stuck = False
 
     # -- state for observers -------------------------------------------------------
@@ -278,7 +278,7 @@ class Pipeline:
             if rejection is not None:
                 self._count_rejection(rejection, f"{side.value} {watts!r} W", now, events, watts)
                 return events
-        if self._clock_stuck(reading.meter_time, now, events):
+        if self._clock_stuck(reading, now, events):
             return events
         self._latest[Side.IMPORT] = reading.import_w
         self._latest[Side.EXPORT] = reading.export_w
@@ -442,14 +442,22 @@ class Pipeline:
         ]
         return (kept[0], kept[1], kept[2])
 
-    def _clock_stuck(self, meter_time: datetime | None, now: float, events: list[Event]) -> bool:
+    def _clock_stuck(self, reading: Reading, now: float, events: list[Event]) -> bool:
         """True for a reading whose meter clock has not moved on since the reading before
-        (a gateway re-sending a cached telegram). Counted each time; only the first of a
-        run is an event, so the log says it once."""
+        and whose values are that reading's (a gateway re-sending a cached telegram). A
+        clock that stands still (a meter whose clock was never set) does not make
+        readings that say something else repeats. Counted each time; only the first of
+        a run is an event, so the log says it once."""
+        meter_time = reading.meter_time
         if meter_time is None:
             return False
-        previous, self._meter_time = self._meter_time, meter_time
-        if previous is None or meter_time > previous:
+        previous, self._clocked = self._clocked, reading
+        if (
+            previous is None
+            or previous.meter_time is None
+            or meter_time > previous.meter_time
+            or replace(reading, at=previous.at, meter_time=previous.meter_time) != previous
+        ):
             self._meter_clock_stuck = False
             return False
         detail = f"meter clock stuck at {meter_time.isoformat()}: the same telegram again"

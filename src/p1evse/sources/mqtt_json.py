@@ -45,7 +45,8 @@ class MqttJsonSettings(Section):
     phase_export_fields: list[str] = Field(default_factory=list, max_length=3)
     phase_voltage_fields: list[str] = Field(default_factory=list, max_length=3)
     # the meter's own time of the reading (ISO 8601 with its UTC offset), as DSMR-reader
-    # sends it: a message whose time has not moved on is a repeat, not a new reading
+    # sends it: a message whose time has not moved on and whose values have not changed
+    # is a repeat, not a new reading
     timestamp_field: str | None = Field("timestamp", min_length=1)
 
     @model_validator(mode="before")
