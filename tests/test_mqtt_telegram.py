@@ -80,6 +80,15 @@ def test_an_easymeter_q3d_through_its_gateway() -> None:
     assert rejected(intake) == {}
 
 
+def test_an_easymeter_q3d_exporting() -> None:
+    intake, handle = telegram_source(dsmr_version="Q3D")
+    for power in ("-000997.90*W", "000012.10*W"):
+        lines = ["1-0:2.8.0*255(00002345.6789012*kWh)", f"1-0:1.7.0*255({power})"]
+        handle(telegrams.telegram("ESY5Q3DB1024 V3.04", lines, crc=False))
+    assert intake.published == [-998, 12]
+    assert rejected(intake) == {}
+
+
 def test_mqtt_telegram_takes_plain_text_versions_only() -> None:
     with pytest.raises(ValueError, match="decrypted telegram text"):
         MqttTelegramSettings(dsmr_version="MSn")

@@ -35,7 +35,7 @@ from p1evse.sources.telegram import (
 )
 from tests import telegrams
 from tests.intakes import PipelineIntake, RecordingIntake
-from tests.payloads import assert_plausible
+from tests.payloads import assert_plausible, rejected, telegram_source
 
 PLAIN_VERSIONS = [name for name, version in DSMR_VERSIONS.items() if not version.encrypted]
 
@@ -116,6 +116,30 @@ def test_an_easymeter_q3d_with_obis_suffixes() -> None:
     assert (reading.import_w, reading.export_w) == (2124.86, 0)
     assert reading.phase_import_w == (747.85, 737.28, 639.73)
     assert reading.phase_export_w is None
+
+
+@pytest.mark.parametrize("power", ["-000997.90*W", "-0000.9979*kW"])
+def test_an_easymeter_q3d_exporting_signs_its_power(power: str) -> None:
+    """The Q3D states one signed power: negative while the house exports."""
+    lines = [
+        "1-0:21.7.0*255(-001247.90*W)",
+        "1-0:41.7.0*255(000150.00*W)",
+        "1-0:61.7.0*255(000100.00*W)",
+        f"1-0:1.7.0*255({power})",
+    ]
+    reading = decode_both(telegrams.telegram("ESY5Q3DB1024 V3.04", lines, crc=False), "Q3D")
+    assert (reading.import_w, reading.export_w, reading.net_w) == (0, 997.9, -997.9)
+    assert reading.phase_import_w == (0, 150, 100)
+    assert reading.phase_export_w == (1247.9, None, None)
+
+
+def test_a_negative_power_beside_the_other_direction_is_refused() -> None:
+    """Import -500 W and export 300 W at once: which is meant? Rejected, not guessed."""
+    frame = telegrams.telegram("ISk5MT382", ["1-0:1.7.0(-0.500*kW)", "1-0:2.7.0(0.300*kW)"])
+    intake, handle = telegram_source()
+    handle(frame)
+    assert intake.published == []
+    assert rejected(intake) == {Rejection.NEGATIVE: 1}
 
 
 def test_a_meter_without_totals_gives_the_per_phase_sums() -> None:

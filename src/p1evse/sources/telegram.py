@@ -19,7 +19,10 @@ Two decoders produce the same values:
   generated telegram of every version.
 
 Net power is 1-0:1.7.0 (import) minus 1-0:2.7.0 (export) in the unit the telegram states
-(kW or W); a meter without those totals gives the sums of its per-phase lines.
+(kW or W); a meter without those totals gives the sums of its per-phase lines. A meter
+that signs its power (EasyMeter Q3D: 1-0:1.7.0 negative while the house exports, and no
+1-0:2.7.0) has a negative import with no export (absent or zero) read as that much
+export; per phase alike.
 """
 
 from __future__ import annotations
@@ -307,12 +310,15 @@ def make_decoder(
 
 
 def to_reading(values: TelegramValues, at: float) -> Reading:
-    """Import and export in W from the totals, else from the per-phase sums."""
+    """Import and export in W (both >= 0) from the totals, else from the per-phase
+    sums; a signed meter's negative import is export."""
     lines = values.lines
     phase_import = _phases(lines, PHASE_IMPORT, UNIT_FACTORS)
     phase_export = _phases(lines, PHASE_EXPORT, UNIT_FACTORS)
-    import_w = _total(lines, IMPORT_TOTAL, phase_import)
-    export_w = _total(lines, EXPORT_TOTAL, phase_export)
+    import_w, export_w = _signed(
+        _total(lines, IMPORT_TOTAL, phase_import), _total(lines, EXPORT_TOTAL, phase_export)
+    )
+    phase_import, phase_export = _signed_phases(phase_import, phase_export)
     if import_w is None and export_w is None:
         raise InputRejected(
             Rejection.MISSING_FIELD,
@@ -326,6 +332,26 @@ def to_reading(values: TelegramValues, at: float) -> Reading:
         phase_export,
         _phases(lines, PHASE_VOLTAGE, {"V": 1.0}),
         values.meter_time,
+    )
+
+
+def _signed(import_w: float | None, export_w: float | None) -> tuple[float | None, float | None]:
+    """A negative import with no export beside it is export (a signed meter); any other
+    pair as it is (a negative value beside the other direction is refused downstream)."""
+    if import_w is not None and import_w < 0 and not export_w:
+        return 0.0, -import_w
+    return import_w, export_w
+
+
+def _signed_phases(
+    imports: Phases | None, exports: Phases | None
+) -> tuple[Phases | None, Phases | None]:
+    if imports is None or all(value is None or value >= 0 for value in imports):
+        return imports, exports
+    pairs = [_signed(value, exports[n] if exports else None) for n, value in enumerate(imports)]
+    return (
+        (pairs[0][0], pairs[1][0], pairs[2][0]),
+        (pairs[0][1], pairs[1][1], pairs[2][1]),
     )
 
 
