@@ -96,6 +96,12 @@ def corrupt(frame: bytes) -> bytes:
     return frame[:at] + digit + frame[at + 1 :]
 
 
+def read_at_8n1(data: bytes) -> bytes:
+    """What a port set to 8N1 reads of a 7E1 meter (DSMR 4, or DSMR 2.2 at the right
+    baud rate): each character with its even parity bit as the eighth bit."""
+    return bytes(byte | 0x80 if byte.bit_count() % 2 else byte for byte in data)
+
+
 def kw(watts: float, digits: int = 2) -> str:
     """`00.244*kW` as DSMR 4 and 5 meters write it."""
     return f"{watts / 1000:0{digits + 4}.3f}*kW"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -176,17 +176,17 @@ def test_no_password_warning_on_loopback() -> None:
     assert _config_warnings(settings) == []
 
 
-async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
+async def check_a_gateway(
+    broker: BrokerProcess, meter: Callable[[asyncio.StreamWriter], Awaitable[None]]
+) -> tuple[int, str, str]:
+    """`check` of a p1 source on a TCP gateway whose connection `meter` writes to: the
+    exit code, the output and the gateway's url."""
     gateway = Gateway()
     await gateway.start()
     settings = settings_for(broker, source={"type": "p1", "url": gateway.url})
 
     async def send() -> None:
-        connection = await gateway.connection()
-        for second in range(50):
-            clock = telegrams.meter_clock(second)
-            connection.write(telegrams.dsmr5(import_w=0, export_w=1500, clock=clock))
-            await asyncio.sleep(0.1)  # pacing a 10 Hz meter
+        await meter(await gateway.connection())
 
     meter_task = asyncio.create_task(send())
     try:
@@ -194,14 +194,38 @@ async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
     finally:
         meter_task.cancel()
         await gateway.stop()
+    return code, output, gateway.url
+
+
+async def test_check_watches_a_p1_gateway(broker: BrokerProcess) -> None:
+    async def dsmr5_meter(connection: asyncio.StreamWriter) -> None:
+        for second in range(50):
+            clock = telegrams.meter_clock(second)
+            connection.write(telegrams.dsmr5(import_w=0, export_w=1500, clock=clock))
+            await asyncio.sleep(0.1)  # pacing a 10 Hz meter
+
+    code, output, url = await check_a_gateway(broker, dsmr5_meter)
     assert code == 0
-    assert f"p1 {gateway.url} (DSMR 5)" in output
+    assert f"p1 {url} (DSMR 5)" in output
     assert "subscribes to: nothing (the source is not MQTT)" in output
     assert "latest: import 0 W, export 1500 W" in output
     assert "voltage per phase: 230 V / 230 V / 229 V" in output
     assert "meter clock: 2017-01-02T18:2" in output
     assert "the meter's clock is" in output  # years behind this machine's: said, not refused
     assert "0 rejected" in output
+
+
+async def test_check_of_a_p1_gateway_that_sends_bytes_but_no_telegram(
+    broker: BrokerProcess,
+) -> None:
+    async def dsmr4_meter_read_at_8n1(connection: asyncio.StreamWriter) -> None:
+        connection.write(telegrams.read_at_8n1(telegrams.dsmr4()) * 3)
+
+    code, output, _ = await check_a_gateway(broker, dsmr4_meter_read_at_8n1)
+    assert code == EXIT_NOT_READY
+    assert "not ready: no data from the source" not in output
+    assert re.search(r"not ready: \d+ bytes arrived in 1 s but not one telegram", output)
+    assert "the gateway's serial settings" in output
 
 
 async def test_check_with_a_signed_value_source(broker: BrokerProcess) -> None:

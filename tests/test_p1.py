@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from p1evse.model import Rejection
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES
 from tests import telegrams
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
@@ -66,6 +67,19 @@ async def test_bad_telegrams_over_a_serial_port(serial_port: SerialPort) -> None
     counts = {reason: intake.count(reason) for reason, _ in intake.rejections}
     assert counts == {Rejection.CRC: 1, Rejection.TRUNCATED: 1, Rejection.OVERSIZED: 1}
     assert all(r.import_w in (HELLO_W, 501, 502, 503) for r in intake.readings)
+
+
+async def test_a_dsmr4_meter_read_at_8n1_says_which_settings_to_check(
+    serial_port: SerialPort,
+) -> None:
+    async with source(str(serial_port.path)) as (_, intake):
+        await listening(serial_port.write, intake)
+        wrong = telegrams.read_at_8n1(telegrams.dsmr4())
+        serial_port.write(wrong * (2 * MAX_TELEGRAM_BYTES // len(wrong)))
+        await intake.rejected(Rejection.NO_TELEGRAM)
+    [detail] = [detail for reason, detail in intake.rejections]
+    assert "source.dsmr_version 5 reads the port at 115200 baud 8N1" in detail
+    assert "DSMR 4: 115200 baud 7E1 (dsmr_version 4)" in detail
 
 
 def burst(first_w: int) -> tuple[bytes, list[int]]:

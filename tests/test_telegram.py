@@ -443,6 +443,24 @@ def test_end_of_data_inside_a_telegram_counts_as_truncated() -> None:
     assert rejections(intake) == {Rejection.TRUNCATED: 1}
 
 
+def test_bytes_without_a_telegram_say_what_to_check_once_per_run() -> None:
+    intake = RecordingIntake()
+    hint = "check the serial settings"
+    decoder = make_decoder(DSMR_VERSIONS["5"])
+    telegram_stream = TelegramStream(decoder, intake, lambda: 0.0, hint=hint)
+    wrong = telegrams.read_at_8n1(telegrams.dsmr4())
+    assert b"/" not in wrong  # '/' has an odd number of ones: its parity bit is set
+    for _ in range(2 * MAX_TELEGRAM_BYTES // len(wrong)):  # as the port reads it
+        telegram_stream.feed(wrong)
+    telegram_stream.feed(telegrams.dsmr5(import_w=500))  # the settings put right
+    for _ in range(MAX_TELEGRAM_BYTES // len(wrong)):
+        telegram_stream.feed(wrong)  # not yet a telegram's worth
+    [(reason, detail)] = intake.rejections
+    assert reason is Rejection.NO_TELEGRAM
+    assert re.fullmatch(r"\d+ bytes and no telegram in them: check the serial settings", detail)
+    assert [reading.import_w for reading in intake.readings] == [500]
+
+
 def test_a_value_beyond_max_power_is_not_published() -> None:
     telegram_stream, intake = stream()
     telegram_stream.feed(telegrams.dsmr5(import_w=99_000))

@@ -23,15 +23,17 @@ from typing import TextIO
 
 from p1evse.app import describe
 from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings
+from p1evse.counts import Count
 from p1evse.errors import ChargerError
 from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE
-from p1evse.model import Event, GridPower, Reading, Rejected, StaleAction
+from p1evse.model import Event, GridPower, Reading, Rejected, Rejection, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
 from p1evse.settings import SITE_CAPTURE, fill_site, is_loopback, site_capture, with_site
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
+from p1evse.sources.p1 import P1Settings
 
 Say = Callable[[str], None]
 
@@ -42,6 +44,8 @@ MAX_SITES_LISTED = 100_000  # a fleet's site ids kept while listening
 # DSMR-reader publishes kW with three decimals; a W-configured source seeing only
 # values below this (and fractional) is probably publishing kW.
 W_LOOKS_LIKE_KW = 50.0
+# What bytes that hold no telegram are refused as (anything else was a telegram).
+UNFRAMED = {Rejection.TRUNCATED, Rejection.OVERSIZED, Rejection.NO_TELEGRAM}
 # A meter clock this far from this machine's is worth a word (its readings still count).
 CLOCK_OFF_S = 60.0
 
@@ -271,7 +275,10 @@ async def _watch(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    not_ready, warnings = _source_report(settings, site.pipeline, outcome, listen_s, say)
+    source_counts = site.source.counts() if site.source is not None else []
+    not_ready, warnings = _source_report(
+        settings, site.pipeline, outcome, listen_s, say, source_counts
+    )
     return not_ready, warnings + _charger_report(settings, site.charger, listen_s, say)
 
 
@@ -281,6 +288,7 @@ def _source_report(
     outcome: _Outcome,
     listen_s: float,
     say: Say,
+    source_counts: list[Count],
 ) -> tuple[list[str], list[str]]:
     counters = pipeline.counters
     rejected = sum(counters.rejected.values())
@@ -289,7 +297,10 @@ def _source_report(
         say(f"  rejected {count}x: {reason.value}")
     unit_warnings = _unit_warnings(settings, [watts for _, watts in outcome.sent])
     if not outcome.readings:
-        if outcome.sent or rejected:
+        unframed = _no_telegram(settings, source_counts, set(counters.rejected), listen_s)
+        if unframed is not None:
+            problem = unframed
+        elif outcome.sent or rejected:
             problem = "every value the source sent was rejected (see above)"
         else:
             problem = (
@@ -320,6 +331,22 @@ def _source_report(
                 f"source periods ({3 * period:.0f} s): one late reading would pause charging"
             )
     return unit_warnings, warnings
+
+
+def _no_telegram(
+    settings: Settings, source_counts: list[Count], rejected: set[Rejection], listen_s: float
+) -> str | None:
+    """Why bytes from a telegram source gave not one telegram, if that is what happened
+    (no telegram decoded, and none refused for what it said): serial settings that do
+    not fit the meter."""
+    counted = {count.name: count.value for count in source_counts}
+    skipped = counted.get("source_skipped_bytes", 0)
+    if not skipped or counted.get("source_telegrams", 0) or rejected - UNFRAMED:
+        return None
+    problem = f"{skipped:g} bytes arrived in {listen_s:g} s but not one telegram"
+    if isinstance(settings.source, P1Settings):
+        return f"{problem}: {settings.source.no_telegram_hint()}"
+    return problem
 
 
 def _clock_report(reading: Reading, arrived: float, say: Say) -> list[str]:

@@ -79,6 +79,9 @@ class Rejection(enum.Enum):
     OVERSIZED = "oversized"
     BAD_TELEGRAM = "bad_telegram"
     DECRYPTION = "decryption"
+    # more bytes than the largest telegram and not one telegram in them: serial settings
+    # that do not fit the meter
+    NO_TELEGRAM = "no_telegram"
     # a telegram whose meter clock has not advanced and whose values have not changed:
     # re-sent, not a new reading
     METER_CLOCK_STUCK = "meter_clock_stuck"

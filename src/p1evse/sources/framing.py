@@ -11,7 +11,9 @@ that never ended: cut off by the next `/` or by the end of the data, grown past
 `max_bytes`, or ended by a `!` without a checksum line or with a byte that is not ASCII
 before it. Such garbage counts as one rejection per run, however long the run (a
 megabyte of `/` is one), until the next telegram ends it: a telegram cut off by the
-next good one is a run of its own, and still counted.
+next good one is a run of its own, and still counted. So are more bytes than the
+largest telegram without one in them, when no other garbage was counted: what a port
+whose serial settings do not fit the meter reads (`hint` says what to check).
 
 One regular expression finds the telegrams, so the work is linear in the bytes and
 done in C, whatever they are; the buffer keeps only a telegram still arriving, at most
@@ -66,15 +68,19 @@ class TelegramStream:
         intake: Intake,
         clock: Callable[[], float],
         max_bytes: int = MAX_TELEGRAM_BYTES,
+        *,
+        hint: str = "",
     ) -> None:
         self._decoder = decoder
         self._intake = intake
         self._clock = clock
         self._max_bytes = max_bytes
+        self._hint = hint
         self._telegram = _telegram_pattern(max_bytes)
         self._buffer = bytearray()  # empty, or a telegram still arriving: '/' and no other
         self._in_garbage = False  # a run of garbage was counted; a telegram ends it
         self._backlog = False  # the buffer holds telegrams a call left for the next
+        self._unframed = 0  # bytes since the last telegram (or the start)
         self.telegrams = 0
         self.skipped_bytes = 0
 
@@ -93,6 +99,7 @@ class TelegramStream:
         `MAX_TELEGRAMS_PER_FEED` and more may be waiting (for `feed(b"")` or `end()`)."""
         buffer = self._buffer
         buffer += data
+        self._unframed += len(data)
         start = 0
         self._backlog = False
         for decoded, telegram in enumerate(self._telegram.finditer(buffer)):
@@ -104,6 +111,7 @@ class TelegramStream:
             frame = bytes(telegram.group())
             self.telegrams += deliver(frame, self._decoder, self._intake, self._clock)
             start = telegram.end()
+            self._unframed = len(buffer) - start
         if self._backlog:
             del buffer[:start]
             return True
@@ -114,6 +122,12 @@ class TelegramStream:
         if buffer and self._never_ends():
             self._garbage(0, len(buffer))
             buffer.clear()
+        if self._unframed > self._max_bytes and not self._in_garbage:
+            self._in_garbage = True  # a run of garbage, counted once
+            detail = f"{self._unframed} bytes and no telegram in them"
+            self._intake.reject(
+                Rejection.NO_TELEGRAM, f"{detail}: {self._hint}" if self._hint else detail
+            )
         return False
 
     def end(self, *, whole_message: bool = False) -> None:
@@ -129,6 +143,7 @@ class TelegramStream:
             self._intake.reject(Rejection.TRUNCATED, "the data ended before '!'")
         self._buffer.clear()
         self._in_garbage = self._backlog = False
+        self._unframed = 0
 
     def _between(self, start: int, end: int) -> None:
         """Bytes between telegrams: skipped, and from the first '/' on, garbage."""

@@ -28,7 +28,13 @@ from p1evse.backoff import Backoff
 from p1evse.counts import Count, connection_counts
 from p1evse.settings import Section
 from p1evse.sources.framing import CipherStream, TelegramStream
-from p1evse.sources.telegram import DSMR_VERSIONS, DsmrVersionName, make_decoder
+from p1evse.sources.telegram import (
+    DSMR_VERSIONS,
+    METER_SERIAL_SETTINGS,
+    DsmrVersionName,
+    make_decoder,
+    serial_settings,
+)
 
 if TYPE_CHECKING:
     from p1evse.mqtt import MqttPort
@@ -93,6 +99,17 @@ class P1Settings(Section):
 
     def describe(self) -> str:
         return f"p1 {self.url} (DSMR {self.dsmr_version})"
+
+    def no_telegram_hint(self) -> str:
+        """What to check when bytes arrive but no telegram is in them."""
+        encrypted = "; an encrypted meter needs source.dsmr_version MSn or SAGEMCOM_T210_D_R"
+        if self.url.startswith("/"):
+            reads = serial_settings(DSMR_VERSIONS[self.dsmr_version])
+            return (
+                f"do the serial settings fit the meter? source.dsmr_version {self.dsmr_version} "
+                f"reads the port at {reads}; {METER_SERIAL_SETTINGS}{encrypted}"
+            )
+        return f"do the gateway's serial settings fit the meter? {METER_SERIAL_SETTINGS}{encrypted}"
 
 
 @dataclass(slots=True)
@@ -178,8 +195,12 @@ class P1Source:
             if settings.authentication_key
             else ("" if settings.dsmr_version == "MSn" else None),
         )
-        stream_class = CipherStream if self._version.encrypted else TelegramStream
-        stream = self._stream = stream_class(decoder, intake, loop.time)
+        stream: TelegramStream | CipherStream
+        if self._version.encrypted:
+            stream = CipherStream(decoder, intake, loop.time)
+        else:
+            stream = TelegramStream(decoder, intake, loop.time, hint=settings.no_telegram_hint())
+        self._stream = stream
         from serialx import SerialException  # only this source needs serialx
 
         while True:

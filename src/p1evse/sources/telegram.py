@@ -98,6 +98,18 @@ DsmrVersionName = Literal[
 ]
 
 
+def serial_settings(version: DsmrVersion) -> str:
+    """`115200 baud 8N1`"""
+    return f"{version.baudrate} baud {version.byte_size}{version.parity}1"
+
+
+# what meters send, by standard, and the dsmr_version that reads it
+METER_SERIAL_SETTINGS = ", ".join(
+    f"{standard}: {serial_settings(DSMR_VERSIONS[name])} (dsmr_version {name})"
+    for standard, name in (("DSMR 2.2 and 3", "2.2"), ("DSMR 4", "4"), ("DSMR 5", "5"))
+)
+
+
 @dataclass(frozen=True, slots=True)
 class TelegramValues:
     """The lines p1evse uses, as the telegram states them: OBIS code -> (value, unit)."""
