@@ -135,6 +135,20 @@ async def test_meters_through_a_tcp_gateway(
     assert intake.rejections == []
 
 
+async def test_a_gateway_that_strips_the_crs_is_told_once(gateway: Gateway) -> None:
+    """LF line ends, where DSMR has CR LF: refused once, as what they are."""
+    async with source(gateway.url) as (_, intake):
+        connection = await gateway.connection()
+        for second in range(3):
+            frame = telegrams.dsmr5(import_w=600, clock=telegrams.meter_clock(second))
+            connection.write(frame.replace(b"\r\n", b"\n"))
+        connection.write(telegrams.dsmr5(import_w=700, clock=telegrams.meter_clock(3)))
+        assert (await intake.next_reading()).import_w == 700
+    [(reason, detail)] = intake.rejections
+    assert reason is Rejection.BAD_TELEGRAM
+    assert detail.startswith("lines end in LF alone, not CR LF")
+
+
 async def test_a_gateway_that_disconnects_mid_telegram_and_comes_back(gateway: Gateway) -> None:
     async with source(gateway.url) as (p1_source, intake):
         connection = await gateway.connection()

@@ -5,15 +5,16 @@ A telegram is what dsmr-parser's reader takes for one: a `/` header, ASCII text 
 62056-21 allows no other) without a second `/` or `!`, `!`, the CRC (0-4 hex digits; some
 publishers write them in lower case), an optional NUL and CR LF. Data that is one
 message (MQTT) ends its telegram where it ends: DSMR-reader's `dsmr/raw` has nothing
-after the checksum. Bytes between telegrams that hold no `/` are
-skipped (padding some gateways send). A `/` that does not lead to a telegram began one
-that never ended: cut off by the next `/` or by the end of the data, grown past
-`max_bytes`, or ended by a `!` without a checksum line or with a byte that is not ASCII
-before it. Such garbage counts as one rejection per run, however long the run (a
-megabyte of `/` is one), until the next telegram ends it: a telegram cut off by the
-next good one is a run of its own, and still counted. So are more bytes than the
-largest telegram without one in them, when no other garbage was counted: what a port
-whose serial settings do not fit the meter reads (`hint` says what to check).
+after the checksum. Bytes between telegrams that hold no `/` are skipped (padding some
+gateways send). A `/` that does not lead to a telegram began one that never ended: cut
+off by the next `/` or by the end of the data, grown past `max_bytes`, or ended by a `!`
+without a checksum line, with a byte that is not ASCII before it, or with lines that
+end in LF alone (a gateway that strips the CRs; the refusal says so). Such garbage
+counts as one rejection per run, however long the run (a megabyte of `/` is one), until
+the next telegram ends it: a telegram cut off by the next good one is a run of its own,
+and still counted. So are more bytes than the largest telegram without one in them,
+when no other garbage was counted: what a port whose serial settings do not fit the
+meter reads (`hint` says what to check).
 
 One regular expression finds the telegrams, so the work is linear in the bytes and
 done in C, whatever they are; the buffer keeps only a telegram still arriving, at most
@@ -47,6 +48,7 @@ TELEGRAMS_HELP = "DSMR telegrams decoded into readings"
 # '!', 4 hex digits, a NUL, CR LF
 _MAX_TRAILER = len(b"!FFFF\x00\r\n")
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
+_LF_ONLY = "lines end in LF alone, not CR LF as DSMR sends them (a gateway that strips the CRs?)"
 
 
 def _telegram_pattern(max_bytes: int) -> re.Pattern[bytes]:
@@ -175,6 +177,8 @@ class TelegramStream:
             reason, detail = Rejection.TRUNCATED, "a new telegram began before '!'"
         elif _NOT_ASCII.search(buffer, start, bang) is not None:
             reason, detail = Rejection.BAD_TELEGRAM, "a byte that is not ASCII text"
+        elif buffer.find(b"\r\n", start, bang) < 0 and buffer.find(b"\n", start, bang) >= 0:
+            reason, detail = Rejection.BAD_TELEGRAM, _LF_ONLY
         else:
             reason, detail = Rejection.BAD_TELEGRAM, "no checksum line after '!'"
         self._intake.reject(reason, detail)
