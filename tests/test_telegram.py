@@ -142,6 +142,13 @@ def test_a_negative_power_beside_the_other_direction_is_refused() -> None:
     assert rejected(intake) == {Rejection.NEGATIVE: 1}
 
 
+@pytest.mark.parametrize("power", ["01.500*KW", "01.500*kw", "001500*w"])
+def test_units_in_any_case(power: str) -> None:
+    lines = [f"1-0:1.7.0({power})", "1-0:32.7.0(231.4*v)"]
+    reading = decode_both(telegrams.telegram("ISk5MT382", lines))
+    assert (reading.import_w, reading.phase_voltage_v) == (1500, (231.4, None, None))
+
+
 def test_a_meter_without_totals_gives_the_per_phase_sums() -> None:
     # import on L1 and L3 while L2 exports: both at once, per phase
     reading = decode_both(telegrams.phases_only((1500, 0, 250), (0, 800, 0)))
@@ -174,6 +181,7 @@ def test_a_missing_crc_is_refused_where_the_standard_has_one() -> None:
     [
         (["1-3:0.2.8(50)", "1-0:1.8.1(000004.426*kWh)"], Rejection.MISSING_FIELD),
         (["1-0:1.7.0(01.500*kVA)"], Rejection.BAD_TELEGRAM),
+        (["1-0:1.7.0(01.500*kWh)"], Rejection.BAD_TELEGRAM),  # energy, not power
         (["1-0:1.7.0(01.500)"], Rejection.BAD_TELEGRAM),
         (["1-0:1.7.0(abc*kW)"], Rejection.BAD_TELEGRAM),
     ],

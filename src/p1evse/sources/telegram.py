@@ -368,7 +368,11 @@ def _signed_phases(
 
 
 def _watts(code: str, value: float, unit: str | None, units: dict[str, float]) -> float:
+    """The value times its unit's factor; the unit in any case (`kw`, `KW`: some meters
+    and gateways write them so)."""
     factor = units.get(unit or "")
+    if factor is None and unit:
+        factor = next((f for name, f in units.items() if name.lower() == unit.lower()), None)
     if factor is None:
         raise InputRejected(
             Rejection.BAD_TELEGRAM,
