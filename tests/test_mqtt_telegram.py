@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p1evse.model import Rejection
+from p1evse.model import Rejected, Rejection
 from p1evse.sources.mqtt_telegram import MqttTelegramSettings
 from tests import telegrams
 from tests.brokers import BrokerProcess
@@ -62,6 +62,19 @@ def test_a_message_that_is_one_whole_telegram_is_one_telegram(
     assert rejected(intake) == {}
     assert len(intake.published) == 1
     assert watts is None or intake.published == [watts]
+
+
+@pytest.mark.parametrize("end", [b"\r\n", b""], ids=["line-end", "no-line-end"])
+def test_a_byte_that_is_not_ascii_is_said_to_be_one(end: bytes) -> None:
+    intake, handle = telegram_source()
+    frame = telegrams.dsmr5().replace(b"0-0:96.13.0()", b"0-0:96.13.0(\xb0C)")
+    handle(frame.removesuffix(b"\r\n") + end)
+    assert intake.published == []
+    [rejection] = [event for event in intake.events if isinstance(event, Rejected)]
+    assert (rejection.reason, rejection.detail) == (
+        Rejection.BAD_TELEGRAM,
+        "a byte that is not ASCII text",
+    )
 
 
 def test_a_meter_whose_clock_is_unset() -> None:

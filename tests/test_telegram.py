@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p1evse.errors import InputRejected
-from p1evse.model import Reading, Rejection
+from p1evse.model import Reading, Rejected, Rejection
 from p1evse.sources.framing import MAX_TELEGRAM_BYTES, MAX_TELEGRAMS_PER_FEED, TelegramStream
 from p1evse.sources.telegram import (
     CLOCK,
@@ -467,6 +467,16 @@ def test_bytes_without_a_telegram_say_what_to_check_once_per_run() -> None:
     assert reason is Rejection.NO_TELEGRAM
     assert re.fullmatch(r"\d+ bytes and no telegram in them: check the serial settings", detail)
     assert [reading.import_w for reading in intake.readings] == [500]
+
+
+def test_end_of_data_after_the_bang_counts_as_truncated_there() -> None:
+    telegram_stream, intake = stream()
+    frame = telegrams.dsmr5()
+    telegram_stream.feed(frame[: frame.rindex(b"!") + 3])  # half the checksum
+    telegram_stream.end()
+    assert rejections(intake) == {Rejection.TRUNCATED: 1}
+    [rejection] = [event for event in intake.events if isinstance(event, Rejected)]
+    assert rejection.detail == "the data ended after '!', before its line end"
 
 
 def test_a_value_beyond_max_power_is_not_published() -> None:

@@ -48,6 +48,7 @@ TELEGRAMS_HELP = "DSMR telegrams decoded into readings"
 # '!', 4 hex digits, a NUL, CR LF
 _MAX_TRAILER = len(b"!FFFF\x00\r\n")
 _NOT_ASCII = re.compile(rb"[\x80-\xff]")
+_NO_CHECKSUM = "no checksum line after '!'"
 _LF_ONLY = "lines end in LF alone, not CR LF as DSMR sends them (a gateway that strips the CRs?)"
 
 
@@ -142,7 +143,12 @@ class TelegramStream:
             detail = f"more than {MAX_TELEGRAMS_PER_FEED} telegrams at once"
             self._intake.reject(Rejection.OVERSIZED, detail)
         elif self._buffer and not self._in_garbage:
-            self._intake.reject(Rejection.TRUNCATED, "the data ended before '!'")
+            no_line_end = (
+                (Rejection.BAD_TELEGRAM, _NO_CHECKSUM)
+                if whole_message
+                else (Rejection.TRUNCATED, "the data ended after '!', before its line end")
+            )
+            self._intake.reject(*self._fault(0, len(self._buffer), "the data ended", no_line_end))
         self._buffer.clear()
         self._in_garbage = self._backlog = False
         self._unframed = 0
@@ -167,21 +173,27 @@ class TelegramStream:
         if self._in_garbage:
             return
         self._in_garbage = True
-        buffer = self._buffer
-        cut = buffer.find(b"/", start + 1, end)
+        cut = self._buffer.find(b"/", start + 1, end)
         first_end = end if cut < 0 else cut
-        bang = buffer.find(b"!", start, first_end)
-        if first_end - start > self._max_bytes:
-            reason, detail = Rejection.OVERSIZED, f"no end within {self._max_bytes} bytes"
-        elif bang < 0:
-            reason, detail = Rejection.TRUNCATED, "a new telegram began before '!'"
-        elif _NOT_ASCII.search(buffer, start, bang) is not None:
-            reason, detail = Rejection.BAD_TELEGRAM, "a byte that is not ASCII text"
-        elif buffer.find(b"\r\n", start, bang) < 0 and buffer.find(b"\n", start, bang) >= 0:
-            reason, detail = Rejection.BAD_TELEGRAM, _LF_ONLY
-        else:
-            reason, detail = Rejection.BAD_TELEGRAM, "no checksum line after '!'"
-        self._intake.reject(reason, detail)
+        no_line_end = (Rejection.BAD_TELEGRAM, _NO_CHECKSUM)
+        self._intake.reject(*self._fault(start, first_end, "a new telegram began", no_line_end))
+
+    def _fault(
+        self, start: int, end: int, cut_off_by: str, no_line_end: tuple[Rejection, str]
+    ) -> tuple[Rejection, str]:
+        """Why the telegram in `start`..`end` is none: `cut_off_by` what, if it has no
+        '!'; `no_line_end` if it is text that has one but no checksum line after it."""
+        buffer = self._buffer
+        bang = buffer.find(b"!", start, end)
+        if end - start > self._max_bytes:
+            return Rejection.OVERSIZED, f"no end within {self._max_bytes} bytes"
+        if bang < 0:
+            return Rejection.TRUNCATED, f"{cut_off_by} before '!'"
+        if _NOT_ASCII.search(buffer, start, bang) is not None:
+            return Rejection.BAD_TELEGRAM, "a byte that is not ASCII text"
+        if buffer.find(b"\r\n", start, bang) < 0 and buffer.find(b"\n", start, bang) >= 0:
+            return Rejection.BAD_TELEGRAM, _LF_ONLY
+        return no_line_end
 
 
 def deliver(frame: bytes, decoder: Decoder, intake: Intake, clock: Callable[[], float]) -> bool:
