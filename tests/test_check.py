@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -226,6 +227,18 @@ async def test_check_of_a_p1_gateway_that_sends_bytes_but_no_telegram(
     assert "not ready: no data from the source" not in output
     assert re.search(r"not ready: \d+ bytes arrived in 1 s but not one telegram", output)
     assert "the gateway's serial settings" in output
+
+
+async def test_check_says_why_the_meter_port_would_not_open(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    missing = tmp_path / "ttyUSB9"
+    settings = settings_for(broker, source={"type": "p1", "url": str(missing)})
+    code, output = await run_check(settings, listen_s=0.5)
+    assert code == EXIT_NOT_READY
+    assert f"source said: p1: cannot open {missing}: " in output
+    assert f"not ready: no data from the source within 0.5 s: p1: cannot open {missing}" in output
+    assert logging.getLogger("p1evse.sources").propagate  # as it was
 
 
 async def test_check_with_a_signed_value_source(broker: BrokerProcess) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -48,6 +50,9 @@ W_LOOKS_LIKE_KW = 50.0
 UNFRAMED = {Rejection.TRUNCATED, Rejection.OVERSIZED, Rejection.NO_TELEGRAM}
 # A meter clock this far from this machine's is worth a word (its readings still count).
 CLOCK_OFF_S = 60.0
+# what the source logs while watched is shown (a port that will not open): these lines
+SOURCES_LOGGER = "p1evse.sources"
+MAX_SOURCE_LINES = 5
 
 
 @dataclass
@@ -268,16 +273,19 @@ async def _watch(
     site = build_site(
         settings, Ports(loop, broker), Role(feed=False), name="check", observers=[outcome.observe]
     )
-    tasks = [loop.create_task(work(), name=name) for name, work in site.work().items()]
-    site.start()
-    await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
-    site.bridge.stop()  # the sinks were never fed: they hold nothing to undo
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    with _source_said() as said:
+        tasks = [loop.create_task(work(), name=name) for name, work in site.work().items()]
+        site.start()
+        await asyncio.sleep(listen_s)  # watching for a fixed time is the point here
+        site.bridge.stop()  # the sinks were never fed: they hold nothing to undo
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     source_counts = site.source.counts() if site.source is not None else []
+    for line in said.lines:
+        say(f"source said: {line}")
     not_ready, warnings = _source_report(
-        settings, site.pipeline, outcome, listen_s, say, source_counts
+        settings, site.pipeline, outcome, listen_s, say, source_counts, list(said.lines)
     )
     return not_ready, warnings + _charger_report(settings, site.charger, listen_s, say)
 
@@ -289,6 +297,7 @@ def _source_report(
     listen_s: float,
     say: Say,
     source_counts: list[Count],
+    source_said: list[str],
 ) -> tuple[list[str], list[str]]:
     counters = pipeline.counters
     rejected = sum(counters.rejected.values())
@@ -302,6 +311,8 @@ def _source_report(
             problem = unframed
         elif outcome.sent or rejected:
             problem = "every value the source sent was rejected (see above)"
+        elif source_said:  # the port or the address would not open, say
+            problem = f"no data from the source within {listen_s:g} s: {source_said[0]}"
         else:
             problem = (
                 f"no data from the source within {listen_s:g} s: is the meter (reader) "
@@ -331,6 +342,37 @@ def _source_report(
                 f"source periods ({3 * period:.0f} s): one late reading would pause charging"
             )
     return unit_warnings, warnings
+
+
+class _SourceLog(logging.Handler):
+    """The distinct lines the source logged at warning or above, the first few."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: dict[str, None] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.lines) < MAX_SOURCE_LINES:
+            self.lines.setdefault(record.getMessage()[:300])
+
+
+@contextmanager
+def _source_said() -> Iterator[_SourceLog]:
+    """Hear what the source logs while check watches it: check runs with logging at
+    error, and a port or address that will not open is only a warning of the source's
+    (it retries, as it would in `run`)."""
+    logger = logging.getLogger(SOURCES_LOGGER)
+    handler = _SourceLog()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def _no_telegram(
