@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from p1evse.config import Settings, load
+from p1evse.config import MAX_CONFIG_BYTES, Settings, load
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
 
@@ -205,6 +205,39 @@ def test_yaml_syntax_error_names_the_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     [problem] = problems(tmp_path / "nope.yaml")
     assert "cannot read the config file" in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[" * 100_000, "not valid YAML: nested too deeply"),
+        ("mqtt:\n  " + "a: {" * 5_000 + "\n", "not valid YAML: nested too deeply"),
+        ("mqtt:\n  port: " + "1" * 5_000 + "\n", "not valid YAML: a value it cannot read"),
+        ("log:\n  level: 2020-02-30\n", "not valid YAML: a value it cannot read"),
+    ],
+)
+def test_hostile_yaml_is_one_clear_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    [problem] = problems(path)
+    assert problem.startswith(f"{path}: {expected}")
+    assert len(problem) < 200 + len(str(path))
+
+
+def test_a_config_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    with path.open("wb") as file:
+        file.truncate(MAX_CONFIG_BYTES + 1)  # sparse: no disk is written
+    assert problems(path) == [f"{path}: larger than 1 MiB; a config file is a few kB"]
+    path.write_text("# " + "x" * (MAX_CONFIG_BYTES - 3) + "\n")  # just at the limit
+    assert load(path) == Settings()
+
+
+@pytest.mark.timeout(10)
+def test_a_device_or_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    assert problems(Path("/dev/zero")) == [
+        "/dev/zero: not a regular file (a character device); the config is a YAML file"
+    ]
+    assert problems(tmp_path) == [f"{tmp_path}: a directory, not a config file"]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,13 @@ SECRET_KEYS = frozenset({"password", "token", "decryption_key", "authentication_
 ENV_PREFIX = "P1EVSE_"
 ENV_DELIMITER = "__"
 CONFIG_PATH_VARIABLE = "P1EVSE_CONFIG"
+# a file of every key is a few kB; the cap keeps a wrong path (a log, /dev/zero) out
+MAX_CONFIG_BYTES = 1024 * 1024
+FILE_KINDS = {
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
 
 
 class LogSettings(Section):
@@ -244,13 +252,7 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from None
-    loader = yaml.SafeLoader(text)
+    loader = yaml.SafeLoader(_read_text(path))
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else {}
@@ -259,6 +261,11 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}{where}: not valid YAML: {problem}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: not valid YAML: nested too deeply"]) from None
+    except (ValueError, OverflowError) as exc:  # a scalar Python cannot hold: 2020-02-30
+        reason = str(exc).partition(";")[0]
+        raise ConfigError([f"{path}: not valid YAML: a value it cannot read ({reason})"]) from None
     finally:
         loader.dispose()
     if data is None or node is None:
@@ -273,6 +280,28 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     if duplicates:
         raise ConfigError([f"{path} {duplicate}" for duplicate in duplicates])
     return data, lines
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file (or a pipe) of at most `MAX_CONFIG_BYTES`."""
+    try:
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError([f"{path}: a directory, not a config file"])
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "a special file")
+            raise ConfigError([f"{path}: not a regular file ({kind}); the config is a YAML file"])
+        with path.open("rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        limit = MAX_CONFIG_BYTES // 2**20
+        raise ConfigError([f"{path}: larger than {limit} MiB; a config file is a few kB"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text ({exc.reason})"]) from None
 
 
 def _collect_lines(
