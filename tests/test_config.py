@@ -233,6 +233,18 @@ def test_a_config_file_over_the_size_limit_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(10)
+def test_aliases_are_read_once_however_often_they_are_used(tmp_path: Path) -> None:
+    """Each level uses the one before twice: 2**40 keys if every use were walked."""
+    levels = ["x0: &x0 {a: 1, b: 2}"]
+    levels += [f"x{n}: &x{n} {{a: *x{n - 1}, b: *x{n - 1}}}" for n in range(1, 40)]
+    path = write(tmp_path, "\n".join(levels) + "\n")
+    found = problems(path)
+    assert len(found) == 40
+    assert found[39].startswith("x39: unknown key")
+    assert found[39].endswith(f"({path} line 40)")
+
+
+@pytest.mark.timeout(10)
 def test_a_device_or_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
     assert problems(Path("/dev/zero")) == [
         "/dev/zero: not a regular file (a character device); the config is a YAML file"

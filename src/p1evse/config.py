@@ -276,7 +276,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         )
     lines: dict[tuple[str, ...], int] = {}
     duplicates: list[str] = []
-    _collect_lines(node, (), lines, duplicates)
+    _collect_lines(node, (), lines, duplicates, set())
     if duplicates:
         raise ConfigError([f"{path} {duplicate}" for duplicate in duplicates])
     return data, lines
@@ -309,10 +309,13 @@ def _collect_lines(
     prefix: tuple[str, ...],
     lines: dict[tuple[str, ...], int],
     duplicates: list[str],
+    seen: set[int],
 ) -> None:
     """Each key's line; a key given twice in one mapping is a mistake YAML would hide
-    (the last one silently wins)."""
-    if isinstance(node, yaml.MappingNode):
+    (the last one silently wins). A mapping used again by an alias is walked once: its
+    keys there are on its anchor's lines, and walking every use could take forever."""
+    if isinstance(node, yaml.MappingNode) and id(node) not in seen:
+        seen.add(id(node))
         for key_node, value_node in node.value:
             key = (*prefix, str(key_node.value))
             line = key_node.start_mark.line + 1
@@ -322,7 +325,7 @@ def _collect_lines(
                     "keep one"
                 )
             lines[key] = line
-            _collect_lines(value_node, key, lines, duplicates)
+            _collect_lines(value_node, key, lines, duplicates, seen)
 
 
 def _describe(
