@@ -359,3 +359,22 @@ def test_an_env_list_that_is_not_json_says_so(monkeypatch: pytest.MonkeyPatch) -
     [problem] = problems()
     assert problem.startswith("source.phase_voltage_topics")
     assert "P1EVSE_SOURCE__PHASE_VOLTAGE_TOPICS" in problem
+
+
+INTEGER = "Input should be a valid integer, unable to parse string as an integer"
+NUMBER = "Input should be a valid number, unable to parse string as a number"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mqtt:\n  port: true\n", f"mqtt.port = 'true': {INTEGER}"),
+        ("publish:\n  interval: yes\n", f"publish.interval = 'true': {NUMBER}"),
+        ("publish:\n  reserve_w: false\n", f"publish.reserve_w = 'false': {INTEGER}"),
+        ("fleet:\n  evict_after: true\n", f"fleet.evict_after = 'true': {NUMBER}"),
+    ],
+)
+def test_true_or_false_is_not_a_number(tmp_path: Path, text: str, expected: str) -> None:
+    """As from the environment: pydantic alone would take true for 1."""
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{expected} ({path} line 2)"]

@@ -8,7 +8,8 @@ Values often arrive as text: every key can be set from an environment variable, 
 reads `5` where a version `"5"` is meant. So, before validation, a section takes a list
 as `a,b,c` or as JSON (`["a","b"]`), and a fixed choice (`kW`, `pause`, API `2`, DSMR
 `5`) in any case and from a number or its text. Everything else is pydantic's own
-(lax) parsing of numbers and booleans.
+(lax) parsing of numbers and booleans, but for true or false as a number, which is
+refused as it is in a variable (pydantic would take true for 1).
 """
 
 from __future__ import annotations
@@ -72,7 +73,10 @@ def secrets_from_files(data: Any, *keys: str) -> Any:
 
 
 def _coerce(annotation: Any, value: Any) -> Any:
-    for option in _options(annotation):
+    options = _options(annotation)
+    if isinstance(value, bool) and bool not in options and (int in options or float in options):
+        return str(value).lower()  # refused as the same text from a variable (pydantic: 1)
+    for option in options:
         origin = get_origin(option)
         if origin is list and isinstance(value, str):
             return _list(value)
