@@ -378,3 +378,31 @@ def test_true_or_false_is_not_a_number(tmp_path: Path, text: str, expected: str)
     """As from the environment: pydantic alone would take true for 1."""
     path = write(tmp_path, text)
     assert problems(path) == [f"{expected} ({path} line 2)"]
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("publish:\n  interval: .nan\n", "publish.interval = nan"),
+        ("publish:\n  stale_after: .inf\n", "publish.stale_after = inf"),
+        ("publish:\n  max_power_w: -.inf\n", "publish.max_power_w = -inf"),
+        ("publish:\n  reserve_w: .nan\n", "publish.reserve_w = nan"),
+        ("publish:\n  pair_window: 1.0e+999\n", "publish.pair_window = inf"),
+        ("fleet:\n  evict_after: .nan\n", "fleet.evict_after = nan"),
+    ],
+)
+def test_nan_or_infinity_is_not_a_finite_number(tmp_path: Path, text: str, shown: str) -> None:
+    """Not a bound's message ("less than or equal to 300"), which NaN fails too."""
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{shown}: Input should be a finite number ({path} line 2)"]
+
+
+def test_nan_or_infinity_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P1EVSE_PUBLISH__INTERVAL", "NaN")
+    monkeypatch.setenv("P1EVSE_WEB__HEADER_TIMEOUT", "infinity")
+    assert problems() == [
+        "publish.interval = 'NaN': Input should be a finite number "
+        "(from environment variable P1EVSE_PUBLISH__INTERVAL)",
+        "web.header_timeout = 'infinity': Input should be a finite number "
+        "(from environment variable P1EVSE_WEB__HEADER_TIMEOUT)",
+    ]

@@ -28,9 +28,10 @@ MAX_TOPIC_BYTES = 65_535
 
 
 class Section(BaseModel):
-    """A settings section: unknown keys are errors, values never change once made."""
+    """A settings section: unknown keys are errors, values never change once made, and
+    a number is finite (NaN would otherwise fail a bound, with that bound's message)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
