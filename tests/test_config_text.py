@@ -406,3 +406,33 @@ def test_nan_or_infinity_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         "web.header_timeout = 'infinity': Input should be a finite number "
         "(from environment variable P1EVSE_WEB__HEADER_TIMEOUT)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "key"),
+    [
+        ("P1EVSE_MQTT__HOST", "mqtt.host"),
+        ("P1EVSE_MQTT__PORT", "mqtt.port"),
+        ("P1EVSE_PUBLISH__INTERVAL", "publish.interval"),
+        ("P1EVSE_SOURCE__UNIT", "source.unit"),
+        ("P1EVSE_MQTT__TLS__INSECURE", "mqtt.tls.insecure"),
+    ],
+)
+def test_an_empty_variable_for_a_key_that_cannot_be_off_says_so(
+    monkeypatch: pytest.MonkeyPatch, variable: str, key: str
+) -> None:
+    """Empty is off (`P1EVSE_WEB__LISTEN=`); a key that has no off refuses it."""
+    monkeypatch.setenv(variable, "")
+    [problem] = problems()
+    assert problem.startswith(f"{key}: empty, but this key needs a value (")
+    assert problem.endswith(
+        f"); leave it out for its default (from environment variable {variable})"
+    )
+
+
+def test_an_empty_value_in_the_file_says_so_too(tmp_path: Path) -> None:
+    path = write(tmp_path, "publish:\n  on_stale:\n")
+    assert problems(path) == [
+        "publish.on_stale: empty, but this key needs a value (Input should be 'pause', "
+        f"'import' or 'none'); leave it out for its default ({path} line 2)"
+    ]

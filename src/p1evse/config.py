@@ -348,6 +348,9 @@ def _describe(
     elif error["type"] in SECTION_EXPECTED and _allowed_keys(error["loc"]):
         keys = ", ".join(_allowed_keys(error["loc"]))
         message = f"expected a section of keys ({keys}), not a single value"
+    elif error.get("input", "") is None and error["type"] != "missing":
+        # empty is off (`P1EVSE_WEB__LISTEN=`), for a key that has one
+        message = f"empty, but this key needs a value ({message}); leave it out for its default"
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if shown and loc and loc[-1] in SECRET_KEYS:
         shown = " = '**********'"
