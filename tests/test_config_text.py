@@ -436,3 +436,21 @@ def test_an_empty_value_in_the_file_says_so_too(tmp_path: Path) -> None:
         "publish.on_stale: empty, but this key needs a value (Input should be 'pause', "
         f"'import' or 'none'); leave it out for its default ({path} line 2)"
     ]
+
+
+@pytest.mark.parametrize("value", ["3", "yes please", "[a]"])
+def test_a_bad_tls_value_names_the_key_not_a_class(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, f"mqtt:\n  tls: {value}\n")
+    [problem] = problems(path)
+    assert "Settings" not in problem
+    assert problem.startswith("mqtt.tls")
+    assert "expected true, false or a section of keys (ca_file, cert_file, key_file, " in problem
+    assert problem.endswith(f"({path} line 2)")
+
+
+def test_an_unknown_tls_key_lists_the_tls_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "mqtt:\n  tls:\n    cafile: /x\n")
+    assert problems(path) == [
+        "mqtt.tls.cafile: unknown key; did you mean 'ca_file'? Allowed: ca_file, cert_file, "
+        f"key_file, insecure ({path} line 3)"
+    ]

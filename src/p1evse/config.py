@@ -14,7 +14,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from paho.mqtt.client import topic_matches_sub
@@ -421,11 +421,11 @@ def _allowed_keys(section: tuple[int | str, ...]) -> list[str]:
         section = section[2:]
     for part in section:
         field = model.model_fields.get(str(part)) if model is not None else None
-        annotation = field.annotation if field is not None else None
-        model = (
-            annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-            else None
+        # a section that can be off is `Section | None`
+        options = (get_args(field.annotation) or (field.annotation,)) if field is not None else ()
+        model = next(
+            (kind for kind in options if isinstance(kind, type) and issubclass(kind, BaseModel)),
+            None,
         )
     return [] if model is None else list(model.model_fields)
 

@@ -97,6 +97,9 @@ class MqttSettings(Section):
             return {}
         if value is False:
             return None
+        if value is not None and not isinstance(value, dict):
+            keys = ", ".join(TlsSettings.model_fields)
+            raise ValueError(f"expected true, false or a section of keys ({keys})")
         return value
 
 
