@@ -330,6 +330,52 @@ def test_every_problem_of_a_run_at_once_one_line_each(
     ]
 
 
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        ("inf", "--step 'inf': Input should be a finite number"),
+        ("nan", "--step 'nan': Input should be a finite number"),
+        ("-1", "--step '-1': Input should be greater than 0"),
+        ("0", "--step '0': Input should be greater than 0"),
+    ],
+)
+def test_a_step_that_is_no_period_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], step: str, problem: str
+) -> None:
+    assert main(["simulate", "--synthetic", "--step", step]) == 2
+    assert capsys.readouterr().err == f"p1evse: config error: {problem}\n"
+
+
+@pytest.mark.timeout(10)
+def test_a_run_of_more_steps_than_the_limit_is_refused_before_any_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The synthetic day is 54,000 s: at most 1,000,000 steps is a step over 0.054 s."""
+    assert main(["simulate", "--synthetic", "--step", "1e-9"]) == 2
+    assert capsys.readouterr().err == (
+        "p1evse: config error: --step 1e-09: 54,000,000,000,001 steps for this day's "
+        "54,000 s; a run is at most 1,000,000 steps: a step over 0.054 s\n"
+    )
+    assert main(["simulate", "--synthetic", "--compare", "step=1,0.05", "--json"]) == 2
+    assert capsys.readouterr().err == (
+        "p1evse: config error: --step 0.05: 1,080,001 steps for this day's 54,000 s; a run "
+        "is at most 1,000,000 steps: a step over 0.054 s\n"
+    )
+    with pytest.raises(ValueError, match="at most 1,000,000 steps"):
+        simulate(SyntheticDay(), PublishSettings(), DivertSettings(), 0.05)
+
+
+def test_the_limits_of_a_run_are_stated_in_help_and_readme() -> None:
+    help = " ".join(simulate_parser().format_help().split())
+    assert re.search(r"--step STEP\s.*at most 1,000,000 steps", help)
+    assert re.search(r"--csv FILE\s.*at most 1,000,000 samples and 32 MiB", help)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("## Try settings on a day")
+    section = " ".join(readme[start : readme.index("\n## ", start)].split())
+    assert "more than 1,000,000 samples" in section
+    assert "A run is at most 1,000,000 steps" in section
+
+
 def simulate_parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser().add_subparsers()
     add_parser(commands, "a day, offline")

@@ -20,12 +20,12 @@ from p1evse.options import add_option, validated
 from p1evse.pipeline import PublishSettings
 from p1evse.settings import Section
 from p1evse.sim import plot
-from p1evse.sim.dayfile import DayFileError, read_csv
+from p1evse.sim.dayfile import MAX_DAY_FILE_BYTES, MAX_SAMPLES, DayFileError, read_csv
 from p1evse.sim.figure import Figure, compare_figure, day_figure, outage_span
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
 from p1evse.sim.household import Household
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
-from p1evse.sim.simulate import MeterPath, Outage, Result, simulate
+from p1evse.sim.simulate import MAX_STEPS, MeterPath, Outage, Result, simulate, too_many_steps
 from p1evse.sim.table import table
 
 
@@ -86,7 +86,8 @@ def add_parser(commands: Any, help: str) -> None:
         "--csv",
         type=Path,
         metavar="FILE",
-        help="a recorded day: time, solar_w[, grid_w][, voltage_v] by header name "
+        help="a recorded day: time, solar_w[, grid_w][, voltage_v] by header name, at most "
+        f"{MAX_SAMPLES:,} samples and {MAX_DAY_FILE_BYTES // 2**20} MiB "
         "(default none: this or --synthetic)",
     )
     source.add_argument(
@@ -106,7 +107,13 @@ def add_parser(commands: Any, help: str) -> None:
         "0.6-2.5 kW for 30-300 s about every 15 min, a fridge, 50 W of noise "
         "(default off)",
     )
-    _option(simulate, "step", unset="the day file's own, else 1")
+    _option(
+        simulate,
+        "step",
+        help=f"the meter's period, s; a run is at most {MAX_STEPS:,} steps, the day's length "
+        "over this",
+        unset="the day file's own, else 1",
+    )
     _option(simulate, "jitter")
     simulate.add_argument(
         "--meter",
@@ -198,6 +205,14 @@ def run(args: argparse.Namespace) -> int:
     day = Household(curve, args.seed) if args.household else curve
     combinations = _combinations(args.compare or [])
     runs = plan(args, curve.period_s() if isinstance(curve, RecordedDay) else 1.0, combinations)
+    steps = sorted({one.timing.step_s for one in runs.values()})
+    too_long = [
+        f"--step {step:g}: {problem}"
+        for step in steps
+        if (problem := too_many_steps(day, step)) is not None
+    ]
+    if too_long:
+        raise ConfigError(too_long)
     notes = {note for one in runs.values() if (note := stale_between_readings(one)) is not None}
     for note in sorted(notes):
         print(f"simulate: {note}", file=sys.stderr)

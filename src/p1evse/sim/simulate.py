@@ -29,6 +29,9 @@ from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import DSMR_VERSIONS, FastDecoder
 
 MeterPath = Literal["direct", "telegram"]
+# steps of one run, as many as a day file's samples (over eleven days at 1 s): a day at
+# its own period runs, and a tiny step is refused before it runs for days
+MAX_STEPS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +150,11 @@ def simulate(
     )
     charger = loop.charger
     read = (_telegram_path if meter == "telegram" else _direct_path)(loop.site, loop.clock)
+    problem = too_many_steps(day, step_s)
+    if problem is not None:
+        raise ValueError(f"step {step_s:g} s: {problem}")
     hours = step_s / 3600
-    steps = int((day.last_s - day.first_s) / step_s) + 1
+    steps = step_count(day, step_s)
     report_every = max(1, steps // 100)
     for n in range(steps):
         t = day.first_s + n * step_s
@@ -168,6 +174,22 @@ def simulate(
             progress(n / steps)
     loop.site.bridge.stop()
     return result
+
+
+def step_count(day: Day, step_s: float) -> int:
+    return int((day.last_s - day.first_s) / step_s) + 1
+
+
+def too_many_steps(day: Day, step_s: float) -> str | None:
+    """Why a run of `day` at `step_s` is refused: more than `MAX_STEPS` steps."""
+    steps = step_count(day, step_s)
+    if steps <= MAX_STEPS:
+        return None
+    length = day.last_s - day.first_s
+    return (
+        f"{steps:,} steps for this day's {length:,.0f} s; a run is at most {MAX_STEPS:,} "
+        f"steps: a step over {length / MAX_STEPS:g} s"
+    )
 
 
 @dataclass(frozen=True, slots=True)
