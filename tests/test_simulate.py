@@ -376,6 +376,18 @@ def test_the_limits_of_a_run_are_stated_in_help_and_readme() -> None:
     assert "A run is at most 1,000,000 steps" in section
 
 
+def test_a_figure_that_rounds_to_zero_is_printed_without_a_sign(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A house that exports 1 W for a minute: -0.0000167 kWh is 0, not -0.00."""
+    path = tmp_path / "day.csv"
+    path.write_text("time,solar_w,grid_w\n1528614000,0,-1\n1528614060,0,-1\n")
+    for output in ([], ["--json"]):
+        assert main(["simulate", "--csv", str(path), "--stale-after", "90", *output]) == 0
+        assert "-0" not in capsys.readouterr().out
+    assert "-0" not in table([({}, {**Result().summary(), "house_kwh": -0.004})])
+
+
 def simulate_parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser().add_subparsers()
     add_parser(commands, "a day, offline")

@@ -78,16 +78,16 @@ class Result:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "pv_kwh": round(self.pv_kwh, 3),
-            "house_kwh": round(self.house_kwh, 3),
-            "ev_kwh": round(self.ev_kwh, 3),
-            "ev_solar_kwh": round(self.ev_solar_kwh, 3),
-            "ev_grid_kwh": round(self.ev_kwh - self.ev_solar_kwh, 3),
-            "grid_import_while_charging_kwh": round(self.grid_import_while_charging_kwh, 3),
-            "export_kwh": round(self.export_kwh, 3),
+            "pv_kwh": _rounded(self.pv_kwh),
+            "house_kwh": _rounded(self.house_kwh),
+            "ev_kwh": _rounded(self.ev_kwh),
+            "ev_solar_kwh": _rounded(self.ev_solar_kwh),
+            "ev_grid_kwh": _rounded(self.ev_kwh - self.ev_solar_kwh),
+            "grid_import_while_charging_kwh": _rounded(self.grid_import_while_charging_kwh),
+            "export_kwh": _rounded(self.export_kwh),
             "charge_starts": self.charge_starts,
             "current_changes": self.current_changes,
-            "charging_hours": round(self.charging_hours, 3),
+            "charging_hours": _rounded(self.charging_hours),
         }
 
     def add(self, metered: Metered, hours: float, pilot_a: float) -> None:
@@ -111,6 +111,11 @@ class Result:
             self.charging_hours += hours
             if before is None or not before[1]:
                 self.start_times.append(sample.at)
+
+
+def _rounded(value: float) -> float:
+    """To the report's 3 decimals; what rounds to zero is 0.0, never -0.0."""
+    return round(value, 3) + 0.0
 
 
 def simulate(

@@ -82,4 +82,5 @@ def _split(key: str) -> tuple[str, str]:
 
 
 def _cell(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
+    # + 0.0: what rounds to zero is 0.00, never -0.00
+    return f"{round(value, 2) + 0.0:.2f}" if isinstance(value, float) else str(value)
