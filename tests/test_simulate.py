@@ -388,6 +388,17 @@ def test_a_figure_that_rounds_to_zero_is_printed_without_a_sign(
     assert "-0" not in table([({}, {**Result().summary(), "house_kwh": -0.004})])
 
 
+@pytest.mark.parametrize("outage", ["0+nan", "nan+600", "inf+600", "0+inf", "-1+600", "0+0"])
+def test_an_outage_is_two_finite_numbers_of_seconds(
+    capsys: pytest.CaptureFixture[str], outage: str
+) -> None:
+    assert main(["simulate", "--synthetic", f"--outage={outage}"]) == 2
+    assert capsys.readouterr().err == (
+        f"p1evse: config error: --outage {outage!r}: expected START+DURATION in seconds, "
+        "e.g. 3600+600\n"
+    )
+
+
 def simulate_parser() -> argparse.ArgumentParser:
     commands = argparse.ArgumentParser().add_subparsers()
     add_parser(commands, "a day, offline")

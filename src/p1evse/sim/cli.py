@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -384,7 +385,12 @@ def _outage(text: str | None) -> Outage | None:
         outage = Outage(float(start), float(duration))
     except ValueError:
         outage = None
-    if outage is None or outage.start_s < 0 or outage.duration_s <= 0:
+    if (
+        outage is None
+        or not (math.isfinite(outage.start_s) and math.isfinite(outage.duration_s))
+        or outage.start_s < 0
+        or outage.duration_s <= 0
+    ):
         raise ConfigError([f"--outage {text!r}: expected START+DURATION in seconds, e.g. 3600+600"])
     return outage
 
