@@ -81,6 +81,23 @@ async def test_stale_claims_with_our_own_id_releases_on_recovery_and_shutdown(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_release_that_times_out_at_shutdown_says_so(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FakeOpenEvse() as charger:
+        publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
+        async with running(http_settings(broker, charger, publish=publish)):
+            await expect(charger, "POST", CLAIM_PATH)
+            charger.stall = stall = asyncio.Event()  # from now on the charger answers nothing
+        assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
+        stall.set()  # the requests still waiting end, and so can the charger
+    [warning] = [r.getMessage() for r in caplog.records if "could not release" in r.getMessage()]
+    assert warning == (
+        f"could not release the claim on {charger.url}{CLAIM_PATH}: no answer within 1 s"
+    )
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_refused_login_is_one_clear_error_without_the_password(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

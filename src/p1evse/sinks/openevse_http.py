@@ -173,8 +173,14 @@ class OpenEvseHttpSink:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._sync_claim()
-        except (ChargerError, TimeoutError) as exc:
+        except ChargerError as exc:
             log.warning("could not release the claim on %s: %s", self._claim_url, exc)
+        except TimeoutError:
+            log.warning(
+                "could not release the claim on %s: no answer within %g s",
+                self._claim_url,
+                CLOSE_TIMEOUT_S,
+            )
 
     async def _serve(self) -> None:
         while True:
