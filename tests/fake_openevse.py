@@ -1,5 +1,5 @@
 """A loopback HTTP server standing in for an OpenEVSE charger's API, as the firmware's
-web server documents it: GET/POST /status, POST/DELETE /claims/<client id>, HTTP Basic
+web server documents it: GET/POST /status, GET/POST/DELETE /claims/<client id>, HTTP Basic
 auth. It records every request and can be told to fail or stall."""
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class FakeOpenEvse:
         default_factory=lambda: {"divert_type": 1, "mqtt_grid_ie": "p1evse/grid_ie"}
     )
     claims: dict[int, dict[str, Any]] = field(default_factory=dict)
-    # path -> HTTP statuses to answer its next requests with
-    fail: dict[str, list[int]] = field(default_factory=dict)
+    # path, or (method, path) -> HTTP statuses to answer its next requests with
+    fail: dict[str | tuple[str, str], list[int]] = field(default_factory=dict)
     # (method, path) -> a body to answer with instead (status 200), however broken
     garbage: dict[tuple[str, str], bytes] = field(default_factory=dict)
     stall: asyncio.Event | None = None  # requests wait for it while it is set up
@@ -55,6 +55,7 @@ class FakeOpenEvse:
         app.router.add_get("/status", self._get_status)
         app.router.add_get("/config", self._get_config)
         app.router.add_post("/status", self._post_status)
+        app.router.add_get("/claims/{client}", self._get_claim)
         app.router.add_post("/claims/{client}", self._post_claim)
         app.router.add_delete("/claims/{client}", self._delete_claim)
         self._runner = web.AppRunner(app)
@@ -86,8 +87,9 @@ class FakeOpenEvse:
             await self.stall.wait()
         if self.username is not None and not self._authorised(recorded.authorization):
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="openevse"'})
-        if self.fail.get(request.path):
-            return web.Response(status=self.fail[request.path].pop(0))
+        for key in ((request.method, request.path), request.path):
+            if self.fail.get(key):
+                return web.Response(status=self.fail[key].pop(0))
         if (request.method, request.path) in self.garbage:
             body = self.garbage[request.method, request.path]
             return web.Response(body=body, content_type="application/json")
@@ -109,11 +111,17 @@ class FakeOpenEvse:
         self.status.update({key: body[key] for key in ("grid_ie",) if key in body})
         return web.json_response({"msg": "done"})
 
+    async def _get_claim(self, request: web.Request) -> web.Response:
+        claim = self.claims.get(int(request.match_info["client"]))
+        if claim is None:
+            return web.json_response({"msg": "Not found"}, status=404)
+        return web.json_response(claim)
+
     async def _post_claim(self, request: web.Request) -> web.Response:
         self.claims[int(request.match_info["client"])] = await request.json()
         return web.json_response({"msg": "done"})
 
     async def _delete_claim(self, request: web.Request) -> web.Response:
         if self.claims.pop(int(request.match_info["client"]), None) is None:
-            return web.json_response({"msg": "No claim"}, status=404)
+            return web.json_response({"msg": "Not found"}, status=404)
         return web.json_response({"msg": "done"})

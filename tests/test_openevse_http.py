@@ -81,6 +81,27 @@ async def test_stale_claims_with_our_own_id_releases_on_recovery_and_shutdown(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_pause_claim_left_by_an_earlier_run_is_released_at_start(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that died holding its pause claim left the charger paused: the next run
+    finds its own claim and releases it (it has no reason to pause yet)."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    async with FakeOpenEvse(fail={("GET", CLAIM_PATH): [503]}) as charger:
+        charger.claims[HTTP_CLAIM_CLIENT_ID] = {"state": "disabled"}
+        async with running(http_settings(broker, charger)):
+            await expect(charger, "GET", CLAIM_PATH)  # refused: asked again
+            await expect(charger, "GET", CLAIM_PATH)
+            await expect(charger, "DELETE", CLAIM_PATH)
+            assert charger.claims == {}
+    released = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
+    assert released == [
+        f"released the pause claim an earlier run left on {charger.url}{CLAIM_PATH}"
+    ]
+    assert [r.method for r in charger.log if r.path == CLAIM_PATH] == ["GET", "GET", "DELETE"]
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_release_that_times_out_at_shutdown_says_so(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -119,7 +140,7 @@ async def test_a_refused_login_is_one_clear_error_without_the_password(
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: BrokerProcess) -> None:
-    async with FakeOpenEvse(fail={CLAIM_PATH: [500, 503]}) as charger:
+    async with FakeOpenEvse(fail={("POST", CLAIM_PATH): [500, 503]}) as charger:
         publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
         settings = http_settings(broker, charger, publish=publish)
         async with running(settings) as app:
@@ -135,10 +156,11 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
 async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) -> None:
     """While one request hangs, newer values replace the waiting one: no backlog, and
     the event loop (and so the MQTT side) keeps going."""
-    async with FakeOpenEvse(stall=asyncio.Event()) as charger:
-        assert charger.stall is not None
+    async with FakeOpenEvse() as charger:
         settings = http_settings(broker, charger, timeout=60)
         async with running(settings) as app, Probe(broker.port) as probe:
+            await expect(charger, "GET", CLAIM_PATH)  # the start-up's look for an old claim
+            charger.stall = stall = asyncio.Event()
             all_read = asyncio.Event()
             counters = app.site.bridge.pipeline.counters
             app.site.bridge.observers.append(lambda _: counters.readings < 21 or all_read.set())
@@ -149,7 +171,7 @@ async def test_a_stalled_charger_never_delays_the_bridge(broker: BrokerProcess) 
                 probe.publish(DELIVERED, f"{watts / 1000:.3f}")
             # the loop still serves MQTT: all 20 readings come in while the request hangs
             await asyncio.wait_for(all_read.wait(), EVENT_TIMEOUT_S)
-            charger.stall.set()
+            stall.set()
             request = await expect(charger, "POST", "/status")
         assert request.body == {"grid_ie": 120}  # only the newest of the 20 waiting values
         assert [r.body for r in charger.log if (r.method, r.path) == ("POST", "/status")] == [

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
@@ -123,6 +123,9 @@ class OpenEvseHttpSink:
         self._status_url = f"{settings.url}/status"
         self._waiting_value: GridPower | None = None
         self._wake = asyncio.Event()
+        # a claim of ours the charger may hold from a run that died is looked for first
+        self._leftover_checked = False
+        self._wake.set()
         self._session: aiohttp.ClientSession | None = None
         self._reported: str | None = None  # the last failure, until the charger answers again
         self._report_log = ReportLog(clock, self._status_url)
@@ -186,22 +189,29 @@ class OpenEvseHttpSink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            try:
-                await self._sync_claim()
-                value, self._waiting_value = self._waiting_value, None
-                if value is not None:
-                    await self._post_status(value)
-            except ChargerError as exc:
-                self.failures += 1
-                self._report(exc)
-                if self.pause.wanted() != self.claim_sent:
-                    await asyncio.sleep(self._backoff.next_delay())
-                    self._wake.set()  # claims are retried; values are superseded anyway
+            # a claim that fails never holds a value back, nor a value a claim
+            answered = await self._attempt(self._settle_claim())
+            value, self._waiting_value = self._waiting_value, None
+            if value is not None:
+                answered = await self._attempt(self._post_status(value)) and answered
+            if not self._leftover_checked or self.pause.wanted() != self.claim_sent:
+                await asyncio.sleep(self._backoff.next_delay())
+                self._wake.set()  # claims are retried; values are superseded anyway
                 continue
             self._backoff.reset()
-            if self._reported is not None:
+            if answered and self._reported is not None:
                 log.info("OpenEVSE at %s answers again", self._settings.url)
                 self._reported = None
+
+    async def _attempt(self, requests: Awaitable[None]) -> bool:
+        """Whether `requests` went through; a failure is counted and reported."""
+        try:
+            await requests
+        except ChargerError as exc:
+            self.failures += 1
+            self._report(exc)
+            return False
+        return True
 
     async def _poll(self) -> None:
         """Read the charger back: what the car draws, the divert mode (normal mode is
@@ -223,6 +233,27 @@ class OpenEvseHttpSink:
             self.charger.update_all(answer, self._clock())
         except InputRejected as exc:
             self._report_log.refused(exc)
+
+    async def _settle_claim(self) -> None:
+        if not self._leftover_checked:
+            await self._release_leftover()
+        await self._sync_claim()
+
+    async def _release_leftover(self) -> None:
+        """A run that died holding the pause claim left the charger paused: the claim
+        is ours, released unless a pause is wanted now (then it is kept as ours)."""
+        try:
+            await self._request("GET", self._claim_url)
+        except ChargerError as exc:
+            if exc.status != 404:  # 404: the charger holds no claim of ours
+                raise
+        else:
+            if self.pause.wanted():
+                self.pause.claimed(True)
+            else:
+                await self._request("DELETE", self._claim_url)
+                log.info("released the pause claim an earlier run left on %s", self._claim_url)
+        self._leftover_checked = True
 
     async def _sync_claim(self) -> None:
         wanted = self.pause.wanted()
