@@ -102,6 +102,28 @@ async def test_a_pause_claim_left_by_an_earlier_run_is_released_at_start(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_claim_the_charger_lost_is_released_all_the_same(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A charger that restarted holds no claims: the release's 404 is no failure to retry."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    async with FakeOpenEvse() as charger:
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        async with running(http_settings(broker, charger, publish=publish)) as app:
+            async with Probe(broker.port) as probe:
+                await ready(probe)
+                await expect(charger, "POST", CLAIM_PATH)
+                charger.claims.clear()  # the charger restarted
+                with log_event("released the pause claim") as released:
+                    probe.publish(DELIVERED, "0.400")
+                    await expect(charger, "DELETE", CLAIM_PATH)  # answered 404
+                    await asyncio.wait_for(released.wait(), EVENT_TIMEOUT_S)
+            [sink] = app.site.sinks
+            assert isinstance(sink, OpenEvseHttpSink)
+            assert sink.failures == 0
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_release_that_times_out_at_shutdown_says_so(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

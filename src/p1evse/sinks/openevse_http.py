@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PAUSE = {"state": "disabled"}
+NOT_FOUND = 404  # the firmware's answer about a claim it does not hold
 CLOSE_TIMEOUT_S = 1.0
 FAILURE_LOG_PERIOD_S = 60.0
 
@@ -245,7 +246,7 @@ class OpenEvseHttpSink:
         try:
             await self._request("GET", self._claim_url)
         except ChargerError as exc:
-            if exc.status != 404:  # 404: the charger holds no claim of ours
+            if exc.status != NOT_FOUND:  # the charger holds no claim of ours
                 raise
         else:
             if self.pause.wanted():
@@ -262,7 +263,11 @@ class OpenEvseHttpSink:
             self.pause.claimed(True)
             log.warning("paused charging: claimed %s %s", self._claim_url, json.dumps(PAUSE))
         elif not wanted and self.claim_sent:
-            await self._request("DELETE", self._claim_url)
+            try:
+                await self._request("DELETE", self._claim_url)
+            except ChargerError as exc:
+                if exc.status != NOT_FOUND:  # a charger that restarted holds no claims
+                    raise
             self.pause.claimed(False)
             log.info("released the pause claim on %s", self._claim_url)
 
