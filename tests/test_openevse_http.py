@@ -141,6 +141,29 @@ async def test_a_release_that_times_out_at_shutdown_says_so(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_recovery_is_logged_once_for_the_kind_of_request_that_recovered(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read-back keeps failing while values go through: the charger does not
+    "answer again" with every value, only once the read-back itself is answered."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    failing = [500] * 1000
+    async with FakeOpenEvse(fail={("GET", "/status"): failing}) as charger:
+        settings = http_settings(broker, charger, poll_interval=1)
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            for kw in ("0.100", "0.200", "0.300"):
+                await expect(charger, "GET", "/status")  # refused
+                probe.publish(DELIVERED, kw)
+                await expect(charger, "POST", "/status")
+            with log_event("answers") as answered:
+                failing.clear()
+                await asyncio.wait_for(answered.wait(), EVENT_TIMEOUT_S)
+    recovered = [r.getMessage() for r in caplog.records if "answers" in r.getMessage()]
+    assert recovered == [f"OpenEVSE at {charger.url} answers GET /status again"]
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_refused_login_is_one_clear_error_without_the_password(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

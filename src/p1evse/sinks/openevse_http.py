@@ -18,9 +18,10 @@ never ends the sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p1evse.backoff import Backoff
@@ -128,7 +129,8 @@ class OpenEvseHttpSink:
         self._leftover_checked = False
         self._wake.set()
         self._session: aiohttp.ClientSession | None = None
-        self._reported: str | None = None  # the last failure, until the charger answers again
+        # the failure of each kind of request ("POST /status"), until one is answered
+        self._failing: dict[str, str] = {}
         self._report_log = ReportLog(clock, self._status_url)
         self._failure_log = RateLimiter(FAILURE_LOG_PERIOD_S, clock)
         self.failures = 0
@@ -190,29 +192,19 @@ class OpenEvseHttpSink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            # a claim that fails never holds a value back, nor a value a claim
-            answered = await self._attempt(self._settle_claim())
+            # a claim that fails never holds a value back, nor a value a claim (a failed
+            # request is counted and reported by `_request`)
+            with contextlib.suppress(ChargerError):
+                await self._settle_claim()
             value, self._waiting_value = self._waiting_value, None
             if value is not None:
-                answered = await self._attempt(self._post_status(value)) and answered
+                with contextlib.suppress(ChargerError):
+                    await self._post_status(value)
             if not self._leftover_checked or self.pause.wanted() != self.claim_sent:
                 await asyncio.sleep(self._backoff.next_delay())
                 self._wake.set()  # claims are retried; values are superseded anyway
                 continue
             self._backoff.reset()
-            if answered and self._reported is not None:
-                log.info("OpenEVSE at %s answers again", self._settings.url)
-                self._reported = None
-
-    async def _attempt(self, requests: Awaitable[None]) -> bool:
-        """Whether `requests` went through; a failure is counted and reported."""
-        try:
-            await requests
-        except ChargerError as exc:
-            self.failures += 1
-            self._report(exc)
-            return False
-        return True
 
     async def _poll(self) -> None:
         """Read the charger back: what the car draws, the divert mode (normal mode is
@@ -220,9 +212,8 @@ class OpenEvseHttpSink:
         while True:
             try:
                 answer = await self._request("GET", self._status_url)
-            except ChargerError as exc:
-                self.failures += 1
-                self._report(exc)
+            except ChargerError:
+                pass  # counted and reported
             else:
                 self._read_back(answer)
             if self.pause.wanted() != self.claim_sent:  # a mode changed, or a report aged
@@ -284,13 +275,32 @@ class OpenEvseHttpSink:
     async def _request(self, method: str, url: str, body: object = None) -> bytes:
         if self._session is None:
             raise ChargerError(f"{method} {url}: the sink is not running")
-        return await request(self._session, self._settings, method, url, body)
+        kind = f"{method} {url.removeprefix(str(self._settings.url))}"
+        try:
+            answer = await request(self._session, self._settings, method, url, body)
+        except ChargerError as exc:
+            if exc.status == NOT_FOUND and url == self._claim_url:
+                self._answered(kind)  # an answer: the charger holds no claim of ours
+            else:
+                self._failed(kind, exc)
+            raise
+        self._answered(kind)
+        return answer
+
+    def _failed(self, kind: str, failure: ChargerError) -> None:
+        self.failures += 1
+        self._failing[kind] = str(failure)
+        self._report(failure)
+
+    def _answered(self, kind: str) -> None:
+        """A kind of request that failed is answered again: said once per recovery."""
+        if self._failing.pop(kind, None) is not None:
+            log.info("OpenEVSE at %s answers %s again", self._settings.url, kind)
 
     def _report(self, failure: ChargerError) -> None:
         """Log a failure at most once a minute (the charger's answers are outside input:
         the same failure, or failures taking turns, never flood the log)."""
-        self._reported = str(failure)
-        more = self._failure_log.note(self._reported)
+        more = self._failure_log.note(str(failure))
         if more is None:
             log.debug("%s", failure)
             return
