@@ -17,6 +17,7 @@ from tests.fake_openevse import FakeOpenEvse, Request
 from tests.logs import log_event
 from tests.payloads import JSON_SOURCE, JSON_TOPIC, TELEGRAM_JSON, ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.waiting import state_holds
 
 DELIVERED = "dsmr/reading/electricity_currently_delivered"
 RETURNED = "dsmr/reading/electricity_currently_returned"
@@ -161,6 +162,40 @@ async def test_a_recovery_is_logged_once_for_the_kind_of_request_that_recovered(
                 await asyncio.wait_for(answered.wait(), EVENT_TIMEOUT_S)
     recovered = [r.getMessage() for r in caplog.records if "answers" in r.getMessage()]
     assert recovered == [f"OpenEVSE at {charger.url} answers GET /status again"]
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_value_the_charger_refused_is_not_shown_as_sent(broker: BrokerProcess) -> None:
+    """The read-back is answered, the value is refused: nothing counts as sent, and the
+    charger's link is not shown connected until a value goes through."""
+    refusals = [500]
+    async with FakeOpenEvse(fail={("POST", "/status"): refusals}) as charger:
+        settings = settings_for(
+            broker,
+            mqtt={"state_topic": "p1evse/state"},  # the status model, without a page
+            openevse={"transport": "http", "url": charger.url, "poll_interval": 1},
+            publish={"interval": 0},
+        )
+        with log_event("HTTP 500") as refused:
+            async with running(settings) as app, Probe(broker.port) as probe:
+                state = app.site.state
+                assert state is not None
+                await ready(probe)
+                await expect(charger, "GET", "/status")
+                await state_holds(state, lambda: state.charger_link(0).detail.count("eco") == 1)
+                probe.publish(DELIVERED, "0.100")
+                await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)
+                refused_at = state.snapshot()
+                probe.publish(DELIVERED, "0.200")
+                await state_holds(state, lambda: state.published is not None)
+                sent = state.snapshot()
+    assert refused_at["published"] is None
+    assert refused_at["counters"]["published"] == 0
+    assert refused_at["links"]["charger"]["state"] == "disconnected"
+    assert "HTTP 500" in refused_at["links"]["charger"]["detail"]
+    assert sent["published"]["watts"] == 200
+    assert sent["counters"]["published"] == 1
+    assert sent["links"]["charger"]["state"] == "connected"
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)

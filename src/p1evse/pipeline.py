@@ -140,6 +140,10 @@ class Counters:
     stale_entered: int = 0
     rejected: dict[Rejection, int] = field(default_factory=dict)
 
+    def sent(self, value: GridPower) -> None:
+        """The charger has `value` (or the broker connection, over MQTT)."""
+        self.published += 1
+
     def counts(self) -> list[Count]:
         return [
             Count("halves", "Import and export halves received (split topics)", self.halves),
@@ -185,12 +189,20 @@ class Pipeline:
     """All state of one meter: pairing halves, the averaging window, the stale guard."""
 
     def __init__(
-        self, settings: PublishSettings, now: float, *, guard_from_start: bool = True
+        self,
+        settings: PublishSettings,
+        now: float,
+        *,
+        guard_from_start: bool = True,
+        count_sent: bool = True,
     ) -> None:
         """`guard_from_start=False`: the stale guard waits for the first valid reading (a
-        fleet's site, made on its first message, never pauses a charger it never fed)."""
+        fleet's site, made on its first message, never pauses a charger it never fed).
+        `count_sent=False`: a value counts as published once the charger has it (a sink
+        that knows tells `counters.sent`), not when it is made."""
         self._settings = settings
         self._guard_from_start = guard_from_start
+        self._count_sent = count_sent
         self.counters = Counters()
         self._latest: dict[Side, float | None] = {Side.IMPORT: None, Side.EXPORT: None}
         self._waiting: _Waiting | None = None
@@ -577,7 +589,8 @@ class Pipeline:
         self._emit(value, events)
 
     def _emit(self, value: GridPower, events: list[Event]) -> None:
-        self.counters.published += 1
+        if self._count_sent:
+            self.counters.sent(value)
         events.append(value)
 
     # -- timers: pair window, rule 6: entering stale, fail-safe repeats -------------

@@ -262,9 +262,18 @@ def build_site(
     """The one place a site is put together; `observers` see every event after the
     sinks and the status model (as `check` watches what the pipeline makes)."""
     clock, mqtt = ports.clock, ports.mqtt
-    pipeline = Pipeline(settings.publish, clock.time(), guard_from_start=role.guard_from_start)
+    confirms_sent = settings.openevse.route().confirms_sent
+    pipeline = Pipeline(
+        settings.publish,
+        clock.time(),
+        guard_from_start=role.guard_from_start,
+        count_sent=not confirms_sent,
+    )
     charger = ChargerState(mode_fresh_s=settings.openevse.mode_fresh_s())
     sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
+    for sink in sinks:
+        if isinstance(sink, OpenEvseHttpSink):
+            sink.sent.append(pipeline.counters.sent)  # counted once the charger has it
     source = build_source(settings.source, mqtt) if role.source else None
     state = state_topic = None
     if role.status or (role.state_topic and settings.wants_status()):
@@ -274,6 +283,9 @@ def build_site(
         for sink in sinks:
             if isinstance(sink, OpenEvseMqttSink | OpenEvseHttpSink):
                 sink.pause.listeners.append(state.claim_changed)  # the page shows the claim
+            if isinstance(sink, OpenEvseHttpSink):
+                sink.sent.append(state.sent)
+                sink.failing.append(state.charger_failing)
     discovery = _discovery(settings, mqtt, state) if role.discovery else None
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
     bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)

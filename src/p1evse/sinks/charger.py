@@ -113,6 +113,7 @@ class OpenevseSettings(Section):
                 f"{self.url}/status",
                 f"{self.url}/claims/{self.claim_client_id}",
                 f"HTTP {self.url}",
+                confirms_sent=True,
             )
         return ChargerRoute(
             "mqtt", self.grid_ie_topic, self.claim_topic, f"MQTT {self.base_topic}/…"
@@ -125,6 +126,9 @@ class ChargerRoute:
     sent_to: str  # the grid value
     claim_to: str  # the pause claim
     via: str  # the charger's reports
+    # a value is sent once the charger answered it (HTTP), not once it is made (MQTT:
+    # the broker connection takes it, and counts what it drops)
+    confirms_sent: bool = False
 
 
 class DivertMode(enum.IntEnum):

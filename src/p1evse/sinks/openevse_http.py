@@ -134,6 +134,9 @@ class OpenEvseHttpSink:
         self._report_log = ReportLog(clock, self._status_url)
         self._failure_log = RateLimiter(FAILURE_LOG_PERIOD_S, clock)
         self.failures = 0
+        self.sent: list[Callable[[GridPower], None]] = []  # told of each value answered
+        # told what fails while requests fail ("; "-joined, by kind), None once none does
+        self.failing: list[Callable[[str | None], None]] = []
 
     def counts(self) -> list[Count]:
         return [
@@ -271,6 +274,8 @@ class OpenEvseHttpSink:
             if volts is not None:
                 body["voltage"] = volts
         await self._request("POST", self._status_url, body)
+        for listener in self.sent:
+            listener(value)
 
     async def _request(self, method: str, url: str, body: object = None) -> bytes:
         if self._session is None:
@@ -289,13 +294,21 @@ class OpenEvseHttpSink:
 
     def _failed(self, kind: str, failure: ChargerError) -> None:
         self.failures += 1
-        self._failing[kind] = str(failure)
+        if self._failing.get(kind) != str(failure):
+            self._failing[kind] = str(failure)
+            self._tell_failing()
         self._report(failure)
 
     def _answered(self, kind: str) -> None:
         """A kind of request that failed is answered again: said once per recovery."""
         if self._failing.pop(kind, None) is not None:
             log.info("OpenEVSE at %s answers %s again", self._settings.url, kind)
+            self._tell_failing()
+
+    def _tell_failing(self) -> None:
+        failing = "; ".join(self._failing.values()) or None
+        for listener in self.failing:
+            listener(failing)
 
     def _report(self, failure: ChargerError) -> None:
         """Log a failure at most once a minute (the charger's answers are outside input:

@@ -124,6 +124,8 @@ class SiteState:
         self._charted_amps: float | None = None
         self._charted_at = 0.0
         self.links = {"broker": Link(LinkState.CONNECTING, broker_detail)}
+        self._charger_failing: str | None = None  # what fails of the requests to it
+        self._charger_failing_since = self.started
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -143,11 +145,8 @@ class SiteState:
             self.day.add_meter(event.at, event.net_w)
             self._chart_charger(event.at)
         elif isinstance(event, GridPower):
-            before = self.published
-            self.published_over_s = None if before is None else event.at - before.at
-            self.published = event
-            self.history.add_published(event.at, event.watts)
-            self.day.add_published(event.at, event.watts)
+            if not self._route.confirms_sent:
+                self._record_sent(event)
         elif isinstance(event, StaleEntered):
             self.stale = event
             self.stale_periods.begin(event.at)
@@ -177,6 +176,25 @@ class SiteState:
             self.history.add_charger(at, amps)
             self.day.add_charger(at, amps)
             self._charted_amps, self._charted_at = amps, at
+
+    def sent(self, value: GridPower) -> None:
+        """The charger answered `value` (a route that `confirms_sent`)."""
+        self._record_sent(value)
+        self._changed()
+
+    def _record_sent(self, value: GridPower) -> None:
+        before = self.published
+        self.published_over_s = None if before is None else value.at - before.at
+        self.published = value
+        self.history.add_published(value.at, value.watts)
+        self.day.add_published(value.at, value.watts)
+
+    def charger_failing(self, failure: str | None) -> None:
+        """Requests to the charger fail, and why (None: they no longer do)."""
+        if (failure is None) != (self._charger_failing is None):
+            self._charger_failing_since = self._clock()
+        self._charger_failing = failure
+        self._changed()
 
     def claim_changed(self, held: bool) -> None:
         """A sink sent its pause claim to the charger (True) or released it (False)."""
@@ -237,6 +255,9 @@ class SiteState:
         """Whether the charger reports back: recently, not yet, or not any more."""
         charger = self.charger
         via = self._route.via
+        if self._charger_failing is not None:
+            failing = self._charger_failing
+            return Link(LinkState.DISCONNECTED, f"{via}: {failing}", self._charger_failing_since)
         if charger is None:
             return Link(LinkState.UNKNOWN, f"{via}: not read back")
         if charger.updated_at is None:
