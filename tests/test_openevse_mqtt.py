@@ -5,6 +5,7 @@ the charger read back, and no pause blip when the broker comes back."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -175,3 +176,20 @@ def test_a_report_heard_while_the_claim_is_published_sends_it_once() -> None:
     sink.stale_entered(StaleEntered(3.0, 2.0, StaleAction.PAUSE))
     assert claims == [PAUSE_CLAIM, RELEASE, PAUSE_CLAIM, RELEASE]
     assert not sink.claim_sent
+
+
+def test_a_refused_report_names_its_topic_and_payload_on_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The log names where the refused report came from and an excerpt of it: bounded,
+    escaped (a control character or a line end in it cannot forge a line of the log)."""
+    broker, clock = VirtualBroker(), VirtualClock(0.0)
+    settings = OpenevseSettings(base_topic="garage/evse")
+    sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
+    sink.on_report("amp", b"6\nWARNING forged \x1b[31m" + b"x" * 200)
+    [message] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert message.startswith("refused a report from OpenEVSE on garage/evse/amp (")
+    assert "\n" not in message
+    assert "\x1b" not in message
+    assert "payload '6\\nWARNING forged \\x1b[31mxxx" in message
+    assert len(message) < 300

@@ -120,6 +120,16 @@ def to_number(value: Any, name: str) -> float:
     return number
 
 
+EXCERPT_BYTES = 48  # of a payload refused, in the log
+
+
+def excerpt(payload: bytes | bytearray) -> str:
+    """The start of `payload` for a log line: quoted, every byte that is not printable
+    ASCII escaped (no line end, no terminal control), `…` where it goes on."""
+    more = "…" if len(payload) > EXCERPT_BYTES else ""
+    return repr(bytes(payload[:EXCERPT_BYTES]))[1:] + more
+
+
 async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     """An HTTP answer's body, refused once it grows past `max_bytes`."""
     body = bytearray()

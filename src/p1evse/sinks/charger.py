@@ -19,7 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.counts import Count
 from p1evse.errors import InputRejected
-from p1evse.inputs import load_json, to_number
+from p1evse.inputs import excerpt, load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.pipeline import MAX_VOLTAGE_V
 from p1evse.ratelimit import RateLimiter
@@ -316,19 +316,22 @@ class ReportLog:
     """Logs the charger's refused reports: at most once a minute per reason, naming how
     many were left out; a broken report is a counted line, never a traceback."""
 
-    def __init__(self, clock: Callable[[], float], where: str) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
         self._limit = RateLimiter(REPORT_LOG_PERIOD_S, clock)
-        self._where = where
 
-    def refused(self, exc: InputRejected) -> None:
+    def refused(
+        self, exc: InputRejected, where: str, payload: bytes | bytearray | None = None
+    ) -> None:
+        """`exc` refused what came on `where` (a topic, a URL); `payload`: what it was."""
         more = self._limit.note(exc.reason)
         if more is None:
             return
         log.warning(
-            "refused a report from OpenEVSE on %s (%s): %s%s",
-            self._where,
+            "refused a report from OpenEVSE on %s (%s): %s%s%s",
+            where,
             exc.reason.value,
             exc.detail,
+            "" if payload is None else f"; payload {excerpt(payload)}",
             more,
         )
 

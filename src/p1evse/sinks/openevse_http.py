@@ -131,7 +131,7 @@ class OpenEvseHttpSink:
         self._session: aiohttp.ClientSession | None = None
         # the failure of each kind of request ("POST /status"), until one is answered
         self._failing: dict[str, str] = {}
-        self._report_log = ReportLog(clock, self._status_url)
+        self._report_log = ReportLog(clock)
         self._failure_log = RateLimiter(FAILURE_LOG_PERIOD_S, clock)
         self.failures = 0
         self.sent: list[Callable[[GridPower], None]] = []  # told of each value answered
@@ -227,7 +227,7 @@ class OpenEvseHttpSink:
         try:
             self.charger.update_all(answer, self._clock())
         except InputRejected as exc:
-            self._report_log.refused(exc)
+            self._report_log.refused(exc, self._status_url)
 
     async def _settle_claim(self) -> None:
         if not self._leftover_checked:

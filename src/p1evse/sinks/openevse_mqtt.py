@@ -57,7 +57,7 @@ class OpenEvseMqttSink:
         self._clock = clock
         self.charger = charger
         self.pause = PauseIntent(charger, clock.time)
-        self._report_log = ReportLog(clock.time, f"{settings.base_topic}/…")
+        self._report_log = ReportLog(clock.time)
         self._settle_s = reconnect_settle_s
         self._settling: Timer | None = None
         self._base_topic = settings.base_topic
@@ -123,7 +123,7 @@ class OpenEvseMqttSink:
         try:
             self.charger.update(field, payload, self._clock.time())
         except InputRejected as exc:
-            self._report_log.refused(exc)
+            self._report_log.refused(exc, f"{self._base_topic}/{field}", payload)
             return
         if field == "divertmode":
             self._sync_claim()
