@@ -46,6 +46,7 @@ class FakeOpenEvse:
     # (method, path) -> a body to answer with instead (status 200), however broken
     garbage: dict[tuple[str, str], bytes] = field(default_factory=dict)
     stall: asyncio.Event | None = None  # requests wait for it while it is set up
+    redirect: str | None = None  # every request is answered 302 to this URL + its path
     port: int = 0
 
     def __post_init__(self) -> None:
@@ -85,6 +86,8 @@ class FakeOpenEvse:
         self.requests.put_nowait(recorded)
         if self.stall is not None:
             await self.stall.wait()
+        if self.redirect is not None:
+            raise web.HTTPFound(f"{self.redirect}{request.path}")
         if self.username is not None and not self._authorised(recorded.authorization):
             return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="openevse"'})
         for key in ((request.method, request.path), request.path):

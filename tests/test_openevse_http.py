@@ -199,6 +199,51 @@ async def test_a_value_the_charger_refused_is_not_shown_as_sent(broker: BrokerPr
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_redirect_is_a_failure_never_followed(broker: BrokerProcess) -> None:
+    """A charger's API does not redirect: one that does is not followed anywhere, so
+    neither values nor the login ever go to another host."""
+    async with (
+        FakeOpenEvse() as elsewhere,
+        FakeOpenEvse(username="admin", password="pw-9731", redirect=elsewhere.url) as charger,
+    ):
+        settings = http_settings(broker, charger, username="admin", password="pw-9731")
+        with log_event(f"POST {charger.url}/status: HTTP 302") as refused:
+            async with running(settings) as app, Probe(broker.port) as probe:
+                await ready(probe)
+                probe.publish(DELIVERED, "0.100")
+                await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)
+                [sink] = app.site.sinks
+                assert isinstance(sink, OpenEvseHttpSink)
+                assert sink.failures > 0
+        assert elsewhere.log == []
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_broken_answer_is_logged_on_one_line(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp spreads the reason of a broken answer over lines; the log has it on one."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 5\r\n\r\nnot gz"
+        )
+        await writer.drain()
+        writer.close()
+
+    async with await asyncio.start_server(answer, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        openevse = {"transport": "http", "url": f"http://127.0.0.1:{port}"}
+        with log_event("content-encoding") as logged:
+            async with running(settings_for(broker, openevse=openevse)):
+                await asyncio.wait_for(logged.wait(), EVENT_TIMEOUT_S)
+    broken = [r.getMessage() for r in caplog.records if "content-encoding" in r.getMessage()]
+    assert broken
+    assert [m for m in broken if "\n" in m] == []
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_refused_login_is_one_clear_error_without_the_password(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -130,6 +130,12 @@ def excerpt(payload: bytes | bytearray) -> str:
     return repr(bytes(payload[:EXCERPT_BYTES]))[1:] + more
 
 
+def one_line(text: str) -> str:
+    """`text` with its line ends and runs of blanks as single spaces (aiohttp spreads
+    some of its errors over lines)."""
+    return " ".join(text.split())
+
+
 async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     """An HTTP answer's body, refused once it grows past `max_bytes`."""
     body = bytearray()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from p1evse.backoff import Backoff
 from p1evse.counts import Count
 from p1evse.errors import ChargerError, InputRejected
-from p1evse.inputs import load_json, read_body
+from p1evse.inputs import load_json, one_line, read_body
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.ratelimit import RateLimiter
 from p1evse.sinks.charger import (
@@ -83,20 +83,26 @@ async def request(
     body: object = None,
 ) -> bytes:
     """One request to the charger: the answer's body (at most MAX_ANSWER_BYTES), or a
-    `ChargerError` that says what failed, a refused login by name."""
+    `ChargerError` that says what failed, a refused login by name. A redirect is not
+    followed (OpenEVSE's API has none; the login must not go to another host)."""
     import aiohttp
 
     try:
-        async with session.request(method, url, json=body) as response:
+        async with session.request(method, url, json=body, allow_redirects=False) as response:
             if response.status == 401:
                 raise ChargerError(_refused_login(settings), status=401)
+            if 300 <= response.status < 400:
+                raise ChargerError(
+                    f"{method} {url}: HTTP {response.status}, a redirect: not followed",
+                    response.status,
+                )
             if response.status >= 400:
                 raise ChargerError(f"{method} {url}: HTTP {response.status}", response.status)
             return await read_body(response, MAX_ANSWER_BYTES)
     except InputRejected as exc:
         raise ChargerError(f"{method} {url}: {exc.detail}") from None
     except aiohttp.ClientError as exc:
-        raise ChargerError(f"{method} {url}: {exc or type(exc).__name__}") from None
+        raise ChargerError(f"{method} {url}: {one_line(str(exc)) or type(exc).__name__}") from None
     except TimeoutError:
         raise ChargerError(f"{method} {url}: no answer within {settings.timeout:g} s") from None
 
