@@ -90,6 +90,7 @@ class Device:
         self.statuses: list[int] = []  # answered first, one per request, then 200
         self.stall: asyncio.Event | None = None  # while set to an unset event: no answer
         self.delay_s = 0.0  # answer this much later (a slow device)
+        self.redirect_to: str | None = None  # answer every request with a 302 to there
         self.requests: list[web.Request] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -120,6 +121,8 @@ class Device:
             return web.json_response({"error": "user:unauthorized"}, status=401)
         if self.statuses:
             return web.Response(status=self.statuses.pop(0), text="oops")
+        if self.redirect_to is not None:
+            raise web.HTTPFound(self.redirect_to)
         return web.Response(body=json.dumps(self.document), content_type="application/json")
 
 
@@ -179,6 +182,20 @@ async def test_v1_server_errors_are_counted_and_polling_goes_on(v1: Device) -> N
     assert reading.net_w == -543
     assert [reason for reason, _ in intake.rejections] == [Rejection.HTTP_ERROR] * 2
     assert intake.rejections[0][1] == "HTTP 500 Internal Server Error"
+
+
+async def test_a_redirect_is_refused_never_followed(v1: Device) -> None:
+    """The request (with the token, over v2) goes to the configured host only."""
+    elsewhere = Device(api=1)
+    await elsewhere.start()
+    try:
+        v1.redirect_to = f"http://127.0.0.1:{elsewhere.port}/api/v1/data"
+        async with polling(v1) as (_, intake):
+            await intake.rejected(Rejection.HTTP_ERROR, count=2)
+    finally:
+        await elsewhere.stop()
+    assert elsewhere.requests == []
+    assert intake.rejections[0][1] == "HTTP 302 Found: a redirect, not followed"
 
 
 async def test_v1_a_device_that_does_not_answer_times_out(v1: Device) -> None:

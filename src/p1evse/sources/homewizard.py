@@ -28,7 +28,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from p1evse.backoff import Backoff
 from p1evse.counts import Count
 from p1evse.errors import InputRejected
-from p1evse.inputs import load_json, number_at, read_body
+from p1evse.inputs import load_json, number_at, one_line, read_body
 from p1evse.model import Phases, Reading, Rejection
 from p1evse.settings import Section, secrets_from_files
 from p1evse.sources.mqtt_value import signed_reading
@@ -178,10 +178,15 @@ class HomeWizardSource:
         self.polls += 1
         try:
             async with session.get(
-                settings.url, ssl=ssl_context, server_hostname=settings.server_name
+                settings.url,
+                ssl=ssl_context,
+                server_hostname=settings.server_name,
+                allow_redirects=False,  # the token goes to the configured host only
             ) as response:
                 if response.status != 200:
                     hint = " (check token)" if response.status in (401, 403) else ""
+                    if 300 <= response.status < 400:
+                        hint = ": a redirect, not followed"
                     intake.reject(
                         Rejection.HTTP_ERROR, f"HTTP {response.status} {response.reason}{hint}"
                     )
@@ -195,7 +200,7 @@ class HomeWizardSource:
             intake.reject(Rejection.TIMEOUT, f"no answer within {settings.timeout:g} s")
             return False
         except (aiohttp.ClientError, OSError) as exc:
-            intake.reject(Rejection.UNREACHABLE, f"{type(exc).__name__}: {exc}"[:160])
+            intake.reject(Rejection.UNREACHABLE, one_line(f"{type(exc).__name__}: {exc}")[:160])
             return False
         intake.reading(reading)
         return True
