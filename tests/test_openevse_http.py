@@ -103,6 +103,17 @@ async def test_a_pause_claim_left_by_an_earlier_run_is_released_at_start(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_charger_that_refuses_the_look_for_an_old_claim_is_still_paused(
+    broker: BrokerProcess,
+) -> None:
+    async with FakeOpenEvse(fail={("GET", CLAIM_PATH): [500] * 1000}) as charger:
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        async with running(http_settings(broker, charger, publish=publish)):
+            claim = await expect(charger, "POST", CLAIM_PATH)  # stale since start-up
+    assert claim.body == {"state": "disabled"}
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_claim_the_charger_lost_is_released_all_the_same(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

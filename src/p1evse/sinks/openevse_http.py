@@ -236,8 +236,14 @@ class OpenEvseHttpSink:
             self._report_log.refused(exc, self._status_url)
 
     async def _settle_claim(self) -> None:
+        """The look for an old claim first; but a pause wanted now goes out even while
+        that look fails (a charger that refuses `GET /claims` must still be paused)."""
         if not self._leftover_checked:
-            await self._release_leftover()
+            try:
+                await self._release_leftover()
+            except ChargerError:
+                if not self.pause.wanted():
+                    raise
         await self._sync_claim()
 
     async def _release_leftover(self) -> None:
