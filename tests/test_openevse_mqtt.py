@@ -59,22 +59,24 @@ async def test_shaper_gets_the_same_value(broker: BrokerProcess) -> None:
 async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
     broker: BrokerProcess,
 ) -> None:
-    publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+    # time to report the mode before the stale guard acts (reports are read live only)
+    publish = {"interval": 0, "stale_after": 3.0, "pair_window": 0.1}
     settings = settings_for(broker, publish=publish)
     async with Probe(broker.port) as probe:
         await probe.subscribe(CLAIM)
-        # what OpenEVSE publishes under its base topic (retained, as it does)
-        for field, value in [
-            ("amp", "16000"),
-            ("pilot", "16"),
-            ("state", "3"),
-            ("divert_active", "false"),
-            ("divertmode", "1"),
-        ]:
-            probe.publish(f"openevse/{field}", value, retain=True)
         with log_event("normal mode: not pausing it") as spared:
             async with running(settings) as app:
-                await asyncio.wait_for(spared.wait(), 5)
+                await ready(probe)
+                # what OpenEVSE publishes under its base topic
+                for field, value in [
+                    ("amp", "16000"),
+                    ("pilot", "16"),
+                    ("state", "3"),
+                    ("divert_active", "false"),
+                    ("divertmode", "1"),
+                ]:
+                    probe.publish(f"openevse/{field}", value)
+                await asyncio.wait_for(spared.wait(), EVENT_TIMEOUT_S)
                 assert app.site.charger.amps == 16.0
                 assert app.site.charger.state == 3
                 assert app.site.charger.divert_active is False
@@ -83,6 +85,23 @@ async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
                 probe.publish("openevse/divertmode", "1")  # and back: released
                 assert await probe.next_payload(CLAIM) == "release"
         assert probe.pending(CLAIM) == []
+
+
+async def test_a_retained_report_of_normal_mode_spares_nothing(broker: BrokerProcess) -> None:
+    """What the broker holds may be of a charger long gone: a run acts on live reports."""
+    publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+    async with Probe(broker.port) as probe:
+        await probe.subscribe(CLAIM)
+        probe.publish("openevse/divertmode", "1", retain=True)
+        probe.publish("openevse/amp", "32000", retain=True)
+        try:
+            async with running(settings_for(broker, publish=publish)) as app:
+                assert await probe.next_payload(CLAIM) == '{"state":"disabled"}'
+                assert app.site.charger.divertmode is None
+                assert app.site.charger.amps is None
+        finally:
+            probe.publish("openevse/divertmode", "", retain=True)  # removed
+            probe.publish("openevse/amp", "", retain=True)
 
 
 async def test_a_claim_p1evse_never_set_is_never_released(broker: BrokerProcess) -> None:

@@ -270,7 +270,7 @@ def build_site(
         count_sent=not confirms_sent,
     )
     charger = ChargerState(mode_fresh_s=settings.openevse.mode_fresh_s())
-    sinks = _sinks(settings, mqtt, charger, clock, deadman=role.feed)
+    sinks = _sinks(settings, mqtt, charger, clock, feed=role.feed)
     for sink in sinks:
         if isinstance(sink, OpenEvseHttpSink):
             sink.sent.append(pipeline.counters.sent)  # counted once the charger has it
@@ -306,21 +306,24 @@ def build_site(
 
 
 def _sinks(
-    settings: SiteSettings, mqtt: MqttPort, charger: ChargerState, clock: Clock, *, deadman: bool
+    settings: SiteSettings, mqtt: MqttPort, charger: ChargerState, clock: Clock, *, feed: bool
 ) -> list[Sink]:
-    """The charger's feed, and over MQTT its dead-man's switch when armed."""
+    """The charger's feed, and over MQTT its dead-man's switch when armed. A site that
+    feeds acts on the charger's live reports only: a retained one may be of a charger
+    long gone (its normal mode would spare it from the stale guard, its current count
+    as energy). `check`, which only looks, reads what the broker holds too."""
     openevse = settings.openevse
     if openevse.transport == "http":
         return [OpenEvseHttpSink(openevse, charger, clock.time)]
     # the readings ride on the broker too: after a reconnect they need time to come back
     settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
-    feed = OpenEvseMqttSink(openevse, mqtt, charger, clock, settle_s)
-    _attach(mqtt, feed.subscriptions(), feed.connected)
-    if not deadman or not openevse.deadman_armed(settings.publish.on_stale):
-        return [feed]
-    switch = DeadmanSwitch(openevse, settings.mqtt, mqtt, charger, feed)
+    sink = OpenEvseMqttSink(openevse, mqtt, charger, clock, settle_s)
+    _attach(mqtt, sink.subscriptions(), sink.connected, retained=not feed)
+    if not feed or not openevse.deadman_armed(settings.publish.on_stale):
+        return [sink]
+    switch = DeadmanSwitch(openevse, settings.mqtt, mqtt, charger, sink)
     _attach(mqtt, switch.subscriptions())
-    return [feed, switch]
+    return [sink, switch]
 
 
 def _status(
@@ -393,8 +396,10 @@ def _attach(
     mqtt: MqttPort,
     subscriptions: dict[str, Callable[[bytes | bytearray], None]],
     connected: Callable[[], None] | None = None,
+    *,
+    retained: bool = True,
 ) -> None:
     for topic, handler in subscriptions.items():
-        mqtt.subscribe(topic, handler)
+        mqtt.subscribe(topic, handler, retained=retained)
     if connected is not None:
         mqtt.on_connected(connected)
