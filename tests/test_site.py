@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import pytest
+
 from p1evse.model import Event, GridPower, Reading, StaleEntered, StaleLeft
 from p1evse.mqtt import MqttSettings
 from p1evse.pipeline import PublishSettings
 from p1evse.sim.virtual import VirtualBroker, VirtualClock
 from p1evse.sinks.charger import MODE_FRESH_S, OpenevseSettings
-from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE
+from p1evse.sinks.openevse_mqtt import MODE_CLAIM_GAP_S, PAUSE_CLAIM, RELEASE
 from p1evse.site import Ports, Role, Site, SiteSettings, build_site
 
 START = 1000.0
@@ -122,6 +124,24 @@ async def test_close_releases_the_pause() -> None:
     assert heard.messages[CLAIM] == [PAUSE_CLAIM]
     await site.close()
     assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]
+
+
+def test_a_divert_mode_flipping_on_the_broker_does_not_flip_the_charger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, clock, broker, heard, _ = make()
+    clock.advance(START + STALE_AFTER)
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM]  # stale, mode unknown: paused
+    for n in range(1000):  # a thousand reports within a second, 1 and 2 in turn
+        clock.advance(START + STALE_AFTER + n / 1000)
+        broker.publish("openevse/divertmode", "1" if n % 2 == 0 else "2")
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]  # the first change, at once
+    assert len(caplog.records) < 10
+    broker.publish("openevse/divertmode", "1")  # where it comes to rest
+    clock.advance(START + STALE_AFTER + MODE_CLAIM_GAP_S + 1)
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]  # normal: stays released
+    broker.publish("openevse/divertmode", "2")
+    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE, PAUSE_CLAIM]  # a gap later: at once
 
 
 def test_read_back_only_the_charger_is_read_but_never_fed() -> None:

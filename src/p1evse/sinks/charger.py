@@ -369,6 +369,11 @@ class PauseIntent:
         self._spared_logged = spared
         return self.stale and not spared
 
+    def settled(self) -> bool:
+        """The charger holds the claim that is wanted (asked on every report of the
+        mode, so it logs nothing, unlike `wanted`)."""
+        return (self.stale and self.charger_pausable()) == self.held
+
     def spared_until(self) -> float | None:
         """When a charger spared for its normal mode is to be paused after all, unless it
         reports its mode again by then; None: no charger is being spared."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from p1evse.errors import InputRejected
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 
 PAUSE_CLAIM = json.dumps({"state": "disabled"}, separators=(",", ":"))
 RELEASE = "release"
+# a change of divert mode moves the pause claim at most this often (see _mode_changed)
+MODE_CLAIM_GAP_S = 5.0
 
 
 class OpenEvseMqttSink:
@@ -63,6 +66,9 @@ class OpenEvseMqttSink:
         self._base_topic = settings.base_topic
         self._claiming = False  # a claim is being published (see _sync_claim)
         self._spare_check: Timer | None = None  # when a spared charger's report lapses
+        # a mode report that moves the claim does so at most once per MODE_CLAIM_GAP_S
+        self._mode_claimed_at = -math.inf
+        self._mode_check: Timer | None = None
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -101,6 +107,9 @@ class OpenEvseMqttSink:
             self._settling.cancel()
             self._settling = None
         self._watch_spare(None)
+        if self._mode_check is not None:
+            self._mode_check.cancel()
+            self._mode_check = None
 
     async def close(self) -> None:
         self.leave()
@@ -125,8 +134,8 @@ class OpenEvseMqttSink:
         except InputRejected as exc:
             self._report_log.refused(exc, f"{self._base_topic}/{field}", payload)
             return
-        if field == "divertmode":
-            self._sync_claim()
+        if field == "divertmode" and not self.pause.settled():
+            self._mode_changed()
 
     def connected(self) -> None:
         """The broker connection is (back) up."""
@@ -163,6 +172,24 @@ class OpenEvseMqttSink:
         finally:
             self._claiming = False
         self._watch_spare(self.pause.spared_until())
+
+    def _mode_changed(self) -> None:
+        """Claim or release for a change of divert mode: at once, unless the last such
+        change was less than MODE_CLAIM_GAP_S ago (a mode flipping on the broker must
+        not flip the charger with it); then once that gap is over, as the mode is then."""
+        if self._mode_check is not None:
+            return  # one is due
+        due = self._mode_claimed_at + MODE_CLAIM_GAP_S
+        if self._clock.time() < due:
+            self._mode_check = self._clock.call_at(due, self._mode_due)
+            return
+        self._mode_claimed_at = self._clock.time()
+        self._sync_claim()
+
+    def _mode_due(self) -> None:
+        self._mode_check = None
+        if not self.pause.settled():
+            self._mode_changed()
 
     def _watch_spare(self, until: float | None) -> None:
         """Look again when the report of normal mode that spares the charger lapses: a
