@@ -115,16 +115,22 @@ class FakeOpenEvse:
         return web.json_response({"msg": "done"})
 
     async def _get_claim(self, request: web.Request) -> web.Response:
-        claim = self.claims.get(int(request.match_info["client"]))
+        claim = self.claims.get(_client(request))
         if claim is None:
             return web.json_response({"msg": "Not found"}, status=404)
         return web.json_response(claim)
 
     async def _post_claim(self, request: web.Request) -> web.Response:
-        self.claims[int(request.match_info["client"])] = await request.json()
+        self.claims[_client(request)] = await request.json()
         return web.json_response({"msg": "done"})
 
     async def _delete_claim(self, request: web.Request) -> web.Response:
-        if self.claims.pop(int(request.match_info["client"]), None) is None:
+        if self.claims.pop(_client(request), None) is None:
             return web.json_response({"msg": "Not found"}, status=404)
         return web.json_response({"msg": "done"})
+
+
+def _client(request: web.Request) -> int:
+    """The claim's client id as the firmware reads it: `String::toInt`, a signed 32-bit
+    number on the ESP32, so every id past 0x7FFFFFFF becomes that one."""
+    return min(int(request.match_info["client"]), 0x7FFF_FFFF)

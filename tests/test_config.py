@@ -417,6 +417,8 @@ def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
             "put the login in openevse.username",
         ),
         ("openevse:\n  claim_client_id: 0\n", "greater than or equal to 1"),
+        # the firmware reads the id as a signed 32-bit number: past it every id is one
+        ("openevse:\n  claim_client_id: 4294856753\n", "less than or equal to 2147483646"),
     ],
 )
 def test_openevse_http_settings_are_checked(tmp_path: Path, text: str, fragment: str) -> None:

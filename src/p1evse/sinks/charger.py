@@ -28,9 +28,12 @@ from p1evse.settings import PublishTopic, Section, secrets_from_files
 log = logging.getLogger(__name__)
 
 
-# An HTTP claim needs a numeric client id of our own: vendor 0xFFFE ("unregistered") in
-# the high 16 bits, as OpenEVSE's EvseClient ids are built, and "P1" below.
-HTTP_CLAIM_CLIENT_ID = 0xFFFE_5031
+# An HTTP claim needs a numeric client id of our own, built as OpenEVSE's EvseClient ids
+# are (a vendor in the high 16 bits) with "P1" below. The firmware reads the id from the
+# URL with String::toInt, a signed 32-bit number: past 0x7FFFFFFF every id becomes that
+# one (vendor 0xFFFE, "unregistered", included), so the vendor is 0x7FFE.
+HTTP_CLAIM_CLIENT_ID = 0x7FFE_5031
+MAX_HTTP_CLAIM_CLIENT_ID = 0x7FFF_FFFE
 
 # a report of normal mode stands this long: four of the firmware's 30 s status reports
 MODE_FRESH_S = 120.0
@@ -50,7 +53,7 @@ class OpenevseSettings(Section):
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = None
-    claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=0xFFFF_FFFF)
+    claim_client_id: int = Field(HTTP_CLAIM_CLIENT_ID, ge=1, le=MAX_HTTP_CLAIM_CLIENT_ID)
     timeout: float = Field(5.0, gt=0, le=60)
     poll_interval: float = Field(10.0, ge=1, le=3600)  # s between GET /status over HTTP
     # MQTT with on_stale pause: a second connection whose last will pauses the charger
