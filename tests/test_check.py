@@ -283,6 +283,7 @@ async def test_http_transport_reports_the_charger(broker: BrokerProcess) -> None
         settings = settings_for(broker, openevse={"transport": "http", "url": charger.url})
         code, output = await run_check(settings, listen_s=0.3)
     assert code == EXIT_NOT_READY  # no meter here
+    assert f"→ {charger.url}/status every 5 s" in output  # where the values go
     assert "charger: divert mode eco, state 1, car draws 0 A" in output
     assert f"charger {charger.url}: divert type grid (import/export)" in output
     assert "warning: OpenEVSE" not in output

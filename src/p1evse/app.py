@@ -162,7 +162,7 @@ def describe(settings: Settings) -> str:
         )
     line = (
         f"{source.describe()} "
-        f"→ {settings.openevse.grid_ie_topic} {cadence}, reserve {publish.reserve_w} W; "
+        f"→ {settings.openevse.route().sent_to} {cadence}, reserve {publish.reserve_w} W; "
         f"stale after {publish.stale_after:g} s → {publish.on_stale.value}; "
         f"broker {settings.mqtt.host}:{settings.mqtt.port}"
     )
