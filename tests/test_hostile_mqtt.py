@@ -17,6 +17,7 @@ from amqtt.broker import Broker as AmqttBroker
 from p1evse.app import FleetApp
 from p1evse.model import Rejection
 from p1evse.mqtt import MAX_UNSENT_BYTES, Broker, MqttSettings
+from p1evse.mqtt_packets import MAX_PACKET_BYTES
 from p1evse.sim.broker import free_port
 from tests.brokers import BrokerProcess
 from tests.conftest import running, serving, settings_for
@@ -60,6 +61,24 @@ async def test_garbage_on_the_chargers_topics_is_counted_never_a_traceback(
     refused = [r for r in caplog.records if "refused a report from OpenEVSE" in r.getMessage()]
     assert len(refused) == 4  # once a minute per reason
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_message_too_long_to_read_is_said_once_and_skipped(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings_for(one_broker, publish={"interval": 0})
+    async with running(settings) as app, Probe(one_broker.port) as probe:
+        await ready(probe)
+        for _ in range(3):
+            probe.publish(DELIVERED, b"1" * (MAX_PACKET_BYTES + 1))
+        probe.publish(DELIVERED, "0.100")  # read after the three, in order
+        assert await probe.next_payload(GRID_IE, EVENT_TIMEOUT_S) == "100"
+        assert app.broker.stats.oversized_skipped == 3
+    said = [r.getMessage() for r in caplog.records if "skipped unread" in r.getMessage()]
+    assert said == [
+        f"MQTT broker 127.0.0.1:{one_broker.port} sent a message over {MAX_PACKET_BYTES} "
+        "bytes, more than any p1evse reads: skipped unread"
+    ]
 
 
 async def test_with_discovery_off_its_topics_are_read_once_at_start_up(

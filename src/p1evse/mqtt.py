@@ -136,6 +136,7 @@ HANDLER_FAILURE_LOG_PERIOD_S = 60.0
 # failed one, instead of starting over from no delay
 STABLE_AFTER_S = 10.0
 SHORT_CONNECTION_LOG_PERIOD_S = 60.0  # what it says, at most this often
+OVERSIZED_LOG_PERIOD_S = 60.0  # a message too long to read, said at most this often
 # a broker that refuses a subscription: told to `on_problem` under this name
 SUBSCRIPTIONS = "subscriptions"
 
@@ -326,6 +327,7 @@ class Broker:
         self._problem_listeners: list[Callable[[str, str | None], None]] = []
         self._handler_failure_log = RateLimiter(HANDLER_FAILURE_LOG_PERIOD_S, time.monotonic)
         self._short_log = RateLimiter(SHORT_CONNECTION_LOG_PERIOD_S, time.monotonic)
+        self._oversized_log = RateLimiter(OVERSIZED_LOG_PERIOD_S, time.monotonic)
         # the QoS 1 messages in flight on this connection, until the broker acknowledges
         # them: the goodbye waits for them all
         self._unacknowledged: set[int] = set()
@@ -837,11 +839,26 @@ class Broker:
                 log.error("MQTT broker %s sent bytes that are no MQTT packets", self.address)
                 self._client.closed = True
                 break
-            self.stats.oversized_skipped += self._reader.skipped - skipped
+            if self._reader.skipped != skipped:
+                self._oversized(self._reader.skipped - skipped)
             pending = getattr(sock, "pending", None)  # TLS: bytes decrypted, not yet read
             if len(data) < READ_CHUNK_BYTES and not (pending is not None and pending()):
                 break
         return packets
+
+    def _oversized(self, count: int) -> None:
+        """Messages too long to read: counted, and said at most once a minute (unread,
+        their topic is unknown, so no source can count them as its own)."""
+        self.stats.oversized_skipped += count
+        suppressed = self._oversized_log.note("oversized")
+        if suppressed is not None:
+            log.warning(
+                "MQTT broker %s sent a message over %d bytes, more than any p1evse reads: "
+                "skipped unread%s",
+                self.address,
+                MAX_PACKET_BYTES,
+                suppressed,
+            )
 
     def _remove_socket(self, fd: int) -> None:
         self._io_loop.remove_reader(fd)
