@@ -289,6 +289,18 @@ async def test_http_transport_reports_the_charger(broker: BrokerProcess) -> None
     assert "warning: OpenEVSE" not in output
 
 
+async def test_check_alone_publishes_nothing(one_broker: BrokerProcess) -> None:
+    settings = settings_for(one_broker, homeassistant={"discovery": True})
+    async with Probe(one_broker.port) as watcher:
+        await watcher.subscribe("#")
+        await run_check(settings, listen_s=0.3)
+        watcher.publish("test/end", "end")  # after anything check published
+        heard: set[str] = set()
+        while (message := await watcher.next("#", EVENT_TIMEOUT_S)).topic != "test/end":
+            heard.add(message.topic)
+    assert heard == set()
+
+
 async def test_check_beside_a_running_service_disturbs_nothing(one_broker: BrokerProcess) -> None:
     """Its own client id (the service is never kicked off the broker), no availability
     message or will of its own, nothing left retained; and it hears the meter too."""

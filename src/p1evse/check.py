@@ -271,7 +271,11 @@ async def _watch(
     loop = asyncio.get_running_loop()
     outcome = _Outcome()
     site = build_site(
-        settings, Ports(loop, broker), Role(feed=False), name="check", observers=[outcome.observe]
+        settings,
+        Ports(loop, broker),
+        Role(feed=False, discovery=False, state_topic=False),  # it publishes nothing
+        name="check",
+        observers=[outcome.observe],
     )
     with _source_said() as said:
         tasks = [loop.create_task(work(), name=name) for name, work in site.work().items()]
