@@ -114,11 +114,25 @@ def test_demo_help_states_the_status_pages_default_from_its_settings() -> None:
     assert f"(default {WebSettings().listen})" in " ".join(result.stdout.split())
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--speed", "nan"), ("--speed", "0"), ("--speed", "-5"), ("--duration", "inf")],
+)
+def test_demo_refuses_a_speed_or_duration_that_is_no_positive_number(
+    option: str, value: str
+) -> None:
+    result = p1evse("demo", option, value)
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        f"error: argument {option}: expected a number above 0, got '{value}'\n"
+    )
+
+
 def test_demo_without_its_broker_says_what_to_install() -> None:
     """The runtime install has no amqtt (the `demo` extra); an import of it fails then."""
     without_amqtt = (
         "import sys; sys.modules['amqtt'] = None; "
-        "from p1evse.cli import main; sys.exit(main(['demo', '--duration', '0']))"
+        "from p1evse.cli import main; sys.exit(main(['demo', '--duration', '1']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", without_amqtt], capture_output=True, text=True, timeout=30

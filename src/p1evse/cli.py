@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import http.client
 import logging
+import math
 import os
 import signal
 import sys
@@ -106,10 +107,10 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="everything on this machine: broker, meter, bridge")
     demo.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
-    demo.add_argument("--duration", type=float, help="stop after S seconds")
+    demo.add_argument("--duration", type=_positive, help="stop after S seconds")
     demo.add_argument(
         "--speed",
-        type=float,
+        type=_positive,
         default=60.0,
         help="simulated seconds per real second of the sunny day (default %(default)g)",
     )
@@ -171,6 +172,17 @@ def _check(args: argparse.Namespace) -> int:
     settings, path = _settings(args)
     _setup_logging("error")
     return asyncio.run(check(settings, path, listen_s=args.listen, out=sys.stdout))
+
+
+def _positive(text: str) -> float:
+    """A number of seconds (or a speed) for the command line: finite and above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
 
 
 def healthz_url(address: ListenAddress) -> str:
