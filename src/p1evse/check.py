@@ -64,13 +64,16 @@ class _Outcome:
     readings: list[tuple[Reading, float]] = field(default_factory=list)
     sent: list[tuple[float, float]] = field(default_factory=list)  # (arrival, W)
     values: list[GridPower] = field(default_factory=list)
+    why: dict[Rejection, str] = field(default_factory=dict)  # the first detail per reason
 
     def observe(self, event: Event) -> None:
         if isinstance(event, Reading):
             self.readings.append((event, time.time()))
             self.sent += [(event.at, event.import_w), (event.at, event.export_w)]
-        elif isinstance(event, Rejected) and event.value is not None:
-            self.sent.append((event.at, event.value))
+        elif isinstance(event, Rejected):
+            self.why.setdefault(event.reason, event.detail)
+            if event.value is not None:
+                self.sent.append((event.at, event.value))
         elif isinstance(event, GridPower):
             self.values.append(event)
 
@@ -307,7 +310,8 @@ def _source_report(
     rejected = sum(counters.rejected.values())
     say(f"source: {counters.readings} readings in {listen_s:g} s, {rejected} rejected")
     for reason, count in counters.rejected.items():
-        say(f"  rejected {count}x: {reason.value}")
+        why = outcome.why.get(reason)
+        say(f"  rejected {count}x: {reason.value}" + (f": {why}" if why else ""))
     unit_warnings = _unit_warnings(settings, [watts for _, watts in outcome.sent])
     if not outcome.readings:
         unframed = _no_telegram(settings, source_counts, set(counters.rejected), listen_s)
