@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from p1evse.check import check
 from p1evse.mqtt import Broker, BrokerRefused, BrokerUnavailable, MqttSettings
+from p1evse.sources.homewizard import HomeWizardSettings
 from tests.brokers import BrokerProcess, mosquitto_available
 from tests.conftest import require, running, settings_for
 from tests.pki import Pki, make_ca
@@ -128,6 +130,25 @@ async def test_tls_client_certificate(pki: Pki) -> None:
             await connects(port=port, tls={"ca_file": pki.ca_file})
         tls = {"ca_file": pki.ca_file, "cert_file": cert_file, "key_file": key_file}
         assert await connects(port=port, tls=tls)
+
+
+def test_tls_files_that_are_no_certificate_or_key_are_a_config_error(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Said when the settings are read, naming the key, not as a traceback at connect."""
+    text = tmp_path / "hostname"
+    text.write_text("nas\n")
+    cert_file, key_file = pki.issue("p1evse-client")
+    _, other_key = pki.issue("someone-else")
+    with pytest.raises(ValidationError, match=f"ca_file: {text}: no PEM certificate in it"):
+        MqttSettings(tls={"ca_file": text})
+    with pytest.raises(ValidationError, match="not a PEM certificate and its private key"):
+        MqttSettings(tls={"cert_file": cert_file, "key_file": text})
+    with pytest.raises(ValidationError, match="not a PEM certificate and its private key"):
+        MqttSettings(tls={"cert_file": cert_file, "key_file": other_key})
+    with pytest.raises(ValidationError, match=f"ca_file: {text}: no PEM certificate in it"):
+        HomeWizardSettings(host="127.0.0.1", api=2, token="AB" * 16, ca_file=text)
+    MqttSettings(tls={"ca_file": pki.ca_file, "cert_file": cert_file, "key_file": key_file})
 
 
 async def test_plain_tcp_to_a_tls_listener_fails(pki: Pki) -> None:

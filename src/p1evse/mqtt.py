@@ -36,7 +36,7 @@ from p1evse.mqtt_packets import (
     qos0_publish,
 )
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import PublishTopic, Section, secrets_from_files
+from p1evse.settings import PublishTopic, Section, check_tls_files, secrets_from_files
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ class TlsSettings(Section):
     def _cert_needs_key(self) -> TlsSettings:
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together: set both or neither")
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
-            if path is not None and not path.is_file():
-                raise ValueError(f"{name}: no such file: {path}")
+        check_tls_files(self.ca_file, self.cert_file, self.key_file)
         return self
 
 

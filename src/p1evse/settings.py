@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import ssl
 import types
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
@@ -279,3 +280,27 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def check_tls_files(
+    ca_file: Path | None, cert_file: Path | None = None, key_file: Path | None = None
+) -> None:
+    """Load the files as the TLS connection will, so that one that is no PEM certificate
+    (or key) is a config error now, naming the key, not a traceback when connecting."""
+    for name, path in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+        if path is not None and not path.is_file():
+            raise ValueError(f"{name}: no such file: {path}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(f"ca_file: {ca_file}: no PEM certificate in it ({exc})") from None
+    if cert_file is not None and key_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ValueError(
+                f"cert_file {cert_file} and key_file {key_file}: not a PEM certificate and "
+                f"its private key ({exc})"
+            ) from None

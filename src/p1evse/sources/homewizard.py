@@ -30,7 +30,7 @@ from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, number_at, one_line, read_body
 from p1evse.model import Phases, Reading, Rejection
-from p1evse.settings import Section, secrets_from_files
+from p1evse.settings import Section, check_tls_files, secrets_from_files
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
@@ -99,8 +99,7 @@ class HomeWizardSettings(Section):
                 "api 2: the device's certificate is not publicly trusted; set ca_file to "
                 "HomeWizard's CA certificate, or verify: false"
             )
-        if self.ca_file is not None and not self.ca_file.is_file():
-            raise ValueError(f"ca_file: no such file: {self.ca_file}")
+        check_tls_files(self.ca_file)
         return self
 
     @property
