@@ -128,6 +128,21 @@ def test_demo_refuses_a_speed_or_duration_that_is_no_positive_number(
     )
 
 
+def test_demo_on_a_port_in_use_or_out_of_range_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = p1evse("demo", "--port", str(port), "--duration", "1")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"p1evse: demo: its MQTT broker cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )
+    result = p1evse("demo", "--port", "70000")
+    assert result.returncode == 2
+    assert result.stderr.endswith("expected a port from 0 to 65535, got '70000'\n")
+
+
 def test_demo_without_its_broker_says_what_to_install() -> None:
     """The runtime install has no amqtt (the `demo` extra); an import of it fails then."""
     without_amqtt = (

@@ -106,7 +106,7 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
         commands.add_parser("simulate", help=SIMULATE_HELP)
 
     demo = commands.add_parser("demo", help="everything on this machine: broker, meter, bridge")
-    demo.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
+    demo.add_argument("--port", type=_port, default=0, help="broker port (default: a free one)")
     demo.add_argument("--duration", type=_positive, help="stop after S seconds")
     demo.add_argument(
         "--speed",
@@ -174,6 +174,17 @@ def _check(args: argparse.Namespace) -> int:
     return asyncio.run(check(settings, path, listen_s=args.listen, out=sys.stdout))
 
 
+def _port(text: str) -> int:
+    """A TCP port for the command line, 0 for a free one."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return port
+
+
 def _positive(text: str) -> float:
     """A number of seconds (or a speed) for the command line: finite and above 0."""
     try:
@@ -230,6 +241,7 @@ def _get(url: str) -> tuple[int, bytes]:
 
 def _demo(args: argparse.Namespace) -> int:
     try:
+        from p1evse.sim.broker import PortInUse
         from p1evse.sim.demo import demo
     except ModuleNotFoundError as exc:
         if (exc.name or "").partition(".")[0] != "amqtt":
@@ -255,7 +267,11 @@ def _demo(args: argparse.Namespace) -> int:
             meter=args.meter,
         )
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except PortInUse as exc:
+        print(f"p1evse: demo: its MQTT broker cannot listen on {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
 
 

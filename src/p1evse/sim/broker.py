@@ -49,6 +49,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 async def embedded_broker(port: int = 0, host: str = "127.0.0.1") -> AsyncIterator[int]:
     """Run an anonymous broker on host:port (a free port for 0); yields the port."""
     logging.getLogger("amqtt").setLevel(logging.WARNING)
+    if port:
+        _check_free(host, port)
     port = port or free_port(host)
     broker = AmqttBroker(
         {
@@ -64,6 +66,21 @@ async def embedded_broker(port: int = 0, host: str = "127.0.0.1") -> AsyncIterat
         yield port
     finally:
         await broker.shutdown()
+
+
+class PortInUse(Exception):
+    """The port asked for the embedded broker is taken."""
+
+
+def _check_free(host: str, port: int) -> None:
+    """Bind it as asyncio's server will (SO_REUSEADDR), to say a taken port in one line
+    (amqtt would log its traceback first)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise PortInUse(f"{host}:{port}: {exc.strerror or exc}") from None
 
 
 async def _serve(port: int) -> None:
