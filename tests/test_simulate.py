@@ -81,6 +81,13 @@ def test_a_day_at_a_minute_says_once_that_it_goes_stale_between_readings(
     ]
     quiet = cli("--csv", str(csv), "--stale-after", "90")
     assert (quiet.returncode, quiet.stderr) == (0, "")
+    hourly = tmp_path / "hourly.csv"
+    rows = [f"2018-06-10 {6 + h:02d}:00:00, 3000, -100" for h in range(12)]
+    hourly.write_text("time, solar_w, grid_w\n" + "\n".join(rows) + "\n")
+    result = cli("--csv", str(hourly))
+    assert result.stderr.endswith(  # no --stale-after can be given past an hour
+        "(no --stale-after avoids it: at most 3600 s; a shorter --step does)\n"
+    )
 
 
 def test_deterministic_and_balanced() -> None:
@@ -363,6 +370,25 @@ def test_a_run_of_more_steps_than_the_limit_is_refused_before_any_starts(
     )
     with pytest.raises(ValueError, match="at most 1,000,000 steps"):
         simulate(SyntheticDay(), PublishSettings(), DivertSettings(), 0.05)
+
+
+@pytest.mark.parametrize(
+    ("step", "problem"),
+    [
+        ("1e-300", "5.4e+304 steps for this day's 54,000 s; a run is at most 1,000,000 steps"),
+        (
+            "1e9",
+            "1 step for this day's 54,000 s; a run is at least 2 steps: a step of at most 54000 s",
+        ),
+    ],
+)
+def test_a_step_too_short_or_too_long_for_the_day_is_refused_readably(
+    capsys: pytest.CaptureFixture[str], step: str, problem: str
+) -> None:
+    assert main(["simulate", "--synthetic", "--step", step]) == 2
+    err = capsys.readouterr().err
+    assert problem in err
+    assert len(err) < 200
 
 
 def test_the_limits_of_a_run_are_stated_in_help_and_readme() -> None:

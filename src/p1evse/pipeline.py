@@ -66,6 +66,7 @@ SETTLE_S = 2.0
 MAX_BAND_W = 200.0
 
 FeedMode = Literal["interval", "steady"]
+MAX_STALE_AFTER_S = 3600.0  # an hour: a longer silence is no meter's period
 
 
 class PublishSettings(Section):
@@ -102,7 +103,7 @@ class PublishSettings(Section):
         50_000, gt=0, le=1_000_000, description="a reading above this is rejected, W"
     )
     stale_after: float = Field(
-        30.0, gt=0, le=3600, description="no valid reading this long is stale, s"
+        30.0, gt=0, le=MAX_STALE_AFTER_S, description="no valid reading this long is stale, s"
     )
     on_stale: StaleAction = Field(
         StaleAction.PAUSE,

@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from p1evse.errors import ConfigError
 from p1evse.options import add_option, validated
-from p1evse.pipeline import PublishSettings
+from p1evse.pipeline import MAX_STALE_AFTER_S, PublishSettings
 from p1evse.settings import Section
 from p1evse.sim import plot
 from p1evse.sim.dayfile import MAX_DAY_FILE_BYTES, MAX_SAMPLES, DayFileError, read_csv
@@ -26,7 +26,7 @@ from p1evse.sim.figure import Figure, compare_figure, day_figure, outage_span
 from p1evse.sim.house import Day, HouseSettings, RecordedDay, SyntheticDay
 from p1evse.sim.household import Household
 from p1evse.sim.openevse import Car, DivertSettings, ShaperSettings
-from p1evse.sim.simulate import MAX_STEPS, MeterPath, Outage, Result, simulate, too_many_steps
+from p1evse.sim.simulate import MAX_STEPS, MeterPath, Outage, Result, simulate, step_refused
 from p1evse.sim.table import table
 
 
@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     too_long = [
         f"--step {step:g}: {problem}"
         for step in steps
-        if (problem := too_many_steps(day, step)) is not None
+        if (problem := step_refused(day, step)) is not None
     ]
     if too_long:
         raise ConfigError(too_long)
@@ -333,10 +333,14 @@ def stale_between_readings(run: Run) -> str | None:
     step, stale_after = run.timing.step_s, run.publish.stale_after
     if step < stale_after:
         return None
+    remedy = (
+        f"--stale-after above {step:g} avoids it"
+        if step < MAX_STALE_AFTER_S
+        else f"no --stale-after avoids it: at most {MAX_STALE_AFTER_S:g} s; a shorter --step does"
+    )
     return (
         f"the meter's period, {step:g} s, is not shorter than stale_after, {stale_after:g} s: "
-        f"p1evse goes stale between every two readings (--stale-after above {step:g} "
-        "avoids it)"
+        f"p1evse goes stale between every two readings ({remedy})"
     )
 
 

@@ -32,6 +32,7 @@ MeterPath = Literal["direct", "telegram"]
 # steps of one run, as many as a day file's samples (over eleven days at 1 s): a day at
 # its own period runs, and a tiny step is refused before it runs for days
 MAX_STEPS = 1_000_000
+MIN_STEPS = 2  # a step longer than the day is no run of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +156,7 @@ def simulate(
     )
     charger = loop.charger
     read = (_telegram_path if meter == "telegram" else _direct_path)(loop.site, loop.clock)
-    problem = too_many_steps(day, step_s)
+    problem = step_refused(day, step_s)
     if problem is not None:
         raise ValueError(f"step {step_s:g} s: {problem}")
     hours = step_s / 3600
@@ -185,16 +186,24 @@ def step_count(day: Day, step_s: float) -> int:
     return int((day.last_s - day.first_s) / step_s) + 1
 
 
-def too_many_steps(day: Day, step_s: float) -> str | None:
-    """Why a run of `day` at `step_s` is refused: more than `MAX_STEPS` steps."""
-    steps = step_count(day, step_s)
-    if steps <= MAX_STEPS:
-        return None
+def step_refused(day: Day, step_s: float) -> str | None:
+    """Why a run of `day` at `step_s` is refused: more than `MAX_STEPS` steps, or fewer
+    than `MIN_STEPS` (a step so long that its figures say nothing of the day)."""
     length = day.last_s - day.first_s
-    return (
-        f"{steps:,} steps for this day's {length:,.0f} s; a run is at most {MAX_STEPS:,} "
-        f"steps: a step over {length / MAX_STEPS:g} s"
-    )
+    steps = step_count(day, step_s)
+    shown = f"{steps:,}" if steps < 10**15 else f"{float(steps):.3g}"
+    shown += " step" if steps == 1 else " steps"
+    if steps > MAX_STEPS:
+        return (
+            f"{shown} for this day's {length:,.0f} s; a run is at most {MAX_STEPS:,} "
+            f"steps: a step over {length / MAX_STEPS:g} s"
+        )
+    if steps < MIN_STEPS:
+        return (
+            f"{shown} for this day's {length:,.0f} s; a run is at least {MIN_STEPS} "
+            f"steps: a step of at most {length / (MIN_STEPS - 1):g} s"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
