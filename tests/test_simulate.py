@@ -391,6 +391,17 @@ def test_a_step_too_short_or_too_long_for_the_day_is_refused_readably(
     assert len(err) < 200
 
 
+def test_a_negative_seed_is_refused_not_taken_as_its_positive_twin(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["simulate", "--synthetic", "--seed", "-1"])
+    assert exited.value.code == 2
+    assert (
+        "argument --seed: expected a whole number, 0 or more, got '-1'" in capsys.readouterr().err
+    )
+
+
 def test_the_limits_of_a_run_are_stated_in_help_and_readme() -> None:
     help = " ".join(simulate_parser().format_help().split())
     assert re.search(r"--step STEP\s.*at most 1,000,000 steps", help)

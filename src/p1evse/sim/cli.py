@@ -96,10 +96,10 @@ def add_parser(commands: Any, help: str) -> None:
     )
     simulate.add_argument(
         "--seed",
-        type=int,
+        type=_seed,
         default=1,
-        help="of the synthetic day's clouds and appliances, of --household and of --jitter "
-        "(default 1)",
+        help="of the synthetic day's clouds and appliances, of --household and of --jitter: "
+        "0 or more (default 1)",
     )
     simulate.add_argument(
         "--household",
@@ -191,6 +191,18 @@ def _option(
 ) -> None:
     model, path = FIELDS[key]
     add_option(group, _flag(key), model, path.rpartition(".")[2], help=help, unset=unset)
+
+
+def _seed(text: str) -> int:
+    """A seed of 0 or more: Python's random takes -n for n, so a negative seed would
+    quietly repeat the day of its positive twin."""
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return seed
 
 
 def _flag(key: str) -> str:
