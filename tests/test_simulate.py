@@ -391,6 +391,14 @@ def test_a_step_too_short_or_too_long_for_the_day_is_refused_readably(
     assert len(err) < 200
 
 
+def test_an_outage_after_the_day_ends_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--synthetic", "--outage", "54000+600"]) == 2
+    assert capsys.readouterr().err == (
+        "p1evse: config error: --outage 54000+600: starts after the day ends (it is 54,000 s "
+        "long; START counts from its first sample)\n"
+    )
+
+
 def test_a_negative_seed_is_refused_not_taken_as_its_positive_twin(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -226,6 +226,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     if too_long:
         raise ConfigError(too_long)
+    outage = next(iter(runs.values())).outage
+    if outage is not None and outage.start_s >= day.last_s - day.first_s:
+        raise ConfigError(
+            [
+                f"--outage {args.outage}: starts after the day ends (it is "
+                f"{day.last_s - day.first_s:,.0f} s long; START counts from its first sample)"
+            ]
+        )
     notes = {note for one in runs.values() if (note := stale_between_readings(one)) is not None}
     for note in sorted(notes):
         print(f"simulate: {note}", file=sys.stderr)
@@ -242,7 +250,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(table(list(zip(combinations, summaries.values(), strict=True))))
     if draw is not None:
-        outage = next(iter(runs.values())).outage
         plot.write(_figure(args, day, results, outage), args.plot, draw)
     return 0
 
