@@ -156,11 +156,13 @@ def test_without_matplotlib_png_and_svg_say_what_to_install_and_html_works(
         ("day.pdf", "expected a file name ending in .png, .svg, .html"),
         ("day", "expected a file name ending in .png, .svg, .html"),
         ("nowhere/day.svg", "no such directory"),
+        ("a-directory.svg", "not a file (a directory?)"),
     ],
 )
 def test_a_plot_it_cannot_write_is_one_line_before_the_day_runs(
     tmp_path: Path, name: str, message: str
 ) -> None:
+    (tmp_path / "a-directory.svg").mkdir()
     result = simulate_cli("--synthetic", "--plot", str(tmp_path / name))
     assert (result.returncode, result.stdout) == (2, "")
     [line] = result.stderr.splitlines()

@@ -24,6 +24,8 @@ def writer(path: Path) -> Writer:
     suffix = path.suffix.lower()
     if not path.parent.is_dir():
         raise ConfigError([f"--plot {str(path)!r}: no such directory {str(path.parent)!r}"])
+    if path.exists() and not path.is_file():
+        raise ConfigError([f"--plot {str(path)!r}: not a file (a directory?); give a file name"])
     if suffix == PAGE_SUFFIX:
         from p1evse.sim.plot_page import write_page
 
