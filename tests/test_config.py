@@ -468,3 +468,20 @@ def test_vrms_topic_is_checked_for_feedback_loops(tmp_path: Path) -> None:
     path = write(tmp_path, "openevse:\n  voltage: true\n  vrms_topic: openevse/vrms\n")
     [problem] = problems(path)
     assert problem.startswith("openevse.vrms_topic = 'openevse/vrms' is under")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mqtt:\n  password: 123456\n", "mqtt.password = '**********': expected text, but"),
+        ("mqtt:\n  host: 10\n", "mqtt.host = 10: expected text, but YAML read a number"),
+        ("mqtt:\n  client_id: true\n", "mqtt.client_id = True: expected text, but"),
+        ("mqtt:\n  port: 2020-02-28\n", "mqtt.port = '2020-02-28': Input should be"),
+    ],
+)
+def test_a_value_yaml_reads_as_no_text_is_told_to_be_quoted(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    [problem] = problems(write(tmp_path, text))
+    assert problem.startswith(expected)
+    assert "123456" not in problem

@@ -13,6 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -351,6 +352,9 @@ def _describe(
     elif error.get("input", "") is None and error["type"] != "missing":
         # empty is off (`P1EVSE_WEB__LISTEN=`), for a key that has one
         message = f"empty, but this key needs a value ({message}); leave it out for its default"
+    elif error["type"] == "string_type" and isinstance(error.get("input"), int | float | date):
+        # YAML read `password: 123456` as a number (a date, true): text needs quotes
+        message = "expected text, but YAML read a number, date or true/false: put it in quotes"
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if shown and loc and loc[-1] in SECRET_KEYS:
         shown = " = '**********'"
@@ -400,7 +404,7 @@ def _show_input(error: Mapping[str, Any]) -> str:
         return ""
     if isinstance(value, SecretStr):
         return " = '**********'"
-    text = repr(value)
+    text = repr(value.isoformat() if isinstance(value, date) else value)
     return f" = {text[:60]}…" if len(text) > 60 else f" = {text}"
 
 
