@@ -20,6 +20,7 @@ from p1evse.errors import ConfigError
 from p1evse.fleet.settings import Shard
 from p1evse.sources.build import SOURCE_TYPES
 from p1evse.web.settings import MIN_TOKEN_CHARS
+from tests.pki import new_pki
 
 TOKEN = "t0ken-0123456789abcdef"
 HEX_KEY = "00112233445566778899AABBCCDDEEFF"
@@ -188,6 +189,9 @@ def sample(key: Key, file: Path) -> tuple[str, Any]:
 ALL_KEYS = list(keys(Settings, ()))
 
 
+TLS_FILES = {"ca_file", "cert_file", "key_file"}
+
+
 @pytest.mark.parametrize(
     "key", ALL_KEYS, ids=[f"{k.source_type or ''}:{'.'.join(k.path)}" for k in ALL_KEYS]
 )
@@ -196,6 +200,9 @@ def test_every_key_can_be_set_from_the_environment(
 ) -> None:
     file = tmp_path / "secret"
     file.write_text(TOKEN + "\n")
+    if key.name in TLS_FILES:  # loaded when read: a certificate and its key, in one file
+        cert_file, key_file = new_pki(tmp_path).issue("p1evse")
+        file.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
     text, expected = sample(key, file)
     if key.source_type is not None:
         monkeypatch.setenv("P1EVSE_SOURCE__TYPE", key.source_type)
@@ -454,3 +461,4 @@ def test_an_unknown_tls_key_lists_the_tls_keys(tmp_path: Path) -> None:
         "mqtt.tls.cafile: unknown key; did you mean 'ca_file'? Allowed: ca_file, cert_file, "
         f"key_file, insecure ({path} line 3)"
     ]
+
