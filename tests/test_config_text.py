@@ -462,3 +462,12 @@ def test_an_unknown_tls_key_lists_the_tls_keys(tmp_path: Path) -> None:
         f"key_file, insecure ({path} line 3)"
     ]
 
+
+def test_a_variable_under_a_key_that_is_one_value_is_blamed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("P1EVSE_MQTT__PORT", "1885")
+    monkeypatch.setenv("P1EVSE_MQTT__PORT__X", "1")
+    assert problems() == [
+        "P1EVSE_MQTT__PORT__X: mqtt.port is one value (set by P1EVSE_MQTT__PORT), it has no keys"
+    ]

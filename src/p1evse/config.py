@@ -200,11 +200,15 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     37 MB peak RSS (of a 40 MB budget, bench/relay.py), for these few lines.
     """
     overrides: dict[str, Any] = {}
-    for name, value in environ.items():
-        upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_PATH_VARIABLE:
-            continue
-        *sections, key = upper.removeprefix(ENV_PREFIX).lower().split(ENV_DELIMITER)
+    paths = {
+        name: tuple(name.upper().removeprefix(ENV_PREFIX).lower().split(ENV_DELIMITER))
+        for name in environ
+        if name.upper().startswith(ENV_PREFIX) and name.upper() != CONFIG_PATH_VARIABLE
+    }
+    _refuse_keys_under_a_value(paths)
+    for name, path in paths.items():
+        *sections, key = path
+        value = environ[name]
         node = overrides
         for section in sections:
             if not isinstance(node.get(section), dict):
@@ -212,6 +216,19 @@ def environment_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
             node = node[section]
         node[key] = value or None
     return overrides
+
+
+def _refuse_keys_under_a_value(paths: Mapping[str, tuple[str, ...]]) -> None:
+    """`P1EVSE_MQTT__PORT=1884` beside `P1EVSE_MQTT__PORT__X=1`: one would silently win
+    (or the error would blame the other); the second is the one at fault."""
+    problems = [
+        f"{inner}: {'.'.join(path)} is one value (set by {outer}), it has no keys"
+        for outer, path in paths.items()
+        for inner, under in paths.items()
+        if len(under) > len(path) and under[: len(path)] == path
+    ]
+    if problems:
+        raise ConfigError(sorted(problems))
 
 
 def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
