@@ -20,6 +20,8 @@ from typing import Any
 
 from amqtt.broker import Broker as AmqttBroker
 
+from p1evse.errors import P1evseError
+
 _Subscriptions = dict[str, list[Any]]
 
 
@@ -68,7 +70,7 @@ async def embedded_broker(port: int = 0, host: str = "127.0.0.1") -> AsyncIterat
         await broker.shutdown()
 
 
-class PortInUse(Exception):
+class PortInUse(P1evseError):
     """The port asked for the embedded broker is taken."""
 
 
