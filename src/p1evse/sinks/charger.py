@@ -366,16 +366,21 @@ class PauseIntent:
         return self.charger.pause_allowed(self.clock())
 
     def wanted(self) -> bool:
-        spared = self.stale and not self.charger_pausable()
+        """The pause is wanted now; a charger spared for its normal mode is said once."""
+        wants = self._wants()
+        spared = self.stale and not wants
         if spared and not self._spared_logged:
             log.warning("no valid reading, but OpenEVSE is in normal mode: not pausing it")
         self._spared_logged = spared
-        return self.stale and not spared
+        return wants
 
     def settled(self) -> bool:
         """The charger holds the claim that is wanted (asked on every report of the
         mode, so it logs nothing, unlike `wanted`)."""
-        return (self.stale and self.charger_pausable()) == self.held
+        return self._wants() == self.held
+
+    def _wants(self) -> bool:
+        return self.stale and self.charger_pausable()
 
     def spared_until(self) -> float | None:
         """When a charger spared for its normal mode is to be paused after all, unless it
