@@ -1,12 +1,15 @@
 """A flood of garbage on the telegram sources (issue: one megabyte of `/` held the event
 loop for 20 s): one rejection per run of garbage, work linear in the bytes, and no
-call from the event loop that takes more than 10 ms.
+call from the event loop that takes more than 10 ms, but for one outlier within 100 ms.
 
 Measured in CPU time of the thread (`time.thread_time()`), so that a busy machine does
 not fail the test; the bound is checked together with linearity: ten times the bytes
 cost about ten times the time, not a hundred. The garbage collector is paused while a
 test measures: a pass over the test process's heap (hundreds of thousands of objects)
-can land in any call and costs tens of milliseconds that say nothing of the framing."""
+can land in any call and costs tens of milliseconds that say nothing of the framing.
+One call may still be charged for time it did not use (a page fault on a fresh buffer, a
+host that took the CPU away: 13 ms once, on a shared machine); framing work that grows
+with the flood shows in many calls, or far over 100 ms in one."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from tests.test_p1 import KEY
 
 MB = 1_000_000
 CALL_BOUND_S = 0.010
+OUTLIER_BOUND_S = 10 * CALL_BOUND_S
 # ten times the bytes may cost 20 times the time (noise), never 100 times (quadratic);
 # below a millisecond, timer noise is all there is to see
 LINEAR_FACTOR, NOISE_S = 20, 0.001
@@ -69,6 +73,13 @@ class CpuTimes:
     def total(self) -> float:
         return sum(self.calls)
 
+    def assert_brief(self) -> None:
+        """Each call within `CALL_BOUND_S`, but for one within `OUTLIER_BOUND_S`."""
+        slowest = sorted(self.calls, reverse=True)
+        assert len(slowest) >= 2, "one call says nothing apart from noise"
+        assert slowest[0] <= OUTLIER_BOUND_S, slowest[:3]
+        assert slowest[1] <= CALL_BOUND_S, slowest[:3]
+
 
 def assert_linear(small: CpuTimes, large: CpuTimes) -> None:
     assert large.total <= LINEAR_FACTOR * small.total + NOISE_S, (small.total, large.total)
@@ -83,9 +94,10 @@ def test_a_huge_message_is_refused_unread(flood: str) -> None:
     for size in (MB, 10 * MB):
         intake, handle = telegram_source()
         times[size] = CpuTimes()
-        times[size].wrap(handle)(FLOODS[flood](size))
-        assert max(times[size].calls) <= CALL_BOUND_S
-        assert rejected(intake) == {Rejection.OVERSIZED: 1}
+        for _ in range(3):
+            times[size].wrap(handle)(FLOODS[flood](size))
+        times[size].assert_brief()
+        assert rejected(intake) == {Rejection.OVERSIZED: 3}
     assert_linear(times[MB], times[10 * MB])
 
 
@@ -103,7 +115,7 @@ def test_the_largest_message_read_holds_the_loop_briefly(payload: bytes) -> None
     times = CpuTimes()
     for _ in range(5):
         times.wrap(handle)(payload)
-    assert max(times.calls) <= CALL_BOUND_S
+    times.assert_brief()
     assert sum(rejected(intake).values()) <= 5 * 5  # a few telegrams, then one for the rest
 
 
@@ -142,14 +154,14 @@ async def test_a_flood_over_tcp(gateway: Gateway, link_calls: CpuTimes, flood: s
     for size in (MB, 10 * MB):
         intake = await flood_over_tcp(gateway, FLOODS[flood](size), link_calls)
         times[size] = CpuTimes(list(link_calls.calls))
-        assert max(times[size].calls) <= CALL_BOUND_S, sorted(times[size].calls)[-3:]
+        times[size].assert_brief()
         assert len(intake.rejections) == 1, intake.rejections
     assert_linear(times[MB], times[10 * MB])
 
 
 async def test_a_flood_of_tiny_telegrams_over_tcp(gateway: Gateway, link_calls: CpuTimes) -> None:
     intake = await flood_over_tcp(gateway, b"/!\r\n" * 25_000, link_calls)
-    assert max(link_calls.calls) <= CALL_BOUND_S, sorted(link_calls.calls)[-3:]
+    link_calls.assert_brief()
     assert intake.count(Rejection.CRC) == 25_000  # each a telegram, decoded in its turn
 
 
@@ -165,4 +177,4 @@ async def test_a_flood_over_tcp_into_an_encrypted_meter(
     telegram = telegrams.encrypted(telegrams.dsmr5(import_w=321), KEY, KEY) * 2
     settings = {"dsmr_version": "SAGEMCOM_T210_D_R", "decryption_key": KEY.hex()}
     await flood_over_tcp(gateway, garbage, link_calls, telegram, **settings)
-    assert max(link_calls.calls) <= CALL_BOUND_S, sorted(link_calls.calls)[-3:]
+    link_calls.assert_brief()
