@@ -183,7 +183,7 @@ async def test_the_page_draws_the_day_reads_it_at_the_cursor_and_zooms(
         "--csv",
         str(recorded_day(tmp_path)),
         "--step",
-        "1",
+        "5",
         "--outage",
         "18000+1800",
         "--plot",
