@@ -20,6 +20,9 @@ from tests.probe import EVENT_TIMEOUT_S
 pytest_plugins = ["tests.browsers"]  # the `browser` fixture
 
 BROKER_KINDS = ["mosquitto", "amqtt"]
+# a test that computes whole simulated days takes 5-15 s on a quiet machine and 40 s
+# beside two CPU hogs: the suite's 60 s timeout would be a coin toss on a slower one
+HEAVY_TIMEOUT_S = 300
 
 
 @pytest.fixture(autouse=True)

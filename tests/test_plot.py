@@ -26,6 +26,7 @@ from p1evse.sim.plot_page import write_page
 from p1evse.sim.simulate import simulate
 from p1evse.web.assets import UPLOT_SCRIPT
 from tests.browsers import ARTIFACTS
+from tests.conftest import HEAVY_TIMEOUT_S
 
 WAIT_MS = 15_000
 SVG = "{http://www.w3.org/2000/svg}"
@@ -63,6 +64,7 @@ def page_data(page: str) -> dict[str, object]:
     return data
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_a_recorded_day_as_png_svg_and_html(tmp_path: Path) -> None:
     day = recorded_day(tmp_path)
     outage = ("--outage", "18000+1800")  # 12:00 to 12:30 on the day's clock
@@ -94,6 +96,7 @@ def test_a_recorded_day_as_png_svg_and_html(tmp_path: Path) -> None:
     assert data["shaded"] == [{"start": 18000.0, "end": 19800.0, "label": "meter silent 30 min"}]
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_a_day_at_1_s_makes_small_files_from_every_sample(tmp_path: Path) -> None:
     """86,400 steps: the figures come from all of them, the picture from a few points a
     pixel column."""
@@ -175,6 +178,7 @@ def test_a_plot_it_cannot_write_is_one_line_before_the_day_runs(
 LEGEND_VALUES = "[...document.querySelectorAll('.u-legend .u-value')].map(e => e.textContent)"
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 async def test_the_page_draws_the_day_reads_it_at_the_cursor_and_zooms(
     tmp_path: Path, browser: Browser
 ) -> None:

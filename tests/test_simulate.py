@@ -31,7 +31,7 @@ from p1evse.sim.openevse import Car, DivertSettings, OpenEvseModel, ShaperSettin
 from p1evse.sim.simulate import Outage, Result, balance_error, simulate
 from p1evse.sim.table import table
 from tests.brokers import BrokerProcess
-from tests.conftest import running, settings_for
+from tests.conftest import HEAVY_TIMEOUT_S, running, settings_for
 from tests.probe import Probe
 
 KEYS = [
@@ -556,6 +556,7 @@ async def test_the_demos_charger_reacts_to_the_bridge_over_a_real_broker(
     assert charger.model.voltage(sim_clock[0]) == 219.5  # the fed vrms, not its 240 V
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_the_steady_feed_takes_the_same_sun_with_a_tenth_of_relayings_current_changes() -> None:
     """`publish.mode: steady` on a 1 s meter in a busy house: as much solar as relaying
     every reading (within 1 %), no more import while charging, a tenth of the changes."""
@@ -609,6 +610,7 @@ def test_a_compared_run_that_cannot_work_is_named() -> None:
     ]
 
 
+@pytest.mark.timeout(HEAVY_TIMEOUT_S)
 def test_a_jittery_relayed_feed_keeps_the_car_on_grid_power_longer() -> None:
     """OpenEVSE's filter counts whole seconds between feeds: a relayed 1 Hz meter heard
     0-0.3 s late is often 0 s apart and slows its stop; 5 s means do not suffer."""
