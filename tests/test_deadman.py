@@ -39,16 +39,17 @@ class Service:
     """`p1evse run` in a process of its own, configured by environment variables; its
     log lines can be waited for."""
 
-    def __init__(self, broker: BrokerProcess) -> None:
+    def __init__(self, broker: BrokerProcess, **env: str) -> None:
         self._env = {
             **os.environ,
             "P1EVSE_MQTT__PORT": str(broker.port),
             "P1EVSE_WEB__LISTEN": "",
             "P1EVSE_PUBLISH__INTERVAL": "0",
             "P1EVSE_OPENEVSE__DEADMAN_KEEPALIVE": str(KEEPALIVE_S),
+            **env,
         }
         self._loop = asyncio.get_running_loop()
-        self._lines: asyncio.Queue[str] = asyncio.Queue()
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()  # None: it ended
         self.log: list[str] = []
         self.process: subprocess.Popen[str] | None = None
 
@@ -64,6 +65,7 @@ class Service:
             assert process.stderr is not None
             for line in process.stderr:
                 self._loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip())
+            self._loop.call_soon_threadsafe(self._lines.put_nowait, None)
 
         threading.Thread(target=drain, daemon=True, name="p1evse-log").start()
         return self
@@ -71,10 +73,18 @@ class Service:
     async def said(self, fragment: str) -> str:
         """The first log line from now on that holds `fragment`."""
         async with asyncio.timeout(EVENT_TIMEOUT_S):
-            while fragment not in (line := await self._lines.get()):
+            while (line := await self._lines.get()) is not None and fragment not in line:
                 self.log.append(line)
+        assert line is not None, f"p1evse ended before it said {fragment!r}"
         self.log.append(line)
         return line
+
+    async def rest_of_log(self) -> list[str]:
+        """What it says from now on until it ends; after `stop` or `kill`."""
+        async with asyncio.timeout(EVENT_TIMEOUT_S):
+            while (line := await self._lines.get()) is not None:
+                self.log.append(line)
+        return self.log
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
@@ -269,3 +279,37 @@ async def test_a_network_cut_pauses_and_the_reconnected_run_releases(
                     assert await probe.next_payload(CLAIM, EVENT_TIMEOUT_S) == "release"
         await probe.wait_for_payload("openevse/claim", '{"state": "null"}')
         assert charger.mqtt_claim == {}
+
+
+@pytest.mark.slow  # 1.5+ keepalives of a frozen process
+async def test_a_process_that_hung_past_its_keepalive_reconnects_cleanly_when_it_resumes(
+    one_broker: BrokerProcess,
+) -> None:
+    """A NAS or a VM suspended for a while: the broker dropped both connections, and on
+    the resume the stale guard's pause goes out on a socket that is gone. It reconnects
+    once and takes the will's pause back; it did add a writer for the closed socket
+    (fd -1): thousands of tracebacks a second and a reconnect every keepalive."""
+    status = "p1evse/status"
+    async with charger_and_meter(one_broker) as (_, probe):
+        await probe.subscribe(status)
+        service = Service(
+            one_broker, P1EVSE_MQTT__KEEPALIVE="5", P1EVSE_PUBLISH__STALE_AFTER="1"
+        ).start()
+        try:
+            await armed(probe, service)
+            if not any("connected to MQTT broker" in line for line in service.log):
+                await service.said("connected to MQTT broker")  # the main connection too
+            service.signal(signal.SIGSTOP)
+            assert await probe.next_payload(CLAIM, EVENT_TIMEOUT_S) == PAUSE_CLAIM  # the will
+            await probe.wait_for_payload(status, "offline")  # the service's own will
+            service.signal(signal.SIGCONT)
+            await service.said("reconnecting")
+            await service.said("connected to MQTT broker")
+            await probe.wait_for_payload(status, "online")
+            await probe.wait_for_payload(CLAIM, "release")  # the pause, taken back
+            assert service.stop() == 0
+        finally:
+            service.kill()
+        log = await service.rest_of_log()
+    assert not [line for line in log if "Traceback" in line or "Error" in line], log[-5:]
+    assert sum("reconnecting" in line for line in log) == 1, log

@@ -891,6 +891,9 @@ class Broker:
             del self._out[:sent]
         if not self._out:
             self._client.loop_write()
+        if sock.fileno() < 0:  # the write found the connection gone: paho closed it
+            self._out.clear()
+            return
         if (self._out or self._client.want_write()) and self._writer_fd is None:
             self._writer_fd = sock.fileno()
             self._io_loop.add_writer(self._writer_fd, self._flush)
@@ -898,9 +901,9 @@ class Broker:
             self._remove_writer()
 
     def _remove_writer(self) -> None:
-        if self._writer_fd is not None:
-            self._io_loop.remove_writer(self._writer_fd)
-            self._writer_fd = None
+        fd, self._writer_fd = self._writer_fd, None
+        if fd is not None:
+            self._io_loop.remove_writer(fd)
 
 
 def _refusal(reason: ReasonCode, settings: MqttSettings, client_id: str) -> str:
