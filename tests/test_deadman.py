@@ -279,37 +279,3 @@ async def test_a_network_cut_pauses_and_the_reconnected_run_releases(
                     assert await probe.next_payload(CLAIM, EVENT_TIMEOUT_S) == "release"
         await probe.wait_for_payload("openevse/claim", '{"state": "null"}')
         assert charger.mqtt_claim == {}
-
-
-@pytest.mark.slow  # 1.5+ keepalives of a frozen process
-async def test_a_process_that_hung_past_its_keepalive_reconnects_cleanly_when_it_resumes(
-    one_broker: BrokerProcess,
-) -> None:
-    """A NAS or a VM suspended for a while: the broker dropped both connections, and on
-    the resume the stale guard's pause goes out on a socket that is gone. It reconnects
-    once and takes the will's pause back; it did add a writer for the closed socket
-    (fd -1): thousands of tracebacks a second and a reconnect every keepalive."""
-    status = "p1evse/status"
-    async with charger_and_meter(one_broker) as (_, probe):
-        await probe.subscribe(status)
-        service = Service(
-            one_broker, P1EVSE_MQTT__KEEPALIVE="5", P1EVSE_PUBLISH__STALE_AFTER="1"
-        ).start()
-        try:
-            await armed(probe, service)
-            if not any("connected to MQTT broker" in line for line in service.log):
-                await service.said("connected to MQTT broker")  # the main connection too
-            service.signal(signal.SIGSTOP)
-            assert await probe.next_payload(CLAIM, EVENT_TIMEOUT_S) == PAUSE_CLAIM  # the will
-            await probe.wait_for_payload(status, "offline")  # the service's own will
-            service.signal(signal.SIGCONT)
-            await service.said("reconnecting")
-            await service.said("connected to MQTT broker")
-            await probe.wait_for_payload(status, "online")
-            await probe.wait_for_payload(CLAIM, "release")  # the pause, taken back
-            assert service.stop() == 0
-        finally:
-            service.kill()
-        log = await service.rest_of_log()
-    assert not [line for line in log if "Traceback" in line or "Error" in line], log[-5:]
-    assert sum("reconnecting" in line for line in log) == 1, log
