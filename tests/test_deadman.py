@@ -39,17 +39,16 @@ class Service:
     """`p1evse run` in a process of its own, configured by environment variables; its
     log lines can be waited for."""
 
-    def __init__(self, broker: BrokerProcess, **env: str) -> None:
+    def __init__(self, broker: BrokerProcess) -> None:
         self._env = {
             **os.environ,
             "P1EVSE_MQTT__PORT": str(broker.port),
             "P1EVSE_WEB__LISTEN": "",
             "P1EVSE_PUBLISH__INTERVAL": "0",
             "P1EVSE_OPENEVSE__DEADMAN_KEEPALIVE": str(KEEPALIVE_S),
-            **env,
         }
         self._loop = asyncio.get_running_loop()
-        self._lines: asyncio.Queue[str | None] = asyncio.Queue()  # None: it ended
+        self._lines: asyncio.Queue[str] = asyncio.Queue()
         self.log: list[str] = []
         self.process: subprocess.Popen[str] | None = None
 
@@ -65,7 +64,6 @@ class Service:
             assert process.stderr is not None
             for line in process.stderr:
                 self._loop.call_soon_threadsafe(self._lines.put_nowait, line.rstrip())
-            self._loop.call_soon_threadsafe(self._lines.put_nowait, None)
 
         threading.Thread(target=drain, daemon=True, name="p1evse-log").start()
         return self
@@ -73,18 +71,10 @@ class Service:
     async def said(self, fragment: str) -> str:
         """The first log line from now on that holds `fragment`."""
         async with asyncio.timeout(EVENT_TIMEOUT_S):
-            while (line := await self._lines.get()) is not None and fragment not in line:
+            while fragment not in (line := await self._lines.get()):
                 self.log.append(line)
-        assert line is not None, f"p1evse ended before it said {fragment!r}"
         self.log.append(line)
         return line
-
-    async def rest_of_log(self) -> list[str]:
-        """What it says from now on until it ends; after `stop` or `kill`."""
-        async with asyncio.timeout(EVENT_TIMEOUT_S):
-            while (line := await self._lines.get()) is not None:
-                self.log.append(line)
-        return self.log
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
