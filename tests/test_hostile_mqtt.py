@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -281,3 +282,34 @@ async def test_two_connections_with_one_client_id_take_turns_slowly_and_say_why(
         assert said.is_set()
     # the waits after its first two short connections: at least 0.25 s and 0.5 s
     assert took >= 0.7
+
+
+class _ClosedByItsWrite:
+    """paho when a write finds the connection gone (EPIPE after the broker dropped a
+    process frozen past its keepalive): it closes the socket, packets still queued."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def loop_write(self) -> None:
+        self._sock.close()
+
+    def want_write(self) -> bool:
+        return True
+
+
+async def test_a_write_that_finds_the_connection_gone_leaves_no_writer_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A writer was added for the closed socket's fd, -1: every later flush and removal
+    raised, thousands of tracebacks a second after a suspended NAS woke up."""
+    broker = Broker(MqttSettings(port=free_port()))
+    mine, theirs = socket.socketpair()
+    monkeypatch.setattr(broker, "_client", _ClosedByItsWrite(mine))
+    monkeypatch.setattr(broker, "_loop", asyncio.get_running_loop())
+    with theirs:
+        broker._flush()
+        broker._remove_writer()  # as the reconnect does
