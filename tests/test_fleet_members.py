@@ -24,6 +24,7 @@ from tests.probe import EVENT_TIMEOUT_S, Probe
 from tests.test_fleet import DELIVERED, GRID_IE
 
 STALE_AFTER_S = 10.0
+HEARTBEAT_S = 3.0  # heartbeats come and go all through the test; a member is gone after 9 s
 CLAIMS = "openevse/+/claim/set"
 MEMBERS = "p1evse/fleet/members/+"
 CONFIG = """\
@@ -43,6 +44,7 @@ mqtt:
   state_topic: null
 fleet:
   membership: true
+  member_heartbeat: {heartbeat}
 """
 
 
@@ -173,7 +175,9 @@ async def test_members_share_the_sites_and_a_killed_ones_are_taken_over(
     one_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     config = tmp_path / "fleet.yaml"
-    config.write_text(CONFIG.format(port=one_broker.port, stale_after=STALE_AFTER_S))
+    config.write_text(
+        CONFIG.format(port=one_broker.port, stale_after=STALE_AFTER_S, heartbeat=HEARTBEAT_S)
+    )
     sites = [f"home{n}" for n in range(80)]
     names = ["m0", "m1", "m2"]
     async with (

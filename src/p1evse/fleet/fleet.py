@@ -20,7 +20,10 @@ paused until its readings are back, whoever is serving it then.
 
 Nothing is decided before this process has seen its own announcement come back from the
 broker: the retained members and markers come before it, so by then it knows who else
-serves and which chargers are paused.
+serves and which chargers are paused. A member learns the members anew on every
+connection (who died while it was away said nothing it could hear), and says "online"
+again at once when anyone else says otherwise on its topic: the others would take its
+sites while it still feeds them.
 
 With a shared subscription (`fleet.share_group`) the broker deals the meters among the
 processes, and a site is this process's while its meter's readings come here. The
@@ -40,7 +43,7 @@ from typing import TYPE_CHECKING, Any, cast
 from p1evse.counts import Count
 from p1evse.errors import ConfigError
 from p1evse.fleet.dealt import FeedWatch, Heard
-from p1evse.fleet.members import Members, Owners
+from p1evse.fleet.members import MISSED_BEATS, Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord, Totals
 from p1evse.fleet.rows import site_row
@@ -75,6 +78,7 @@ IGNORED_ROUTES_PER_SITE = 16
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
 MAX_MEMBERS = 1000  # live members taken (anyone who may publish there could add more)
+REASSERT_EVERY_S = 1.0  # at most this often "online" again when someone says otherwise
 # sites another process feeds now are let go together, this long after the first: a
 # member joining or leaving a shared group moves many, as their new owner's values come
 LET_GO_AFTER_S = 1.0
@@ -142,6 +146,7 @@ class Fleet:
         self.settings = fleet
         self._broker = broker
         self._clock = clock
+        self._announced_on = announced
         self._observers = observers
         self.sites: dict[str, Site] = {}
         self.records: dict[str, SiteRecord] = {}  # what the page shows of each site
@@ -165,6 +170,8 @@ class Fleet:
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
         self._sweep: Timer | None = None
         self._freezing: Timer | None = None
+        self._heartbeat: Timer | None = None
+        self._reasserted_at = float("-inf")
         self._unfrozen = 0  # sites made since the last freeze
         self._states = (
             StateTopics(broker, clock, self._state_of)
@@ -204,13 +211,15 @@ class Fleet:
 
     def start(self) -> None:
         self._schedule_sweep()
+        if self.members is not None:
+            self._schedule_heartbeat()
 
     async def close(self) -> None:
         """Stop every site; what their chargers hold stays (see the module's text)."""
-        for timer in (self._sweep, self._freezing, self._letting_go):
+        for timer in (self._sweep, self._freezing, self._letting_go, self._heartbeat):
             if timer is not None:
                 timer.cancel()
-        self._sweep = self._freezing = self._letting_go = None
+        self._sweep = self._freezing = self._letting_go = self._heartbeat = None
         if self._states is not None:
             self._states.close()
         for site in self.sites.values():
@@ -219,13 +228,57 @@ class Fleet:
     # -- what the fleet's own topics say ----------------------------------------------
 
     def _announced(self, payload: bytes | bytearray) -> None:
-        if bytes(payload) == ONLINE.encode() and not self.ready:
+        """What the broker brings on this process's own topic: its "online" back (the
+        first since connecting makes it ready; any later one is its heartbeat), or
+        someone else's word, answered with "online" again."""
+        if bytes(payload) != ONLINE.encode():
+            if self.ready:
+                self._reassert(payload)
+            return
+        members = self.members
+        if not self.ready:
             self.ready = True
-            if self._list is not None:
-                self._list.sync(self._owners.owns)
-            members = self.members
             if members is not None:
-                log.info("fleet: serving as %s with %s", members.me, _others(members))
+                self._reassign()
+            elif self._list is not None:
+                self._list.sync(self._owners.owns)
+        elif members is not None:
+            gone = members.expire(self._clock.time(), self.settings.member_heartbeat)
+            if gone:
+                log.warning(
+                    "fleet: %s not heard for %d heartbeats (fleet.member_heartbeat = %g s), "
+                    "taken as gone",
+                    ", ".join(gone[:10]) + (", …" if len(gone) > 10 else ""),
+                    MISSED_BEATS,
+                    self.settings.member_heartbeat,
+                )
+                self._reassign()
+
+    def _reassert(self, payload: bytes | bytearray) -> None:
+        now = self._clock.time()
+        if not self._broker.connected or now - self._reasserted_at < REASSERT_EVERY_S:
+            return  # the next heartbeat says it
+        self._reasserted_at = now
+        more = self._log.note("reassert")
+        if more is not None:
+            log.warning(
+                'fleet: %r was said on this process\'s own topic %s; it says "online" '
+                "again (does another process use client id %s?)%s",
+                bytes(payload[:40]),
+                self._announced_on,
+                self._broker.client_id,
+                more,
+            )
+        self._broker.publish(self._announced_on, ONLINE, qos=1, retain=True)
+
+    def _schedule_heartbeat(self) -> None:
+        when = self._clock.time() + self.settings.member_heartbeat
+        self._heartbeat = self._clock.call_at(when, self._beat)
+
+    def _beat(self) -> None:
+        if self._broker.connected:
+            self._broker.publish(self._announced_on, ONLINE, qos=1, retain=True)
+        self._schedule_heartbeat()
 
     def _member_said(self, topic: str, payload: bytes | bytearray) -> None:
         members = self.members
@@ -244,7 +297,7 @@ class Fleet:
                 )
             return
         # before this process is ready it serves nothing: the members are only noted
-        if members.update(member, online) and self.ready:
+        if members.update(member, online, self._clock.time()) and self.ready:
             self._reassign()
 
     def _marker(self, topic: str, payload: bytes | bytearray) -> None:
@@ -570,6 +623,11 @@ class Fleet:
             self._states.connected()
 
     def _disconnected(self) -> None:
+        if self.members is not None:
+            # whoever died meanwhile says nothing this process hears: the next
+            # connection's retained members say who is live, then its own "online"
+            self.members.forget()
+            self.ready = False
         for port in self._ports.values():
             _tell(port.disconnected_listeners)
 

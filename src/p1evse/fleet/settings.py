@@ -68,6 +68,9 @@ class FleetSettings(Section):
     shard: ShardSpec = None
     # share the sites with the other processes that announce themselves on this topic
     membership: bool = False
+    # a member says "online" again this often (seconds), and one not heard for three of
+    # them is taken as gone; the same on every member
+    member_heartbeat: float = Field(30.0, ge=0.5, le=3600)
     # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>
     topic: PublishTopic = "p1evse/fleet"
     # the site ids, if known: a process subscribes to the exact topics of the listed

@@ -1,0 +1,120 @@
+"""Who is live, when a will is not said: a member left "online" by one that died unheard
+is taken as gone after three missed heartbeats, a member learns the members anew on
+every connection, and says "online" again when anyone says otherwise on its topic."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from p1evse.fleet.members import Members
+from tests.brokers import BrokerProcess
+from tests.logs import log_event
+from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.proxy import TcpProxy
+from tests.test_fleet import DELIVERED, GRID_IE, fleet_running, fleet_settings
+
+MEMBER = "p1evse/fleet/members/{}"
+BEAT_S = 1.0  # the member heartbeat of these tests: one not heard for 3 s is gone
+
+
+def owned_by(member: str, members: list[str]) -> str:
+    """A site id that `member` owns among `members` (the service is "p1evse")."""
+    live = Members("p1evse")
+    for other in members:
+        live.update(other, online=True)
+    return next(f"h{n}" for n in range(1000) if live.owner(f"h{n}") == member)
+
+
+@contextlib.asynccontextmanager
+async def retained(probe: Probe, member: str) -> AsyncIterator[None]:
+    """`member`'s "online" left retained, as a member that died unheard leaves it."""
+    probe.publish(MEMBER.format(member), "online", retain=True)
+    try:
+        yield
+    finally:
+        probe.publish(MEMBER.format(member), "", retain=True)
+
+
+async def beating(probe: Probe, member: str) -> None:
+    """A live member's heartbeat, far more often than it needs to be."""
+    while True:
+        probe.publish(MEMBER.format(member), "online", retain=True)
+        await asyncio.sleep(BEAT_S / 5)  # the member's own cadence
+
+
+async def test_a_member_not_heard_for_three_heartbeats_is_taken_as_gone(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="p1evse")
+    settings = fleet_settings(one_broker, fleet={"membership": True, "member_heartbeat": BEAT_S})
+    ghosts_site = owned_by("ghost", ["ghost", "alive"])
+    async with Probe(one_broker.port) as probe, retained(probe, "ghost"):
+        await probe.subscribe(GRID_IE)
+        alive = asyncio.create_task(beating(probe, "alive"))
+        try:
+            with (
+                log_event("serving as p1evse with 2 other members") as both,
+                log_event("ghost not heard for 3 heartbeats") as gone,
+            ):
+                async with fleet_running(settings) as app:
+                    await asyncio.wait_for(both.wait(), EVENT_TIMEOUT_S)
+                    await asyncio.wait_for(gone.wait(), EVENT_TIMEOUT_S)
+                    assert app.fleet.members is not None
+                    assert app.fleet.members.live == {"p1evse", "alive"}
+                    # the ghost's site is served again; the live member's are not
+                    probe.publish(DELIVERED.format(ghosts_site), "100")
+                    message = await probe.next(GRID_IE)
+                    assert message.topic == f"p1evse/{ghosts_site}/grid_ie"
+        finally:
+            alive.cancel()
+        probe.publish(MEMBER.format("alive"), "", retain=True)
+
+
+async def test_a_member_learns_the_members_anew_on_every_connection(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A member that died while this one was cut off said nothing it could hear: its
+    "online" is simply no longer there when the connection is back."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    async with (
+        Probe(one_broker.port) as probe,
+        retained(probe, "other"),
+        TcpProxy(one_broker.port) as proxy,
+    ):
+        settings = fleet_settings(one_broker, mqtt={"port": proxy.port}, fleet={"membership": True})
+        with log_event("serving as p1evse with 1 other members (other)") as first:
+            async with fleet_running(settings) as app:
+                await asyncio.wait_for(first.wait(), EVENT_TIMEOUT_S)
+                with log_event("serving as p1evse with no others") as alone:
+                    proxy.cut()
+                    probe.publish(MEMBER.format("other"), "", retain=True)  # gone unheard
+                    await proxy.restore()
+                    await asyncio.wait_for(alone.wait(), EVENT_TIMEOUT_S)
+                assert app.fleet.members is not None
+                assert app.fleet.members.live == {"p1evse"}
+
+
+async def test_a_member_says_online_again_when_another_says_otherwise(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The others would take its sites while it still feeds them."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    own = MEMBER.format("p1evse")
+    settings = fleet_settings(one_broker, fleet={"membership": True})
+    with log_event("fleet: serving as p1evse") as serving_:
+        async with fleet_running(settings), Probe(one_broker.port) as probe:
+            await asyncio.wait_for(serving_.wait(), EVENT_TIMEOUT_S)
+            await probe.subscribe(own)
+            await probe.wait_for_payload(own, "online")
+            with log_event('it says "online" again') as reasserted:
+                probe.publish(own, "", retain=True)
+                await probe.wait_for_payload(own, "online")
+                assert reasserted.is_set()
+            async with Probe(one_broker.port) as late:  # and it is what is retained
+                await late.subscribe(own)
+                assert await late.next_payload(own) == "online"
