@@ -1,6 +1,7 @@
 """Who is live, when a will is not said: a member left "online" by one that died unheard
 is taken as gone after three missed heartbeats, a member learns the members anew on
-every connection, and says "online" again when anyone says otherwise on its topic."""
+every connection, and says "online" again when anyone says otherwise on its topic; and
+what a member gone leaves: its sites, paused when their meters went silent."""
 
 from __future__ import annotations
 
@@ -16,18 +17,18 @@ from tests.brokers import BrokerProcess
 from tests.logs import log_event
 from tests.probe import EVENT_TIMEOUT_S, Probe
 from tests.proxy import TcpProxy
-from tests.test_fleet import DELIVERED, GRID_IE, fleet_running, fleet_settings
+from tests.test_fleet import CLAIMS, DELIVERED, GRID_IE, PAUSE, fleet_running, fleet_settings
 
 MEMBER = "p1evse/fleet/members/{}"
 BEAT_S = 1.0  # the member heartbeat of these tests: one not heard for 3 s is gone
 
 
-def owned_by(member: str, members: list[str]) -> str:
-    """A site id that `member` owns among `members` (the service is "p1evse")."""
+def owned_by(member: str, members: list[str], count: int = 1) -> list[str]:
+    """`count` site ids that `member` owns among `members` (the service is "p1evse")."""
     live = Members("p1evse")
     for other in members:
         live.update(other, online=True)
-    return next(f"h{n}" for n in range(1000) if live.owner(f"h{n}") == member)
+    return [f"h{n}" for n in range(1000) if live.owner(f"h{n}") == member][:count]
 
 
 @contextlib.asynccontextmanager
@@ -52,7 +53,7 @@ async def test_a_member_not_heard_for_three_heartbeats_is_taken_as_gone(
 ) -> None:
     caplog.set_level(logging.INFO, logger="p1evse")
     settings = fleet_settings(one_broker, fleet={"membership": True, "member_heartbeat": BEAT_S})
-    ghosts_site = owned_by("ghost", ["ghost", "alive"])
+    [ghosts_site] = owned_by("ghost", ["ghost", "alive"])
     async with Probe(one_broker.port) as probe, retained(probe, "ghost"):
         await probe.subscribe(GRID_IE)
         alive = asyncio.create_task(beating(probe, "alive"))
@@ -118,3 +119,45 @@ async def test_a_member_says_online_again_when_another_says_otherwise(
             async with Probe(one_broker.port) as late:  # and it is what is retained
                 await late.subscribe(own)
                 assert await late.next_payload(own) == "online"
+
+
+async def test_a_gone_members_site_whose_meter_went_silent_is_still_paused(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The member that fed it died before its stale guard fired: the new owner's guard
+    counts from the meter's last message, not from the meter's next one (never)."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    settings = fleet_settings(
+        one_broker,
+        fleet={"membership": True},
+        publish={"stale_after": 3.0, "pair_window": 0.1},
+    )
+    silent, busy, unheard = owned_by("other", ["other"], count=3)
+    async with Probe(one_broker.port) as probe, retained(probe, "other"):
+        await probe.subscribe(GRID_IE, CLAIMS)
+        with (
+            log_event("serving as p1evse with 1 other members (other)") as both,
+            log_event("0 sites moved to others, 2 taken over") as taken,
+        ):
+            async with fleet_running(settings) as app:
+                await asyncio.wait_for(both.wait(), EVENT_TIMEOUT_S)
+                probe.publish(DELIVERED.format(silent), "1200")  # the other fed it; silent since
+                paused = asyncio.create_task(probe.next(CLAIMS))
+                watts = 100
+                while not paused.done():
+                    probe.publish(DELIVERED.format(busy), str(watts))
+                    if watts == 101:
+                        probe.publish(MEMBER.format("other"), "offline", retain=True)  # its will
+                    await asyncio.wait({paused}, timeout=0.1)  # the busy meter's cadence
+                    watts += 1
+                assert taken.is_set()
+                claim = paused.result()
+                assert (claim.topic, bytes(claim.payload).decode()) == (
+                    f"openevse/{silent}/claim/set",
+                    PAUSE,
+                )
+                assert probe.pending(CLAIMS) == []
+                # served from its next reading
+                assert (await probe.next(GRID_IE)).topic == f"p1evse/{busy}/grid_ie"
+                assert unheard not in app.fleet.sites
+                assert app.fleet.sites[busy].pipeline.counters.stale_entered == 0

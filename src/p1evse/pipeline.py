@@ -255,6 +255,13 @@ class Pipeline:
         """When the last valid reading came, or the pipeline began if none has."""
         return self._last_reading_at if self._last_reading_at is not None else self._started
 
+    def fed_elsewhere(self, at: float) -> None:
+        """Another process fed the charger from this meter's reading of `at`, and is
+        gone (a fleet took the site over): the stale guard counts from then, as that
+        process's did, so a meter silent at the handover still has its charger paused."""
+        if self._last_reading_at is None:
+            self._last_reading_at = at
+
     def begin_stale(self, now: float) -> None:
         """Be stale already, without an event: the charger was paused for this meter
         before this pipeline began (a fleet let its site go while it was stale), so the

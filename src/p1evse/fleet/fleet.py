@@ -20,10 +20,13 @@ paused until its readings are back, whoever is serving it then.
 
 Nothing is decided before this process has seen its own announcement come back from the
 broker: the retained members and markers come before it, so by then it knows who else
-serves and which chargers are paused. A member learns the members anew on every
-connection (who died while it was away said nothing it could hear), and says "online"
-again at once when anyone else says otherwise on its topic: the others would take its
-sites while it still feeds them.
+serves and which chargers are paused. A member that is gone hands nothing over: its
+sites whose meters spoke lately are made by their new owner at once, their stale guards
+counting from the last message heard, so a meter silent at the handover still has its
+charger paused (made on its next message, it never would be). A member learns the
+members anew on every connection (who died while it was away said nothing it could
+hear), and says "online" again at once when anyone else says otherwise on its topic: the
+others would take its sites while it still feeds them.
 
 With a shared subscription (`fleet.share_group`) the broker deals the meters among the
 processes, and a site is this process's while its meter's readings come here. The
@@ -146,6 +149,7 @@ class Fleet:
         self.settings = fleet
         self._broker = broker
         self._clock = clock
+        self._stale_after = settings.publish.stale_after
         self._announced_on = announced
         self._observers = observers
         self.sites: dict[str, Site] = {}
@@ -156,6 +160,8 @@ class Fleet:
         self._owners = Owners(fleet.shard, self.members)
         self.paused: set[str] = set()  # the sites whose pause markers are retained
         self._ignored: set[str] = set()  # topics routed to `_not_owned`
+        # sites of other members, and when a message of their meters last came here
+        self._others_heard: dict[str, float] = {}
         self._shared: set[str] = set()  # patterns that bring topics of every site
         # the broker deals the meters among the processes (a shared subscription)
         self._dealt = fleet.share_group is not None
@@ -308,14 +314,15 @@ class Fleet:
             self.paused.add(site_id)
 
     def _reassign(self) -> None:
-        """The members changed: let go of the sites another owns now, and forget which
-        topics were another's."""
+        """The members changed: let go of the sites another owns now, take over those
+        of members gone, and forget which topics were another's."""
         moved = [site_id for site_id in self.sites if not self._owners.owns(site_id)]
         for site_id in moved:
             self._drop(site_id)
         self.counters.moved += len(moved)
         if moved:
             self._collect()
+        taken = self._take_over()
         if self._list is not None:
             self._list.sync(self._owners.owns)
         self._broker.unroute(list(self._ignored))
@@ -323,11 +330,34 @@ class Fleet:
         members = self.members
         assert members is not None
         log.info(
-            "fleet: serving as %s with %s; %d sites moved to others",
+            "fleet: serving as %s with %s; %d sites moved to others, %d taken over",
             members.me,
             _others(members),
             len(moved),
+            taken,
         )
+
+    def _take_over(self) -> int:
+        """Make the sites now this process's whose meters spoke within `stale_after`,
+        each stale guard counting from its meter's last message (the module's text)."""
+        now = self._clock.time()
+        heard = {
+            site_id: at
+            for site_id, at in self._others_heard.items()
+            if now - at < self._stale_after
+        }
+        owns = self._owners.owns
+        self._others_heard = {site_id: at for site_id, at in heard.items() if not owns(site_id)}
+        taken = [
+            (site_id, at)
+            for site_id, at in heard.items()
+            # a paused one is the charger's until its meter is back
+            if owns(site_id) and site_id not in self.sites and site_id not in self.paused
+        ]
+        room = max(0, self.settings.max_sites - len(self.sites))
+        for site_id, at in taken[:room]:
+            self._add(site_id, fed_at=at)
+        return min(len(taken), room)
 
     # -- the first message of a site ------------------------------------------------
 
@@ -354,9 +384,9 @@ class Fleet:
             self._not_owned(payload)
             return
         if not self._owners.owns(site_id):
-            self._not_owned(payload)
+            self._others_message(site_id, payload)
             if self._list is None:  # a listed site's topic is a subscription of the list's
-                self._ignore(topic)
+                self._ignore(topic, partial(self._others_message, site_id))
             return
         if len(self.sites) >= self.settings.max_sites:
             self.counters.refused_full += 1
@@ -377,11 +407,24 @@ class Fleet:
     def _not_owned(self, payload: bytes | bytearray) -> None:
         self.counters.not_owned += 1
 
-    def _ignore(self, topic: str) -> None:
-        """Messages on `topic` are another process's: a route that counts them."""
+    def _others_message(self, site_id: str, payload: bytes | bytearray) -> None:
+        """A message of the meter of a site another member serves: counted, and when
+        it came kept, should that member go."""
+        self.counters.not_owned += 1
+        if self.members is None:
+            return
+        heard = self._others_heard
+        if site_id in heard or len(heard) < self.settings.max_sites:
+            heard[site_id] = self._clock.time()
+
+    def _ignore(
+        self, topic: str, handler: Callable[[bytes | bytearray], None] | None = None
+    ) -> None:
+        """Messages on `topic` are another process's: a route that counts them (or
+        `handler`)."""
         if len(self._ignored) < IGNORED_ROUTES_PER_SITE * self.settings.max_sites:
             self._ignored.add(topic)
-            self._broker.route(topic, self._not_owned, retained=False)
+            self._broker.route(topic, handler or self._not_owned, retained=False)
 
     def _share(self, site_id: str, topic: str) -> bool:
         """Bring a site's `topic` with one pattern for all sites, when the site id is
@@ -411,7 +454,9 @@ class Fleet:
             self._not_owned(payload)
             self._ignore(topic)
 
-    def _add(self, site_id: str) -> SitePort:
+    def _add(self, site_id: str, fed_at: float | None = None) -> SitePort:
+        """Make the site; `fed_at`: a member now gone fed its charger from a message
+        of then (`Pipeline.fed_elsewhere`)."""
         settings = self._template.fill(site_id)
         port = SitePort(self._broker, partial(self._share, site_id))
         record = SiteRecord(self.totals)
@@ -433,6 +478,8 @@ class Fleet:
         if site_id in self.paused:
             site.adopt_pause(self._clock.time())
             record.set_stale(True)
+        elif fed_at is not None:
+            site.pipeline.fed_elsewhere(fed_at)
         site.on_pause_held(partial(self._pause_held, site_id))
         if self._states is not None:
             site.on_pause_held(partial(self._changed, site_id))
@@ -577,6 +624,13 @@ class Fleet:
         if self._collect_due:
             self._collect()
             self._collect_due = False
+        if self._others_heard:  # only what a member gone now would hand over
+            now = self._clock.time()
+            self._others_heard = {
+                site_id: at
+                for site_id, at in self._others_heard.items()
+                if now - at < self._stale_after
+            }
         self._summarize()
         self._schedule_sweep()
 
