@@ -1,14 +1,17 @@
 """Who is live, when a will is not said: a member left "online" by one that died unheard
 is taken as gone after three missed heartbeats, a member learns the members anew on
 every connection, and says "online" again when anyone says otherwise on its topic; and
-what a member gone leaves: its sites, paused when their meters went silent."""
+a site whose meter went silent just before it moved, to a member that joined or from
+one that died, is still paused by its new owner."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -20,6 +23,7 @@ from tests.proxy import TcpProxy
 from tests.test_fleet import CLAIMS, DELIVERED, GRID_IE, PAUSE, fleet_running, fleet_settings
 
 MEMBER = "p1evse/fleet/members/{}"
+HANDOVER = "p1evse/fleet/handover/+"
 BEAT_S = 1.0  # the member heartbeat of these tests: one not heard for 3 s is gone
 
 
@@ -161,3 +165,68 @@ async def test_a_gone_members_site_whose_meter_went_silent_is_still_paused(
                 assert (await probe.next(GRID_IE)).topic == f"p1evse/{busy}/grid_ie"
                 assert unheard not in app.fleet.sites
                 assert app.fleet.sites[busy].pipeline.counters.stale_entered == 0
+
+
+async def test_a_site_handed_to_a_member_that_joined_keeps_its_stale_guard(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its meter went silent just before the new member joined: the former owner lets
+    it go without a word to the charger, and says how long ago the meter spoke."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    sections: dict[str, Any] = {
+        "fleet": {"membership": True},
+        "publish": {"stale_after": 8.0, "pair_window": 0.1},
+    }
+    first = fleet_settings(one_broker, **copy.deepcopy(sections))
+    joiner = fleet_settings(one_broker, mqtt={"client_id": "joiner"}, **copy.deepcopy(sections))
+    silent, busy = owned_by("joiner", ["joiner"], count=2)
+    async with Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS, HANDOVER)
+        with log_event("serving as p1evse with no others") as alone:
+            async with fleet_running(first) as former:
+                await asyncio.wait_for(alone.wait(), EVENT_TIMEOUT_S)
+                probe.publish(DELIVERED.format(silent), "1200")  # fed; silent since
+                probe.publish(DELIVERED.format(busy), "100")
+                assert {(await probe.next(GRID_IE)).topic for _ in range(2)} == {
+                    f"p1evse/{silent}/grid_ie",
+                    f"p1evse/{busy}/grid_ie",
+                }
+                paused = asyncio.create_task(probe.next(CLAIMS))
+                async with fleet_running(joiner) as new:
+                    watts = 101
+                    while not paused.done():
+                        probe.publish(DELIVERED.format(busy), str(watts))
+                        await asyncio.wait({paused}, timeout=0.1)  # the busy meter's cadence
+                        watts += 1
+                    claim = paused.result()
+                    assert (claim.topic, bytes(claim.payload).decode()) == (
+                        f"openevse/{silent}/claim/set",
+                        PAUSE,
+                    )
+                    assert probe.pending(CLAIMS) == []
+                    said = {(await probe.next(HANDOVER)).topic for _ in range(2)}
+                    assert said == {f"p1evse/fleet/handover/{site}" for site in (silent, busy)}
+                    assert new.fleet.counters.taken_over == 2
+                    assert former.fleet.sites == {}
+                    assert new.fleet.sites[silent].pipeline.counters.stale_entered == 1
+                    assert new.fleet.sites[busy].pipeline.counters.stale_entered == 0
+
+
+async def test_a_handover_that_is_no_age_is_refused_and_counted(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="p1evse")
+    settings = fleet_settings(one_broker, fleet={"membership": True})
+    with log_event("serving as p1evse with no others") as alone:
+        async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+            await probe.subscribe(GRID_IE)
+            await asyncio.wait_for(alone.wait(), EVENT_TIMEOUT_S)
+            for n, payload in enumerate([b"nan", b"-1", b"1" * 40, b"\xff", b"inf"]):
+                probe.publish(f"p1evse/fleet/handover/bad{n}", payload)
+            probe.publish("p1evse/fleet/handover/old", "3600")  # paused by its former owner
+            probe.publish("p1evse/fleet/handover/good", "1.5")
+            probe.publish(DELIVERED.format("after"), "100")  # in after them, on one connection
+            assert (await probe.next(GRID_IE)).topic == "p1evse/after/grid_ie"
+            assert app.fleet.counters.handovers_refused == 5
+            assert sorted(app.fleet.sites) == ["after", "good"]
+            assert app.fleet.counters.taken_over == 1

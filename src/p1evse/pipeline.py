@@ -255,6 +255,11 @@ class Pipeline:
         """When the last valid reading came, or the pipeline began if none has."""
         return self._last_reading_at if self._last_reading_at is not None else self._started
 
+    @property
+    def ever_valid(self) -> bool:
+        """Whether a valid reading has come (here, or to whoever fed it before)."""
+        return self._last_reading_at is not None
+
     def fed_elsewhere(self, at: float) -> None:
         """Another process fed the charger from this meter's reading of `at`, and is
         gone (a fleet took the site over): the stale guard counts from then, as that

@@ -23,7 +23,10 @@ broker: the retained members and markers come before it, so by then it knows who
 serves and which chargers are paused. A member that is gone hands nothing over: its
 sites whose meters spoke lately are made by their new owner at once, their stale guards
 counting from the last message heard, so a meter silent at the handover still has its
-charger paused (made on its next message, it never would be). A member learns the
+charger paused (made on its next message, it never would be). A member that lets a site
+go to one that joined says on `<fleet.topic>/handover/<site>` how long ago its meter
+last gave a valid reading (when it ever did, and the site is not stale), and the new
+owner makes the site at once, its stale guard running on. A member learns the
 members anew on every connection (who died while it was away said nothing it could
 hear), and says "online" again at once when anyone else says otherwise on its topic: the
 others would take its sites while it still feeds them.
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -81,6 +85,7 @@ IGNORED_ROUTES_PER_SITE = 16
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
 MAX_MEMBERS = 1000  # live members taken (anyone who may publish there could add more)
+MAX_AGE_BYTES = 32  # a handover's payload: seconds since the last valid reading
 REASSERT_EVERY_S = 1.0  # at most this often "online" again when someone says otherwise
 # sites another process feeds now are let go together, this long after the first: a
 # member joining or leaving a shared group moves many, as their new owner's values come
@@ -97,6 +102,8 @@ class FleetCounters:
     not_owned: int = 0  # messages of sites another process owns, or before it knew
     fed_by_both: int = 0  # another's value on a site's feed after a reading of its own
     feed_refused: int = 0  # messages on a site's feed that are no value p1evse sends
+    taken_over: int = 0  # sites made when a member went, or at a member's handover
+    handovers_refused: int = 0  # handover messages that are no age in seconds
 
     def counts(self) -> list[Count]:
         return [
@@ -119,6 +126,17 @@ class FleetCounters:
                 "Values of another process's on the feed of a site whose readings still "
                 "come here too: a broker that deals a meter to two processes",
                 self.fed_by_both,
+            ),
+            Count(
+                "fleet_sites_taken_over",
+                "Sites made before their next message: their member went while their "
+                "meters spoke lately, or handed them over on joining",
+                self.taken_over,
+            ),
+            Count(
+                "fleet_handovers_refused",
+                "Messages on the fleet's handover topics that are no age in seconds",
+                self.handovers_refused,
             ),
             Count(
                 "fleet_feed_messages_refused",
@@ -188,6 +206,7 @@ class Fleet:
         broker.subscribe(announced, self._announced, retained=False)
         if self.members is not None:
             broker.subscribe_pattern(fleet.member_topic("+"), self._member_said)
+            broker.subscribe_pattern(fleet.handover_topic("+"), self._handed_over, retained=False)
         broker.subscribe_pattern(fleet.paused_topic("+"), self._marker)
         patterns = [
             (pattern, level)
@@ -317,7 +336,12 @@ class Fleet:
         """The members changed: let go of the sites another owns now, take over those
         of members gone, and forget which topics were another's."""
         moved = [site_id for site_id in self.sites if not self._owners.owns(site_id)]
+        now = self._clock.time()
         for site_id in moved:
+            pipeline = self.sites[site_id].pipeline
+            if pipeline.ever_valid and not pipeline.stale:
+                age = max(0.0, now - pipeline.last_valid_at)
+                self._broker.publish(self.settings.handover_topic(site_id), f"{age:.3f}", qos=1)
             self._drop(site_id)
         self.counters.moved += len(moved)
         if moved:
@@ -357,7 +381,38 @@ class Fleet:
         room = max(0, self.settings.max_sites - len(self.sites))
         for site_id, at in taken[:room]:
             self._add(site_id, fed_at=at)
+        self.counters.taken_over += min(len(taken), room)
         return min(len(taken), room)
+
+    def _handed_over(self, topic: str, payload: bytes | bytearray) -> None:
+        """A member let a site go that this process owns now (one joined): made at
+        once, its stale guard counting from its meter's last valid reading."""
+        site_id = topic.rpartition("/")[2]
+        if (
+            not self.ready
+            or site_id in self.sites
+            or site_id in self.paused  # the charger's until its meter is back
+            or SITE_ID.fullmatch(site_id) is None
+            or not self._owners.owns(site_id)
+            or len(self.sites) >= self.settings.max_sites
+        ):
+            return
+        age = _seconds(payload)
+        if age is None:
+            self.counters.handovers_refused += 1
+            more = self._log.note("handover")
+            if more is not None:
+                log.warning(
+                    "fleet: %r on %s is no age in seconds; site %s is made on its next message%s",
+                    bytes(payload[:40]),
+                    topic[:200],
+                    site_id,
+                    more,
+                )
+            return
+        if age < self._stale_after:  # older: its former owner paused it (a marker)
+            self._add(site_id, fed_at=self._clock.time() - age)
+            self.counters.taken_over += 1
 
     # -- the first message of a site ------------------------------------------------
 
@@ -689,6 +744,17 @@ class Fleet:
         for port in self._ports.values():
             for listener in port.problem_listeners:
                 listener(kind, problem)
+
+
+def _seconds(payload: bytes | bytearray) -> float | None:
+    """A handover's age: a finite number of seconds, 0 or more, in a few ASCII bytes."""
+    if len(payload) > MAX_AGE_BYTES:
+        return None
+    try:
+        age = float(bytes(payload).decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return age if math.isfinite(age) and age >= 0 else None
 
 
 def _tell(listeners: list[Callable[[], None]]) -> None:

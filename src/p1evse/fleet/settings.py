@@ -71,7 +71,8 @@ class FleetSettings(Section):
     # a member says "online" again this often (seconds), and one not heard for three of
     # them is taken as gone; the same on every member
     member_heartbeat: float = Field(30.0, ge=0.5, le=3600)
-    # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>
+    # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>,
+    # <topic>/handover/<site id>
     topic: PublishTopic = "p1evse/fleet"
     # the site ids, if known: a process subscribes to the exact topics of the listed
     # sites it owns (no pattern: it reads none of the others' messages), and serves no
@@ -135,6 +136,12 @@ class FleetSettings(Section):
     def member_topic(self, member: str) -> str:
         """Where a member announces itself: "online", retained; "offline" as its will."""
         return f"{self.topic}/members/{member}"
+
+    def handover_topic(self, site: str) -> str:
+        """Where a member that lets a site go to a member that joined says how long
+        ago its meter last gave a valid reading, so that the new owner's stale guard
+        runs on (never said of a site whose meter never did)."""
+        return f"{self.topic}/handover/{site}"
 
     def paused_topic(self, site: str) -> str:
         """Retained while the fleet holds a pause claim on the site's charger, so that
