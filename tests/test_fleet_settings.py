@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from p1evse.config import Settings, load
 from p1evse.errors import ConfigError
-from p1evse.fleet.settings import Shard, parse_shard
+from p1evse.fleet.settings import MAX_SITES_FILE_BYTES, Shard, parse_shard
 from p1evse.settings import with_site
 
 FLEET = """\
@@ -107,8 +107,10 @@ def test_a_site_is_stale_before_it_is_let_go(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("2/2", "the shard I of N goes from 0 to N-1"),
-        ("1/0", "the shard I of N goes from 0 to N-1"),
+        ("2/2", "I of I/N goes from 0 to N-1 = 1, got 2"),
+        ("1/0", "N of I/N goes from 1 to 1000000, got 0"),
+        ("0/1000001", "N of I/N goes from 1 to 1000000, got 1000001"),
+        ("0/" + "9" * 30, "expected I/N"),
         ("a/b", "expected I/N"),
         ("1", "expected I/N"),
     ],
@@ -117,6 +119,7 @@ def test_a_shard_is_i_of_n(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_shard(text)
     assert parse_shard(" 0 / 3 ") == Shard(0, 3)
+    assert parse_shard("999999/1000000") == Shard(999_999, 1_000_000)
     assert parse_shard("") is None
 
 
@@ -148,18 +151,53 @@ def test_a_sites_settings_have_its_id_everywhere(tmp_path: Path) -> None:
     assert template.openevse.grid_ie_topic == "p1evse/{site}/grid_ie"  # untouched
 
 
-def test_run_takes_its_shard_from_the_command_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("shard", "message"),
+    [
+        ("4/4", "argument --shard: I of I/N goes from 0 to N-1 = 3, got 4"),
+        ("", "argument --shard: expected I/N (this process is shard I of N), got ''"),
+    ],
+)
+def test_run_checks_its_shard_from_the_command_line_as_its_own(
+    tmp_path: Path, shard: str, message: str
+) -> None:
+    """Never blamed on the file, which has a shard of its own (and an empty one is no
+    shard at all, not "every site")."""
     path = tmp_path / "p1evse.yaml"
-    path.write_text(FLEET)
+    path.write_text(FLEET + "fleet:\n  shard: 0/2\n")
     result = subprocess.run(
-        [sys.executable, "-m", "p1evse", "run", "-c", str(path), "--shard", "4/4"],
+        [sys.executable, "-m", "p1evse", "run", "-c", str(path), "--shard", shard],
         capture_output=True,
         text=True,
         timeout=30,
         env=os.environ,
     )
     assert result.returncode == 2
-    assert "fleet.shard = '4/4': the shard I of N goes from 0 to N-1" in result.stderr
+    assert message in result.stderr
+    assert "line" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("listing", "message"),
+    [
+        ("# nobody yet\n\n", "lists no site id (one a line)"),
+        (b"h1\n\xff\n", "is no UTF-8 text"),
+        (None, "is no regular file"),
+    ],
+)
+def test_a_sites_file_that_lists_no_sites_is_refused(
+    tmp_path: Path, listing: str | bytes | None, message: str
+) -> None:
+    """An empty list would serve every site; a device would be read for ever."""
+    path = tmp_path / "sites.txt"
+    if isinstance(listing, str):
+        path.write_text(listing)
+    elif isinstance(listing, bytes):
+        path.write_bytes(listing)
+    else:
+        path = Path("/dev/zero")
+    [problem] = problems(tmp_path, FLEET + f"fleet:\n  sites_file: {path}\n")
+    assert problem.startswith(f"fleet: sites_file: {path} {message}")
 
 
 def test_a_shared_subscription_in_a_topic_is_refused_with_what_to_use(tmp_path: Path) -> None:
@@ -246,3 +284,11 @@ def test_a_process_of_many_needs_a_client_id_that_can_name_it(tmp_path: Path, ke
         "mqtt.client_id = not set: every process of a fleet of many needs its own, and the "
         "default ('p1evse') would be every one's"
     )
+
+
+def test_a_sites_file_beyond_its_bound_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "sites.txt"
+    path.touch()
+    os.truncate(path, MAX_SITES_FILE_BYTES + 1)  # sparse: no disk, all of it read
+    [problem] = problems(tmp_path, FLEET + f"fleet:\n  sites_file: {path}\n")
+    assert problem.startswith(f"fleet: sites_file: {path} is larger than 96 MiB")

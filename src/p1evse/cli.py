@@ -19,6 +19,7 @@ from typing import Any, get_args
 from p1evse import __version__
 from p1evse.config import CONFIG_PATH_VARIABLE, LogSettings, Settings, load
 from p1evse.errors import ConfigError
+from p1evse.fleet.settings import Shard, parse_shard
 from p1evse.options import add_option, validated
 from p1evse.web.settings import ListenAddress, WebSettings
 
@@ -75,6 +76,7 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=LOG_LEVELS, help="override log.level")
     run.add_argument(
         "--shard",
+        type=_shard,
         metavar="I/N",
         help="a fleet's process I (from 0) of N: serve the site ids that hash to I "
         "(overrides fleet.shard)",
@@ -140,6 +142,19 @@ def _settings(
     if path is None and os.environ.get(CONFIG_PATH_VARIABLE):
         path = Path(os.environ[CONFIG_PATH_VARIABLE])
     return load(path, options), path
+
+
+def _shard(text: str) -> Shard:
+    """`--shard`: checked here, so that what is wrong with it is never blamed on the
+    config file; and an empty one is no shard at all, which is an error here."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected I/N (this process is shard I of N), got ''")
+    try:
+        shard = parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert isinstance(shard, Shard)
+    return shard
 
 
 def _setup_logging(level: str) -> None:

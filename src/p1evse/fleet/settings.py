@@ -4,7 +4,9 @@ site ids this process owns."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +19,8 @@ from p1evse.settings import PublishTopic, Section
 # letter or digit, then up to 63 of these.
 SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 SITE_ID_RULE = "a letter or digit, then up to 63 letters, digits or _ . : @ -"
+MAX_SHARDS = 1_000_000
+MAX_SITES_FILE_BYTES = 96 * 2**20  # a million ids of 64 characters, and room for comments
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +45,41 @@ def site_hash(site: str) -> int:
     return int.from_bytes(digest, "big")
 
 
+def _read_sites_file(path: Path) -> str:
+    """The text of a regular file of at most `MAX_SITES_FILE_BYTES`."""
+    try:
+        with path.open("rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ValueError(f"sites_file: {path} is no regular file")
+            data = file.read(MAX_SITES_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"sites_file: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SITES_FILE_BYTES:
+        raise ValueError(
+            f"sites_file: {path} is larger than {MAX_SITES_FILE_BYTES // 2**20} MiB "
+            "(a million site ids of 64 characters fit)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"sites_file: {path} is no UTF-8 text: {exc}") from None
+
+
 def parse_shard(value: Any) -> Any:
     """`"I/N"`: this process is shard I (from 0) of N."""
     if isinstance(value, Shard) or value is None or value == "":
         return value or None
-    match = re.fullmatch(r"\s*(\d{1,6})\s*/\s*(\d{1,6})\s*", str(value))
+    text = str(value)
+    match = re.fullmatch(r"\s*(\d{1,20})\s*/\s*(\d{1,20})\s*", text)
     if match is None:
-        raise ValueError(f"expected I/N (this process is shard I of N, I from 0), got {value!r}")
+        raise ValueError(
+            f"expected I/N (this process is shard I of N, I from 0), got {text[:40]!r}"
+        )
     index, count = int(match[1]), int(match[2])
-    if count < 1 or index >= count:
-        raise ValueError("the shard I of N goes from 0 to N-1, and N is 1 or more")
+    if not 1 <= count <= MAX_SHARDS:
+        raise ValueError(f"N of I/N goes from 1 to {MAX_SHARDS}, got {count}")
+    if index >= count:
+        raise ValueError(f"I of I/N goes from 0 to N-1 = {count - 1}, got {index}")
     return Shard(index, count)
 
 
@@ -100,12 +129,12 @@ class FleetSettings(Section):
         if data.get("sites"):
             raise ValueError("set sites or sites_file, not both")
         path = Path(data["sites_file"])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"sites_file: cannot read {path}: {exc}") from None
+        text = _read_sites_file(path)
         lines = (line.split("#", 1)[0].strip() for line in text.splitlines())
-        return {**data, "sites": [line for line in lines if line]}
+        sites = [line for line in lines if line]
+        if not sites:  # no list at all would serve every site
+            raise ValueError(f"sites_file: {path} lists no site id (one a line)")
+        return {**data, "sites": sites}
 
     @field_validator("sites")
     @classmethod
