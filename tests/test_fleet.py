@@ -366,3 +366,20 @@ async def test_a_member_never_counts_a_shard_or_a_shared_groups_process(
                 await asyncio.wait_for(serving_.wait(), EVENT_TIMEOUT_S)
                 assert c.fleet.members is not None
                 assert c.fleet.members.live == {"p1evse-c"}
+
+
+async def test_pause_markers_beyond_the_bound_are_counted_and_told(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fleet_settings(one_broker, fleet={"max_sites": 1})  # 10 markers known
+    with log_event("pause markers under p1evse/fleet/paused/+: site m10's is not taken") as told:
+        async with fleet_running(settings) as app, Probe(one_broker.port) as probe:
+            await probe.subscribe(GRID_IE)
+            await ready(probe)
+            for n in range(11):
+                probe.publish(f"p1evse/fleet/paused/m{n}", "1")
+            probe.publish(DELIVERED.format("after"), "100")  # in after them, on one connection
+            assert (await probe.next(GRID_IE)).topic == "p1evse/after/grid_ie"
+            assert len(app.fleet.paused) == 10
+            assert app.fleet.counters.markers_refused == 1
+            assert told.is_set()

@@ -104,6 +104,7 @@ class FleetCounters:
     feed_refused: int = 0  # messages on a site's feed that are no value p1evse sends
     taken_over: int = 0  # sites made when a member went, or at a member's handover
     handovers_refused: int = 0  # handover messages that are no age in seconds
+    markers_refused: int = 0  # pause markers beyond the bound
 
     def counts(self) -> list[Count]:
         return [
@@ -137,6 +138,12 @@ class FleetCounters:
                 "fleet_handovers_refused",
                 "Messages on the fleet's handover topics that are no age in seconds",
                 self.handovers_refused,
+            ),
+            Count(
+                "fleet_pause_markers_refused",
+                "Pause markers beyond 10 per site of fleet.max_sites, not taken: those "
+                "chargers are not released by this process",
+                self.markers_refused,
             ),
             Count(
                 "fleet_feed_messages_refused",
@@ -331,6 +338,20 @@ class Fleet:
             self.paused.discard(site_id)
         elif len(self.paused) < MARKERS_PER_SITE * self.settings.max_sites:
             self.paused.add(site_id)
+        elif site_id not in self.paused:
+            # such a site's charger, paused, is not released when its meter is back
+            self.counters.markers_refused += 1
+            more = self._log.note("markers")
+            if more is not None:
+                log.error(
+                    "fleet: more than %d pause markers under %s: site %s's is not taken, "
+                    "and its charger is not released by this process; who else writes "
+                    "there?%s",
+                    MARKERS_PER_SITE * self.settings.max_sites,
+                    self.settings.paused_topic("+"),
+                    site_id,
+                    more,
+                )
 
     def _reassign(self) -> None:
         """The members changed: let go of the sites another owns now, take over those
