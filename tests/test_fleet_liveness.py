@@ -123,6 +123,9 @@ async def test_a_member_says_online_again_when_another_says_otherwise(
             async with Probe(one_broker.port) as late:  # and it is what is retained
                 await late.subscribe(own)
                 assert await late.next_payload(own) == "online"
+    async with Probe(one_broker.port) as late:  # its own goodbye is not taken back
+        await late.subscribe(own)
+        assert await late.next_payload(own) == "offline"
 
 
 async def test_a_gone_members_site_whose_meter_went_silent_is_still_paused(

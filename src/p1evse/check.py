@@ -27,11 +27,18 @@ from p1evse.app import describe
 from p1evse.config import CONFIG_PATH_VARIABLE, ENV_PREFIX, Settings
 from p1evse.counts import Count
 from p1evse.errors import ChargerError
-from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE
 from p1evse.model import Event, GridPower, Reading, Rejected, Rejection, StaleAction
 from p1evse.mqtt import Broker, BrokerUnavailable
 from p1evse.pipeline import Pipeline
-from p1evse.settings import SITE_CAPTURE, fill_site, is_loopback, site_capture, with_site
+from p1evse.settings import (
+    SITE_CAPTURE,
+    SITE_ID,
+    SITE_ID_RULE,
+    fill_site,
+    is_loopback,
+    site_capture,
+    with_site,
+)
 from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site

@@ -26,8 +26,8 @@ from pydantic import (
 )
 
 from p1evse.errors import ConfigError
-from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
-from p1evse.settings import Section
+from p1evse.fleet.settings import FleetSettings
+from p1evse.settings import SITE_ID, SITE_ID_RULE, Section
 from p1evse.site import SiteSettings
 from p1evse.sources.build import SOURCE_TYPES
 from p1evse.web.settings import WebSettings

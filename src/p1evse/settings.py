@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import re
 import ssl
 import types
 from pathlib import Path
@@ -164,6 +165,11 @@ SITE_CAPTURE = "+"
 """A whole level of a source topic that is `+` captures a fleet's site id there."""
 SITE = "{site}"
 """Where a fleet's output topics put the site id back."""
+
+# A site id is one topic level, and goes into topics, log lines, metric labels and the
+# status page's paths: a letter or digit, then up to 63 of these.
+SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
+SITE_ID_RULE = "a letter or digit, then up to 63 letters, digits or _ . : @ -"
 
 
 def site_capture(topic: str) -> int | None:

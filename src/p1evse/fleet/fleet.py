@@ -54,12 +54,12 @@ from p1evse.fleet.members import MISSED_BEATS, Members, Owners
 from p1evse.fleet.port import SitePort
 from p1evse.fleet.records import SiteRecord, Totals
 from p1evse.fleet.rows import site_row
-from p1evse.fleet.settings import SITE_ID, SITE_ID_RULE, FleetSettings
+from p1evse.fleet.settings import FleetSettings
 from p1evse.fleet.site_list import SiteList
 from p1evse.fleet.state_topics import StateTopics
 from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import SiteTemplate, site_capture
+from p1evse.settings import SITE_ID, SITE_ID_RULE, SiteTemplate, site_capture
 from p1evse.site import Ports, Role, Site, SiteSettings, build_site
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ class Fleet:
         self._freezing: Timer | None = None
         self._heartbeat: Timer | None = None
         self._reasserted_at = float("-inf")
+        self._closed = False  # its own "offline" on the way out is no one else's word
         self._unfrozen = 0  # sites made since the last freeze
         self._states = (
             StateTopics(broker, clock, self._state_of)
@@ -248,6 +249,7 @@ class Fleet:
 
     async def close(self) -> None:
         """Stop every site; what their chargers hold stays (see the module's text)."""
+        self._closed = True
         for timer in (self._sweep, self._freezing, self._letting_go, self._heartbeat):
             if timer is not None:
                 timer.cancel()
@@ -288,6 +290,8 @@ class Fleet:
 
     def _reassert(self, payload: bytes | bytearray) -> None:
         now = self._clock.time()
+        if self._closed:
+            return
         if not self._broker.connected or now - self._reasserted_at < REASSERT_EVERY_S:
             return  # the next heartbeat says it
         self._reasserted_at = now

@@ -13,12 +13,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from p1evse.settings import PublishTopic, Section
+from p1evse.settings import SITE_ID, SITE_ID_RULE, PublishTopic, Section
 
-# A site id is one topic level, and goes into topics, log lines and metric labels: a
-# letter or digit, then up to 63 of these.
-SITE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
-SITE_ID_RULE = "a letter or digit, then up to 63 letters, digits or _ . : @ -"
 MAX_SHARDS = 1_000_000
 MAX_SITES_FILE_BYTES = 96 * 2**20  # a million ids of 64 characters, and room for comments
 
