@@ -105,6 +105,15 @@ async def test_the_sites_a_page_at_a_time_filtered_and_one_with_its_hour(
             assert status == 400, bad
             assert body.split()[0] in bad
         assert (await fleet.get("api/sites/nobody"))[0] == 404
+        # a site's page is at /site/<id>, and nothing else under /site/ is a page
+        for path in ("site/h07/x", "site/", "site/%E0%A4%A", "site/h07//", "site/-h"):
+            assert (await fleet.get(path))[0] == 404, path
+        for path, to in (
+            ("site/h07/", "/site/h07"),
+            ("site/h07/?token=a%25b", "/site/h07?token=a%25b"),
+        ):
+            async with fleet.http.get(fleet.url + path, allow_redirects=False) as response:
+                assert (response.status, response.headers["Location"]) == (308, to)
         status, body = await fleet.get("healthz")
         assert (status, body) == (200, "ok: broker connected, 30 sites, 0 stale\n")
 
@@ -153,6 +162,9 @@ async def test_the_fleets_pages_in_a_browser(one_broker: BrokerProcess, browser:
         assert sent is not None
         assert re.fullmatch(r"\+1,500 W, \d+ s ago", sent)
         assert await page.locator("#chart canvas").count() == 1
+        await page.goto(fleet.url + "site/north/")  # sent to the page itself
+        await page.wait_for_selector("#live[data-state=live]", timeout=WAIT_MS)
+        assert page.url == fleet.url + "site/north"
         await page.goto(fleet.url + "site/elsewhere")
         await page.wait_for_selector("#missing:not([hidden])", timeout=WAIT_MS)
         assert all(url.startswith(fleet.url) for url in watched.requests)

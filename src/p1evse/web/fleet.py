@@ -16,11 +16,13 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
 from p1evse import __version__
+from p1evse.settings import SITE_ID, SITE_ID_RULE
 from p1evse.web.http import HttpError, Request, Response, Routes
 from p1evse.web.metrics import counter_families, exposition, loop_families
 from p1evse.web.server import (
@@ -101,6 +103,14 @@ class FleetWebServer(StatusServer):
         return self._file("fleet.html", request, PAGE_CACHE)
 
     async def _site_page(self, request: Request) -> Response:
+        """The page of `/site/<id>`, for an id that can be one; `/site/<id>/` is sent
+        there (the page's own paths are relative to it)."""
+        site_id = request.tail
+        if site_id.endswith("/") and SITE_ID.fullmatch(site_id[:-1]):
+            query = f"?{urlencode(request.query)}" if request.query else ""
+            return Response(status=308, headers={"Location": f"/site/{site_id[:-1]}{query}"})
+        if SITE_ID.fullmatch(site_id) is None:
+            raise HttpError(404, f"no such page: a site's is /site/<id>, the id {SITE_ID_RULE}\n")
         return self._file("site.html", request, PAGE_CACHE)
 
     async def _api_state(self, request: Request) -> Response:

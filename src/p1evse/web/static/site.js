@@ -6,7 +6,9 @@
   const token = new URLSearchParams(location.search).get("token");
   const withToken = (path) => path + (token ? "?token=" + encodeURIComponent(token) : "");
   const $ = (id) => document.getElementById(id);
-  const site = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
+  const site = ((last) => {
+    try { return decodeURIComponent(last); } catch { return last; } // a broken %-escape
+  })(location.pathname.split("/").filter(Boolean).pop() || "");
   $("site-id").textContent = site;
   document.title = "p1evse · " + site;
   $("back").href = withToken("../");
