@@ -97,7 +97,7 @@ class Page(threading.Thread):
         self.received = 0
         self.started = threading.Event()
         self._sock = socket.create_connection((HOST, port), timeout=PAGE_TIMEOUT_S)
-        self._sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        self._sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
 
     def run(self) -> None:
         with contextlib.suppress(OSError):
@@ -209,10 +209,10 @@ class HostileCrowd:
             attempt.connected = True
             self._poll.modify(attempt.sock, select.EPOLLRDHUP)  # never EPOLLIN: never read
             if attempt.slowloris:
-                self._send(index, b"GET / HTTP/1.1\r\nHost: bench\r\nX-Slow: ", now)
+                self._send(index, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ", now)
                 self._later(index, now + TRICKLE_S)
             else:
-                self._send(index, b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n", now)
+                self._send(index, b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n", now)
 
     def _send(self, index: int, data: bytes, now: float) -> None:
         sock = self.attempts[index].sock
@@ -303,7 +303,7 @@ def fetch(url: str) -> bytes:
 def first_message(port: int) -> int:
     """Bytes of the event stream's first message (headers not counted)."""
     with socket.create_connection((HOST, port), timeout=PAGE_TIMEOUT_S) as sock:
-        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: bench\r\n\r\n")
+        sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
         data = b""
         while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1].count(b"\n\n"):
             chunk = sock.recv(READ_SIZE)

@@ -158,6 +158,8 @@ def sample(key: Key, file: Path) -> tuple[str, Any]:
         return "1/3", Shard(1, 3)
     if key.path == ("fleet", "sites"):
         return "h1, h2", ["h1", "h2"]
+    if key.path == ("web", "hosts"):
+        return "p1evse.example.org, NAS.", ["p1evse.example.org", "nas"]
     for name in (".".join(key.path), key.name):
         if name in SAMPLES:
             return SAMPLES[name], SAMPLES[name]

@@ -30,7 +30,9 @@ def stalled_page(address: str) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
-    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: p1evse\r\nAccept: text/event-stream\r\n\r\n")
+    sock.sendall(
+        b"GET /api/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+    )
     return sock
 
 

@@ -32,6 +32,7 @@ from tests.imports import loaded_after
 from tests.logs import log_event
 from tests.payloads import DELIVERED, GRID_IE, RETURNED, ready
 from tests.probe import Probe
+from tests.raw_http import connect
 
 TIMEOUT = aiohttp.ClientTimeout(total=5)
 
@@ -275,6 +276,58 @@ async def test_a_token_is_required_when_set(one_broker: BrokerProcess) -> None:
         # health probes and the page's public files need none
         assert (await site.get("healthz"))[0] == 503  # no reading yet, but answered
         assert (await site.get("static/app.js"))[0] == 200
+
+
+async def test_a_token_of_any_script_is_taken_as_sent(one_broker: BrokerProcess) -> None:
+    """In the Authorization header as UTF-8 bytes, and in ?token= percent-encoded."""
+    token = "zürich-schlüssel-Ωμέγα-0123"
+    settings = web_settings(one_broker, web={"token": token})
+    async with serving(settings) as site:
+        assert settings.web.address is not None
+        async with connect("127.0.0.1", settings.web.address.port) as client:
+            await client.send(
+                b"GET /api/state HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                + token.encode()
+                + b"\r\n\r\n"
+            )
+            assert (await client.response())[0] == 200
+        assert (await site.get("api/state", params={"token": token}))[0] == 200
+        assert (await site.get("api/state", params={"token": token[:-1]}))[0] == 401
+
+
+@pytest.mark.parametrize("path", ["", "api/state", "api/history", "metrics"])
+async def test_a_page_without_a_token_answers_to_this_machines_names_only(
+    one_broker: BrokerProcess, path: str
+) -> None:
+    """A web page elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding)
+    reads nothing; localhost and addresses do."""
+    async with serving(web_settings(one_broker)) as site:
+        port = site.url.rsplit(":", 1)[1].strip("/")
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io", "localhost.evil"):
+            status, body, _ = await site.get(path, headers={"Host": host})
+            assert status == 403, host
+            assert body.startswith(f"Host {host.partition(':')[0]}: a page on a loopback")
+        for host in (
+            f"localhost:{port}",
+            f"127.0.0.1:{port}",
+            "[::1]",
+            "app.localhost",
+            "10.0.0.7",
+        ):
+            assert (await site.get(path, headers={"Host": host}))[0] == 200, host
+        assert (await site.get("healthz", headers={"Host": "evil.example"}))[0] in (200, 503)
+
+
+async def test_a_name_of_web_hosts_is_answered_as_this_machines(
+    one_broker: BrokerProcess,
+) -> None:
+    """A reverse proxy beside p1evse that passes its own Host on."""
+    settings = web_settings(one_broker, web={"hosts": ["P1evse.Example.org."]})
+    async with serving(settings) as site:
+        assert (await site.get("api/state", headers={"Host": "p1evse.example.org:443"}))[0] == 200
+        assert (await site.get("api/state", headers={"Host": "example.org"}))[0] == 403
+    with pytest.raises(ValidationError, match="expected host names such as"):
+        WebSettings(hosts=["p1evse.example.org/x"])
 
 
 async def read_event(stream: aiohttp.StreamReader) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from tests.test_deployment import REPO
 from tests.test_web import Site, read_event, serving, web_settings
 
 HEADER_TIMEOUT_S = 1.0
-REQUEST = b"GET /healthz HTTP/1.1\r\nHost: p1evse\r\n\r\n"
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"
 REFUSED = 5
 
 
@@ -170,7 +170,7 @@ def stalled_stream(site: Site) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect((host, int(port)))
-    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: p1evse\r\n\r\n")
+    sock.sendall(b"GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
     return sock
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
@@ -90,6 +91,41 @@ UNAUTHORIZED = Response(
 PAGE_CACHE = "no-cache"  # a page is revalidated on every load: its files may change
 
 
+def foreign_host(host: str | None) -> str | None:
+    """The name in a Host header that is neither localhost nor an address, if it is.
+
+    A page on a loopback address without a token is this machine's alone, but a web
+    page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding) and read it
+    in the browser of whoever runs p1evse: a request under a name, not localhost's, is
+    such a page's."""
+    if host is None:
+        return None
+    host = host.strip()
+    if host.startswith("["):  # [v6] or [v6]:port
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if ":" in host else host
+    name = name.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return None
+
+
+def _foreign_host_response(name: str) -> Response:
+    return Response(
+        f"Host {name[:80]}: a page on a loopback address without web.token answers to "
+        "localhost, an IP address or a name of web.hosts only (a name could be any web "
+        "page's, pointed here); set web.token, or list the name in web.hosts\n".encode(
+            errors="replace"
+        ),
+        403,
+    )
+
+
 def exposure_warning(settings: WebSettings) -> str | None:
     """What to tell a user whose page anyone on the network can read."""
     address = settings.address
@@ -132,6 +168,7 @@ class StatusServer:
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
+        self._loopback = is_loopback(address.host)
         self._files = Files(STATIC_DIR)
         self._service: Service | None = None
         self._server: asyncio.Server | None = None
@@ -208,14 +245,22 @@ class StatusServer:
     def _gate(
         self, path: str, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> Response | None:
-        """The token, asked of every path but the open ones."""
-        if self._token is None or path.startswith(OPEN_PATHS):
+        """The token, asked of every path but the open ones; without one, on a
+        loopback address, a Host that is this machine."""
+        if path.startswith(OPEN_PATHS):
             return None
-        offered = query.get("token", "")
+        if self._token is None:
+            if not self._loopback:
+                return None
+            name = foreign_host(headers.get("host"))
+            if name is None or name in self._settings.hosts:
+                return None
+            return _foreign_host_response(name)
+        offered = query.get("token", "").encode()
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
-            offered = credentials.strip()
-        if not hmac.compare_digest(offered.encode(), self._token):
+            offered = credentials.strip().encode("latin-1")  # the bytes sent (UTF-8 or not)
+        if not hmac.compare_digest(offered, self._token):
             return UNAUTHORIZED
         return None
 

@@ -37,6 +37,9 @@ class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
     token: SecretStr | None = None
     token_file: Path | None = None
+    # names a page on a loopback address without a token answers to, besides localhost
+    # and IP addresses (a reverse proxy's that passes its own Host on)
+    hosts: list[str] = Field(default_factory=list, max_length=100)
     # A household's clients: a few phones and desktops (a live stream each, a few
     # connections while a page loads), Prometheus, Home Assistant, a health check.
     max_connections: int = Field(64, ge=2, le=10_000)
@@ -57,6 +60,15 @@ class WebSettings(Section):
                 "e.g. from `openssl rand -hex 16`"
             )
         return token
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        names = [host.strip().rstrip(".").lower() for host in hosts]
+        bad = [host for host in names if len(host) > 253 or not _HOSTNAME.fullmatch(host)]
+        if bad:
+            raise ValueError(f"expected host names such as p1evse.example.org, got {bad[0]!r}")
+        return names
 
     @field_validator("listen", mode="before")
     @classmethod
