@@ -119,7 +119,9 @@ async def test_kilowatts_where_watts_are_configured_is_not_ready(broker: BrokerP
 
 async def test_a_silent_source_is_not_ready(broker: BrokerProcess) -> None:
     async with Probe(broker.port) as probe:
+        await probe.subscribe(DELIVERED)
         probe.publish(DELIVERED, "0.500", retain=True)  # an old value is no sign of life
+        await probe.next(DELIVERED)  # retained by the broker before check subscribes
         code, output = await run_check(settings_for(broker), listen_s=0.5)
     assert code == EXIT_NOT_READY
     assert "not ready: no data from the source" in output
