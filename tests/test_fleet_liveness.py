@@ -233,3 +233,35 @@ async def test_a_handover_that_is_no_age_is_refused_and_counted(
             assert app.fleet.counters.handovers_refused == 5
             assert sorted(app.fleet.sites) == ["after", "good"]
             assert app.fleet.counters.taken_over == 1
+
+
+async def test_a_member_keeps_beating_when_no_more_are_taken(
+    one_broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bound on members refuses new ones, never the heartbeat of one it has."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    monkeypatch.setattr("p1evse.fleet.fleet.MAX_MEMBERS", 2)
+    own = MEMBER.format("p1evse")
+    settings = fleet_settings(one_broker, fleet={"membership": True, "member_heartbeat": BEAT_S})
+    async with Probe(one_broker.port) as probe:
+        await probe.subscribe(own)
+        alive = asyncio.create_task(beating(probe, "alive"))
+        try:
+            with (
+                log_event("serving as p1evse with 1 other members (alive)") as both,
+                log_event("'extra' is not taken as a member") as refused,
+                log_event("alive not heard for") as expired,
+            ):
+                async with fleet_running(settings) as app:
+                    await asyncio.wait_for(both.wait(), EVENT_TIMEOUT_S)
+                    probe.publish(MEMBER.format("extra"), "online")
+                    await asyncio.wait_for(refused.wait(), EVENT_TIMEOUT_S)
+                    probe.pending(own)  # from here on: five heartbeats, and as many looks
+                    for _ in range(5):  # for members gone
+                        await probe.wait_for_payload(own, "online")
+                    assert app.fleet.members is not None
+                    assert app.fleet.members.live == {"p1evse", "alive"}
+                    assert not expired.is_set()  # not even for a moment
+        finally:
+            alive.cancel()
+        probe.publish(MEMBER.format("alive"), "", retain=True)

@@ -321,7 +321,8 @@ class Fleet:
         assert members is not None
         member = topic.rpartition("/")[2]
         online = bytes(payload) == ONLINE.encode()
-        if online and (SITE_ID.fullmatch(member) is None or len(members.live) >= MAX_MEMBERS):
+        full = member not in members.live and len(members.live) >= MAX_MEMBERS
+        if online and (SITE_ID.fullmatch(member) is None or full):
             more = self._log.note("member")
             if more is not None:
                 log.warning(
