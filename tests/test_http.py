@@ -209,6 +209,8 @@ async def test_unknown_paths_refusals_and_the_gate() -> None:
             ("/secret", 401),
             ("/secret?token=t", 200),
             ("http://[broken/", 400),
+            ("//elsewhere/secret?token=t", 404),  # a path, not an authority
+            ("http://elsewhere/secret?token=t", 200),  # absolute-form: its path
         ]:
             await client.send(get(path))
             answer, headers, _ = await client.response()

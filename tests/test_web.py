@@ -280,39 +280,56 @@ async def test_a_token_is_required_when_set(one_broker: BrokerProcess) -> None:
 
 async def test_a_token_of_any_script_is_taken_as_sent(one_broker: BrokerProcess) -> None:
     """In the Authorization header as UTF-8 bytes, and in ?token= percent-encoded."""
-    token = "zürich-schlüssel-Ωμέγα-0123"
-    settings = web_settings(one_broker, web={"token": token})
+    token = "zürich-schlüssel-Ωμέγα-0123-à"  # its last byte, 0xa0, is no space to strip
+    settings = web_settings(one_broker, web={"token": f" {token}\t\n"})  # as a file ends
     async with serving(settings) as site:
         assert settings.web.address is not None
-        async with connect("127.0.0.1", settings.web.address.port) as client:
-            await client.send(
-                b"GET /api/state HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
-                + token.encode()
-                + b"\r\n\r\n"
-            )
-            assert (await client.response())[0] == 200
+        for around in (b"", b" \t"):
+            async with connect("127.0.0.1", settings.web.address.port) as client:
+                await client.send(
+                    b"GET /api/state HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+                    + around
+                    + token.encode()
+                    + around
+                    + b"\r\n\r\n"
+                )
+                assert (await client.response())[0] == 200
         assert (await site.get("api/state", params={"token": token}))[0] == 200
         assert (await site.get("api/state", params={"token": token[:-1]}))[0] == 401
 
 
-@pytest.mark.parametrize("path", ["", "api/state", "api/history", "metrics"])
+@pytest.mark.parametrize(
+    ("listen", "path"),
+    [("127.0.0.1", ""), ("127.0.0.1", "api/state"), ("127.0.0.1", "metrics"), ("0.0.0.0", "")],
+)
 async def test_a_page_without_a_token_answers_to_this_machines_names_only(
-    one_broker: BrokerProcess, path: str
+    one_broker: BrokerProcess, listen: str, path: str
 ) -> None:
-    """A web page elsewhere that points a name of its own at 127.0.0.1 (DNS rebinding)
-    reads nothing; localhost and addresses do."""
-    async with serving(web_settings(one_broker)) as site:
+    """A web page elsewhere that points a name of its own at the page's address (DNS
+    rebinding) reads nothing, on loopback as on the LAN (a container's 0.0.0.0
+    published on the host's 127.0.0.1); localhost and addresses do."""
+    settings = web_settings(one_broker, web={"listen": f"{listen}:{free_port()}"})
+    async with serving(settings) as site:
         port = site.url.rsplit(":", 1)[1].strip("/")
-        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.nip.io", "localhost.evil"):
+        for host in (
+            "evil.example",
+            f"evil.example:{port}",
+            "127.0.0.1.nip.io",
+            "localhost.evil",
+            "face.cafe",
+        ):
             status, body, _ = await site.get(path, headers={"Host": host})
             assert status == 403, host
-            assert body.startswith(f"Host {host.partition(':')[0]}: a page on a loopback")
+            assert body.startswith(f"Host {host.partition(':')[0]}: a page without web.token")
         for host in (
             f"localhost:{port}",
             f"127.0.0.1:{port}",
             "[::1]",
+            "::1",
             "app.localhost",
             "10.0.0.7",
+            f"127.1:{port}",  # as Python's urllib sends it
+            "0x7f.1",
         ):
             assert (await site.get(path, headers={"Host": host}))[0] == 200, host
         assert (await site.get("healthz", headers={"Host": "evil.example"}))[0] in (200, 503)
@@ -322,9 +339,10 @@ async def test_a_name_of_web_hosts_is_answered_as_this_machines(
     one_broker: BrokerProcess,
 ) -> None:
     """A reverse proxy beside p1evse that passes its own Host on."""
-    settings = web_settings(one_broker, web={"hosts": ["P1evse.Example.org."]})
+    settings = web_settings(one_broker, web={"hosts": ["P1evse.Example.org.", "p1_evse"]})
     async with serving(settings) as site:
         assert (await site.get("api/state", headers={"Host": "p1evse.example.org:443"}))[0] == 200
+        assert (await site.get("api/state", headers={"Host": "p1_evse:8080"}))[0] == 200
         assert (await site.get("api/state", headers={"Host": "example.org"}))[0] == 403
     with pytest.raises(ValidationError, match="expected host names such as"):
         WebSettings(hosts=["p1evse.example.org/x"])

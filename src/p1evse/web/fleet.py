@@ -16,7 +16,6 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlencode
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -107,7 +106,7 @@ class FleetWebServer(StatusServer):
         there (the page's own paths are relative to it)."""
         site_id = request.tail
         if site_id.endswith("/") and SITE_ID.fullmatch(site_id[:-1]):
-            query = f"?{urlencode(request.query)}" if request.query else ""
+            query = f"?{request.raw_query}" if request.raw_query else ""
             return Response(status=308, headers={"Location": f"/site/{site_id[:-1]}{query}"})
         if SITE_ID.fullmatch(site_id) is None:
             raise HttpError(404, f"no such page: a site's is /site/<id>, the id {SITE_ID_RULE}\n")

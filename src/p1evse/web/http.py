@@ -42,6 +42,7 @@ class Request:
     path: str  # percent-decoded
     tail: str  # what follows a prefix route's prefix ("" for an exact route)
     query: Mapping[str, str]  # the first value of each name
+    raw_query: str  # as sent, after the "?"
     headers: Mapping[str, str]  # lower-case names; a repeated header's last value
     transport: asyncio.Transport
 
@@ -238,12 +239,17 @@ class HttpConnection(asyncio.Protocol):
         """The request and its handler, or the answer to a request refused before one."""
         service = self._service
         method = event.method.decode("ascii", "replace")
-        try:
-            target = urlsplit(event.target.decode("ascii", "replace"))
-        except ValueError as exc:  # an absolute URL with a broken host
-            return Response(f"bad request: {exc}\n".encode(), 400)
-        path = unquote(target.path, errors="replace")
-        query = dict(reversed(parse_qsl(target.query, keep_blank_values=True)))
+        raw = event.target.decode("ascii", "replace")
+        if raw.startswith("/"):  # origin-form: "//x/y" is a path, not an authority
+            raw_path, _, raw_query = raw.partition("?")
+        else:
+            try:
+                target = urlsplit(raw)
+            except ValueError as exc:  # an absolute URL with a broken host
+                return Response(f"bad request: {exc}\n".encode(), 400)
+            raw_path, raw_query = target.path, target.query
+        path = unquote(raw_path, errors="replace")
+        query = dict(reversed(parse_qsl(raw_query, keep_blank_values=True)))
         headers = {
             name.decode("ascii", "replace"): value.decode("latin-1")
             for name, value in event.headers
@@ -263,7 +269,7 @@ class HttpConnection(asyncio.Protocol):
         if self._transport is None:
             raise ConnectionResetError("no transport")
         handler, tail = found
-        return Request(method, path, tail, query, headers, self._transport), handler
+        return Request(method, path, tail, query, raw_query, headers, self._transport), handler
 
     async def _serve(self, request: Request, handler: Handler) -> None:
         try:

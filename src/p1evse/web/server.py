@@ -20,6 +20,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import resource
 import socket
 from collections.abc import AsyncIterator, Mapping
@@ -82,6 +83,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+# the forms of an IPv4 address inet_aton takes besides dotted quads: 127.1, 0x7f.0.0.1
+LEGACY_IPV4 = re.compile(r"[0-9a-fx.]{1,40}")
 OPEN_PATHS = ("/healthz", "/static/")  # no token needed: health probes, public files
 UNAUTHORIZED = Response(
     b"a token is needed: Authorization: Bearer TOKEN, or ?token=TOKEN\n",
@@ -94,34 +97,46 @@ PAGE_CACHE = "no-cache"  # a page is revalidated on every load: its files may ch
 def foreign_host(host: str | None) -> str | None:
     """The name in a Host header that is neither localhost nor an address, if it is.
 
-    A page on a loopback address without a token is this machine's alone, but a web
-    page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding) and read it
-    in the browser of whoever runs p1evse: a request under a name, not localhost's, is
-    such a page's."""
+    A page without a token is meant for whoever can reach its address, but a web page
+    elsewhere can point a name of its own at that address (DNS rebinding: 127.0.0.1,
+    or the LAN address of a NAS) and read it in the browser of anyone who can: a
+    request under a name, not localhost's, is such a page's."""
     if host is None:
         return None
-    host = host.strip()
+    host = host.strip(" \t")
     if host.startswith("["):  # [v6] or [v6]:port
         name = host[1:].partition("]")[0]
+    elif host.count(":") > 1:  # an IPv6 address without its brackets
+        name = host
     else:
-        name = host.rpartition(":")[0] if ":" in host else host
+        name = host.partition(":")[0]
     name = name.rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost" or name.endswith(".localhost") or _is_address(name):
         return None
+    return name
+
+
+def _is_address(name: str) -> bool:
+    """An IP address in any form a resolver takes as one (127.1 and 0x7f.1 too): no
+    name that DNS could answer for."""
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        return name
-    return None
+        # inet_aton takes what follows a space as well: digits and dots only here
+        if not LEGACY_IPV4.fullmatch(name):
+            return False
+        try:
+            socket.inet_aton(name)
+        except OSError:
+            return False
+    return True
 
 
 def _foreign_host_response(name: str) -> Response:
     return Response(
-        f"Host {name[:80]}: a page on a loopback address without web.token answers to "
-        "localhost, an IP address or a name of web.hosts only (a name could be any web "
-        "page's, pointed here); set web.token, or list the name in web.hosts\n".encode(
-            errors="replace"
-        ),
+        f"Host {name[:80]}: a page without web.token answers to localhost, an IP address "
+        "or a name of web.hosts only (a name could be any web page's, pointed here); set "
+        "web.token, or list the name in web.hosts\n".encode(errors="replace"),
         403,
     )
 
@@ -168,7 +183,6 @@ class StatusServer:
         self._token = (
             settings.token.get_secret_value().encode() if settings.token is not None else None
         )
-        self._loopback = is_loopback(address.host)
         self._files = Files(STATIC_DIR)
         self._service: Service | None = None
         self._server: asyncio.Server | None = None
@@ -250,8 +264,6 @@ class StatusServer:
         if path.startswith(OPEN_PATHS):
             return None
         if self._token is None:
-            if not self._loopback:
-                return None
             name = foreign_host(headers.get("host"))
             if name is None or name in self._settings.hosts:
                 return None
@@ -259,7 +271,8 @@ class StatusServer:
         offered = query.get("token", "").encode()
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer":
-            offered = credentials.strip().encode("latin-1")  # the bytes sent (UTF-8 or not)
+            # the bytes sent (UTF-8 or not); around them only HTTP's own spaces and tabs
+            offered = credentials.strip(" \t").encode("latin-1")
         if not hmac.compare_digest(offered, self._token):
             return UNAUTHORIZED
         return None

@@ -15,6 +15,8 @@ from p1evse.settings import Section, secrets_from_files
 MIN_TOKEN_CHARS = 16
 # a DNS name: dot-separated labels of letters, digits and inner hyphens
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+# a name a Host header may carry: a Docker service's may have underscores
+_HOST_NAME = re.compile(r"[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*")
 
 
 def _is_host(host: str) -> bool:
@@ -37,8 +39,8 @@ class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
     token: SecretStr | None = None
     token_file: Path | None = None
-    # names a page on a loopback address without a token answers to, besides localhost
-    # and IP addresses (a reverse proxy's that passes its own Host on)
+    # names a page without a token answers to, besides localhost and IP addresses (the
+    # machine's own name on the LAN; a reverse proxy's that passes its own Host on)
     hosts: list[str] = Field(default_factory=list, max_length=100)
     # A household's clients: a few phones and desktops (a live stream each, a few
     # connections while a page loads), Prometheus, Home Assistant, a health check.
@@ -53,19 +55,23 @@ class WebSettings(Section):
     @field_validator("token")
     @classmethod
     def _long_enough(cls, token: SecretStr | None) -> SecretStr | None:
-        if token is not None and len(token.get_secret_value().strip()) < MIN_TOKEN_CHARS:
+        """Without the spaces around it, which no Authorization header can carry (a
+        token file's last line ends in one)."""
+        if token is None:
+            return None
+        text = token.get_secret_value().strip()
+        if len(text) < MIN_TOKEN_CHARS:
             raise ValueError(
                 f"a token needs at least {MIN_TOKEN_CHARS} characters, this one has "
-                f"{len(token.get_secret_value().strip())}: use a long random string, "
-                "e.g. from `openssl rand -hex 16`"
+                f"{len(text)}: use a long random string, e.g. from `openssl rand -hex 16`"
             )
-        return token
+        return SecretStr(text)
 
     @field_validator("hosts")
     @classmethod
     def _host_names(cls, hosts: list[str]) -> list[str]:
         names = [host.strip().rstrip(".").lower() for host in hosts]
-        bad = [host for host in names if len(host) > 253 or not _HOSTNAME.fullmatch(host)]
+        bad = [host for host in names if len(host) > 253 or not _HOST_NAME.fullmatch(host)]
         if bad:
             raise ValueError(f"expected host names such as p1evse.example.org, got {bad[0]!r}")
         return names
