@@ -120,6 +120,10 @@ async def test_a_member_says_online_again_when_another_says_otherwise(
                 probe.publish(own, "", retain=True)
                 await probe.wait_for_payload(own, "online")
                 assert reasserted.is_set()
+            # said again a moment later: answered too, a moment later, not at the next
+            # heartbeat (30 s) while the others feed its sites
+            probe.publish(own, "", retain=True)
+            await probe.wait_for_payload(own, "online", timeout=10)
             async with Probe(one_broker.port) as late:  # and it is what is retained
                 await late.subscribe(own)
                 assert await late.next_payload(own) == "online"
@@ -168,6 +172,8 @@ async def test_a_gone_members_site_whose_meter_went_silent_is_still_paused(
                 assert (await probe.next(GRID_IE)).topic == f"p1evse/{busy}/grid_ie"
                 assert unheard not in app.fleet.sites
                 assert app.fleet.sites[busy].pipeline.counters.stale_entered == 0
+                # its meter's messages went to the site taken over, and made no other
+                assert app.fleet.counters.created == len(app.fleet.sites) == 2
 
 
 async def test_a_site_handed_to_a_member_that_joined_keeps_its_stale_guard(
@@ -265,3 +271,30 @@ async def test_a_member_keeps_beating_when_no_more_are_taken(
         finally:
             alive.cancel()
         probe.publish(MEMBER.format("alive"), "", retain=True)
+
+
+async def test_a_handover_heard_before_the_site_is_this_processs_is_kept_for_then(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Members that see the members differently for a while: the handover came to this
+    process while another one, gone since, still owned the site as it saw them."""
+    caplog.set_level(logging.INFO, logger="p1evse")
+    settings = fleet_settings(one_broker, fleet={"membership": True}, publish={"stale_after": 3.0})
+    [site] = owned_by("ghost", ["ghost"])
+    async with Probe(one_broker.port) as probe, retained(probe, "ghost"):
+        await probe.subscribe(CLAIMS)
+        with (
+            log_event("serving as p1evse with 1 other members (ghost)") as both,
+            log_event("0 sites moved to others, 1 taken over") as taken,
+        ):
+            async with fleet_running(settings) as app:
+                await asyncio.wait_for(both.wait(), EVENT_TIMEOUT_S)
+                probe.publish(f"p1evse/fleet/handover/{site}", "0.5")  # its meter: silent since
+                probe.publish(MEMBER.format("ghost"), "offline", retain=True)
+                await asyncio.wait_for(taken.wait(), EVENT_TIMEOUT_S)
+                claim = await probe.next(CLAIMS, timeout=EVENT_TIMEOUT_S)
+                assert (claim.topic, bytes(claim.payload).decode()) == (
+                    f"openevse/{site}/claim/set",
+                    PAUSE,
+                )
+                assert app.fleet.counters.taken_over == 1

@@ -197,12 +197,14 @@ class Fleet:
         self._letting_go: Timer | None = None
         self._collect_due = False  # sites let go since the last full collection
         self.ready = False
+        self._told_connected = False  # the sites know the connection is up
         self.counters = FleetCounters()
         self._log = RateLimiter(LOG_PERIOD_S, clock.time)
         self._sweep: Timer | None = None
         self._freezing: Timer | None = None
         self._heartbeat: Timer | None = None
         self._reasserted_at = float("-inf")
+        self._reasserting: Timer | None = None
         self._closed = False  # its own "offline" on the way out is no one else's word
         self._unfrozen = 0  # sites made since the last freeze
         self._states = (
@@ -250,10 +252,13 @@ class Fleet:
     async def close(self) -> None:
         """Stop every site; what their chargers hold stays (see the module's text)."""
         self._closed = True
-        for timer in (self._sweep, self._freezing, self._letting_go, self._heartbeat):
+        self.ready = False  # nothing is made, taken over or handed over on the way out
+        timers = (self._sweep, self._freezing, self._letting_go, self._heartbeat, self._reasserting)
+        for timer in timers:
             if timer is not None:
                 timer.cancel()
         self._sweep = self._freezing = self._letting_go = self._heartbeat = None
+        self._reasserting = None
         if self._states is not None:
             self._states.close()
         for site in self.sites.values():
@@ -265,6 +270,8 @@ class Fleet:
         """What the broker brings on this process's own topic: its "online" back (the
         first since connecting makes it ready; any later one is its heartbeat), or
         someone else's word, answered with "online" again."""
+        if self._closed:
+            return
         if bytes(payload) != ONLINE.encode():
             if self.ready:
                 self._reassert(payload)
@@ -274,6 +281,7 @@ class Fleet:
             self.ready = True
             if members is not None:
                 self._reassign()
+                self._tell_connected()
             elif self._list is not None:
                 self._list.sync(self._owners.owns)
         elif members is not None:
@@ -289,23 +297,30 @@ class Fleet:
                 self._reassign()
 
     def _reassert(self, payload: bytes | bytearray) -> None:
-        now = self._clock.time()
-        if self._closed:
-            return
-        if not self._broker.connected or now - self._reasserted_at < REASSERT_EVERY_S:
-            return  # the next heartbeat says it
-        self._reasserted_at = now
+        if self._closed or not self._broker.connected:
+            return  # a new connection says "online" anyway
         more = self._log.note("reassert")
         if more is not None:
             log.warning(
                 'fleet: %r was said on this process\'s own topic %s; it says "online" '
-                "again (does another process use client id %s?)%s",
+                "again (its own will, from a broker shutting down? another process "
+                "with client id %s? someone clearing the topic?)%s",
                 bytes(payload[:40]),
                 self._announced_on,
                 self._broker.client_id,
                 more,
             )
-        self._broker.publish(self._announced_on, ONLINE, qos=1, retain=True)
+        due = self._reasserted_at + REASSERT_EVERY_S
+        if self._clock.time() >= due:
+            self._say_online()
+        elif self._reasserting is None:  # said a moment ago: once more, then
+            self._reasserting = self._clock.call_at(due, self._say_online)
+
+    def _say_online(self) -> None:
+        self._reasserting = None
+        self._reasserted_at = self._clock.time()
+        if not self._closed and self._broker.connected:
+            self._broker.publish(self._announced_on, ONLINE, qos=1, retain=True)
 
     def _schedule_heartbeat(self) -> None:
         when = self._clock.time() + self.settings.member_heartbeat
@@ -372,11 +387,12 @@ class Fleet:
         self.counters.moved += len(moved)
         if moved:
             self._collect()
+        # before any site is made: their routes are on these very topics
+        self._broker.unroute(list(self._ignored))
+        self._ignored.clear()
         taken = self._take_over()
         if self._list is not None:
             self._list.sync(self._owners.owns)
-        self._broker.unroute(list(self._ignored))
-        self._ignored.clear()
         members = self.members
         assert members is not None
         log.info(
@@ -414,14 +430,7 @@ class Fleet:
         """A member let a site go that this process owns now (one joined): made at
         once, its stale guard counting from its meter's last valid reading."""
         site_id = topic.rpartition("/")[2]
-        if (
-            not self.ready
-            or site_id in self.sites
-            or site_id in self.paused  # the charger's until its meter is back
-            or SITE_ID.fullmatch(site_id) is None
-            or not self._owners.owns(site_id)
-            or len(self.sites) >= self.settings.max_sites
-        ):
+        if not self.ready or site_id in self.sites or SITE_ID.fullmatch(site_id) is None:
             return
         age = _seconds(payload)
         if age is None:
@@ -436,8 +445,14 @@ class Fleet:
                     more,
                 )
             return
-        if age < self._stale_after:  # older: its former owner paused it (a marker)
-            self._add(site_id, fed_at=self._clock.time() - age)
+        if age >= self._stale_after:  # its former owner paused it (a marker)
+            return
+        fed_at = self._clock.time() - age
+        if not self._owners.owns(site_id):
+            # another's as this process sees the members: this one's, should that change
+            self._heard_of(site_id, fed_at)
+        elif site_id not in self.paused and len(self.sites) < self.settings.max_sites:
+            self._add(site_id, fed_at=fed_at)
             self.counters.taken_over += 1
 
     # -- the first message of a site ------------------------------------------------
@@ -461,6 +476,13 @@ class Fleet:
     def _arrived(self, site_id: str, topic: str, payload: bytes | bytearray) -> None:
         """The first message of a site not made here yet: made, if it is this
         process's and there is room."""
+        site = self.sites.get(site_id)
+        if site is not None:  # never a second Site for one id, whatever became of a route
+            routes = self._list.routes if self._list is not None else self._ports[site_id].routes
+            handler = routes.get(topic)
+            if handler is not None:
+                handler(payload)
+            return
         if not self.ready:
             self._not_owned(payload)
             return
@@ -492,11 +514,15 @@ class Fleet:
         """A message of the meter of a site another member serves: counted, and when
         it came kept, should that member go."""
         self.counters.not_owned += 1
-        if self.members is None:
-            return
+        if self.members is not None:
+            self._heard_of(site_id, self._clock.time())
+
+    def _heard_of(self, site_id: str, at: float) -> None:
         heard = self._others_heard
-        if site_id in heard or len(heard) < self.settings.max_sites:
-            heard[site_id] = self._clock.time()
+        if site_id in heard:
+            heard[site_id] = max(heard[site_id], at)
+        elif len(heard) < self.settings.max_sites:
+            heard[site_id] = at
 
     def _ignore(
         self, topic: str, handler: Callable[[bytes | bytearray], None] | None = None
@@ -519,6 +545,7 @@ class Fleet:
         if pattern not in self._shared:
             self._shared.add(pattern)
             self._broker.subscribe_pattern(pattern, partial(self._unrouted_report, level))
+        self._ignored.discard(topic)  # the site's now: never unrouted as another's
         return True
 
     def _unrouted_report(self, level: int, topic: str, payload: bytes | bytearray) -> None:
@@ -553,6 +580,7 @@ class Fleet:
                 self._list.routes[topic] = handler
             else:
                 port.route(topic, handler)
+                self._ignored.discard(topic)  # the site's now: never unrouted as another's
         if self._dealt:
             self._watch(site_id, site, port)
         site.on_pause_held(record.pause_held)
@@ -568,7 +596,7 @@ class Fleet:
         self.records[site_id] = record
         self._ports[site_id] = port
         self.counters.created += 1
-        if self._broker.connected:
+        if self._told_connected:
             _tell(port.connected_listeners)
         site.start()
         log.debug("site %s: first message; %d sites", site_id, len(self.sites))
@@ -752,12 +780,20 @@ class Fleet:
     # -- the broker's comings and goings, told to every site ------------------------
 
     def _connected(self) -> None:
+        if self.members is None:
+            self._tell_connected()
+        # a member's sites hear of the connection once it knows which are still its
+        # (`_announced`): one that moved meanwhile sends its charger nothing
+
+    def _tell_connected(self) -> None:
+        self._told_connected = True
         for port in self._ports.values():
             _tell(port.connected_listeners)
         if self._states is not None:
             self._states.connected()
 
     def _disconnected(self) -> None:
+        self._told_connected = False
         if self.members is not None:
             # whoever died meanwhile says nothing this process hears: the next
             # connection's retained members say who is live, then its own "online"
