@@ -122,7 +122,7 @@ def _is_address(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
     except ValueError:
-        # inet_aton takes what follows a space as well: digits and dots only here
+        # inet_aton takes what follows a space as well: hex digits, x and dots only
         if not LEGACY_IPV4.fullmatch(name):
             return False
         try:
@@ -259,8 +259,8 @@ class StatusServer:
     def _gate(
         self, path: str, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> Response | None:
-        """The token, asked of every path but the open ones; without one, on a
-        loopback address, a Host that is this machine."""
+        """The token, asked of every path but the open ones; without one, a Host that
+        names no other machine (`foreign_host`) or is one of web.hosts."""
         if path.startswith(OPEN_PATHS):
             return None
         if self._token is None:
