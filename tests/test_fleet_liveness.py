@@ -277,9 +277,15 @@ async def test_a_handover_heard_before_the_site_is_this_processs_is_kept_for_the
     one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Members that see the members differently for a while: the handover came to this
-    process while another one, gone since, still owned the site as it saw them."""
+    process while a member that never was (a stale "online") owned the site as it saw
+    them; when that one is gone, the site is this process's, its meter silent for longer
+    than stale_after by then, and paused at once."""
     caplog.set_level(logging.INFO, logger="p1evse")
-    settings = fleet_settings(one_broker, fleet={"membership": True}, publish={"stale_after": 3.0})
+    settings = fleet_settings(
+        one_broker,
+        fleet={"membership": True, "member_heartbeat": BEAT_S},
+        publish={"stale_after": 3.0},
+    )
     [site] = owned_by("ghost", ["ghost"])
     async with Probe(one_broker.port) as probe, retained(probe, "ghost"):
         await probe.subscribe(CLAIMS)
@@ -289,8 +295,9 @@ async def test_a_handover_heard_before_the_site_is_this_processs_is_kept_for_the
         ):
             async with fleet_running(settings) as app:
                 await asyncio.wait_for(both.wait(), EVENT_TIMEOUT_S)
-                probe.publish(f"p1evse/fleet/handover/{site}", "0.5")  # its meter: silent since
-                probe.publish(MEMBER.format("ghost"), "offline", retain=True)
+                # its meter silent since 2.9 s; the ghost is gone 3 heartbeats after
+                # it was heard, when the meter has been silent for longer than 3 s
+                probe.publish(f"p1evse/fleet/handover/{site}", "2.9")
                 await asyncio.wait_for(taken.wait(), EVENT_TIMEOUT_S)
                 claim = await probe.next(CLAIMS, timeout=EVENT_TIMEOUT_S)
                 assert (claim.topic, bytes(claim.payload).decode()) == (
@@ -298,3 +305,5 @@ async def test_a_handover_heard_before_the_site_is_this_processs_is_kept_for_the
                     PAUSE,
                 )
                 assert app.fleet.counters.taken_over == 1
+                stale = app.fleet.sites[site].pipeline.counters.stale_entered
+                assert stale == 1

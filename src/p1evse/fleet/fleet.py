@@ -20,10 +20,12 @@ paused until its readings are back, whoever is serving it then.
 
 Nothing is decided before this process has seen its own announcement come back from the
 broker: the retained members and markers come before it, so by then it knows who else
-serves and which chargers are paused. A member that is gone hands nothing over: its
-sites whose meters spoke lately are made by their new owner at once, their stale guards
-counting from the last message heard, so a meter silent at the handover still has its
-charger paused (made on its next message, it never would be). A member that lets a site
+serves and which chargers are paused. A member that is gone hands nothing over, so each
+member keeps when it last heard the meters of the others' sites: the new owner makes
+them at once, their stale guards counting from the last message heard, so a meter silent
+at the handover still has its charger paused (made on its next message, it never would
+be), at once if it has been silent for longer than `stale_after` and nobody paused it
+(its owner, as this process saw the members, was one that never was). A member that lets a site
 go to one that joined says on `<fleet.topic>/handover/<site>` how long ago its meter
 last gave a valid reading (when it ever did, and the site is not stale), and the new
 owner makes the site at once, its stale guard running on. A member learns the
@@ -404,14 +406,11 @@ class Fleet:
         )
 
     def _take_over(self) -> int:
-        """Make the sites now this process's whose meters spoke within `stale_after`,
-        each stale guard counting from its meter's last message (the module's text)."""
-        now = self._clock.time()
-        heard = {
-            site_id: at
-            for site_id, at in self._others_heard.items()
-            if now - at < self._stale_after
-        }
+        """Make the sites now this process's that were heard of as another's, each
+        stale guard counting from its meter's last message (the module's text): one
+        silent for longer than `stale_after` is paused at once, for its owner as this
+        process saw the members may have been one that never was (a stale "online")."""
+        heard = self._others_heard
         owns = self._owners.owns
         self._others_heard = {site_id: at for site_id, at in heard.items() if not owns(site_id)}
         taken = [
@@ -733,12 +732,11 @@ class Fleet:
         if self._collect_due:
             self._collect()
             self._collect_due = False
-        if self._others_heard:  # only what a member gone now would hand over
+        evict_after = self.settings.evict_after
+        if self._others_heard and evict_after is not None:  # let go by their owners too
             now = self._clock.time()
             self._others_heard = {
-                site_id: at
-                for site_id, at in self._others_heard.items()
-                if now - at < self._stale_after
+                site_id: at for site_id, at in self._others_heard.items() if now - at < evict_after
             }
         self._summarize()
         self._schedule_sweep()
