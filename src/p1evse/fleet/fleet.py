@@ -43,14 +43,13 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 from p1evse.counts import Count
-from p1evse.errors import ConfigError
+from p1evse.errors import ConfigError, InputRejected
 from p1evse.fleet.dealt import FeedWatch, Heard
 from p1evse.fleet.members import MISSED_BEATS, Members, Owners
 from p1evse.fleet.port import SitePort
@@ -59,6 +58,7 @@ from p1evse.fleet.rows import site_row
 from p1evse.fleet.settings import FleetSettings
 from p1evse.fleet.site_list import SiteList
 from p1evse.fleet.state_topics import StateTopics
+from p1evse.inputs import parse_number
 from p1evse.mqtt import ONLINE
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import SITE_ID, SITE_ID_RULE, SiteTemplate, site_capture
@@ -87,7 +87,6 @@ IGNORED_ROUTES_PER_SITE = 16
 MARKERS_PER_SITE = 10
 PAUSED = "1"  # a pause marker's payload; an empty retained message removes it
 MAX_MEMBERS = 1000  # live members taken (anyone who may publish there could add more)
-MAX_AGE_BYTES = 32  # a handover's payload: seconds since the last valid reading
 REASSERT_EVERY_S = 1.0  # at most this often "online" again when someone says otherwise
 # sites another process feeds now are let go together, this long after the first: a
 # member joining or leaving a shared group moves many, as their new owner's values come
@@ -186,7 +185,8 @@ class Fleet:
         self.members = Members(settings.mqtt.client_id) if fleet.membership else None
         self._owners = Owners(fleet.shard, self.members)
         self.paused: set[str] = set()  # the sites whose pause markers are retained
-        self._ignored: set[str] = set()  # topics routed to `_not_owned`
+        # topics of sites another process owns, routed to count their messages
+        self._ignored: set[str] = set()
         # sites of other members, and when a message of their meters last came here
         self._others_heard: dict[str, float] = {}
         self._shared: set[str] = set()  # patterns that bring topics of every site
@@ -419,11 +419,11 @@ class Fleet:
             # a paused one is the charger's until its meter is back
             if owns(site_id) and site_id not in self.sites and site_id not in self.paused
         ]
-        room = max(0, self.settings.max_sites - len(self.sites))
-        for site_id, at in taken[:room]:
+        made = taken[: max(0, self.settings.max_sites - len(self.sites))]
+        for site_id, at in made:
             self._add(site_id, fed_at=at)
-        self.counters.taken_over += min(len(taken), room)
-        return min(len(taken), room)
+        self.counters.taken_over += len(made)
+        return len(made)
 
     def _handed_over(self, topic: str, payload: bytes | bytearray) -> None:
         """A member let a site go that this process owns now (one joined): made at
@@ -475,13 +475,6 @@ class Fleet:
     def _arrived(self, site_id: str, topic: str, payload: bytes | bytearray) -> None:
         """The first message of a site not made here yet: made, if it is this
         process's and there is room."""
-        site = self.sites.get(site_id)
-        if site is not None:  # never a second Site for one id, whatever became of a route
-            routes = self._list.routes if self._list is not None else self._ports[site_id].routes
-            handler = routes.get(topic)
-            if handler is not None:
-                handler(payload)
-            return
         if not self.ready:
             self._not_owned(payload)
             return
@@ -807,14 +800,12 @@ class Fleet:
 
 
 def _seconds(payload: bytes | bytearray) -> float | None:
-    """A handover's age: a finite number of seconds, 0 or more, in a few ASCII bytes."""
-    if len(payload) > MAX_AGE_BYTES:
-        return None
+    """A handover's age: a plain number of seconds, 0 or more."""
     try:
-        age = float(bytes(payload).decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
+        age = parse_number(payload)
+    except InputRejected:
         return None
-    return age if math.isfinite(age) and age >= 0 else None
+    return age if age >= 0 else None
 
 
 def _tell(listeners: list[Callable[[], None]]) -> None:

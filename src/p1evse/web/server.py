@@ -136,7 +136,7 @@ def _foreign_host_response(name: str) -> Response:
     return Response(
         f"Host {name[:80]}: a page without web.token answers to localhost, an IP address "
         "or a name of web.hosts only (a name could be any web page's, pointed here); set "
-        "web.token, or list the name in web.hosts\n".encode(errors="replace"),
+        "web.token, or list the name in web.hosts\n".encode(),
         403,
     )
 
