@@ -39,13 +39,15 @@ class Service:
     """`p1evse run` in a process of its own, configured by environment variables; its
     log lines can be waited for."""
 
-    def __init__(self, broker: BrokerProcess) -> None:
+    def __init__(self, broker: BrokerProcess, **env: str) -> None:
+        """`env`: more settings, or others, as environment variables."""
         self._env = {
             **os.environ,
             "P1EVSE_MQTT__PORT": str(broker.port),
             "P1EVSE_WEB__LISTEN": "",
             "P1EVSE_PUBLISH__INTERVAL": "0",
             "P1EVSE_OPENEVSE__DEADMAN_KEEPALIVE": str(KEEPALIVE_S),
+            **env,
         }
         self._loop = asyncio.get_running_loop()
         self._lines: asyncio.Queue[str] = asyncio.Queue()

@@ -550,6 +550,31 @@ def test_readings_keep_the_stale_guard_away() -> None:
     assert stale_events(events) == []
 
 
+def test_time_the_caller_was_held_is_not_the_meters_silence() -> None:
+    run = make(stale_after=30)
+    run.half(0, IMP, 100)
+    run.advance(10)
+    run.pipeline.held(50)  # stopped from 10 s to 60 s: the readings meanwhile wait
+    assert run.pipeline.next_deadline() == 80
+    events = run.half(60, IMP, 200)  # the first of them: no pause ahead of it
+    assert stale_events(events) == []
+    assert published(events) == [(60, 200)]
+    assert run.pipeline.next_deadline() == 90  # a reading ends what was held
+
+
+def test_a_meter_silent_while_the_caller_was_held_is_stale_after_its_running_time() -> None:
+    run = make(stale_after=30)
+    run.half(0, IMP, 100)
+    run.advance(10)
+    run.pipeline.held(50)
+    assert stale_events(run.advance(79.9)) == []
+    # 30 s of running time without a reading; the log says how long it really was
+    assert stale_events(run.advance(100)) == [StaleEntered(80, 0, StaleAction.PAUSE)]
+    run.pipeline.held(500)  # held while stale: nothing to wait for
+    assert stale_events(run.half(700, IMP, 100)) == [StaleLeft(700, 700)]
+    assert run.pipeline.next_deadline() == 730
+
+
 def test_rejected_input_does_not_count_as_fresh() -> None:
     run = make(stale_after=30)
     events = run.script([(0, IMP, 100), (20, IMP, math.nan), (29, IMP, -5)], until=31)

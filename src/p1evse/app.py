@@ -45,10 +45,11 @@ class Service:
         broker: Broker,
         unit: Unit,
         supervisor: Supervisor,
+        loop_watch: LoopWatch,
         web: StatusServer | None = None,
-        loop_watch: LoopWatch | None = None,
     ) -> None:
-        """`loop_watch` runs while something reads it (the status server)."""
+        """`loop_watch` runs with the service: the stale guard asks it whether the
+        loop was held, the status server how late it runs."""
         self.settings = settings
         self.broker = broker
         self.unit = unit
@@ -65,8 +66,7 @@ class Service:
         }
         if self.web is not None:  # a port it cannot have yet does not stop the bridge
             work["web"] = self.web.run
-        if self.loop_watch is not None:
-            work["loop-watch"] = self.loop_watch.run
+        work["loop-watch"] = self.loop_watch.run
         try:
             async with asyncio.TaskGroup() as group:
                 tasks = [
@@ -96,22 +96,21 @@ class App(Service):
     ) -> None:
         """`observers` see every event of the site (as the demo shows them)."""
         broker = Broker(settings.mqtt)
+        watch = LoopWatch(loop)
         # the status model is kept only when something reads it: the page and /metrics,
         # the state topic, discovery; without them the relay path stays as lean as it was
         role = Role(status=settings.web.listen is not None)
-        self.site = build_site(settings, Ports(loop, broker), role, observers=observers)
+        self.site = build_site(settings, Ports(loop, broker, watch.held), role, observers=observers)
         supervisor = Supervisor(loop, self.site.state.problem if self.site.state else None)
         web: WebServer | None = None
-        watch: LoopWatch | None = None
         address = settings.web.address
         if address is not None and self.site.state is not None:
             from p1evse.web.server import WebServer  # the page's code only when it is wanted
 
-            watch = LoopWatch(loop)
             web = WebServer(settings.web, address, self.site.state, broker, supervisor, loop, watch)
             self.site.state.listeners.append(web.push.changed)
             self.site.bridge.observers.append(web.metrics.observe)
-        super().__init__(settings, broker, self.site, supervisor, web, watch)
+        super().__init__(settings, broker, self.site, supervisor, watch, web)
 
 
 class FleetApp(Service):
@@ -125,18 +124,19 @@ class FleetApp(Service):
     ) -> None:
         announced = settings.announced_on()
         broker = Broker(settings.mqtt.model_copy(update={"availability_topic": announced}))
-        self.fleet = Fleet(settings, settings.fleet, broker, loop, announced, observers=observers)
+        watch = LoopWatch(loop)
+        self.fleet = Fleet(
+            settings, settings.fleet, broker, loop, announced, observers=observers, holds=watch.held
+        )
         web: FleetWebServer | None = None
-        watch: LoopWatch | None = None
         supervisor = Supervisor(loop, None)
         address = settings.web.address
         if address is not None:
             from p1evse.web.fleet import FleetWebServer  # the page's code only when wanted
 
-            watch = LoopWatch(loop)
             view = FleetView(self.fleet, broker, loop.time, supervisor)
             web = FleetWebServer(settings.web, address, view, loop, watch)
-        super().__init__(settings, broker, self.fleet, supervisor, web, watch)
+        super().__init__(settings, broker, self.fleet, supervisor, watch, web)
         self._loop = loop
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -43,13 +43,18 @@ class Bridge:
         clock: Clock,
         observers: Sequence[Callable[[Event], None]] = (),
         name: str = "p1evse",
+        holds: Callable[[float], float] | None = None,
     ) -> None:
+        """`holds`: how long the loop was held in all up to a time (`LoopWatch.held`),
+        told to the pipeline before anything it does."""
         self.pipeline = pipeline
         self._sinks = sinks
         self._clock = clock
         self.observers = list(observers)
         self._name = name
         self._timer: Timer | None = None
+        self._holds = holds
+        self._held_s = holds(clock.time()) if holds is not None else 0.0
         # asked before the sinks hear that the readings stopped: False keeps it from
         # them and from the observers (a fleet whose broker deals this meter to another
         # process now lets the site go instead)
@@ -72,20 +77,29 @@ class Bridge:
     def half(self, side: Side, watts: float) -> None:
         if self._debug:
             log.debug("%s: %s %g W", self._name, side.value, watts)
-        self._dispatch(self.pipeline.half(side, watts, self._clock.time()))
+        self._dispatch(self.pipeline.half(side, watts, self._now()))
 
     def reading(self, reading: Reading) -> None:
         if self._debug:
             log.debug(
                 "%s: import %g W, export %g W", self._name, reading.import_w, reading.export_w
             )
-        self._dispatch(self.pipeline.reading(reading, self._clock.time()))
+        self._dispatch(self.pipeline.reading(reading, self._now()))
 
     def phase(self, kind: PhaseKind, index: int, value: float) -> None:
-        self._dispatch(self.pipeline.phase(kind, index, value, self._clock.time()))
+        self._dispatch(self.pipeline.phase(kind, index, value, self._now()))
 
     def reject(self, reason: Rejection, detail: str, side: Side | None = None) -> None:
-        self._dispatch(self.pipeline.reject(reason, detail, self._clock.time(), side))
+        self._dispatch(self.pipeline.reject(reason, detail, self._now(), side))
+
+    def _now(self) -> float:
+        now = self._clock.time()
+        if self._holds is not None:
+            held = self._holds(now)
+            if held > self._held_s:
+                self.pipeline.held(held - self._held_s)
+                self._held_s = held
+        return now
 
     # -- events ----------------------------------------------------------------------
 
@@ -176,7 +190,7 @@ class Bridge:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._dispatch(self.pipeline.tick(self._clock.time()))
+        self._dispatch(self.pipeline.tick(self._now()))
 
 
 def _covers(value: GridPower) -> str:

@@ -22,7 +22,8 @@ The rules, numbered as the comments below name them:
    is a telegram sent again, not a new reading: it is counted and does not keep the
    stale guard quiet.
 6. Stale guard: no valid reading for `stale_after` enters STALE once (pause / import /
-   none); the first fresh reading leaves it.
+   none); the first fresh reading leaves it. Time in which the caller could not run
+   (`held`) is not the meter's silence and is not counted.
 7. (sinks) Integer watts as text, QoS 0, not retained.
 8. (config) No feedback loops.
 """
@@ -231,6 +232,7 @@ class Pipeline:
         self._last_reading_at: float | None = None
         self._stale_since: float | None = None
         self._stale_from_before = False  # begin_stale: the gap began before this pipeline
+        self._held_s = 0.0  # since the last valid reading (`held`)
         self._next_failsafe: float | None = None
         # the latest complete reading, per-phase values included
         self.last_reading: Reading | None = None
@@ -266,6 +268,15 @@ class Pipeline:
         process's did, so a meter silent at the handover still has its charger paused."""
         if self._last_reading_at is None:
             self._last_reading_at = at
+            self._held_s = 0.0
+
+    def held(self, seconds: float) -> None:
+        """The caller could not run for `seconds` (its process was stopped, the machine
+        did not run it): no reading could arrive in that time, so it is not the meter's
+        silence, and the stale guard waits that much longer. On resume the readings the
+        meter sent meanwhile come, rather than a pause ahead of them and a release."""
+        if self._stale_since is None:
+            self._held_s += seconds
 
     def begin_stale(self, now: float) -> None:
         """Be stale already, without an event: the charger was paused for this meter
@@ -522,6 +533,7 @@ class Pipeline:
             self._stale_from_before = False
             self._next_failsafe = None
         self._last_reading_at = at
+        self._held_s = 0.0
         events.append(reading)
         settings = self._settings
         interval = settings.interval
@@ -611,7 +623,7 @@ class Pipeline:
     def _stale_deadline(self) -> float | None:
         if self._last_reading_at is None and not self._guard_from_start:
             return None
-        return self.last_valid_at + self._settings.stale_after
+        return self.last_valid_at + self._settings.stale_after + self._held_s
 
     def _expire(self, now: float, events: list[Event]) -> None:
         waiting = self._waiting

@@ -161,10 +161,12 @@ def _example(topic: str) -> str:
 class Ports:
     """What a Site runs on. `clock`: the event loop, or a virtual clock. `mqtt`: the
     broker connection that carries the source's topics, the charger's feed and
-    read-back over MQTT, the state topic and discovery."""
+    read-back over MQTT, the state topic and discovery. `holds`: how long the loop was
+    held in all up to a time (`LoopWatch.held`; None: never)."""
 
     clock: Clock
     mqtt: MqttPort
+    holds: Callable[[float], float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +290,9 @@ def build_site(
                 sink.failing.append(state.charger_failing)
     discovery = _discovery(settings, mqtt, state) if role.discovery else None
     every_observer = [*([state.observe] if state is not None else []), *(observers or [])]
-    bridge = Bridge(pipeline, sinks if role.feed else [], clock, every_observer, name=name)
+    bridge = Bridge(
+        pipeline, sinks if role.feed else [], clock, every_observer, name=name, holds=ports.holds
+    )
     feed = next((sink for sink in sinks if isinstance(sink, OpenEvseMqttSink)), None)
     return Site(
         name,

@@ -164,10 +164,12 @@ class Fleet:
         clock: Clock,
         announced: str,
         observers: list[Callable[[Event], None]] | None = None,
+        holds: Callable[[float], float] | None = None,
     ) -> None:
         """`settings` is every site's, with `+` and `{site}` where the site id goes;
         `announced`: the topic of this process's retained "online" (its availability,
-        or its member topic); `observers` see every event of every site."""
+        or its member topic); `observers` see every event of every site; `holds`: how
+        long the loop was held in all up to a time (`LoopWatch.held`)."""
         problems = settings.site_id_problems()
         if problems or not settings.is_fleet():
             raise ConfigError([f"{key} = {problem}" for key, problem in problems] or ["no fleet"])
@@ -178,6 +180,7 @@ class Fleet:
         self._stale_after = settings.publish.stale_after
         self._announced_on = announced
         self._observers = observers
+        self._holds = holds
         self.sites: dict[str, Site] = {}
         self.records: dict[str, SiteRecord] = {}  # what the page shows of each site
         self.totals = Totals()
@@ -564,7 +567,11 @@ class Fleet:
         if self._states is not None:
             observers.append(partial(self._changed, site_id))
         site = build_site(
-            settings, Ports(self._clock, port), SITE_ROLE, name=site_id, observers=observers
+            settings,
+            Ports(self._clock, port, self._holds),
+            SITE_ROLE,
+            name=site_id,
+            observers=observers,
         )
         source = cast("TopicSource", site.source)  # site_id_problems: the source is MQTT's
         for topic, handler in source.handlers(site.bridge).items():

@@ -224,6 +224,12 @@ def loop_families(watch: LoopWatch) -> Iterator[Metric]:
         "The longest event-loop delay of the last one to two minutes",
         value=watch.longest(),
     )
+    yield CounterMetricFamily(
+        "p1evse_loop_held_seconds",
+        "Time the event loop was held over a second at a time (the process stopped, the "
+        "machine swapping): not counted as the meter's silence",
+        value=watch.held_s,
+    )
 
 
 def counter_families(counts: Iterable[Count]) -> Iterable[CounterMetricFamily]:
