@@ -68,6 +68,18 @@ source:
     assert problem.endswith("such as 'openevse/{site}' (FILE line 6)")
 
 
+def test_a_default_that_breaks_a_rule_is_blamed_on_no_other_key_of_its_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("P1EVSE_MQTT__CLIENT_ID", "p1evse-fleet")  # mqtt's other keys set
+    text = FLEET.replace("mqtt:\n  state_topic: p1evse/{site}/state\n", "mqtt:\n  port: 1883\n")
+    [problem] = problems(tmp_path, text)
+    assert problem == (
+        "mqtt.state_topic = 'p1evse/state' has no {site}: with a '+' in the source's topics "
+        "(a fleet) each site needs its own, such as 'p1evse/{site}/state'"
+    )
+
+
 def test_a_fleet_needs_every_source_topic_to_capture_and_mqtt_to_the_chargers(
     tmp_path: Path,
 ) -> None:

@@ -185,7 +185,7 @@ def load(path: Path | None, options: dict[str, Any] | None = None) -> Settings:
     if rules:
         raise ConfigError(
             [
-                f"{key} = {problem}{_origin(tuple(key.split('.')), path, lines, os.environ)}"
+                f"{key} = {problem}{_rule_origin(tuple(key.split('.')), path, lines, os.environ)}"
                 for key, problem in rules
             ]
         )
@@ -405,6 +405,19 @@ def _error_origin(
             if origin:
                 return origin
     return _origin(loc, path, lines, environ)
+
+
+def _rule_origin(
+    loc: tuple[str, ...],
+    path: Path | None,
+    lines: Mapping[tuple[str, ...], int],
+    environ: Mapping[str, str],
+) -> str:
+    """Where the key a rule between keys names was set: a key of a section only where it
+    was set itself (one left at its default was set nowhere; the variable or line that
+    set another key of its section is not to blame), a section anywhere below it."""
+    leaf = loc[-1] in _allowed_keys(loc[:-1]) and not _allowed_keys(loc)
+    return _origin(loc, path, lines, environ, exact=leaf)
 
 
 def _key_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
