@@ -278,6 +278,34 @@ async def test_a_pause_outlives_the_process_that_made_it(one_broker: BrokerProce
             assert await probe.next_payload("p1evse/fleet/paused/+") == ""
 
 
+async def test_a_pause_marker_the_broker_lost_is_published_again(
+    one_broker: BrokerProcess,
+) -> None:
+    """A broker restarted without persistence forgets the retained markers: the process
+    that holds the pause says it again, so the next to serve the site still releases."""
+    settings = fleet_settings(one_broker, publish={"stale_after": 1.0, "pair_window": 0.1})
+    async with fleet_running(settings):
+        async with Probe(one_broker.port) as probe:
+            await probe.subscribe(GRID_IE, CLAIMS, "p1evse/fleet/paused/+")
+            await ready(probe)
+            probe.publish(DELIVERED.format("gone"), "700")
+            assert await probe.next_payload(CLAIMS) == PAUSE
+            assert await probe.next_payload("p1evse/fleet/paused/+") == "1"
+        with log_event("the broker had lost the pause markers of 1 sites") as told:
+            one_broker.stop()  # the tests' mosquitto keeps nothing
+            one_broker.start()
+            await asyncio.wait_for(told.wait(), EVENT_TIMEOUT_S)
+        async with Probe(one_broker.port) as probe:
+            await probe.subscribe("p1evse/fleet/paused/gone")
+            assert await probe.next_payload("p1evse/fleet/paused/gone") == "1"
+    async with Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS)
+        async with fleet_running(settings):
+            await ready(probe)
+            probe.publish(DELIVERED.format("gone"), "650")
+            assert await probe.next_payload(CLAIMS) == "release"
+
+
 async def test_sites_going_stale_together_are_told_in_a_few_lines(
     one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:

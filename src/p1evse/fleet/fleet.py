@@ -188,6 +188,9 @@ class Fleet:
         self.members = Members(settings.mqtt.client_id) if fleet.membership else None
         self._owners = Owners(fleet.shard, self.members)
         self.paused: set[str] = set()  # the sites whose pause markers are retained
+        # the markers the broker brought since this connection began, until this
+        # process's own "online" comes back behind them (None: not connected or done)
+        self._markers_brought: set[str] | None = None
         # topics of sites another process owns, routed to count their messages
         self._ignored: set[str] = set()
         # sites of other members, and when a message of their meters last came here
@@ -281,6 +284,9 @@ class Fleet:
             if self.ready:
                 self._reassert(payload)
             return
+        if self._markers_brought is not None:
+            brought, self._markers_brought = self._markers_brought, None
+            self._mark_again(brought)
         members = self.members
         if not self.ready:
             self.ready = True
@@ -357,8 +363,32 @@ class Fleet:
         if members.update(member, online, self._clock.time()) and self.ready:
             self._reassign()
 
+    def _mark_again(self, brought: set[str]) -> None:
+        """Publish again the markers of the pauses this process holds that the broker
+        did not bring on this connection: a broker restarted without persistence lost
+        them, and whoever served such a site next would never release its charger."""
+        lost = [
+            site_id
+            for site_id, site in self.sites.items()
+            if site.holds_pause and site_id not in brought
+        ]
+        for site_id in lost:
+            self._pause_held(site_id, True)
+        if lost:
+            log.warning(
+                "fleet: the broker had lost the pause markers of %d sites (restarted "
+                "without persistence?); published again: %s",
+                len(lost),
+                ", ".join(lost[:10]) + (", …" if len(lost) > 10 else ""),
+            )
+
     def _marker(self, topic: str, payload: bytes | bytearray) -> None:
         site_id = topic.rpartition("/")[2]
+        self._note_marker(site_id, payload)
+        if self._markers_brought is not None and site_id in self.paused:
+            self._markers_brought.add(site_id)
+
+    def _note_marker(self, site_id: str, payload: bytes | bytearray) -> None:
         if not payload:
             self.paused.discard(site_id)
         elif len(self.paused) < MARKERS_PER_SITE * self.settings.max_sites:
@@ -778,6 +808,7 @@ class Fleet:
     # -- the broker's comings and goings, told to every site ------------------------
 
     def _connected(self) -> None:
+        self._markers_brought = set()
         if self.members is None:
             self._tell_connected()
         # a member's sites hear of the connection once it knows which are still its
@@ -792,6 +823,7 @@ class Fleet:
 
     def _disconnected(self) -> None:
         self._told_connected = False
+        self._markers_brought = None
         if self.members is not None:
             # whoever died meanwhile says nothing this process hears: the next
             # connection's retained members say who is live, then its own "online"
