@@ -162,6 +162,24 @@ def test_a_version_without_crc_accepts_no_checksum() -> None:
     assert decode_both(frame, "2.2").import_w == 1500
 
 
+@pytest.mark.parametrize("version", ["ISKRA_IE", "2.2", "Q3D"])
+def test_a_checksum_is_checked_where_the_standard_has_none_but_the_meter_sends_one(
+    version: str,
+) -> None:
+    """Iskra's Irish meters end with a good CRC that dsmr-parser, for a standard without
+    one, never looks at: a corrupt telegram would be a wrong value."""
+    lines = ["1-0:1.7.0(00.170*kW)", "1-0:2.7.0(00.270*kW)"]
+    frame = telegrams.telegram("ISk5\\2MIE5T-200", lines)
+    assert decode_both(frame, version).net_w == -100
+    with pytest.raises(InputRejected) as caught:
+        FastDecoder(DSMR_VERSIONS[version]).decode(telegrams.corrupt(frame))
+    assert caught.value.reason is Rejection.CRC
+    # a line end that is not one, or fewer digits: no checksum of the standard's to check
+    for end in ("!AD3\r\n", "!\r\n"):
+        unchecked = frame[: frame.rindex(b"!")] + end.encode()
+        assert FastDecoder(DSMR_VERSIONS[version]).decode(unchecked).lines
+
+
 @pytest.mark.parametrize("decoder", [FastDecoder, ReferenceDecoder])
 def test_a_wrong_crc_is_refused(decoder: Any) -> None:
     with pytest.raises(InputRejected) as caught:

@@ -5,7 +5,8 @@ One piece shared by the `p1` source (serial port or TCP gateway) and `mqtt_teleg
 
 Two decoders produce the same values:
 
-- `FastDecoder` checks the CRC and reads only the handful of lines p1evse uses (power
+- `FastDecoder` checks the CRC (also where the standard has none but the meter sends
+  one) and reads only the handful of lines p1evse uses (power
   totals and per phase, voltages, the meter's clock) in one pass, each line as
   dsmr-parser reads it (OBIS suffixes such as EasyMeter's `*255`, any unit or none,
   empty values, the lines the version's specification has and no others). It is
@@ -158,9 +159,18 @@ def crc16(data: bytes) -> int:
 _CHECKSUM = re.compile(rb"!([0-9A-Fa-f]{1,4})")
 
 
-def check_crc(frame: bytes) -> None:
-    """Raise `InputRejected(CRC)` unless the telegram's checksum matches its content."""
+# a whole checksum, where the standard has none: 4 hex digits and the line's end
+_FULL_CHECKSUM = re.compile(rb"![0-9A-Fa-f]{4}(?=\x00?\r\n|\x00?$)")
+
+
+def check_crc(frame: bytes, *, required: bool = True) -> None:
+    """Raise `InputRejected(CRC)` unless the telegram's checksum matches its content.
+    `required=False` (a standard without one): checked when the telegram has a whole
+    one, 4 hex digits after its '!' (Iskra's Irish meters send it; dsmr-parser does not
+    look, and a corrupt telegram would be a wrong value)."""
     end = frame.rfind(b"!")
+    if not required and (end < 0 or _FULL_CHECKSUM.match(frame, end) is None):
+        return
     checksum = _CHECKSUM.match(frame, end) if end >= 0 else None
     if checksum is None:
         raise InputRejected(Rejection.CRC, "no checksum after '!'")
@@ -197,8 +207,7 @@ class FastDecoder:
         self._lines = _line_finder((*version.codes, *((CLOCK,) if version.clock else ())))
 
     def decode(self, frame: bytes) -> TelegramValues:
-        if self._crc:
-            check_crc(frame)
+        check_crc(frame, required=self._crc)
         lines: dict[str, tuple[float, str | None]] = {}
         meter_time = None
         # where dsmr-parser's search for a code goes on after a line that ran over the
