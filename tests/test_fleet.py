@@ -99,7 +99,7 @@ async def test_a_thousand_sites_each_get_their_own_values_and_no_other(
         assert sorted(app.broker.subscriptions()) == [
             "dsmr/+/reading/electricity_currently_delivered",
             "dsmr/+/reading/electricity_currently_returned",
-            *(f"openevse/+/{field}" for field in sorted(READ_BACK_FIELDS)),
+            *(f"openevse/+/{field}" for field in sorted([*READ_BACK_FIELDS, "claim"])),
             "p1evse/fleet/paused/+",
             "p1evse/status",
         ]

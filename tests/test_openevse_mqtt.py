@@ -12,7 +12,7 @@ import pytest
 from p1evse.model import StaleAction, StaleEntered, StaleLeft
 from p1evse.sim.virtual import VirtualBroker, VirtualClock
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
-from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
+from p1evse.sinks.openevse_mqtt import CLAIM_AGAIN_GAP_S, PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
 from tests.brokers import BrokerProcess
 from tests.conftest import running, settings_for
 from tests.logs import log_event
@@ -166,6 +166,53 @@ async def test_voltage_feed_over_mqtt(broker: BrokerProcess) -> None:
         await ready(probe)
         probe.publish(JSON_TOPIC, TELEGRAM_JSON)
         assert await probe.next_payload("p1evse/vrms") == "231"  # mean of the phases
+
+
+async def test_a_pause_the_charger_missed_is_sent_again_when_it_says_its_slot(
+    broker: BrokerProcess,
+) -> None:
+    """`claim/set` is not retained: a pause sent while the charger was away (rebooting
+    with the router) reached no one. The charger says its claim slot on connecting; the
+    pause is sent again then, and not once more while the slot holds it."""
+    settings = settings_for(broker, publish={"interval": 0, "stale_after": 1.0, "pair_window": 0.1})
+    with log_event("paused charging") as paused:
+        async with running(settings), Probe(broker.port) as charger:
+            await asyncio.wait_for(paused.wait(), EVENT_TIMEOUT_S)  # to no one
+            await charger.subscribe(CLAIM)
+            charger.publish("openevse/claim", '{"state":"null"}', retain=True)
+            assert await charger.next_payload(CLAIM) == PAUSE_CLAIM
+            slot = '{"priority":500,"state":"disabled","auto_release":false}'
+            charger.publish("openevse/claim", slot, retain=True)
+            charger.publish(CLAIM, "marker")  # comes after anything sent for the slot
+            assert await charger.next_payload(CLAIM) == "marker"
+
+
+def test_a_pause_missing_from_the_slot_is_sent_again_at_most_every_few_seconds() -> None:
+    """Another MQTT client clearing the shared slot over and over is not fought in a
+    tight loop; nothing is sent again once the pause is not wanted, nor for a slot that
+    holds it."""
+    broker, clock = VirtualBroker(), VirtualClock(0.0)
+    settings = OpenevseSettings()
+    sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
+    claims: list[str] = []
+    broker.subscribe(settings.claim_topic, lambda payload: claims.append(payload.decode()))
+    broker.connect()
+    sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
+    assert claims == [PAUSE_CLAIM]
+    for at in (1.0, 1.5, 2.0, 2.5):
+        clock.advance(at)
+        sink.on_slot(b'{"state":"null"}')
+    assert claims == [PAUSE_CLAIM, PAUSE_CLAIM]  # once at 1.0
+    clock.advance(1.0 + CLAIM_AGAIN_GAP_S)  # the slot still said nothing
+    assert claims == [PAUSE_CLAIM] * 3
+    sink.on_slot(b'{"priority":500,"state":"disabled","auto_release":false}')
+    clock.advance(100.0)
+    assert claims == [PAUSE_CLAIM] * 3
+    sink.stale_left(StaleLeft(101.0, 100.0))
+    sink.on_slot(b'{"state":"null"}')
+    sink.on_slot(b"not json")
+    clock.advance(200.0)
+    assert claims == [*[PAUSE_CLAIM] * 3, RELEASE]
 
 
 def test_a_report_heard_while_the_claim_is_published_sends_it_once() -> None:

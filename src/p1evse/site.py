@@ -323,10 +323,10 @@ def _sinks(
     settle_s = settings.publish.stale_after if settings.source.subscriptions() else 0.0
     sink = OpenEvseMqttSink(openevse, mqtt, charger, clock, settle_s)
     _attach(mqtt, sink.subscriptions(), sink.connected, retained=not feed)
+    _attach(mqtt, sink.slot_subscription())
     if not feed or not openevse.deadman_armed(settings.publish.on_stale):
         return [sink]
     switch = DeadmanSwitch(openevse, settings.mqtt, mqtt, charger, sink)
-    _attach(mqtt, switch.subscriptions())
     return [sink, switch]
 
 

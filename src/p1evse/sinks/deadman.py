@@ -33,7 +33,7 @@ from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
-from p1evse.mqtt import Broker, BrokerStats, MqttPort, MqttSettings, PayloadHandler, Retained, Will
+from p1evse.mqtt import Broker, BrokerStats, MqttPort, MqttSettings, Retained, Will
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
 from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
 
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 MQTT_CLAIM_PRIORITY = 500  # OpenEVSE's EvseManager_Priority_MQTT
 MAX_MARKER_BYTES = 256
-MAX_CLAIM_BYTES = 1024
 # A will's pause is looked for this long after it may have fired, in keepalives: a will
 # may come late (a dead connection outlives its process by 1.5 keepalives).
 INHERIT_KEEPALIVES = 3
@@ -75,11 +74,7 @@ class DeadmanSwitch:
         self.will_may_have_fired = False  # a pause by a will may be in force
         self._will_window_ends = 0.0
         self._charger_claim: dict[str, Any] | None = None  # OpenEVSE's MQTT claim
-        self._charger_claim_topic = f"{openevse.base_topic}/claim"
-
-    def subscriptions(self) -> dict[str, PayloadHandler]:
-        """OpenEVSE's MQTT claim, to see a will's pause in force."""
-        return {self._charger_claim_topic: self._on_charger_claim}
+        feed.slot_listeners.append(self._on_charger_claim)  # to see a will's pause in force
 
     # -- Sink ------------------------------------------------------------------------
 
@@ -181,12 +176,8 @@ class DeadmanSwitch:
         self._will_window_ends = asyncio.get_running_loop().time() + window
         log.warning("%s; p1evse releases that pause once its readings are fresh", why)
 
-    def _on_charger_claim(self, payload: bytes | bytearray) -> None:
-        try:
-            claim = load_json(payload, MAX_CLAIM_BYTES)
-        except InputRejected:
-            return
-        self._charger_claim = claim if isinstance(claim, dict) else None
+    def _on_charger_claim(self, claim: dict[str, Any] | None) -> None:
+        self._charger_claim = claim
         self._release_will_pause()
 
     def _release_will_pause(self) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from p1evse.errors import InputRejected
+from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
+from p1evse.ratelimit import RateLimiter
 from p1evse.sinks.charger import (
     READ_BACK_FIELDS,
     ChargerState,
@@ -29,6 +32,12 @@ PAUSE_CLAIM = json.dumps({"state": "disabled"}, separators=(",", ":"))
 RELEASE = "release"
 # a change of divert mode moves the pause claim at most this often (see _mode_changed)
 MODE_CLAIM_GAP_S = 5.0
+# OpenEVSE's report of its MQTT claim slot (`<base>/claim`): a few fields
+MAX_CLAIM_BYTES = 1024
+# a pause missing from the charger's claim slot is sent again at most this often (another
+# MQTT client that keeps clearing the shared slot is not fought in a tight loop)
+CLAIM_AGAIN_GAP_S = 5.0
+CLAIM_AGAIN_LOG_PERIOD_S = 60.0
 
 
 class OpenEvseMqttSink:
@@ -41,6 +50,11 @@ class OpenEvseMqttSink:
     same broker, a pause wanted after a reconnect waits `reconnect_settle_s` (the stale
     timeout) for them: they were only missing because the broker was, and a pause sent
     on reconnect would be released again a moment later.
+
+    OpenEVSE acts only on a claim it receives while connected (`claim/set` is not
+    retained), and says what its claim slot holds on `<base>/claim` (retained, on every
+    change and on connecting). A pause this sink holds that the slot does not show (sent
+    while the charger was away, say rebooting with the router) is sent again.
     """
 
     def __init__(
@@ -69,10 +83,20 @@ class OpenEvseMqttSink:
         # a mode report that moves the claim does so at most once per MODE_CLAIM_GAP_S
         self._mode_claimed_at = -math.inf
         self._mode_check: Timer | None = None
+        # the charger's MQTT claim slot as it last said (None: not said, or not a claim)
+        self.slot: dict[str, Any] | None = None
+        self.slot_listeners: list[Callable[[dict[str, Any] | None], None]] = []
+        self._claimed_again_at = -math.inf
+        self._slot_check: Timer | None = None
+        self._claim_again_log = RateLimiter(CLAIM_AGAIN_LOG_PERIOD_S, clock.time)
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
         return {f"{self._base_topic}/{field}": _Report(self, field) for field in READ_BACK_FIELDS}
+
+    def slot_subscription(self) -> dict[str, PayloadHandler]:
+        """The charger's MQTT claim slot: retained, and read as it is retained."""
+        return {f"{self._base_topic}/claim": self.on_slot}
 
     def grid_power(self, value: GridPower) -> None:
         # the voltage first: OpenEVSE's divert uses the voltage it has when a value comes
@@ -106,6 +130,9 @@ class OpenEvseMqttSink:
         if self._settling is not None:
             self._settling.cancel()
             self._settling = None
+        if self._slot_check is not None:
+            self._slot_check.cancel()
+            self._slot_check = None
         self._watch_spare(None)
         if self._mode_check is not None:
             self._mode_check.cancel()
@@ -136,6 +163,48 @@ class OpenEvseMqttSink:
             return
         if field == "divertmode" and not self.pause.settled():
             self._mode_changed()
+
+    def on_slot(self, payload: bytes | bytearray) -> None:
+        """What the charger's MQTT claim slot holds (`{"state": "null"}`: nothing)."""
+        try:
+            slot = load_json(payload, MAX_CLAIM_BYTES)
+        except InputRejected as exc:
+            self._report_log.refused(exc, f"{self._base_topic}/claim", payload)
+            return
+        self.slot = slot if isinstance(slot, dict) else None
+        for listener in self.slot_listeners:
+            listener(self.slot)
+        self._check_slot()
+
+    def _check_slot(self) -> None:
+        """Send the pause again if the charger's slot does not hold it."""
+        slot = self.slot
+        if slot is None or slot.get("state") == "disabled" or self._claiming:
+            return
+        if not (self.claim_sent and self.pause.wanted()):
+            return
+        due = self._claimed_again_at + CLAIM_AGAIN_GAP_S
+        if self._clock.time() < due:
+            if self._slot_check is None:
+                self._slot_check = self._clock.call_at(due, self._slot_due)
+            return
+        if not self._broker.publish(self._claim_topic, PAUSE_CLAIM, qos=1):
+            return  # sent on reconnect: the charger says its slot again then
+        self._claimed_again_at = self._clock.time()
+        more = self._claim_again_log.note("again")
+        if more is not None:
+            log.warning(
+                "OpenEVSE's MQTT claim slot holds %s, not p1evse's pause (sent while the "
+                "charger was away, or cleared by another MQTT client): claimed %s %s again%s",
+                json.dumps(slot)[:120],
+                self._claim_topic,
+                PAUSE_CLAIM,
+                more,
+            )
+
+    def _slot_due(self) -> None:
+        self._slot_check = None
+        self._check_slot()
 
     def connected(self) -> None:
         """The broker connection is (back) up."""
