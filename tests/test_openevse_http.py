@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import pytest
 
+from p1evse.backoff import Backoff
 from p1evse.sinks.charger import HTTP_CLAIM_CLIENT_ID, DivertMode
 from p1evse.sinks.openevse_http import OpenEvseHttpSink
 from tests.brokers import BrokerProcess
@@ -255,6 +257,36 @@ async def test_a_broken_answer_is_logged_on_one_line(
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_failures_whose_text_quotes_the_charger_are_logged_once_and_short(
+    broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Something that is no HTTP server (TLS on a plain port) answers each request with
+    other bytes, which the error quotes: still one short line a minute per request."""
+    requests: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await requests.put(b" ".join(head.split(b" ", 2)[:2]))
+        writer.write(b"\x16\x03\x01" + secrets.token_hex(600).encode() + b"\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async with await asyncio.start_server(answer, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        openevse = {"transport": "http", "url": f"http://127.0.0.1:{port}"}
+        settings = settings_for(broker, openevse=openevse, publish={"interval": 0})
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            for watts in range(100, 108):
+                probe.publish(DELIVERED, f"{watts / 1000:.3f}")
+                while await asyncio.wait_for(requests.get(), EVENT_TIMEOUT_S) != (b"POST /status"):
+                    pass
+    posts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("POST ")]
+    assert len(posts) == 1
+    assert len(posts[0]) < 300
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_refused_login_is_one_clear_error_without_the_password(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -286,6 +318,27 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
             assert isinstance(sink, OpenEvseHttpSink)
             assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
             assert sink.failures == 2
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_claim_waiting_to_be_tried_again_holds_no_value_back(
+    broker: BrokerProcess,
+) -> None:
+    """A charger that refuses `/claims` for good (a proxy, a full claim table): the claim
+    is tried again after its backoff, here an hour, and every value goes out meanwhile."""
+    async with FakeOpenEvse(fail={("GET", CLAIM_PATH): [500] * 1000}) as charger:
+        settings = http_settings(broker, charger)
+        async with running(settings) as app, Probe(broker.port) as probe:
+            [sink] = app.site.sinks
+            assert isinstance(sink, OpenEvseHttpSink)
+            sink._backoff = Backoff(initial=3600, cap=3600)
+            await expect(charger, "GET", CLAIM_PATH)  # refused: tried again in an hour
+            await ready(probe)
+            for watts in (100, 200, 300):
+                probe.publish(DELIVERED, f"{watts / 1000:.3f}")
+                assert (await expect(charger, "POST", "/status")).body == {"grid_ie": watts}
+        looks = [r for r in charger.log if (r.method, r.path) == ("GET", CLAIM_PATH)]
+        assert len(looks) <= 2  # the first, and one before the backoff was set here
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)

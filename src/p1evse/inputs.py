@@ -121,6 +121,7 @@ def to_number(value: Any, name: str) -> float:
 
 
 EXCERPT_BYTES = 48  # of a payload refused, in the log
+ONE_LINE_CHARS = 160  # of an error's text, in the log
 
 
 def excerpt(payload: bytes | bytearray) -> str:
@@ -130,10 +131,12 @@ def excerpt(payload: bytes | bytearray) -> str:
     return repr(bytes(payload[:EXCERPT_BYTES]))[1:] + more
 
 
-def one_line(text: str) -> str:
+def one_line(text: str, limit: int = ONE_LINE_CHARS) -> str:
     """`text` with its line ends and runs of blanks as single spaces (aiohttp spreads
-    some of its errors over lines)."""
-    return " ".join(text.split())
+    some of its errors over lines), cut at `limit` characters with `…` (an error can
+    quote what a server sent, a kilobyte of it)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit] + "…"
 
 
 async def read_body(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:

@@ -198,22 +198,38 @@ class OpenEvseHttpSink:
             )
 
     async def _serve(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            # a claim that fails never holds a value back, nor a value a claim (a failed
-            # request is counted and reported by `_request`)
-            with contextlib.suppress(ChargerError):
-                await self._settle_claim()
-            value, self._waiting_value = self._waiting_value, None
-            if value is not None:
-                with contextlib.suppress(ChargerError):
-                    await self._post_status(value)
-            if not self._leftover_checked or self.pause.wanted() != self.claim_sent:
-                await asyncio.sleep(self._backoff.next_delay())
-                self._wake.set()  # claims are retried; values are superseded anyway
-                continue
-            self._backoff.reset()
+        """Claims and values, as they are wanted. A claim that fails is tried again
+        after a backoff, and a value waits for neither (a failed request is counted and
+        reported by `_request`; a value is superseded by the next anyway)."""
+        loop = asyncio.get_running_loop()
+        retry: asyncio.TimerHandle | None = None  # a failed claim's backoff, while it runs
+
+        def retry_due() -> None:
+            nonlocal retry
+            retry = None
+            self._wake.set()
+
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if retry is None and self._claim_unsettled():
+                    with contextlib.suppress(ChargerError):
+                        await self._settle_claim()
+                    if self._claim_unsettled():
+                        retry = loop.call_later(self._backoff.next_delay(), retry_due)
+                    else:
+                        self._backoff.reset()
+                value, self._waiting_value = self._waiting_value, None
+                if value is not None:
+                    with contextlib.suppress(ChargerError):
+                        await self._post_status(value)
+        finally:
+            if retry is not None:
+                retry.cancel()
+
+    def _claim_unsettled(self) -> bool:
+        return not self._leftover_checked or self.pause.wanted() != self.claim_sent
 
     async def _poll(self) -> None:
         """Read the charger back: what the car draws, the divert mode (normal mode is
@@ -309,7 +325,7 @@ class OpenEvseHttpSink:
         if self._failing.get(kind) != str(failure):
             self._failing[kind] = str(failure)
             self._tell_failing()
-        self._report(failure)
+        self._report(kind, failure)
 
     def _answered(self, kind: str) -> None:
         """A kind of request that failed is answered again: said once per recovery."""
@@ -322,10 +338,11 @@ class OpenEvseHttpSink:
         for listener in self.failing:
             listener(failing)
 
-    def _report(self, failure: ChargerError) -> None:
-        """Log a failure at most once a minute (the charger's answers are outside input:
-        the same failure, or failures taking turns, never flood the log)."""
-        more = self._failure_log.note(str(failure))
+    def _report(self, kind: str, failure: ChargerError) -> None:
+        """Log a failure at most once a minute per kind of request and HTTP status (the
+        charger's answers are outside input: failures taking turns, or whose text quotes
+        what the charger sent, never flood the log)."""
+        more = self._failure_log.note((kind, failure.status))
         if more is None:
             log.debug("%s", failure)
             return

@@ -199,7 +199,7 @@ class HomeWizardSource:
             intake.reject(Rejection.TIMEOUT, f"no answer within {settings.timeout:g} s")
             return False
         except (aiohttp.ClientError, OSError) as exc:
-            intake.reject(Rejection.UNREACHABLE, one_line(f"{type(exc).__name__}: {exc}")[:160])
+            intake.reject(Rejection.UNREACHABLE, one_line(f"{type(exc).__name__}: {exc}"))
             return False
         intake.reading(reading)
         return True
