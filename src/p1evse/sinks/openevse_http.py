@@ -339,12 +339,13 @@ class OpenEvseHttpSink:
             listener(failing)
 
     def _report(self, kind: str, failure: ChargerError) -> None:
-        """Log a failure at most once a minute per kind of request and HTTP status (the
-        charger's answers are outside input: failures taking turns, or whose text quotes
-        what the charger sent, never flood the log)."""
-        more = self._failure_log.note((kind, failure.status))
+        """Log a failure at most once a minute per kind of request and HTTP status, a
+        refused login once for all (the charger's answers are outside input: failures
+        taking turns, or whose text quotes what the charger sent, never flood the log)."""
+        refused_login = failure.status == 401
+        more = self._failure_log.note((None if refused_login else kind, failure.status))
         if more is None:
             log.debug("%s", failure)
             return
-        level = logging.ERROR if failure.status == 401 else logging.WARNING
+        level = logging.ERROR if refused_login else logging.WARNING
         log.log(level, "%s%s", failure, more)
