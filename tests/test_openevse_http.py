@@ -321,6 +321,31 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_claim_answered_by_a_page_that_is_not_openevse_is_not_taken_as_held(
+    broker: BrokerProcess,
+) -> None:
+    """A captive portal or a router answers 200 with its own page: the pause is not
+    held for that (nor shown so), and goes to the charger once it answers itself."""
+    portal = {("POST", CLAIM_PATH): b"<html>Sign in to the Wi-Fi</html>"}
+    async with FakeOpenEvse(garbage=portal) as charger:
+        publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
+        settings = http_settings(broker, charger, publish=publish)
+        with log_event("the answer is no JSON") as told:
+            async with running(settings) as app:
+                [sink] = app.site.sinks
+                assert isinstance(sink, OpenEvseHttpSink)
+                await expect(charger, "POST", CLAIM_PATH)
+                await asyncio.wait_for(told.wait(), EVENT_TIMEOUT_S)
+                assert not sink.claim_sent
+                charger.garbage.clear()
+                state = app.site.state
+                assert state is not None
+                await state_holds(state, lambda: sink.claim_sent)
+                assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
+                assert sink.failures >= 1
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_claim_waiting_to_be_tried_again_holds_no_value_back(
     broker: BrokerProcess,
 ) -> None:
@@ -401,6 +426,7 @@ async def test_a_charger_in_normal_mode_is_not_paused(broker: BrokerProcess) -> 
 GARBAGE = [
     # (the request answered with garbage, its answer, refused read-backs by reason)
     pytest.param(("POST", "/status"), b"\xff\xfe{not utf-8", {}, id="post-not-utf8"),
+    pytest.param(("POST", "/status"), b"<html>Sign in to the Wi-Fi</html>", {}, id="portal"),
     pytest.param(("GET", "/status"), b"[" * 30_000 + b"]" * 30_000, {"bad_json": 1}, id="nested"),
     pytest.param(
         ("GET", "/status"), b'{"state": ' + b"9" * 400 + b"}", {"non_finite": 1}, id="400-digits"
@@ -434,10 +460,10 @@ async def test_a_charger_answering_garbage_never_stops_the_feed(
         assert not any(app.supervisor.restarts.values())
         [sink] = app.site.sinks
         assert isinstance(sink, OpenEvseHttpSink)
-        if refused or where[0] == "POST":
+        if refused:
             assert sink.failures == 0  # the request itself went well
         else:
-            assert sink.failures >= 2  # each poll, and it still polls
+            assert sink.failures >= 2  # each poll or value, and it goes on
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)

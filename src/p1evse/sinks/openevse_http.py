@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from p1evse.backoff import Backoff
 from p1evse.counts import Count
 from p1evse.errors import ChargerError, InputRejected
-from p1evse.inputs import load_json, one_line, read_body
+from p1evse.inputs import excerpt, load_json, one_line, read_body
 from p1evse.model import GridPower, StaleAction, StaleEntered, StaleLeft
 from p1evse.ratelimit import RateLimiter
 from p1evse.sinks.charger import (
@@ -84,7 +84,11 @@ async def request(
 ) -> bytes:
     """One request to the charger: the answer's body (at most MAX_ANSWER_BYTES), or a
     `ChargerError` that says what failed, a refused login by name. A redirect is not
-    followed (OpenEVSE's API has none; the login must not go to another host)."""
+    followed (OpenEVSE's API has none; the login must not go to another host).
+    OpenEVSE answers a POST or DELETE with JSON (`{"msg":"done"}`, or the values it
+    took): an answer that is none (a captive portal, a router's page, a wrong host) is
+    a failure, not a value or claim the charger took. A GET's answer is read by the
+    caller, who refuses what it cannot read."""
     import aiohttp
 
     try:
@@ -98,7 +102,16 @@ async def request(
                 )
             if response.status >= 400:
                 raise ChargerError(f"{method} {url}: HTTP {response.status}", response.status)
-            return await read_body(response, MAX_ANSWER_BYTES)
+            answer = await read_body(response, MAX_ANSWER_BYTES)
+            try:
+                if method != "GET":
+                    load_json(answer, MAX_ANSWER_BYTES)
+            except InputRejected:
+                raise ChargerError(
+                    f"{method} {url}: HTTP {response.status}, but the answer is no JSON, "
+                    f"so not OpenEVSE's (is openevse.url the charger?): {excerpt(answer)}"
+                ) from None
+            return answer
     except InputRejected as exc:
         raise ChargerError(f"{method} {url}: {exc.detail}") from None
     except aiohttp.ClientError as exc:
