@@ -471,6 +471,31 @@ def clocked(at: float, watts: float, second: int) -> Reading:
     return Reading(at, watts, 0.0, meter_time=datetime(2026, 6, 1, 12, 0, second, tzinfo=UTC))
 
 
+def test_telegrams_that_came_together_are_weighted_by_the_meters_clock() -> None:
+    """A gateway holds five telegrams of a 1 Hz meter and sends them at once, every
+    5 s: each stands for its second of the meter's, not the first for all five."""
+    run = make(interval=5, stale_after=30)
+    sent: list[tuple[float, int]] = []
+    second = 0
+    for burst in range(4):
+        at = 5.0 * burst
+        for kw in (0, 0, 0, 0, 10_000):
+            sent += published(run.pipeline.reading(clocked(at, kw, second), at))
+            second += 1
+    # the first value goes at once; then each closes on the first of a burst: the four
+    # before it and itself, one second each
+    assert [watts for _, watts in sent] == [0, 2000, 2000, 2000]
+
+
+def test_a_meter_clock_that_jumps_is_no_weight() -> None:
+    """Back, still, or more than stale_after on: the time between arrivals counts."""
+    run = make(interval=5, stale_after=30)
+    events = run.pipeline.reading(clocked(0.0, 0, 50), 0.0)
+    events += run.pipeline.reading(clocked(1.0, 100, 10), 1.0)  # the clock went back
+    events += run.pipeline.reading(clocked(5.0, 500, 59), 5.0)  # 49 s on, by the meter
+    assert published(events) == [(0, 0), (5, (100 * 1 + 500 * 4) // 5)]
+
+
 def test_a_telegram_sent_again_is_no_reading() -> None:
     """A gateway that repeats its cached telegram: the meter's clock does not move."""
     run = make(stale_after=30)

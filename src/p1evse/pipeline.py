@@ -9,7 +9,9 @@ The rules, numbered as the comments below name them:
    `_nonzero_half` / `_zero_half`).
 2. Zero is a value: a balanced house publishes 0.
 3. Cadence: at most one value per `interval`, the time-weighted mean of the readings
-   since the last one, sent when the reading that closes the interval arrives;
+   since the last one (each weighted by the time since the one before it: by the
+   meter's clock where the readings carry it), sent when the reading that closes the
+   interval arrives;
    `interval: 0` relays every reading. `mode: steady` keeps that cadence but changes
    the charger's current only when the house has changed: a switch (a step of `step_w`
    from one reading to the next) goes at once, a mean within `band_w` of the value sent
@@ -525,7 +527,7 @@ class Pipeline:
         averaging window."""
         self.counters.readings += 1
         at, net_w = reading.at, reading.net_w
-        self.last_reading = reading
+        previous, self.last_reading = self.last_reading, reading
         if self._stale_since is not None:
             gap = None if self._stale_from_before else now - self.last_valid_at
             events.append(StaleLeft(now, gap))
@@ -545,7 +547,7 @@ class Pipeline:
             return
         if steady and self._steady_first(at, net_w, events):
             return
-        weight = at - self._previous_at
+        weight = self._stands_for(reading, previous)
         self._weighted_sum += net_w * weight
         self._weight += weight
         self._plain_sum += net_w
@@ -561,6 +563,20 @@ class Pipeline:
             held = steady and self._held(mean)
             self._publish(at, self._sent_w if held else mean, self._count, events, held=held)
             self._start_window(at)
+
+    def _stands_for(self, reading: Reading, previous: Reading | None) -> float:
+        """The time a reading stands for in the mean (rule 3): since the reading before
+        it, by the meter's clock when both carry it and it moved on by up to
+        `stale_after`, else by their arrival. Telegrams that a gateway or Wi-Fi held
+        back come together; each stands for the seconds the meter measured them apart,
+        not for the moments between their arrivals (the first of them for all the wait)."""
+        meter_time = reading.meter_time
+        before = previous.meter_time if previous is not None else None
+        if meter_time is not None and before is not None:
+            seconds = (meter_time - before).total_seconds()
+            if 0 < seconds <= self._settings.stale_after:
+                return seconds
+        return reading.at - self._previous_at
 
     def _steady_first(self, at: float, net_w: float, events: list[Event]) -> bool:
         """`steady`: a switch in the house (a step of `step_w` from one reading to the
