@@ -98,12 +98,21 @@ class Service:
             self.process.wait()
 
 
+async def meter(probe: Probe) -> None:
+    """A meter exporting 2 kW, five readings a second."""
+    while True:
+        probe.publish(DELIVERED, "0.000")
+        probe.publish(RETURNED, "2.000")
+        await asyncio.sleep(0.2)  # pacing the simulated meter
+
+
 @asynccontextmanager
 async def charger_and_meter(
-    broker: BrokerProcess, eco: bool = True
+    broker: BrokerProcess, eco: bool = True, meter_on: bool = True
 ) -> AsyncIterator[tuple[SimulatedCharger, Probe]]:
     """A simulated OpenEVSE on the broker; a meter publishing a reading five times a
-    second; and a probe that sees what goes to `claim/set` and the switch's marker."""
+    second (unless `meter_on` is False); and a probe that sees what goes to `claim/set`
+    and the switch's marker."""
     link = Broker(
         MqttSettings(port=broker.port, client_id="sim-openevse", availability_topic="sim/st")
     )
@@ -118,17 +127,12 @@ async def charger_and_meter(
         await probe.subscribe(CLAIM, MARKER, "openevse/claim", "sim/st")
         await probe.wait_for_payload("sim/st", "online")
 
-        async def meter() -> None:
-            while True:
-                probe.publish(DELIVERED, "0.000")
-                probe.publish(RETURNED, "2.000")
-                await asyncio.sleep(0.2)  # pacing the simulated meter
-
-        meter_task = asyncio.create_task(meter())
+        meter_task = asyncio.create_task(meter(probe)) if meter_on else None
         try:
             yield charger, probe
         finally:
-            meter_task.cancel()
+            if meter_task is not None:
+                meter_task.cancel()
             await link.close()
             link_task.cancel()
 
@@ -178,6 +182,40 @@ async def test_when_p1evse_dies_the_broker_pauses_the_charger_and_the_next_run_r
             await probe.wait_for_payload("openevse/claim", '{"state": "null"}')
             assert charger.mqtt_claim == {}
         finally:
+            assert second.stop() == 0
+
+
+async def test_a_stop_while_the_meter_is_silent_leaves_the_charger_paused_for_the_next_run(
+    one_broker: BrokerProcess,
+) -> None:
+    """Released on the way out, the charger would charge on at its last rate with no one
+    feeding it: the pause stays, the marker says so, and the next run releases it once
+    its readings are fresh."""
+    silent = {"P1EVSE_PUBLISH__STALE_AFTER": "2"}
+    async with charger_and_meter(one_broker, meter_on=False) as (charger, probe):
+        first = Service(one_broker, **silent).start()
+        try:
+            await first.said("paused charging")
+        finally:
+            assert first.stop() == 0
+        await first.said("the charger stays paused")
+        marker = json.loads(await probe.next_payload(MARKER, EVENT_TIMEOUT_S) or "{}")
+        while "paused" not in marker:  # the armed one came first
+            marker = json.loads(await probe.next_payload(MARKER, EVENT_TIMEOUT_S) or "{}")
+        assert marker["paused"] is True
+        await probe.wait_for_payload("openevse/claim", json.dumps(PAUSED))  # its claim slot
+        assert charger.mqtt_claim == {"state": "disabled"}
+        assert "release" not in probe.pending(CLAIM)
+
+        back = asyncio.create_task(meter(probe))  # the meter is back
+        second = Service(one_broker, **silent).start()
+        try:
+            await second.said("stopped while its meter was silent and left the charger paused")
+            await second.said("released the pause left by the dead-man's switch's will")
+            await probe.wait_for_payload("openevse/claim", '{"state": "null"}')
+            assert charger.mqtt_claim == {}
+        finally:
+            back.cancel()
             assert second.stop() == 0
 
 

@@ -56,7 +56,7 @@ async def test_values_are_posted_as_grid_ie(broker: BrokerProcess) -> None:
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
-async def test_stale_claims_with_our_own_id_releases_on_recovery_and_shutdown(
+async def test_stale_claims_with_our_own_id_releases_on_recovery_not_at_a_silent_stop(
     broker: BrokerProcess,
 ) -> None:
     async with FakeOpenEvse(username="admin", password="pw-9731") as charger:
@@ -77,31 +77,39 @@ async def test_stale_claims_with_our_own_id_releases_on_recovery_and_shutdown(
             await expect(charger, "POST", CLAIM_PATH)  # quiet again
             loop = asyncio.get_running_loop()
             stopping = loop.time()
-        # leaving `running` is SIGTERM's shutdown: the claim is released
-        assert [r.method for r in charger.log if r.path == CLAIM_PATH][-1] == "DELETE"
-        assert charger.claims == {}
+        # leaving `running` is SIGTERM's shutdown, the meter silent: released, the
+        # charger would charge on at its last rate with no one feeding it
+        assert [r.method for r in charger.log if r.path == CLAIM_PATH][-1] == "POST"
+        assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
         assert loop.time() - stopping < 2
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
-async def test_a_pause_claim_left_by_an_earlier_run_is_released_at_start(
+async def test_a_pause_claim_left_by_an_earlier_run_is_released_once_readings_are_fresh(
     broker: BrokerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A run that died holding its pause claim left the charger paused: the next run
-    finds its own claim and releases it (it has no reason to pause yet)."""
+    """A run that died holding its pause claim, or stopped while its meter was silent,
+    left the charger paused: the next run finds its own claim and keeps it until a
+    fresh reading (the meter may still be silent), then releases it."""
     caplog.set_level(logging.INFO, logger="p1evse")
     async with FakeOpenEvse(fail={("GET", CLAIM_PATH): [503]}) as charger:
         charger.claims[HTTP_CLAIM_CLIENT_ID] = {"state": "disabled"}
-        async with running(http_settings(broker, charger)):
+        async with running(http_settings(broker, charger)), Probe(broker.port) as probe:
             await expect(charger, "GET", CLAIM_PATH)  # refused: asked again
             await expect(charger, "GET", CLAIM_PATH)
+            await ready(probe)
+            before_reading = len(charger.log)
+            probe.publish(DELIVERED, "0.400")
             await expect(charger, "DELETE", CLAIM_PATH)
             assert charger.claims == {}
-    released = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
-    assert released == [
-        f"released the pause claim an earlier run left on {charger.url}{CLAIM_PATH}"
+    kept = [r.getMessage() for r in caplog.records if "earlier run" in r.getMessage()]
+    assert kept == [
+        f"the charger holds the pause claim an earlier run left on {charger.url}{CLAIM_PATH}; "
+        "released once readings are fresh"
     ]
-    assert [r.method for r in charger.log if r.path == CLAIM_PATH] == ["GET", "GET", "DELETE"]
+    claim_requests = [(n, r.method) for n, r in enumerate(charger.log) if r.path == CLAIM_PATH]
+    assert [method for _, method in claim_requests] == ["GET", "GET", "DELETE"]
+    assert claim_requests[-1][0] >= before_reading  # released for the reading
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
@@ -143,9 +151,13 @@ async def test_a_release_that_times_out_at_shutdown_says_so(
 ) -> None:
     async with FakeOpenEvse() as charger:
         publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
-        async with running(http_settings(broker, charger, publish=publish)):
+        settings = http_settings(broker, charger, publish=publish)
+        async with running(settings), Probe(broker.port) as probe:
             await expect(charger, "POST", CLAIM_PATH)
             charger.stall = stall = asyncio.Event()  # from now on the charger answers nothing
+            await ready(probe)
+            probe.publish(DELIVERED, "0.400")  # fresh: the release hangs, then the stop
+            await expect(charger, "DELETE", CLAIM_PATH)
         assert charger.claims == {HTTP_CLAIM_CLIENT_ID: {"state": "disabled"}}
         stall.set()  # the requests still waiting end, and so can the charger
     [warning] = [r.getMessage() for r in caplog.records if "could not release" in r.getMessage()]

@@ -117,13 +117,16 @@ def test_a_report_of_normal_mode_spares_the_charger_only_while_it_is_fresh() -> 
     assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE, PAUSE_CLAIM]
 
 
-async def test_close_releases_the_pause() -> None:
-    site, clock, broker, heard, _ = make()
-    broker.publish("openevse/divertmode", "2")
-    clock.advance(START + STALE_AFTER)
-    assert heard.messages[CLAIM] == [PAUSE_CLAIM]
-    await site.close()
-    assert heard.messages[CLAIM] == [PAUSE_CLAIM, RELEASE]
+async def test_close_keeps_a_pause_the_next_run_hears_of_and_releases_any_other() -> None:
+    """While the meter is silent the charger stays paused, if the dead-man's switch
+    (on by default) tells the next run so; without the switch no one would release it."""
+    for deadman, claims in ((True, [PAUSE_CLAIM]), (False, [PAUSE_CLAIM, RELEASE])):
+        site, clock, broker, heard, _ = make(openevse={"deadman": deadman})
+        broker.publish("openevse/divertmode", "2")
+        clock.advance(START + STALE_AFTER)
+        assert heard.messages[CLAIM] == [PAUSE_CLAIM]
+        await site.close()
+        assert heard.messages[CLAIM] == claims, deadman
 
 
 def test_a_divert_mode_flipping_on_the_broker_does_not_flip_the_charger(

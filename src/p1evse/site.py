@@ -326,7 +326,9 @@ def _sinks(
     _attach(mqtt, sink.slot_subscription())
     if not feed or not openevse.deadman_armed(settings.publish.on_stale):
         return [sink]
-    switch = DeadmanSwitch(openevse, settings.mqtt, mqtt, charger, sink)
+    switch = DeadmanSwitch(
+        openevse, settings.mqtt, mqtt, charger, sink, settings.publish.stale_after
+    )
     return [sink, switch]
 
 

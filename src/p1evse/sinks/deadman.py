@@ -11,8 +11,11 @@ dropped. While OpenEVSE reports normal mode the switch is disarmed (connected wi
 will): a deliberate charge is never paused, by p1evse alive or dead.
 
 Arming writes a retained marker (`deadman_topic`, JSON with this run's id); a clean
-shutdown removes it. A run that finds another run's armed marker knows that run died
-with its will armed; a run whose armed connection drops (a network cut between it and
+shutdown removes it, or, when the run stops while its meter is silent, leaves one that
+says the charger stays paused (the feed keeps its pause then: released, the charger
+would charge on at its last rate, fed by no one). A run that finds another run's armed
+marker knows that run died with its will armed; one that finds a paused marker, that
+the pause is in force; a run whose armed connection drops (a network cut between it and
 the broker looks like a death to the broker) knows its own will may have fired. Once its
 readings are fresh, it looks at OpenEVSE's retained `<base>/claim` (the MQTT claim
 slot's properties) and, if that is the pause the will sets (state disabled, nothing
@@ -42,8 +45,11 @@ log = logging.getLogger(__name__)
 MQTT_CLAIM_PRIORITY = 500  # OpenEVSE's EvseManager_Priority_MQTT
 MAX_MARKER_BYTES = 256
 # A will's pause is looked for this long after it may have fired, in keepalives: a will
-# may come late (a dead connection outlives its process by 1.5 keepalives).
+# may come late (a dead connection outlives its process by 1.5 keepalives). And for at
+# least `stale_after` and a little: readings fresh later than that come after this run's
+# own stale guard has taken the pause over (and releases it itself).
 INHERIT_KEEPALIVES = 3
+INHERIT_MORE_S = 30.0
 
 
 class DeadmanSwitch:
@@ -56,8 +62,12 @@ class DeadmanSwitch:
         broker: MqttPort,
         charger: ChargerState,
         feed: OpenEvseMqttSink,
+        stale_after: float,
     ) -> None:
         self._mqtt = mqtt
+        self._inherit_s = (
+            max(INHERIT_KEEPALIVES * openevse.deadman_keepalive, stale_after) + INHERIT_MORE_S
+        )
         self._client_id = f"{mqtt.client_id}-deadman"
         self._keepalive = openevse.deadman_keepalive
         self._marker_topic = openevse.deadman_topic
@@ -75,6 +85,7 @@ class DeadmanSwitch:
         self._will_window_ends = 0.0
         self._charger_claim: dict[str, Any] | None = None  # OpenEVSE's MQTT claim
         feed.slot_listeners.append(self._on_charger_claim)  # to see a will's pause in force
+        feed.keeps_pause = True  # this switch's marker tells the next run of it
 
     # -- Sink ------------------------------------------------------------------------
 
@@ -109,10 +120,15 @@ class DeadmanSwitch:
                 task.cancel()
 
     async def close(self) -> None:
-        """Disarm for good: the marker goes, and the goodbye drops the will."""
+        """Disarm for good: the goodbye drops the will, and the marker goes, or says
+        that this run left the charger paused (the feed keeps a pause at close while
+        the meter is silent): the next run releases it once its readings are fresh."""
         connection = self._connection
         if connection is not None:
-            await connection.close(last=[Retained(self._marker_topic, "")])
+            marker = ""
+            if self._feed.claim_sent:
+                marker = json.dumps({"run": self.run_id, "paused": True}, separators=(",", ":"))
+            await connection.close(last=[Retained(self._marker_topic, marker)])
             log.info("dead-man's switch disarmed")
 
     # -- the switch's connection -----------------------------------------------------
@@ -160,7 +176,12 @@ class DeadmanSwitch:
             return
         if not isinstance(marker, dict) or marker.get("run") in (None, self.run_id):
             return
-        if marker.get("armed") is True:
+        if marker.get("paused") is True:
+            self._expect_will_pause(
+                "the last run of p1evse stopped while its meter was silent and left the "
+                "charger paused"
+            )
+        elif marker.get("armed") is True:
             self._expect_will_pause(
                 "the last run of p1evse ended without disarming its dead-man's switch: "
                 "the charger may be paused by its will"
@@ -172,8 +193,7 @@ class DeadmanSwitch:
         if self.will_may_have_fired:
             return
         self.will_may_have_fired = True
-        window = INHERIT_KEEPALIVES * self._keepalive + 30
-        self._will_window_ends = asyncio.get_running_loop().time() + window
+        self._will_window_ends = asyncio.get_running_loop().time() + self._inherit_s
         log.warning("%s; p1evse releases that pause once its readings are fresh", why)
 
     def _on_charger_claim(self, claim: dict[str, Any] | None) -> None:

@@ -144,8 +144,10 @@ class OpenEvseHttpSink:
         self._status_url = f"{settings.url}/status"
         self._waiting_value: GridPower | None = None
         self._wake = asyncio.Event()
-        # a claim of ours the charger may hold from a run that died is looked for first
+        # a claim of ours the charger may hold from an earlier run is looked for first,
+        # and kept until a fresh value (`_inherited`)
         self._leftover_checked = False
+        self._inherited = False
         self._wake.set()
         self._session: aiohttp.ClientSession | None = None
         # the failure of each kind of request ("POST /status"), until one is answered
@@ -172,14 +174,19 @@ class OpenEvseHttpSink:
 
     def grid_power(self, value: GridPower) -> None:
         self._waiting_value = value
+        if self._inherited and not value.failsafe:  # fresh: the earlier run's pause goes
+            self._inherited = False
+            self.pause.stale = False
         self._wake.set()
 
     def stale_entered(self, event: StaleEntered) -> None:
+        self._inherited = False  # the pause is this run's own now, or not wanted
         if event.action is StaleAction.PAUSE:
             self.pause.stale = True
             self._wake.set()
 
     def stale_left(self, event: StaleLeft) -> None:
+        self._inherited = False
         self.pause.stale = False
         self._wake.set()
 
@@ -194,7 +201,17 @@ class OpenEvseHttpSink:
                 self._session = None
 
     async def close(self) -> None:
-        """Release our claim before the process goes (bounded: shutdown takes < 2 s)."""
+        """Release our claim before the process goes (bounded: shutdown takes < 2 s),
+        unless the meter is silent: released, the charger would charge on at its last
+        rate, fed by no one. The next run finds the claim and releases it once its
+        readings are fresh."""
+        if self.pause.stale and self.claim_sent:
+            log.warning(
+                "stopping while the meter is silent: the charger stays paused (%s); the "
+                "next run of p1evse releases it once its readings are fresh",
+                self._claim_url,
+            )
+            return
         self.pause.stale = False
         if self._session is None or not self.claim_sent:
             return
@@ -276,19 +293,23 @@ class OpenEvseHttpSink:
         await self._sync_claim()
 
     async def _release_leftover(self) -> None:
-        """A run that died holding the pause claim left the charger paused: the claim
-        is ours, released unless a pause is wanted now (then it is kept as ours)."""
+        """A run that died, or stopped while its meter was silent, left the charger
+        paused: the claim is ours, kept until a fresh value releases it (the meter may
+        still be silent: released, the charger would charge on at its last rate)."""
         try:
             await self._request("GET", self._claim_url)
         except ChargerError as exc:
             if exc.status != NOT_FOUND:  # the charger holds no claim of ours
                 raise
         else:
-            if self.pause.wanted():
-                self.pause.claimed(True)
-            else:
-                await self._request("DELETE", self._claim_url)
-                log.info("released the pause claim an earlier run left on %s", self._claim_url)
+            self.pause.claimed(True)
+            if not self.pause.stale:
+                self._inherited = self.pause.stale = True
+                log.warning(
+                    "the charger holds the pause claim an earlier run left on %s; released "
+                    "once readings are fresh",
+                    self._claim_url,
+                )
         self._leftover_checked = True
 
     async def _sync_claim(self) -> None:

@@ -89,6 +89,8 @@ class OpenEvseMqttSink:
         self._claimed_again_at = -math.inf
         self._slot_check: Timer | None = None
         self._claim_again_log = RateLimiter(CLAIM_AGAIN_LOG_PERIOD_S, clock.time)
+        # a pause held at close is kept: the dead-man's switch tells the next run of it
+        self.keeps_pause = False
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -139,7 +141,17 @@ class OpenEvseMqttSink:
             self._mode_check = None
 
     async def close(self) -> None:
+        """Release the pause, unless the meter is silent and something will tell the
+        next run that the charger is paused (`keeps_pause`: the dead-man's switch's
+        marker): released, the charger would charge on at its last rate, fed by no one."""
         self.leave()
+        if self.keeps_pause and self.pause.stale and self.claim_sent:
+            log.warning(
+                "stopping while the meter is silent: the charger stays paused (%s); the "
+                "next run of p1evse releases it once its readings are fresh",
+                self._claim_topic,
+            )
+            return
         self.pause.stale = False
         self._sync_claim()
 
