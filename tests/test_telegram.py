@@ -155,6 +155,38 @@ def test_a_meter_without_totals_gives_the_per_phase_sums() -> None:
     assert (reading.import_w, reading.export_w, reading.net_w) == (1750, 800, 950)
 
 
+def test_a_phase_line_it_cannot_read_is_refused_alone_where_the_totals_are() -> None:
+    """Not a number, a unit that is not one: that value is left out and counted, the
+    reading's totals still go out (as dsmr-parser's own reader keeps the other lines)."""
+    lines = [
+        "1-0:1.7.0(00.244*kW)",
+        "1-0:2.7.0(00.000*kW)",
+        "1-0:21.7.0(NaN*kW)",
+        "1-0:41.7.0(00.032*kW)",
+        "1-0:32.7.0(0.230*kV)",
+        "1-0:52.7.0(0230.0)",
+        "1-0:72.7.0(229.0*V)",
+    ]
+    stream_, intake = stream()
+    stream_.feed(telegrams.telegram("ISk5\\2MT382-1000", lines))
+    assert intake.published == [244]
+    assert rejections(intake) == {Rejection.NON_FINITE: 1, Rejection.BAD_TELEGRAM: 2}
+    reading = intake.pipeline.last_reading
+    assert reading is not None
+    assert reading.phase_import_w == (None, 32.0, None)
+    assert reading.phase_voltage_v == (None, None, 229.0)
+
+
+def test_a_phase_line_it_cannot_read_refuses_the_telegram_where_phases_are_the_total() -> None:
+    """Without 1-0:1.7.0 the phases are the total: the sum of the others would be a
+    wrong value."""
+    lines = ["1-0:21.7.0(NaN*kW)", "1-0:41.7.0(00.032*kW)", "1-0:22.7.0(00.000*kW)"]
+    stream_, intake = stream()
+    stream_.feed(telegrams.telegram("XMX5LGBBFG10", lines))
+    assert intake.published == []
+    assert rejections(intake) == {Rejection.NON_FINITE: 1}
+
+
 def test_a_version_without_crc_accepts_no_checksum() -> None:
     frame = telegrams.telegram(
         "ISk5MT382", ["1-0:1.7.0(0001.50*kW)", "1-0:2.7.0(0000.00*kW)"], False
@@ -308,11 +340,14 @@ def generated_telegrams(draw: st.DrawFn, version: str) -> tuple[bytes, bytes]:
 Outcome = Reading | Rejection
 
 
-def outcome(decoder: Any, frame: bytes) -> Outcome:
+def outcomes(decoder: Any, frame: bytes) -> list[Outcome]:
+    """The reading, then the per-phase values refused in it; or why there is none."""
+    refused: list[InputRejected] = []
     try:
-        return to_reading(decoder.decode(frame), 0.0)
+        reading = to_reading(decoder.decode(frame), 0.0, refused)
     except InputRejected as exc:
-        return exc.reason
+        return [exc.reason]
+    return [reading, *(exc.reason for exc in refused)]
 
 
 def read_by_dsmr_parser(data: bytes, version: str) -> list[Outcome]:
@@ -321,7 +356,9 @@ def read_by_dsmr_parser(data: bytes, version: str) -> list[Outcome]:
     buffer = TelegramBuffer()
     buffer.append(data.decode("latin1"))
     decoder = ReferenceDecoder(DSMR_VERSIONS[version])
-    return [outcome(decoder, text.encode("latin1")) for text in buffer.get_all()]
+    return [
+        found for text in buffer.get_all() for found in outcomes(decoder, text.encode("latin1"))
+    ]
 
 
 def read_by_p1evse(data: bytes, version: str) -> list[Outcome]:
@@ -354,7 +391,8 @@ def test_fast_decoder_agrees_with_dsmr_parser(version: str, data: st.DataObject)
 
     reference = read_by_dsmr_parser(frame + after, version)
     assert read_by_p1evse(frame + after, version) == reference
-    assert len(reference) == 1  # every generated telegram was read or refused
+    readings = [found for found in reference if isinstance(found, Reading)]
+    assert len(readings) == 1 or reference in ([reason] for reason in Rejection)  # read or refused
 
 
 # -- framing -------------------------------------------------------------------------------

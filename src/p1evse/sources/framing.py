@@ -197,12 +197,16 @@ class TelegramStream:
 
 
 def deliver(frame: bytes, decoder: Decoder, intake: Intake, clock: Callable[[], float]) -> bool:
-    """Decode one complete telegram into the intake; False if it was rejected."""
+    """Decode one complete telegram into the intake; False if it was rejected. A
+    per-phase value it could not read is a rejection of its own, the reading goes on."""
+    refused: list[InputRejected] = []
     try:
-        reading = to_reading(decoder.decode(frame), clock())
+        reading = to_reading(decoder.decode(frame), clock(), refused)
     except InputRejected as exc:
         intake.reject(exc.reason, exc.detail)
         return False
+    for problem in refused:
+        intake.reject(problem.reason, problem.detail)
     intake.reading(reading)
     return True
 

@@ -330,12 +330,21 @@ def make_decoder(
 # -- values -> Reading -------------------------------------------------------------------
 
 
-def to_reading(values: TelegramValues, at: float) -> Reading:
+def to_reading(
+    values: TelegramValues, at: float, refused: list[InputRejected] | None = None
+) -> Reading:
     """Import and export in W (both >= 0) from the totals, else from the per-phase
-    sums; a signed meter's negative import is export."""
+    sums; a signed meter's negative import is export. With `refused`, a per-phase value
+    or voltage that cannot be read (not a number, a unit that is not one) is left out
+    and said there, and the reading's totals still count; not a per-phase power where
+    its total is missing (the sum of the others would be a wrong value)."""
     lines = values.lines
-    phase_import = _phases(lines, PHASE_IMPORT, UNIT_FACTORS)
-    phase_export = _phases(lines, PHASE_EXPORT, UNIT_FACTORS)
+    phase_import = _phases(
+        lines, PHASE_IMPORT, UNIT_FACTORS, refused if IMPORT_TOTAL in lines else None
+    )
+    phase_export = _phases(
+        lines, PHASE_EXPORT, UNIT_FACTORS, refused if EXPORT_TOTAL in lines else None
+    )
     import_w, export_w = _signed(
         _total(lines, IMPORT_TOTAL, phase_import), _total(lines, EXPORT_TOTAL, phase_export)
     )
@@ -351,7 +360,7 @@ def to_reading(values: TelegramValues, at: float) -> Reading:
         export_w or 0.0,
         phase_import,
         phase_export,
-        _phases(lines, PHASE_VOLTAGE, {"V": 1.0}),
+        _phases(lines, PHASE_VOLTAGE, {"V": 1.0}, refused),
         values.meter_time,
     )
 
@@ -393,9 +402,22 @@ def _watts(code: str, value: float, unit: str | None, units: dict[str, float]) -
 
 
 def _phases(
-    lines: dict[str, tuple[float, str | None]], codes: tuple[str, ...], units: dict[str, float]
+    lines: dict[str, tuple[float, str | None]],
+    codes: tuple[str, ...],
+    units: dict[str, float],
+    refused: list[InputRejected] | None = None,
 ) -> Phases | None:
-    found = [_watts(code, *lines[code], units) if code in lines else None for code in codes]
+    found: list[float | None] = []
+    for code in codes:
+        value = None
+        if code in lines:
+            try:
+                value = _watts(code, *lines[code], units)
+            except InputRejected as exc:
+                if refused is None:
+                    raise
+                refused.append(exc)
+        found.append(value)
     if all(value is None for value in found):
         return None
     return (found[0], found[1], found[2])
