@@ -26,6 +26,7 @@ from tests.conftest import serving, settings_for
 from tests.logs import log_event
 from tests.payloads import processes_ready, ready
 from tests.probe import EVENT_TIMEOUT_S, Probe
+from tests.test_loopwatch import hold_the_loop
 
 DELIVERED = "dsmr/{}/reading/electricity_currently_delivered"
 RETURNED = "dsmr/{}/reading/electricity_currently_returned"
@@ -164,6 +165,25 @@ async def test_an_idle_site_is_let_go_and_its_pause_released_when_it_returns(
         said = [r.getMessage() for r in caplog.records if "readings are back" in r.getMessage()]
         assert said == ["away: readings are back (the pause was taken over)"]
         assert (app.fleet.totals.stale, app.fleet.totals.paused) == (0, 0)
+
+
+async def test_a_site_is_not_let_go_before_its_stale_guard_acted_when_the_loop_was_held(
+    one_broker: BrokerProcess,
+) -> None:
+    """The stale guard does not count time the process could not run; neither may the
+    sweep that lets idle sites go, or a silent meter's charger would never be paused."""
+    settings = fleet_settings(
+        one_broker,
+        publish={"stale_after": 1.0, "pair_window": 0.1},
+        fleet={"evict_after": 2.0},
+    )
+    async with fleet_running(settings), Probe(one_broker.port) as probe:
+        await probe.subscribe(GRID_IE, CLAIMS)
+        await ready(probe)
+        probe.publish(DELIVERED.format("held"), "800")
+        assert await probe.next_payload(GRID_IE) == "800"
+        hold_the_loop(3.0)  # longer than evict_after: the process stopped, the meter died
+        assert await probe.next_payload(CLAIMS) == PAUSE
 
 
 async def test_every_output_topic_is_the_sites_own(one_broker: BrokerProcess) -> None:

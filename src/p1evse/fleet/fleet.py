@@ -752,6 +752,10 @@ class Fleet:
                 site_id
                 for site_id, site in self.sites.items()
                 if now - site.pipeline.last_valid_at >= evict_after
+                # its stale guard has acted (or has nothing to guard): time the process
+                # could not run is not counted by it, and a site let go before would
+                # never have its charger paused
+                and (site.pipeline.stale or not site.pipeline.ever_valid)
                 # a pause is let go with the site only once its marker is known
                 and (not site.holds_pause or site_id in self.paused)
             ]
