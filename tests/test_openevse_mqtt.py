@@ -197,13 +197,17 @@ def test_a_pause_missing_from_the_slot_is_sent_again_at_most_every_few_seconds()
     claims: list[str] = []
     broker.subscribe(settings.claim_topic, lambda payload: claims.append(payload.decode()))
     broker.connect()
+    clock.advance(1.0)
     sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
     assert claims == [PAUSE_CLAIM]
     for at in (1.0, 1.5, 2.0, 2.5):
         clock.advance(at)
         sink.on_slot(b'{"state":"null"}')
-    assert claims == [PAUSE_CLAIM, PAUSE_CLAIM]  # once at 1.0
+    assert claims == [PAUSE_CLAIM]  # sent a moment ago: the slot may not show it yet
     clock.advance(1.0 + CLAIM_AGAIN_GAP_S)  # the slot still said nothing
+    assert claims == [PAUSE_CLAIM] * 2
+    sink.on_slot(b'{"state":"null"}')
+    clock.advance(1.0 + 2 * CLAIM_AGAIN_GAP_S)
     assert claims == [PAUSE_CLAIM] * 3
     sink.on_slot(b'{"priority":500,"state":"disabled","auto_release":false}')
     clock.advance(100.0)
@@ -213,6 +217,32 @@ def test_a_pause_missing_from_the_slot_is_sent_again_at_most_every_few_seconds()
     sink.on_slot(b"not json")
     clock.advance(200.0)
     assert claims == [*[PAUSE_CLAIM] * 3, RELEASE]
+
+
+def test_a_release_the_charger_missed_is_sent_again_until_the_slot_shows_it() -> None:
+    """The charger away when the pause was released comes back with the pause in its
+    slot: released again. Once the slot has shown the release, a pause that appears
+    there is another client's, and stays."""
+    broker, clock = VirtualBroker(), VirtualClock(0.0)
+    settings = OpenevseSettings()
+    sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
+    claims: list[str] = []
+    broker.subscribe(settings.claim_topic, lambda payload: claims.append(payload.decode()))
+    broker.connect()
+    paused = b'{"priority":500,"state":"disabled","auto_release":false}'
+    sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
+    sink.on_slot(paused)
+    clock.advance(10.0)
+    sink.stale_left(StaleLeft(10.0, 9.0))  # released while the charger was away
+    assert claims == [PAUSE_CLAIM, RELEASE]
+    clock.advance(30.0)
+    sink.on_slot(paused)  # back, and still paused
+    assert claims == [PAUSE_CLAIM, RELEASE, RELEASE]
+    sink.on_slot(b'{"state":"null"}')
+    sink.on_slot(paused)  # someone else's now
+    sink.on_slot(b'{"priority":500,"state":"disabled","charge_current":6}')
+    clock.advance(100.0)
+    assert claims == [PAUSE_CLAIM, RELEASE, RELEASE]
 
 
 def test_a_report_heard_while_the_claim_is_published_sends_it_once() -> None:

@@ -38,11 +38,10 @@ from p1evse.inputs import load_json
 from p1evse.model import GridPower, StaleEntered, StaleLeft
 from p1evse.mqtt import Broker, BrokerStats, MqttPort, MqttSettings, Retained, Will
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
-from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink
+from p1evse.sinks.openevse_mqtt import PAUSE_CLAIM, RELEASE, OpenEvseMqttSink, is_pause_claim
 
 log = logging.getLogger(__name__)
 
-MQTT_CLAIM_PRIORITY = 500  # OpenEVSE's EvseManager_Priority_MQTT
 MAX_MARKER_BYTES = 256
 # A will's pause is looked for this long after it may have fired, in keepalives: a will
 # may come late (a dead connection outlives its process by 1.5 keepalives). And for at
@@ -209,21 +208,10 @@ class DeadmanSwitch:
             return
         if claim.get("state") in (None, "null"):
             return  # nothing in the slot (yet: the will may still be on its way)
-        if not _is_our_pause(claim) or self._feed.claim_sent:
+        if not is_pause_claim(claim) or self._feed.claim_sent:
             self.will_may_have_fired = False
             log.info("not releasing OpenEVSE's MQTT claim %s: it is not the will's pause", claim)
             return
         if self._broker.publish(self._claim_topic, RELEASE, qos=1):
             self.will_may_have_fired = False
             log.warning("released the pause left by the dead-man's switch's will: %s", claim)
-
-
-def _is_our_pause(claim: dict[str, Any]) -> bool:
-    """OpenEVSE's `<base>/claim` as the will leaves it: `{"priority": 500, "state":
-    "disabled", "auto_release": false}` and nothing else."""
-    return (
-        claim.get("state") == "disabled"
-        and claim.get("priority", MQTT_CLAIM_PRIORITY) == MQTT_CLAIM_PRIORITY
-        and not claim.get("auto_release", False)
-        and set(claim) <= {"state", "priority", "auto_release"}
-    )

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PAUSE_CLAIM = json.dumps({"state": "disabled"}, separators=(",", ":"))
 RELEASE = "release"
+MQTT_CLAIM_PRIORITY = 500  # OpenEVSE's EvseManager_Priority_MQTT
 # a change of divert mode moves the pause claim at most this often (see _mode_changed)
 MODE_CLAIM_GAP_S = 5.0
 # OpenEVSE's report of its MQTT claim slot (`<base>/claim`): a few fields
@@ -54,7 +55,9 @@ class OpenEvseMqttSink:
     OpenEVSE acts only on a claim it receives while connected (`claim/set` is not
     retained), and says what its claim slot holds on `<base>/claim` (retained, on every
     change and on connecting). A pause this sink holds that the slot does not show (sent
-    while the charger was away, say rebooting with the router) is sent again.
+    while the charger was away, say rebooting with the router) is sent again; so is a
+    release the slot does not show yet, until it once has (a pause set after that may be
+    another client's, and is never released).
     """
 
     def __init__(
@@ -86,7 +89,8 @@ class OpenEvseMqttSink:
         # the charger's MQTT claim slot as it last said (None: not said, or not a claim)
         self.slot: dict[str, Any] | None = None
         self.slot_listeners: list[Callable[[dict[str, Any] | None], None]] = []
-        self._claimed_again_at = -math.inf
+        self._claimed_again_at = -math.inf  # the last claim or release sent, for the slot
+        self._release_unseen = False  # a release sent that the slot has not shown yet
         self._slot_check: Timer | None = None
         self._claim_again_log = RateLimiter(CLAIM_AGAIN_LOG_PERIOD_S, clock.time)
         # a pause held at close is kept: the dead-man's switch tells the next run of it
@@ -184,33 +188,43 @@ class OpenEvseMqttSink:
             self._report_log.refused(exc, f"{self._base_topic}/claim", payload)
             return
         self.slot = slot if isinstance(slot, dict) else None
+        if self.slot is not None and not is_pause_claim(self.slot):
+            self._release_unseen = False
         for listener in self.slot_listeners:
             listener(self.slot)
         self._check_slot()
 
     def _check_slot(self) -> None:
-        """Send the pause again if the charger's slot does not hold it."""
+        """Send the pause again if the charger's slot does not hold it, or the release
+        if the slot still holds the pause it released."""
         slot = self.slot
-        if slot is None or slot.get("state") == "disabled" or self._claiming:
+        if slot is None or self._claiming:
             return
-        if not (self.claim_sent and self.pause.wanted()):
+        if self.claim_sent and self.pause.wanted():
+            if slot.get("state") == "disabled":
+                return
+            payload, what = PAUSE_CLAIM, "not p1evse's pause"
+        elif self._release_unseen and not self.claim_sent and is_pause_claim(slot):
+            payload, what = RELEASE, "the pause p1evse released"
+        else:
             return
         due = self._claimed_again_at + CLAIM_AGAIN_GAP_S
         if self._clock.time() < due:
             if self._slot_check is None:
                 self._slot_check = self._clock.call_at(due, self._slot_due)
             return
-        if not self._broker.publish(self._claim_topic, PAUSE_CLAIM, qos=1):
+        if not self._broker.publish(self._claim_topic, payload, qos=1):
             return  # sent on reconnect: the charger says its slot again then
         self._claimed_again_at = self._clock.time()
-        more = self._claim_again_log.note("again")
+        more = self._claim_again_log.note(payload)
         if more is not None:
             log.warning(
-                "OpenEVSE's MQTT claim slot holds %s, not p1evse's pause (sent while the "
-                "charger was away, or cleared by another MQTT client): claimed %s %s again%s",
+                "OpenEVSE's MQTT claim slot holds %s, %s (the charger was away when it was "
+                "sent, or another MQTT client changed it): sent %s %s again%s",
                 json.dumps(slot)[:120],
+                what,
                 self._claim_topic,
-                PAUSE_CLAIM,
+                payload,
                 more,
             )
 
@@ -245,6 +259,8 @@ class OpenEvseMqttSink:
                 payload = PAUSE_CLAIM if wanted else RELEASE
                 if not self._broker.publish(self._claim_topic, payload, qos=1):
                     return
+                self._claimed_again_at = self._clock.time()
+                self._release_unseen = not wanted
                 self.pause.claimed(wanted)
                 if wanted:
                     log.warning("paused charging: claimed %s %s", self._claim_topic, payload)
@@ -298,3 +314,14 @@ class _Report:
 
     def __call__(self, payload: bytes | bytearray) -> None:
         self._sink.on_report(self._field, payload)
+
+
+def is_pause_claim(claim: dict[str, Any]) -> bool:
+    """OpenEVSE's `<base>/claim` as p1evse's pause (or the dead-man's will) leaves it:
+    `{"priority": 500, "state": "disabled", "auto_release": false}` and nothing else."""
+    return (
+        claim.get("state") == "disabled"
+        and claim.get("priority", MQTT_CLAIM_PRIORITY) == MQTT_CLAIM_PRIORITY
+        and not claim.get("auto_release", False)
+        and set(claim) <= {"state", "priority", "auto_release"}
+    )
