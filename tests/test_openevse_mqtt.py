@@ -187,16 +187,22 @@ async def test_a_pause_the_charger_missed_is_sent_again_when_it_says_its_slot(
             assert await charger.next_payload(CLAIM) == "marker"
 
 
-def test_a_pause_missing_from_the_slot_is_sent_again_at_most_every_few_seconds() -> None:
-    """Another MQTT client clearing the shared slot over and over is not fought in a
-    tight loop; nothing is sent again once the pause is not wanted, nor for a slot that
-    holds it."""
+def claims_of_a_sink() -> tuple[OpenEvseMqttSink, VirtualClock, list[str]]:
+    """A sink on a virtual broker and clock, and what it sends to `claim/set`."""
     broker, clock = VirtualBroker(), VirtualClock(0.0)
     settings = OpenevseSettings()
     sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
     claims: list[str] = []
     broker.subscribe(settings.claim_topic, lambda payload: claims.append(payload.decode()))
     broker.connect()
+    return sink, clock, claims
+
+
+def test_a_pause_missing_from_the_slot_is_sent_again_at_most_every_few_seconds() -> None:
+    """Another MQTT client clearing the shared slot over and over is not fought in a
+    tight loop; nothing is sent again once the pause is not wanted, nor for a slot that
+    holds it."""
+    sink, clock, claims = claims_of_a_sink()
     clock.advance(1.0)
     sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
     assert claims == [PAUSE_CLAIM]
@@ -223,12 +229,7 @@ def test_a_release_the_charger_missed_is_sent_again_until_the_slot_shows_it() ->
     """The charger away when the pause was released comes back with the pause in its
     slot: released again. Once the slot has shown the release, a pause that appears
     there is another client's, and stays."""
-    broker, clock = VirtualBroker(), VirtualClock(0.0)
-    settings = OpenevseSettings()
-    sink = OpenEvseMqttSink(settings, broker, ChargerState(), clock)
-    claims: list[str] = []
-    broker.subscribe(settings.claim_topic, lambda payload: claims.append(payload.decode()))
-    broker.connect()
+    sink, clock, claims = claims_of_a_sink()
     paused = b'{"priority":500,"state":"disabled","auto_release":false}'
     sink.stale_entered(StaleEntered(1.0, 0.0, StaleAction.PAUSE))
     sink.on_slot(paused)
