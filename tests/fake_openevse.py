@@ -46,6 +46,8 @@ class FakeOpenEvse:
     # (method, path) -> a body to answer with instead (status 200), however broken
     garbage: dict[tuple[str, str], bytes] = field(default_factory=dict)
     stall: asyncio.Event | None = None  # requests wait for it while it is set up
+    # (method, path) -> an event its requests wait for while it is set up
+    stalls: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     redirect: str | None = None  # every request is answered 302 to this URL + its path
     port: int = 0
 
@@ -86,6 +88,9 @@ class FakeOpenEvse:
         self.requests.put_nowait(recorded)
         if self.stall is not None:
             await self.stall.wait()
+        stall = self.stalls.get((request.method, request.path))
+        if stall is not None:
+            await stall.wait()
         if self.redirect is not None:
             raise web.HTTPFound(f"{self.redirect}{request.path}")
         if self.username is not None and not self._authorised(recorded.authorization):

@@ -358,6 +358,50 @@ async def test_a_claim_answered_by_a_page_that_is_not_openevse_is_not_taken_as_h
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_value_the_charger_is_slow_to_take_holds_no_pause_back(
+    broker: BrokerProcess,
+) -> None:
+    """The meter falls silent while the charger sits on a value: the pause goes at
+    once, beside it."""
+    async with FakeOpenEvse() as charger:
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        settings = http_settings(broker, charger, timeout=60, publish=publish)
+        async with running(settings), Probe(broker.port) as probe:
+            await ready(probe)
+            charger.stalls["POST", "/status"] = taken = asyncio.Event()
+            probe.publish(DELIVERED, "0.100")
+            await expect(charger, "POST", "/status")  # and the meter is silent from now on
+            claim = await expect(charger, "POST", CLAIM_PATH)
+            assert claim.body == {"state": "disabled"}
+            taken.set()
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_not_found_that_is_not_openevses_is_no_release(broker: BrokerProcess) -> None:
+    """OpenEVSE says "no such claim" in JSON; a 404 page of something else (a proxy, a
+    portal) leaves the claim held, and the release is tried again."""
+    async with FakeOpenEvse(fail={("DELETE", CLAIM_PATH): [404]}) as charger:
+        publish = {"interval": 0, "stale_after": 0.5, "pair_window": 0.1}
+        settings = http_settings(broker, charger, publish=publish)
+        async with running(settings), Probe(broker.port) as probe:
+            await expect(charger, "POST", CLAIM_PATH)  # nothing since start-up
+            await ready(probe)
+
+            async def meter() -> None:
+                while True:
+                    probe.publish(DELIVERED, "0.100")
+                    await asyncio.sleep(0.1)  # pacing the simulated meter
+
+            back = asyncio.create_task(meter())
+            try:
+                await expect(charger, "DELETE", CLAIM_PATH)  # an empty 404
+                await expect(charger, "DELETE", CLAIM_PATH)  # tried again: released
+                assert charger.claims == {}
+            finally:
+                back.cancel()
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_claim_waiting_to_be_tried_again_holds_no_value_back(
     broker: BrokerProcess,
 ) -> None:

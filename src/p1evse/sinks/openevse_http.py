@@ -100,17 +100,23 @@ async def request(
                     f"{method} {url}: HTTP {response.status}, a redirect: not followed",
                     response.status,
                 )
+            if response.status == NOT_FOUND:
+                # OpenEVSE's "no such claim" is JSON; another server's 404 page is no
+                # answer of the charger's (a claim taken as gone would never be released)
+                answer = await read_body(response, MAX_ANSWER_BYTES)
+                if not _is_json(answer):
+                    raise ChargerError(
+                        f"{method} {url}: HTTP 404, but the answer is no JSON, so not "
+                        f"OpenEVSE's (is openevse.url the charger?): {excerpt(answer)}"
+                    )
             if response.status >= 400:
                 raise ChargerError(f"{method} {url}: HTTP {response.status}", response.status)
             answer = await read_body(response, MAX_ANSWER_BYTES)
-            try:
-                if method != "GET":
-                    load_json(answer, MAX_ANSWER_BYTES)
-            except InputRejected:
+            if method != "GET" and not _is_json(answer):
                 raise ChargerError(
                     f"{method} {url}: HTTP {response.status}, but the answer is no JSON, "
                     f"so not OpenEVSE's (is openevse.url the charger?): {excerpt(answer)}"
-                ) from None
+                )
             return answer
     except InputRejected as exc:
         raise ChargerError(f"{method} {url}: {exc.detail}") from None
@@ -118,6 +124,14 @@ async def request(
         raise ChargerError(f"{method} {url}: {one_line(str(exc)) or type(exc).__name__}") from None
     except TimeoutError:
         raise ChargerError(f"{method} {url}: no answer within {settings.timeout:g} s") from None
+
+
+def _is_json(answer: bytes) -> bool:
+    try:
+        load_json(answer, MAX_ANSWER_BYTES)
+    except InputRejected:
+        return False
+    return True
 
 
 def _refused_login(settings: OpenevseSettings) -> str:
@@ -143,12 +157,13 @@ class OpenEvseHttpSink:
         self._claim_url = f"{settings.url}/claims/{settings.claim_client_id}"
         self._status_url = f"{settings.url}/status"
         self._waiting_value: GridPower | None = None
-        self._wake = asyncio.Event()
+        self._value_due = asyncio.Event()
+        self._claim_due = asyncio.Event()  # the pause wanted may differ from the one held
         # a claim of ours the charger may hold from an earlier run is looked for first,
         # and kept until a fresh value (`_inherited`)
         self._leftover_checked = False
         self._inherited = False
-        self._wake.set()
+        self._claim_due.set()
         self._session: aiohttp.ClientSession | None = None
         # the failure of each kind of request ("POST /status"), until one is answered
         self._failing: dict[str, str] = {}
@@ -174,28 +189,30 @@ class OpenEvseHttpSink:
 
     def grid_power(self, value: GridPower) -> None:
         self._waiting_value = value
+        self._value_due.set()
         if self._inherited and not value.failsafe:  # fresh: the earlier run's pause goes
             self._inherited = False
             self.pause.stale = False
-        self._wake.set()
+            self._claim_due.set()
 
     def stale_entered(self, event: StaleEntered) -> None:
         self._inherited = False  # the pause is this run's own now, or not wanted
         if event.action is StaleAction.PAUSE:
             self.pause.stale = True
-            self._wake.set()
+            self._claim_due.set()
 
     def stale_left(self, event: StaleLeft) -> None:
         self._inherited = False
         self.pause.stale = False
-        self._wake.set()
+        self._claim_due.set()
 
     async def run(self) -> None:
         async with open_session(self._settings) as session:
             self._session = session
             try:
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(self._serve(), name="openevse-http-feed")
+                    group.create_task(self._serve_values(), name="openevse-http-feed")
+                    group.create_task(self._serve_claims(), name="openevse-http-claims")
                     group.create_task(self._poll(), name="openevse-http-status")
             finally:
                 self._session = None
@@ -227,33 +244,42 @@ class OpenEvseHttpSink:
                 CLOSE_TIMEOUT_S,
             )
 
-    async def _serve(self) -> None:
-        """Claims and values, as they are wanted. A claim that fails is tried again
-        after a backoff, and a value waits for neither (a failed request is counted and
-        reported by `_request`; a value is superseded by the next anyway)."""
+    async def _serve_values(self) -> None:
+        """The newest value, as values come: one that waits is superseded by the next,
+        and none waits for a claim (a failed request is counted and reported by
+        `_request`)."""
+        while True:
+            await self._value_due.wait()
+            self._value_due.clear()
+            value, self._waiting_value = self._waiting_value, None
+            if value is not None:
+                with contextlib.suppress(ChargerError):
+                    await self._post_status(value)
+
+    async def _serve_claims(self) -> None:
+        """The pause claim as it is wanted, beside the values: a pause is never held up
+        by a value the charger is slow to take. One that fails is tried again after a
+        backoff."""
         loop = asyncio.get_running_loop()
         retry: asyncio.TimerHandle | None = None  # a failed claim's backoff, while it runs
 
         def retry_due() -> None:
             nonlocal retry
             retry = None
-            self._wake.set()
+            self._claim_due.set()
 
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if retry is None and self._claim_unsettled():
-                    with contextlib.suppress(ChargerError):
-                        await self._settle_claim()
-                    if self._claim_unsettled():
-                        retry = loop.call_later(self._backoff.next_delay(), retry_due)
-                    else:
-                        self._backoff.reset()
-                value, self._waiting_value = self._waiting_value, None
-                if value is not None:
-                    with contextlib.suppress(ChargerError):
-                        await self._post_status(value)
+                await self._claim_due.wait()
+                self._claim_due.clear()
+                if retry is not None or not self._claim_unsettled():
+                    continue
+                with contextlib.suppress(ChargerError):
+                    await self._settle_claim()
+                if self._claim_unsettled():
+                    retry = loop.call_later(self._backoff.next_delay(), retry_due)
+                else:
+                    self._backoff.reset()
         finally:
             if retry is not None:
                 retry.cancel()
@@ -272,7 +298,7 @@ class OpenEvseHttpSink:
             else:
                 self._read_back(answer)
             if self.pause.wanted() != self.claim_sent:  # a mode changed, or a report aged
-                self._wake.set()
+                self._claim_due.set()
             await asyncio.sleep(self._settings.poll_interval)
 
     def _read_back(self, answer: bytes) -> None:
