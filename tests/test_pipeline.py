@@ -496,6 +496,20 @@ def test_a_meter_clock_that_jumps_is_no_weight() -> None:
     assert published(events) == [(0, 0), (5, (100 * 1 + 500 * 4) // 5)]
 
 
+def test_a_meter_clock_set_forward_counts_no_more_than_a_step() -> None:
+    """A 1 Hz meter whose clock jumps 6 s at one telegram (set anew): that reading
+    stands for its arrival's second and the meter's period, not for six."""
+    run = make(interval=5, stale_after=30)
+    sent: list[int] = []
+    second = 0
+    for n, kw in enumerate((0, 0, 0, 0, 10_000, 0, 0, 0, 0, 10_000, 0)):
+        second += 6 if n == 8 else 1
+        events = run.pipeline.reading(clocked(float(n), kw, second), float(n))
+        sent += [watts for _, watts in published(events)]
+    # the window closing at 10 s: readings 6 to 10, the one at 8 counting 2 s
+    assert sent == [0, 2000, round(10_000 / 6)]
+
+
 def test_a_telegram_sent_again_is_no_reading() -> None:
     """A gateway that repeats its cached telegram: the meter's clock does not move."""
     run = make(stale_after=30)

@@ -242,6 +242,7 @@ class Pipeline:
         self._phases: dict[PhaseKind, list[float | None]] = {}
         # the last reading that carried the meter's own clock (rule 5)
         self._clocked: Reading | None = None
+        self._meter_period: float | None = None  # the meter clock's last plain step, s
         self._meter_clock_stuck = False
 
     # -- state for observers -------------------------------------------------------
@@ -569,14 +570,21 @@ class Pipeline:
         it, by the meter's clock when both carry it and it moved on by up to
         `stale_after`, else by their arrival. Telegrams that a gateway or Wi-Fi held
         back come together; each stands for the seconds the meter measured them apart,
-        not for the moments between their arrivals (the first of them for all the wait)."""
+        not for the moments between their arrivals (the first of them for all the wait).
+        A step of the meter's clock longer than the arrivals' and the meter's period
+        together is the clock set forward: it counts as that much, no more."""
+        arrived = reading.at - self._previous_at
         meter_time = reading.meter_time
         before = previous.meter_time if previous is not None else None
         if meter_time is not None and before is not None:
             seconds = (meter_time - before).total_seconds()
             if 0 < seconds <= self._settings.stale_after:
+                period = self._meter_period
+                if period is not None and seconds > arrived + period:
+                    return arrived + period  # the clock was set forward: not time measured
+                self._meter_period = seconds
                 return seconds
-        return reading.at - self._previous_at
+        return arrived
 
     def _steady_first(self, at: float, net_w: float, events: list[Event]) -> bool:
         """`steady`: a switch in the house (a step of `step_w` from one reading to the
