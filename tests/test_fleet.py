@@ -311,7 +311,7 @@ async def test_a_pause_marker_the_broker_lost_is_published_again(
             probe.publish(DELIVERED.format("gone"), "700")
             assert await probe.next_payload(CLAIMS) == PAUSE
             assert await probe.next_payload("p1evse/fleet/paused/+") == "1"
-        with log_event("the broker had lost the pause markers of 1 sites") as told:
+        with log_event("the broker had lost the pause markers of 1 site ") as told:
             one_broker.stop()  # the tests' mosquitto keeps nothing
             one_broker.start()
             await asyncio.wait_for(told.wait(), EVENT_TIMEOUT_S)

@@ -104,7 +104,7 @@ async def test_a_member_learns_the_members_anew_on_every_connection(
         TcpProxy(one_broker.port) as proxy,
     ):
         settings = fleet_settings(one_broker, mqtt={"port": proxy.port}, fleet={"membership": True})
-        with log_event("serving as p1evse with 1 other members (other)") as first:
+        with log_event("serving as p1evse with 1 other member (other)") as first:
             async with fleet_running(settings) as app:
                 await asyncio.wait_for(first.wait(), EVENT_TIMEOUT_S)
                 with log_event("serving as p1evse with no others") as alone:
@@ -159,7 +159,7 @@ async def test_a_gone_members_site_whose_meter_went_silent_is_still_paused(
     async with Probe(one_broker.port) as probe, retained(probe, "other"):
         await probe.subscribe(GRID_IE, CLAIMS)
         with (
-            log_event("serving as p1evse with 1 other members (other)") as both,
+            log_event("serving as p1evse with 1 other member (other)") as both,
             log_event("0 sites moved to others, 2 taken over") as taken,
         ):
             async with fleet_running(settings) as app:
@@ -264,7 +264,7 @@ async def test_a_member_keeps_beating_when_no_more_are_taken(
     async with Probe(one_broker.port) as probe, beating(probe, "alive"):
         await probe.subscribe(own)
         with (
-            log_event("serving as p1evse with 1 other members (alive)") as both,
+            log_event("serving as p1evse with 1 other member (alive)") as both,
             log_event("'extra' is not taken as a member") as refused,
             log_event("alive not heard for") as expired,
         ):
@@ -297,7 +297,7 @@ async def test_a_handover_heard_before_the_site_is_this_processs_is_kept_for_the
     async with Probe(one_broker.port) as probe, retained(probe, "ghost"):
         await probe.subscribe(CLAIMS)
         with (
-            log_event("serving as p1evse with 1 other members (ghost)") as both,
+            log_event("serving as p1evse with 1 other member (ghost)") as both,
             log_event("0 sites moved to others, 1 taken over") as taken,
         ):
             async with fleet_running(settings) as app:

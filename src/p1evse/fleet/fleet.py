@@ -376,9 +376,9 @@ class Fleet:
             self._pause_held(site_id, True)
         if lost:
             log.warning(
-                "fleet: the broker had lost the pause markers of %d sites (restarted "
-                "without persistence?); published again: %s",
-                len(lost),
+                "fleet: the broker had lost the pause markers of %s (restarted without "
+                "persistence?); published again: %s",
+                sites(len(lost)),
                 ", ".join(lost[:10]) + (", …" if len(lost) > 10 else ""),
             )
 
@@ -801,8 +801,8 @@ class Fleet:
         _, created, evicted, moved = self._summarized
         self._summarized = now
         log.info(
-            "fleet: %d sites (%d new, %d let go after fleet.evict_after = %s s, %d moved)",
-            len(self.sites),
+            "fleet: %s (%d new, %d let go after fleet.evict_after = %s s, %d moved)",
+            sites(len(self.sites)),
             counters.created - created,
             counters.evicted - evicted,
             f"{self.settings.evict_after:g}" if self.settings.evict_after else "never",
@@ -858,4 +858,12 @@ def _tell(listeners: list[Callable[[], None]]) -> None:
 
 def _others(members: Members) -> str:
     others = sorted(members.live - {members.me})
-    return f"{len(others)} other members ({', '.join(others[:10])})" if others else "no others"
+    if not others:
+        return "no others"
+    many = "s" if len(others) > 1 else ""
+    return f"{len(others)} other member{many} ({', '.join(others[:10])})"
+
+
+def sites(count: int) -> str:
+    """`1 site`, `2 sites`"""
+    return f"{count} site{'' if count == 1 else 's'}"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from p1evse.fleet.fleet import sites
 from p1evse.fleet.records import HISTORY_STEP_S
 from p1evse.fleet.rows import site_row
 from p1evse.sinks.charger import EvseState
@@ -67,7 +68,7 @@ class FleetView:
 
     def health(self) -> str:
         stale = self._fleet.totals.stale
-        return f"broker connected, {len(self._fleet.sites)} sites, {stale} stale"
+        return f"broker connected, {sites(len(self._fleet.sites))}, {stale} stale"
 
     def _totals(self) -> tuple[int, int, int]:
         """The sites that are stale, paused, charging: the first two kept by the
