@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+import p1evse.app as app_module
 from p1evse.model import StaleAction, StaleEntered, StaleLeft
 from p1evse.sim.virtual import VirtualBroker, VirtualClock
 from p1evse.sinks.charger import ChargerState, OpenevseSettings
@@ -244,6 +245,30 @@ def test_a_release_the_charger_missed_is_sent_again_until_the_slot_shows_it() ->
     sink.on_slot(b'{"priority":500,"state":"disabled","charge_current":6}')
     clock.advance(100.0)
     assert claims == [PAUSE_CLAIM, RELEASE, RELEASE]
+
+
+async def test_a_charger_not_heard_on_its_base_topic_is_told_of(
+    broker: BrokerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OpenEVSE's own base topic is its host name (openevse-xxxx), not p1evse's default
+    `openevse`: a pause sent there would reach no charger."""
+    monkeypatch.setattr(app_module, "CHARGER_HEARD_WITHIN_S", 0.5)
+    with log_event("nothing from OpenEVSE on openevse/… in 0.5 s") as told:
+        async with running(settings_for(broker)):
+            await asyncio.wait_for(told.wait(), EVENT_TIMEOUT_S)
+
+
+def test_a_charger_heard_on_its_base_topic_is_not_told_of(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for heard in (b'{"state":"null"}', None):
+        sink, _, _ = claims_of_a_sink()
+        if heard is not None:
+            sink.on_slot(heard)
+        else:
+            sink.on_report("amp", b"6000")
+        sink.warn_if_unheard(60.0)
+    assert "nothing from OpenEVSE" not in caplog.text
 
 
 def test_a_report_heard_while_the_claim_is_published_sends_it_once() -> None:

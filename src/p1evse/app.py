@@ -85,6 +85,10 @@ class Service:
                 await self.web.close()
 
 
+# a charger on the broker says its claim slot at once (retained), its status every 30 s
+CHARGER_HEARD_WITHIN_S = 60.0
+
+
 class App(Service):
     """The service for one meter: one Site."""
 
@@ -111,6 +115,20 @@ class App(Service):
             self.site.state.listeners.append(web.push.changed)
             self.site.bridge.observers.append(web.metrics.observe)
         super().__init__(settings, broker, self.site, supervisor, watch, web)
+        self._loop = loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """As a Service, and a word if the charger is not heard on its base topic."""
+        feed = self.site.feed
+        check = None
+        if feed is not None:
+            after = CHARGER_HEARD_WITHIN_S
+            check = self._loop.call_later(after, feed.warn_if_unheard, after)
+        try:
+            await super().run(stop)
+        finally:
+            if check is not None:
+                check.cancel()
 
 
 class FleetApp(Service):

@@ -95,6 +95,7 @@ class OpenEvseMqttSink:
         self._claim_again_log = RateLimiter(CLAIM_AGAIN_LOG_PERIOD_S, clock.time)
         # a pause held at close is kept: the dead-man's switch tells the next run of it
         self.keeps_pause = False
+        self.heard = False  # anything from the charger on its base topic
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -172,6 +173,7 @@ class OpenEvseMqttSink:
 
     def on_report(self, field: str, payload: bytes | bytearray) -> None:
         """A report of the charger's on `<base>/<field>`."""
+        self.heard = True
         try:
             self.charger.update(field, payload, self._clock.time())
         except InputRejected as exc:
@@ -182,6 +184,7 @@ class OpenEvseMqttSink:
 
     def on_slot(self, payload: bytes | bytearray) -> None:
         """What the charger's MQTT claim slot holds (`{"state": "null"}`: nothing)."""
+        self.heard = True
         try:
             slot = load_json(payload, MAX_CLAIM_BYTES)
         except InputRejected as exc:
@@ -231,6 +234,20 @@ class OpenEvseMqttSink:
     def _slot_due(self) -> None:
         self._slot_check = None
         self._check_slot()
+
+    def warn_if_unheard(self, after_s: float) -> None:
+        """Say so if the charger has said nothing on its base topic (its claim slot is
+        retained there, its status comes every 30 s): the pause would go nowhere."""
+        if self.heard or not self._broker.connected:
+            return
+        log.warning(
+            "nothing from OpenEVSE on %s/… in %g s: is openevse.base_topic the charger's "
+            "MQTT base topic (Services → MQTT; OpenEVSE's own default is its host name, "
+            "openevse-xxxx)? The pause claim goes to %s",
+            self._base_topic,
+            after_s,
+            self._claim_topic,
+        )
 
     def connected(self) -> None:
         """The broker connection is (back) up."""
