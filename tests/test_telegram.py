@@ -224,6 +224,7 @@ def test_a_missing_crc_is_refused_where_the_standard_has_one() -> None:
     with pytest.raises(InputRejected) as caught:
         FastDecoder(DSMR_VERSIONS["5"]).decode(frame)
     assert caught.value.reason is Rejection.CRC
+    assert "dsmr_version 2.2 or Q3D reads them" in caught.value.detail  # the likely cause
 
 
 @pytest.mark.parametrize(

@@ -173,7 +173,11 @@ def check_crc(frame: bytes, *, required: bool = True) -> None:
         return
     checksum = _CHECKSUM.match(frame, end) if end >= 0 else None
     if checksum is None:
-        raise InputRejected(Rejection.CRC, "no checksum after '!'")
+        raise InputRejected(
+            Rejection.CRC,
+            "no checksum after '!' (DSMR 2.2 and 3 meters and the EasyMeter send none: "
+            "dsmr_version 2.2 or Q3D reads them)",
+        )
     expected = int(checksum.group(1), 16)
     actual = crc16(frame[: end + 1])
     if actual != expected:
