@@ -24,7 +24,8 @@ import pytest
 
 from p1evse.model import Rejection
 from p1evse.sources import p1
-from p1evse.sources.framing import MAX_TELEGRAM_BYTES
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES, CipherStream
+from p1evse.sources.telegram import make_decoder
 from tests import telegrams
 from tests.gateways import Gateway, source
 from tests.intakes import RecordingIntake
@@ -178,3 +179,27 @@ async def test_a_flood_over_tcp_into_an_encrypted_meter(
     settings = {"dsmr_version": "SAGEMCOM_T210_D_R", "decryption_key": KEY.hex()}
     await flood_over_tcp(gateway, garbage, link_calls, telegram, **settings)
     link_calls.assert_brief()
+
+
+@pytest.mark.parametrize(
+    ("data", "plain"),
+    [(telegrams.dsmr5() * 20, True), (bytes(range(256)).replace(b"\xdb", b"") * 60, False)],
+    ids=["plain-telegrams", "noise"],
+)
+def test_bytes_with_no_encrypted_frame_are_counted_once_and_plain_text_is_named(
+    data: bytes, plain: bool
+) -> None:
+    """An encrypted dsmr_version on a meter that sends plain text was silent until the
+    stale guard; it says what came instead."""
+    assert len(data) > MAX_TELEGRAM_BYTES
+    intake = RecordingIntake()
+    version = p1.DSMR_VERSIONS["SAGEMCOM_T210_D_R"]
+    stream = CipherStream(make_decoder(version, KEY.hex()), intake, lambda: 0.0)
+    more = stream.feed(data)
+    while more:
+        more = stream.feed(b"")
+    stream.feed(data)  # the same run: not counted again
+    [(reason, detail)] = intake.rejections
+    assert reason is Rejection.NO_TELEGRAM
+    assert "no encrypted frame" in detail
+    assert ("plain-text telegrams" in detail) is plain

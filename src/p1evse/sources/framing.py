@@ -57,6 +57,9 @@ def _telegram_pattern(max_bytes: int) -> re.Pattern[bytes]:
     return re.compile(rb"/[^/!\x80-\xff]{0,%d}+![0-9A-Fa-f]{0,4}\x00?\r\n" % body)
 
 
+# the start of a plain-text telegram: '/', a manufacturer's three letters, a baud digit
+_PLAIN_START = re.compile(rb"/[A-Za-z]{3}\d")
+
 # a telegram up to its checksum with nothing after it: whole at the end of a message
 _UP_TO_CHECKSUM = re.compile(rb"/[^/!\x80-\xff]*+![0-9A-Fa-f]{0,4}\x00?")
 
@@ -234,6 +237,9 @@ class CipherStream:
         self._max_bytes = max_bytes
         self._buffer = EncryptedTelegramBuffer()
         self._unread = bytearray()  # what the buffer has not been given yet
+        self._unframed = 0  # bytes given since the last frame (or the start)
+        self._plain_seen = False  # a plain-text telegram's start among them
+        self._told = False  # this run of bytes without a frame was counted
         self.telegrams = 0
 
     def counts(self) -> list[Count]:
@@ -243,11 +249,16 @@ class CipherStream:
         """As `TelegramStream.feed`: True if more may be waiting."""
         unread = self._unread
         unread += data
-        self._buffer.append(unread[:_CIPHER_SLICE])
+        given = unread[:_CIPHER_SLICE]
+        self._buffer.append(given)
         del unread[:_CIPHER_SLICE]
+        self._unframed += len(given)
+        self._plain_seen = self._plain_seen or _PLAIN_START.search(given) is not None
         decoded = 0
         for frame_hex in itertools.islice(self._buffer.get_all(), MAX_TELEGRAMS_PER_FEED):
             decoded += 1
+            self._unframed = 0
+            self._plain_seen = self._told = False
             frame = bytes.fromhex(frame_hex)
             if len(frame) > self._max_bytes:
                 self._intake.reject(
@@ -255,8 +266,19 @@ class CipherStream:
                 )
                 continue
             self.telegrams += deliver(frame, self._decoder, self._intake, self._clock)
+        if self._unframed > self._max_bytes and not self._told:
+            self._told = True  # a run of bytes without a frame, counted once
+            detail = f"{self._unframed} bytes and no encrypted frame in them"
+            if self._plain_seen:
+                detail += (
+                    ": plain-text telegrams ('/' … '!') came, so this meter does not "
+                    "encrypt; set source.dsmr_version to its standard (5, 5B, 4, …)"
+                )
+            self._intake.reject(Rejection.NO_TELEGRAM, detail)
         return bool(unread) or decoded == MAX_TELEGRAMS_PER_FEED
 
     def end(self) -> None:
         self._buffer = type(self._buffer)()
         self._unread.clear()
+        self._unframed = 0
+        self._plain_seen = self._told = False
