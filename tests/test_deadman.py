@@ -207,6 +207,16 @@ async def test_a_stop_while_the_meter_is_silent_leaves_the_charger_paused_for_th
         assert charger.mqtt_claim == {"state": "disabled"}
         assert "release" not in probe.pending(CLAIM)
 
+        # a run stopped before its own stale guard acted passes the pause on
+        between = Service(one_broker, P1EVSE_PUBLISH__STALE_AFTER="600").start()
+        try:
+            await between.said("left the charger paused")
+        finally:
+            assert between.stop() == 0
+        marker = json.loads(await probe.next_payload(MARKER, EVENT_TIMEOUT_S) or "{}")
+        while "paused" not in marker:  # its armed one came first
+            marker = json.loads(await probe.next_payload(MARKER, EVENT_TIMEOUT_S) or "{}")
+
         back = asyncio.create_task(meter(probe))  # the meter is back
         second = Service(one_broker, **silent).start()
         try:

@@ -29,6 +29,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import secrets
 from typing import Any
 
@@ -81,6 +82,7 @@ class DeadmanSwitch:
         self._rearm = asyncio.Event()
         self._fresh = False  # the readings are fresh: values are going out
         self.will_may_have_fired = False  # a pause by a will may be in force
+        self._pause_left = False  # ... or one a run before said it left
         self._will_window_ends = 0.0
         self._charger_claim: dict[str, Any] | None = None  # OpenEVSE's MQTT claim
         feed.slot_listeners.append(self._on_charger_claim)  # to see a will's pause in force
@@ -125,7 +127,8 @@ class DeadmanSwitch:
         connection = self._connection
         if connection is not None:
             marker = ""
-            if self._feed.claim_sent:
+            # its own pause, or one a run before left that this run has not released
+            if self._feed.claim_sent or (self.will_may_have_fired and self._pause_left):
                 marker = json.dumps({"run": self.run_id, "paused": True}, separators=(",", ":"))
             await connection.close(last=[Retained(self._marker_topic, marker)])
             log.info("dead-man's switch disarmed")
@@ -178,7 +181,8 @@ class DeadmanSwitch:
         if marker.get("paused") is True:
             self._expect_will_pause(
                 "the last run of p1evse stopped while its meter was silent and left the "
-                "charger paused"
+                "charger paused",
+                left=True,
             )
         elif marker.get("armed") is True:
             self._expect_will_pause(
@@ -188,11 +192,16 @@ class DeadmanSwitch:
 
     # -- the pause a will may have left ----------------------------------------------
 
-    def _expect_will_pause(self, why: str) -> None:
+    def _expect_will_pause(self, why: str, *, left: bool = False) -> None:
+        """`left`: a run before says it left the pause; it is released whenever this
+        run's readings are fresh (its own stale guard may never take it over: a charger
+        in normal mode is not paused), and said on again if this run stops first."""
         if self.will_may_have_fired:
             return
         self.will_may_have_fired = True
-        self._will_window_ends = asyncio.get_running_loop().time() + self._inherit_s
+        self._pause_left = left
+        window = math.inf if left else self._inherit_s
+        self._will_window_ends = asyncio.get_running_loop().time() + window
         log.warning("%s; p1evse releases that pause once its readings are fresh", why)
 
     def _on_charger_claim(self, claim: dict[str, Any] | None) -> None:

@@ -96,6 +96,7 @@ class OpenEvseMqttSink:
         # a pause held at close is kept: the dead-man's switch tells the next run of it
         self.keeps_pause = False
         self.heard = False  # anything from the charger on its base topic
+        self._unheard_check: Timer | None = None
 
     def subscriptions(self) -> dict[str, PayloadHandler]:
         """The charger's reports it reads back, by topic."""
@@ -140,6 +141,9 @@ class OpenEvseMqttSink:
         if self._slot_check is not None:
             self._slot_check.cancel()
             self._slot_check = None
+        if self._unheard_check is not None:
+            self._unheard_check.cancel()
+            self._unheard_check = None
         self._watch_spare(None)
         if self._mode_check is not None:
             self._mode_check.cancel()
@@ -238,7 +242,12 @@ class OpenEvseMqttSink:
     def warn_if_unheard(self, after_s: float) -> None:
         """Say so if the charger has said nothing on its base topic (its claim slot is
         retained there, its status comes every 30 s): the pause would go nowhere."""
-        if self.heard or not self._broker.connected:
+        self._unheard_check = None
+        if self.heard:
+            return
+        if not self._broker.connected:  # looked at again once it may be
+            when = self._clock.time() + after_s
+            self._unheard_check = self._clock.call_at(when, lambda: self.warn_if_unheard(after_s))
             return
         log.warning(
             "nothing from OpenEVSE on %s/… in %g s: is openevse.base_topic the charger's "
