@@ -114,6 +114,25 @@ def test_health_needs_the_broker_and_a_fresh_reading() -> None:
     assert state.unhealthy(clock.now) == "MQTT 127.0.0.1:1884: disconnected"
 
 
+def test_health_needs_requests_to_the_charger_to_succeed() -> None:
+    settings = Settings(
+        publish={"stale_after": 10}, openevse={"transport": "http", "url": "http://evse.lan"}
+    )
+    state, clock = make(settings)
+    state.link_changed("broker", LinkState.CONNECTED)
+    state.observe(Reading(100.0, 100.0, 0.0))
+    state.charger_failing("POST /status: connection refused")
+    clock.now = 109.0
+    state.observe(Reading(109.0, 100.0, 0.0))
+    assert state.unhealthy(clock.now) is None  # a failure shorter than stale_after
+    clock.now = 110.0
+    problem = state.unhealthy(clock.now)
+    assert problem is not None
+    assert problem.endswith(": failing for 10 s: POST /status: connection refused")
+    state.charger_failing(None)
+    assert state.unhealthy(clock.now) is None
+
+
 def test_listeners_hear_of_every_change() -> None:
     state, _ = make()
     heard: list[int] = []

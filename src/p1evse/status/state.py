@@ -315,6 +315,11 @@ class SiteState:
         age = now - self.meter.at
         if self.stale is not None or age >= stale_after:
             return f"no valid reading for {age:.0f} s (stale_after {stale_after:g} s)"
+        failing_for = now - self._charger_failing_since
+        if self._charger_failing is not None and failing_for >= stale_after:
+            # the charger has had no value for as long as a silent meter may be
+            via = self._route.via
+            return f"{via}: failing for {failing_for:.0f} s: {self._charger_failing}"
         return None
 
     # -- JSON ----------------------------------------------------------------------
