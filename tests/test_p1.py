@@ -248,3 +248,36 @@ async def test_encrypted_meters_through_a_tcp_gateway(
         assert (await intake.next_reading()).import_w == 2222
     # a wrong key fails the tag check, or (unchecked) gives no telegram text
     assert [reason for reason, _ in intake.rejections] == [Rejection.DECRYPTION]
+
+
+async def test_an_encrypted_frame_that_is_cut_or_false_costs_only_itself(
+    gateway: Gateway,
+) -> None:
+    """dsmr-parser's buffer took a frame's length as it came: a frame that lost bytes on
+    the way took the start of the next one with it, and a false start (any 0xDB with
+    0x82 where its length byte puts it) waited for up to 64 kB, swallowing the frames
+    behind it."""
+    authentication_key = bytes.fromhex("A1" * 16)
+
+    def frame(watts: int, second: int) -> bytes:
+        plain = telegrams.dsmr5(import_w=watts, clock=telegrams.meter_clock(second))
+        return telegrams.encrypted(plain, KEY, authentication_key, counter=second)
+
+    cut = frame(9999, 1)
+    cut = cut[:200] + cut[220:]
+    false_start = b"\xdb\x03abc\x82\xff\xf0"  # was a frame of 65,520 bytes
+    plausible = b"\xdb\x08SAGY\x00\x01\x02\x03\x82\x05\xdc\x30"  # 1,500 bytes
+    async with source(
+        gateway.url,
+        dsmr_version="SAGEMCOM_T210_D_R",
+        decryption_key=KEY.hex(),
+        authentication_key=authentication_key.hex(),
+    ) as (_, intake):
+        connection = await gateway.connection()
+        connection.write(cut + frame(1111, 2) + false_start + frame(2222, 3))
+        assert (await intake.next_reading()).import_w == 1111
+        assert (await intake.next_reading()).import_w == 2222
+        # a start that looks whole is refused once its bytes are in, and gives them back
+        connection.write(plausible + frame(3333, 4) + frame(4444, 5) + frame(5555, 6))
+        assert [(await intake.next_reading()).import_w for _ in range(3)] == [3333, 4444, 5555]
+    assert [reason for reason, _ in intake.rejections] == [Rejection.DECRYPTION] * 2
