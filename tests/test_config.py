@@ -261,7 +261,8 @@ def test_a_device_or_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
             "openevse:\n  grid_ie_topic: dsmr/reading/electricity_currently_returned\n",
             "p1evse would read its own output",
         ),
-        ("openevse:\n  grid_ie_topic: p1evse/status\n", "availability topic"),
+        ("openevse:\n  grid_ie_topic: p1evse/status\n", "mqtt.availability_topic as well"),
+        ("openevse:\n  grid_ie_topic: p1evse/state\n", "is mqtt.state_topic as well"),
     ],
 )
 def test_feedback_loops_are_refused(tmp_path: Path, yaml_text: str, fragment: str) -> None:
@@ -270,6 +271,41 @@ def test_feedback_loops_are_refused(tmp_path: Path, yaml_text: str, fragment: st
     assert problem.startswith("openevse.grid_ie_topic = ")
     assert fragment in problem
     assert f"({path} line 2)" in problem or f"({path} line 4)" in problem
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "fragment"),
+    [
+        (
+            "openevse:\n  voltage: true\n  vrms_topic: p1evse/state\n",
+            "openevse.vrms_topic",
+            "is mqtt.state_topic as well",
+        ),
+        (
+            "openevse:\n  deadman_topic: p1evse/state\n",
+            "openevse.deadman_topic",
+            "is mqtt.state_topic as well",
+        ),
+        (
+            "mqtt:\n  availability_topic: dsmr/reading/electricity_currently_delivered\n",
+            "mqtt.availability_topic",
+            "p1evse would read its own output",
+        ),
+        (
+            "mqtt:\n  availability_topic: openevse/claim/set\n",
+            "mqtt.availability_topic",
+            "under OpenEVSE's base topic",
+        ),
+    ],
+)
+def test_outputs_that_share_a_topic_or_feed_an_input_are_refused(
+    tmp_path: Path, yaml_text: str, key: str, fragment: str
+) -> None:
+    """The charger took the voltage, the state's JSON or the dead-man's marker that
+    shared its feed's topic for grid power."""
+    [problem] = problems(write(tmp_path, yaml_text))
+    assert problem.startswith(f"{key} = ")
+    assert fragment in problem
 
 
 def test_wildcard_output_topic_is_refused(tmp_path: Path) -> None:
@@ -485,3 +521,18 @@ def test_a_value_yaml_reads_as_no_text_is_told_to_be_quoted(
     [problem] = problems(write(tmp_path, text))
     assert problem.startswith(expected)
     assert "123456" not in problem
+
+
+@pytest.mark.parametrize(
+    ("text", "name"), [("~: x\n", "~"), ("true: 1\n", "true"), ("1: 2\n", "1")]
+)
+def test_a_top_level_key_that_is_not_text_is_named(tmp_path: Path, text: str, name: str) -> None:
+    """It was a traceback and exit 1 (`keywords must be strings`)."""
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{path} line 1: {name!r} is not a section name (mqtt:, source:, …)"]
+
+
+def test_a_section_whose_keys_are_all_commented_out_is_one_of_defaults(tmp_path: Path) -> None:
+    """What a copy of examples/p1evse.yaml with its changes undone looks like."""
+    path = write(tmp_path, "publish:\n  # interval: 5\nmqtt:\n  port: 1884\n")
+    assert load(path) == Settings(mqtt={"port": 1884})

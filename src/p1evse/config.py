@@ -240,11 +240,17 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
 
 
 def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
-    """Rule 8: never publish where p1evse or OpenEVSE would read it back in.
-    Returns (key, problem) for every MQTT output topic that would."""
+    """Rule 8: never publish where p1evse or OpenEVSE would read it back in, nor two
+    kinds of message on one topic (the charger would take a voltage or a JSON document
+    for grid power). Returns (key, problem) for every MQTT output topic that would."""
     problems = []
     base = settings.openevse.base_topic
-    for key, out in settings.output_topics().items():
+    outputs = {
+        "mqtt.availability_topic": settings.mqtt.availability_topic,
+        **settings.output_topics(),
+    }
+    first_key: dict[str, str] = {}
+    for key, out in outputs.items():
         problems += [
             (
                 key,
@@ -262,11 +268,16 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
                     f"feeds under {base}/ and would feed itself",
                 )
             )
-        if out == settings.mqtt.availability_topic:
+        other = first_key.setdefault(out, key)
+        if other != key:
             problems.append(
-                (key, f"{out!r} is p1evse's availability topic (mqtt.availability_topic)")
+                (key, f"{out!r} is {other} as well; each output needs a topic of its own")
             )
     return problems
+
+
+# a key at the top is text, or YAML's merge key (`<<: *defaults`)
+_SECTION_NAME_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
@@ -292,9 +303,18 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         raise ConfigError(
             [f"{path}: expected a mapping of sections (mqtt:, source:, …) at the top"]
         )
+    for key_node, _ in node.value:
+        if key_node.tag not in _SECTION_NAME_TAGS:  # `1:`, `~:`, `true:`, `[a]:`
+            line = key_node.start_mark.line + 1
+            name = key_node.value if isinstance(key_node.value, str) else "a collection"
+            raise ConfigError(
+                [f"{path} line {line}: {name!r} is not a section name (mqtt:, source:, …)"]
+            )
     lines: dict[tuple[str, ...], int] = {}
     duplicates: list[str] = []
     _collect_lines(node, (), lines, duplicates, set())
+    # a section whose keys are all commented out is a section of defaults
+    data = {key: {} if value is None else value for key, value in data.items()}
     if duplicates:
         raise ConfigError([f"{path} {duplicate}" for duplicate in duplicates])
     return data, lines
