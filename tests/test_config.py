@@ -405,6 +405,16 @@ def test_every_example_loads(path: Path) -> None:
             "HomeWizard's CA certificate, or verify: false (line 4)",
         ),
         (
+            "source:\n  type: homewizard\n  host: 192.168.1.50:8080\n",
+            "source.host = '192.168.1.50:8080': '192.168.1.50:8080': a host name or address, "
+            "without a port (the port is a key of its own: port) (line 3)",
+        ),
+        (
+            "source:\n  type: homewizard\n  host: hw.local\n  api: 2\n  token: ' '\n"
+            "  verify: false\n",
+            "source: api 2 needs token (or token_file): the device issues it (line 4)",
+        ),
+        (
             "source:\n  type: homewizard\n  host: hw.local\n  api: 3\n",
             "source.api = 3: Input should be 1 or 2 (line 4)",
         ),
@@ -536,3 +546,36 @@ def test_a_section_whose_keys_are_all_commented_out_is_one_of_defaults(tmp_path:
     """What a copy of examples/p1evse.yaml with its changes undone looks like."""
     path = write(tmp_path, "publish:\n  # interval: 5\nmqtt:\n  port: 1884\n")
     assert load(path) == Settings(mqtt={"port": 1884})
+
+
+@pytest.mark.parametrize(
+    ("host", "fragment"),
+    [
+        ("192.168.1.10:1883", "without a port"),
+        ("mqtt://localhost", "without scheme or path"),
+        ("' 127.0.0.1'", "no spaces"),
+        ('"broker\\0"', "no spaces or control characters"),
+    ],
+)
+def test_a_broker_host_with_more_than_the_host_is_refused(
+    tmp_path: Path, host: str, fragment: str
+) -> None:
+    """Each was accepted and failed only when connecting ("cannot resolve")."""
+    [problem] = problems(write(tmp_path, f"mqtt:\n  host: {host}\n"))
+    assert problem.startswith("mqtt.host = ")
+    assert fragment in problem
+
+
+@pytest.mark.parametrize(("host", "stored"), [("'[::1]'", "::1"), ("'fe80::0001'", "fe80::1")])
+def test_an_ipv6_broker_address_may_be_in_brackets(tmp_path: Path, host: str, stored: str) -> None:
+    assert load(write(tmp_path, f"mqtt:\n  host: {host}\n")).mqtt.host == stored
+
+
+def test_a_topic_the_charger_reads_is_kept_as_written(tmp_path: Path) -> None:
+    """A grid_ie topic copied from the charger's settings with a trailing '/' lost it, so
+    the charger heard nothing; a base topic's trailing '/' is still dropped."""
+    settings = load(
+        write(tmp_path, "openevse:\n  grid_ie_topic: DS220/POWER1/\n  base_topic: openevse/\n")
+    )
+    assert settings.openevse.grid_ie_topic == "DS220/POWER1/"
+    assert settings.openevse.base_topic == "openevse"

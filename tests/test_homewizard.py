@@ -297,7 +297,7 @@ def test_settings_errors(tmp_path: Path) -> None:
         HomeWizardSettings(host="127.0.0.1", api=2, token=TOKEN)
     with pytest.raises(ValueError, match="token, ca_file and server_name are for api: 2"):
         HomeWizardSettings(host="127.0.0.1", token=TOKEN)
-    with pytest.raises(ValueError, match="expected an address or host name"):
+    with pytest.raises(ValueError, match="write the host alone"):
         HomeWizardSettings(host="http://127.0.0.1/api")
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")

@@ -36,7 +36,7 @@ from p1evse.mqtt_packets import (
     qos0_publish,
 )
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import PublishTopic, Section, check_tls_files, secrets_from_files
+from p1evse.settings import Host, PublishTopic, Section, check_tls_files, secrets_from_files
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class TlsSettings(Section):
 
 
 class MqttSettings(Section):
-    host: str = Field("127.0.0.1", min_length=1)
+    host: Host = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None

@@ -23,7 +23,7 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 # MQTT 3.1.1 section 4.7.3: a topic is 1 to 65,535 bytes of UTF-8 without U+0000
 MAX_TOPIC_BYTES = 65_535
@@ -261,6 +261,10 @@ def _short(topic: str) -> str:
 
 
 def _publish_topic(topic: str) -> str:
+    return _topic(topic, publish=True)
+
+
+def _topic_prefix(topic: str) -> str:
     return _topic(topic.rstrip("/") or topic, publish=True)
 
 
@@ -269,12 +273,40 @@ def _read_topic(topic: str) -> str:
 
 
 PublishTopic = Annotated[str, AfterValidator(_publish_topic)]
-"""A topic p1evse publishes to: no wildcards, not a `$` topic, within MQTT's limits; a
-trailing `/` is dropped."""
+"""A topic p1evse publishes to: no wildcards, not a `$` topic, within MQTT's limits;
+exactly as written (a charger that subscribes to `a/b/` hears nothing on `a/b`)."""
+
+TopicPrefix = Annotated[str, AfterValidator(_topic_prefix)]
+"""The first levels of topics p1evse builds (`<prefix>/claim/set`): as `PublishTopic`,
+with a trailing `/` dropped."""
 
 ReadTopic = Annotated[str, AfterValidator(_read_topic)]
 """A topic a source reads: one exact topic (a wildcard would mix values of many topics),
 or one with a `+` level that captures a fleet's site id; within MQTT's limits."""
+
+
+def _host(host: str) -> str:
+    if host != host.strip() or any(ch.isspace() or not ch.isprintable() for ch in host):
+        raise ValueError(f"{host!r}: a host name or address has no spaces or control characters")
+    if "/" in host:
+        raise ValueError(
+            f"{host!r}: write the host alone, without scheme or path (e.g. 192.168.1.50)"
+        )
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if ":" in bare:
+        try:
+            return str(ipaddress.IPv6Address(bare))
+        except ValueError:
+            raise ValueError(
+                f"{host!r}: a host name or address, without a port (the port is a key of "
+                "its own: port)"
+            ) from None
+    return host
+
+
+Host = Annotated[str, Field(min_length=1), AfterValidator(_host)]
+"""A host name or IP address, alone: no scheme, path or port (each a mistake a user
+makes, and each only failed when connecting); an IPv6 address may be in brackets."""
 
 
 def is_loopback(host: str) -> bool:

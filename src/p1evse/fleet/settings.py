@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from p1evse.settings import SITE_ID, SITE_ID_RULE, PublishTopic, Section
+from p1evse.settings import SITE_ID, SITE_ID_RULE, Section, TopicPrefix
 
 MAX_SHARDS = 1_000_000
 MAX_SITES_FILE_BYTES = 96 * 2**20  # a million ids of 64 characters, and room for comments
@@ -98,7 +98,7 @@ class FleetSettings(Section):
     member_heartbeat: float = Field(30.0, ge=0.5, le=3600)
     # the fleet's own topics: <topic>/members/<client id>, <topic>/paused/<site id>,
     # <topic>/handover/<site id>
-    topic: PublishTopic = "p1evse/fleet"
+    topic: TopicPrefix = "p1evse/fleet"
     # the site ids, if known: a process subscribes to the exact topics of the listed
     # sites it owns (no pattern: it reads none of the others' messages), and serves no
     # other; or sites_file: a file with one id a line (# starts a comment)

@@ -23,7 +23,7 @@ from p1evse.inputs import excerpt, load_json, to_number
 from p1evse.model import GridPower, Rejection, StaleAction
 from p1evse.pipeline import MAX_VOLTAGE_V
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import PublishTopic, Section, secrets_from_files
+from p1evse.settings import PublishTopic, Section, TopicPrefix, secrets_from_files
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ MODE_FRESH_S = 120.0
 class OpenevseSettings(Section):
     transport: Literal["mqtt", "http"] = "mqtt"
     grid_ie_topic: PublishTopic = "p1evse/grid_ie"
-    base_topic: PublishTopic = "openevse"
+    base_topic: TopicPrefix = "openevse"
     # feed the current shaper too: MQTT to live_pwr_topic, HTTP as shaper_live_pwr
     shaper: bool = False
     live_pwr_topic: PublishTopic = "p1evse/live_pwr"

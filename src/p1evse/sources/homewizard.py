@@ -23,14 +23,14 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from p1evse.backoff import Backoff
 from p1evse.counts import Count
 from p1evse.errors import InputRejected
 from p1evse.inputs import load_json, number_at, one_line, read_body
 from p1evse.model import Phases, Reading, Rejection
-from p1evse.settings import Section, check_tls_files, secrets_from_files
+from p1evse.settings import Host, Section, check_tls_files, secrets_from_files
 from p1evse.sources.mqtt_value import signed_reading
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ _API = {
 
 class HomeWizardSettings(Section):
     type: Literal["homewizard"] = "homewizard"
-    host: str = Field(min_length=1)  # address or name of the P1 meter
+    host: Host  # address or name of the P1 meter
     port: int | None = Field(None, ge=1, le=65535)  # default 80 (v1) / 443 (v2)
     api: Literal[1, 2] = 1
     token: SecretStr | None = None  # v2: the token the device issued
@@ -73,13 +73,6 @@ class HomeWizardSettings(Section):
     server_name: str | None = None  # v2: the name the certificate must carry
     interval: float = Field(1.0, ge=MIN_INTERVAL_S, le=300)
     timeout: float = Field(3.0, gt=0, le=60)
-
-    @field_validator("host")
-    @classmethod
-    def _bare_host(cls, host: str) -> str:
-        if "/" in host or " " in host:
-            raise ValueError(f"expected an address or host name such as 192.168.1.50, got {host!r}")
-        return host
 
     @model_validator(mode="before")
     @classmethod
@@ -92,7 +85,7 @@ class HomeWizardSettings(Section):
             if self.token is not None or self.ca_file is not None or self.server_name is not None:
                 raise ValueError("token, ca_file and server_name are for api: 2 (HTTPS)")
             return self
-        if self.token is None:
+        if self.token is None or not self.token.get_secret_value().strip():
             raise ValueError("api 2 needs token (or token_file): the device issues it")
         if self.ca_file is None and self.verify:
             raise ValueError(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from p1evse import __version__
 from p1evse.mqtt import OFFLINE, ONLINE
-from p1evse.settings import PublishTopic, Section
+from p1evse.settings import Section, TopicPrefix
 from p1evse.status.state import phases_json
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ class HomeAssistantSettings(Section):
     """MQTT discovery: p1evse's values appear in Home Assistant as one device."""
 
     discovery: bool = False
-    prefix: PublishTopic = "homeassistant"
+    prefix: TopicPrefix = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True)
