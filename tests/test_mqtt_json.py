@@ -54,7 +54,16 @@ def test_a_dsmr_reader_json_message_sent_again_is_no_reading() -> None:
 
 
 @pytest.mark.parametrize(
-    "timestamp", ["2024-06-15T10:13:14", "yesterday", 1718446394, None, "9" * 100]
+    "timestamp",
+    [
+        "2024-06-15T10:13:14",
+        "yesterday",
+        1718446394,
+        None,
+        "9" * 100,
+        "0001-01-01T00:00:00+01:00",  # an OverflowError when moved to UTC
+        "9999-12-31T23:59:59-01:00",
+    ],
 )
 def test_a_timestamp_without_offset_or_not_a_time_is_no_meter_time(timestamp: Any) -> None:
     intake, handle = json_source()

@@ -145,9 +145,9 @@ def _meter_time(document: Any, path: str | None) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+        return when.astimezone(UTC) if when.tzinfo is not None else None
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved to UTC
         return None
-    return when.astimezone(UTC) if when.tzinfo is not None else None
 
 
 def _phases(document: Any, paths: list[str], factor: float) -> Phases | None:
