@@ -288,6 +288,14 @@ def _other_ca(directory: Path) -> tuple[Path, Any]:
     return make_ca(directory, "other-ca")
 
 
+@pytest.mark.parametrize(("interval", "cap"), [(1.0, 5.0), (0.5, 5.0), (10.0, 10.0)])
+def test_a_failing_meter_is_asked_again_within_seconds(interval: float, cap: float) -> None:
+    """The retries were capped at 30 s, the default stale_after: a 20 s outage became a
+    silence the stale guard paused the charger for."""
+    source = HomeWizardSource(HomeWizardSettings(host="127.0.0.1", interval=interval))
+    assert source.retry_cap_s == cap
+
+
 def test_settings_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"greater than or equal to 0\.5"):
         HomeWizardSettings(host="127.0.0.1", interval=0.2)

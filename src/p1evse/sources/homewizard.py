@@ -61,6 +61,12 @@ _API = {
 }
 
 
+# A meter on the LAN that failed is asked again at least this often: a longer wait (it was
+# 30 s) turned a Wi-Fi roam of 20 s into a silence past the default stale_after, and a
+# pause the stale guard would not have sent.
+RETRY_CAP_S = 5.0
+
+
 class HomeWizardSettings(Section):
     type: Literal["homewizard"] = "homewizard"
     host: Host  # address or name of the P1 meter
@@ -117,7 +123,8 @@ class HomeWizardSource:
         backoff: Backoff | None = None,
     ) -> None:
         self._settings = settings
-        self._backoff = backoff or Backoff(initial=settings.interval, cap=30.0)
+        self.retry_cap_s = max(settings.interval, RETRY_CAP_S)
+        self._backoff = backoff or Backoff(initial=settings.interval, cap=self.retry_cap_s)
         self.polls = 0
 
     def counts(self) -> list[Count]:
