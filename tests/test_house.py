@@ -175,6 +175,15 @@ def test_a_column_without_a_value_is_refused(tmp_path: Path) -> None:
         read_csv(csv)
 
 
+@pytest.mark.parametrize("first", ["253402300000", "9999-12-31T23:59:00+00:00"])
+def test_a_time_that_the_meters_zone_cannot_hold_is_refused(tmp_path: Path, first: str) -> None:
+    """The end of year 9999 in UTC is the year 10000 in Amsterdam: it was a traceback."""
+    csv = tmp_path / "far.csv"
+    csv.write_text(f"time,solar_w\n{first},1000\n{first},1000\n")
+    with pytest.raises(DayFileError, match=r"far\.csv: line 2: time"):
+        read_csv(csv)
+
+
 def test_a_recorded_voltage_is_the_grids_unless_the_settings_say_otherwise(
     tmp_path: Path,
 ) -> None:

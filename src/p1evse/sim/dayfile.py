@@ -247,8 +247,11 @@ def _instant(text: str) -> datetime:
         seconds = float(text)
     except ValueError:
         when = datetime.fromisoformat(text)
-        return (when if when.tzinfo else when.replace(tzinfo=METER_ZONE)).astimezone(UTC)
-    return datetime.fromtimestamp(seconds, UTC)
+        instant = (when if when.tzinfo else when.replace(tzinfo=METER_ZONE)).astimezone(UTC)
+    else:
+        instant = datetime.fromtimestamp(seconds, UTC)
+    instant.astimezone(METER_ZONE)  # the day's local time is read too: out of range there
+    return instant
 
 
 def _number(text: str, column: Column, line: str) -> float:
