@@ -59,7 +59,8 @@ def same(got: Reading, expected: Reading) -> None:
     [
         ({"pv_phases": 2}, "Input should be 1 or 3"),
         ({"car_phases": "3 phases"}, "Input should be 1 or 3"),
-        ({"voltage_v": 0}, "greater than 0"),
+        ({"voltage_v": 0}, "greater than or equal to 60"),
+        ({"voltage_v": 1e9}, "less than or equal to 300"),
         ({"impedance_ohm": -0.1}, "greater than or equal to 0"),
     ],
 )

@@ -18,6 +18,7 @@ from p1evse.sim.openevse import (
     Car,
     Claim,
     DivertSettings,
+    InputFilter,
     OpenEvseModel,
     ShaperSettings,
 )
@@ -29,7 +30,8 @@ AT_230 = DivertSettings(voltage=230.0)
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
-        (lambda: DivertSettings(voltage=0), "greater than 0"),
+        (lambda: DivertSettings(voltage=0), "greater than or equal to 60"),
+        (lambda: DivertSettings(voltage=1e9), "less than or equal to 300"),
         (lambda: DivertSettings(attack_s=-1), "greater than or equal to 0"),
         (lambda: DivertSettings(min_current=16, max_current=10), "above max_current"),
         (lambda: ShaperSettings(max_pwr_w=-1), "greater than or equal to 0"),
@@ -92,6 +94,15 @@ def test_feeds_less_than_a_second_apart_freeze_the_filter() -> None:
     for i in range(0, 40):
         steady.grid_ie(-3000, i * 5.0)
     assert slow < steady.smoothed
+
+
+@pytest.mark.parametrize(("tau_s", "filtered"), [(0.0, 10.0), (0.9, 10.0), (5.0, 0.95)])
+def test_a_time_constant_of_zero_filters_nothing(tau_s: float, filtered: float) -> None:
+    """getFactor: a tau of 0 (whole seconds, as its uint32_t) is no filter; one below
+    INPUT_FILTER_MIN_TAU counts as 10 s. Zero was taken for 10 s."""
+    input_filter = InputFilter()
+    input_filter.filter(0.0, 0.0, tau_s, 0.0)
+    assert input_filter.filter(10.0, 0.0, tau_s, 1.0) == pytest.approx(filtered, abs=0.01)
 
 
 # -- DivertTask::update_state's decisions, one at a time ------------------------------

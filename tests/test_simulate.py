@@ -322,6 +322,21 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "problem"),
+    [
+        ("--grid-voltage", "--grid-voltage '1e9': Input should be less than or equal to 300"),
+        ("--voltage", "--voltage '1e9': Input should be less than or equal to 300"),
+    ],
+)
+def test_a_voltage_no_grid_has_is_refused(
+    capsys: pytest.CaptureFixture[str], option: str, problem: str
+) -> None:
+    """It ran and gave 36,950,000 kWh."""
+    assert main(["simulate", "--synthetic", option, "1e9"]) == 2
+    assert capsys.readouterr().err == f"p1evse: config error: {problem}\n"
+
+
 def test_every_problem_of_a_run_at_once_one_line_each(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -168,7 +168,7 @@ def even_phases(watts: float) -> Triple:
 
 
 class HouseSettings(Section):
-    voltage_v: float = Field(230.0, gt=0, description="the grid's nominal voltage, V")
+    voltage_v: float = Field(230.0, ge=60, le=300, description="the grid's nominal voltage, V")
     recorded_voltage: bool = Field(
         True, description="a day's recorded voltage, where it has one, wins"
     )

@@ -58,7 +58,10 @@ class DivertSettings(Section):
     """The charger's settings that divert and charging follow (the firmware's defaults)."""
 
     voltage: float = Field(
-        240.0, gt=0, description="the voltage it believes when no fresh vrms is fed, V"
+        240.0,
+        ge=VRMS_RANGE_V[0],
+        le=VRMS_RANGE_V[1],
+        description="the voltage it believes when no fresh vrms is fed, V",
     )
     three_phase: bool = False
     min_current: float = Field(6.0, gt=0, description="the least current it charges with, A")
@@ -117,7 +120,8 @@ class Car(Section):
 class InputFilter:
     """input_filter.cpp: an exponential filter whose dt is the whole seconds since its
     previous call (calls less than 1 s apart leave the value where it was), with a
-    time constant of at least 10 s. Its first call sets the time and leaves the value."""
+    time constant of at least 10 s, or none (whole seconds, as the firmware's uint32_t:
+    0 filters nothing). Its first call sets the time and leaves the value."""
 
     def __init__(self) -> None:
         self._last_ms: int | None = None
@@ -126,7 +130,8 @@ class InputFilter:
         now_ms = int(now_s * 1000)
         dt = 0 if self._last_ms is None else (now_ms - self._last_ms) // 1000
         self._last_ms = now_ms
-        k = 1 - math.exp(-dt / max(tau_s, MIN_FILTER_S))
+        tau = int(tau_s)
+        k = 1 - math.exp(-dt / max(tau, MIN_FILTER_S)) if tau > 0 else 1.0
         return k * value + (1 - k) * filtered
 
 
