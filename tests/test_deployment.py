@@ -294,6 +294,21 @@ def test_compose_publishes_the_page_on_loopback_only() -> None:
     assert p1evse["ports"] == ["127.0.0.1:8080:8080"]
 
 
+def test_compose_with_every_commented_setting_uncommented_keeps_its_environment() -> None:
+    """Uncommenting the P1 cable's block gave a second `environment:` key, which
+    replaced the first (the broker's host lost) or made compose refuse the file."""
+    text = (REPO / "compose.yaml").read_text()
+    uncommented = re.sub(
+        r"^(\s*)# ((?:[A-Z0-9_]+: |devices:|  - /dev/).*)$", r"\1\2", text, flags=re.M
+    )
+    assert uncommented != text
+    p1evse = yaml.safe_load(uncommented)["services"]["p1evse"]
+    environment = p1evse["environment"]
+    assert environment["P1EVSE_MQTT__HOST"] == "mosquitto"
+    assert environment["P1EVSE_SOURCE__TYPE"] == "p1"
+    assert p1evse["devices"] == ["/dev/ttyUSB0:/dev/ttyUSB0"]
+
+
 def test_compose_mounts_the_shipped_mosquitto_config() -> None:
     volumes = compose()["services"]["mosquitto"]["volumes"]
     sources = [volume.split(":")[0] for volume in volumes if ":/mosquitto/config" in volume]
