@@ -366,6 +366,9 @@ def _collect_lines(
             _collect_lines(value_node, key, lines, duplicates, seen)
 
 
+_URL_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+
+
 def _describe(
     error: Mapping[str, Any],
     path: Path | None,
@@ -395,6 +398,7 @@ def _describe(
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if shown and loc and loc[-1] in SECRET_KEYS:
         shown = " = '**********'"
+    shown = _URL_PASSWORD.sub(r"\1**********@", shown)  # http://user:secret@host
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         loc = (*loc, "type")

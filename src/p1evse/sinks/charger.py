@@ -81,6 +81,11 @@ class OpenevseSettings(Section):
             raise ValueError(
                 "put the login in openevse.username and openevse.password, not the url"
             )
+        if parts.query or parts.fragment:
+            raise ValueError(
+                "the charger's address has no '?' or '#' part (p1evse adds /status, "
+                "/claims/… to it)"
+            )
         return url.strip().rstrip("/")
 
     @model_validator(mode="after")
