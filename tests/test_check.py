@@ -291,6 +291,22 @@ async def test_http_transport_reports_the_charger(broker: BrokerProcess) -> None
     assert "warning: OpenEVSE" not in output
 
 
+async def test_a_charger_over_http_that_does_not_answer_is_not_ready(
+    broker: BrokerProcess,
+) -> None:
+    """Over HTTP the charger is where every value goes; check said "ready" without it."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    settings = settings_for(
+        broker, publish={"interval": 0}, openevse={"transport": "http", "url": url}
+    )
+    async with meter(broker, [(DELIVERED, "0.000"), (RETURNED, "1.250")]):
+        code, output = await run_check(settings, listen_s=1.0)
+    assert code == EXIT_NOT_READY
+    assert f"charger {url}: FAILED: " in output
+    assert "not ready: the values go to the charger over HTTP, and " in output
+    assert "ready: run would publish" not in output
+
+
 async def test_check_alone_publishes_nothing(one_broker: BrokerProcess) -> None:
     settings = settings_for(one_broker, homeassistant={"discovery": True})
     async with Probe(one_broker.port) as watcher:

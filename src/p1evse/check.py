@@ -129,7 +129,12 @@ async def check(
     finally:
         await broker.close()
     if settings.openevse.url is not None:
-        warnings += await _charger_config(settings, say)
+        charger_warnings, unreachable = await _charger_config(settings, say)
+        warnings += charger_warnings
+        if unreachable is not None and settings.openevse.transport == "http":
+            not_ready.append(f"the values go to the charger over HTTP, and {unreachable}")
+        elif unreachable is not None:
+            warnings.append(unreachable)  # only its settings were to be read
     _print_warnings(say, warnings)
     if not_ready:
         for reason in not_ready:
@@ -482,16 +487,17 @@ def _charger_report(
 DIVERT_TYPES = {0: "solar (PV production)", 1: "grid (import/export)"}
 
 
-async def _charger_config(settings: Settings, say: Say) -> list[str]:
-    """What the charger's own settings say about the feed p1evse provides."""
+async def _charger_config(settings: Settings, say: Say) -> tuple[list[str], str | None]:
+    """What the charger's own settings say about the feed p1evse provides, and why the
+    charger could not be asked (None: it answered)."""
     openevse = settings.openevse
     try:
         config = await get_json(openevse, "/config")
     except ChargerError as exc:
         say(f"charger {openevse.url}: FAILED: {exc}")
-        return [str(exc)]
+        return [], str(exc)
     if not isinstance(config, dict):
-        return [f"{openevse.url}/config did not answer with settings"]
+        return [], f"{openevse.url}/config did not answer with settings"
     warnings = []
     divert_type = config.get("divert_type")
     described = DIVERT_TYPES.get(divert_type) if isinstance(divert_type, int) else None
@@ -509,4 +515,4 @@ async def _charger_config(settings: Settings, say: Say) -> list[str]:
                 f"OpenEVSE reads grid import/export from {grid_ie!r}, but p1evse publishes to "
                 f"{openevse.grid_ie_topic!r}: set one to the other"
             )
-    return warnings
+    return warnings, None
