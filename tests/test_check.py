@@ -161,6 +161,41 @@ def test_steady_s_settings_without_mode_steady_are_warned_about() -> None:
     assert "publish.band_w" not in warned(mode="steady", band_w=50)
 
 
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"publish": {"interval": 0.1}}, "a value less than 1 s after the one before"),
+        (
+            {"publish": {"on_stale": "import", "failsafe_import_w": 0}},
+            "publish.failsafe_import_w 0 W: less than a car draws at 6 A (1380 W)",
+        ),
+        (
+            {"source": {"type": "homewizard", "host": "hw", "interval": 15}},
+            "publish.stale_after 30 s is less than three of source.interval (15 s)",
+        ),
+        (
+            {"source": {"type": "mqtt_value", "topic": "p"}, "openevse": {"voltage": True}},
+            "the mqtt_value source brings no voltage: nothing is sent",
+        ),
+        (
+            {"openevse": {"voltage": True}},
+            "the mqtt_split source brings no voltage (set source.phase_voltage_topics)",
+        ),
+    ],
+)
+def test_settings_that_defeat_themselves_are_warned_about(
+    settings: dict[str, Any], fragment: str
+) -> None:
+    """Each was accepted with "no warnings" (a fail-safe of 0 W leaves the car charging
+    at its last rate, as on_stale none does)."""
+    assert fragment in "\n".join(_config_warnings(Settings(**settings)))
+
+
+def test_a_fail_safe_import_that_stops_the_car_is_not_warned_about() -> None:
+    settings = Settings(publish={"on_stale": "import", "failsafe_import_w": 2000})
+    assert _config_warnings(settings) == []
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda path: path.name)
 def test_check_finds_nothing_to_warn_of_in_the_examples(path: Path) -> None:
     assert _config_warnings(load(path)) == []

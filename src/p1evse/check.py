@@ -194,6 +194,17 @@ def _print_warnings(say: Say, warnings: list[str]) -> None:
         say("no warnings")
 
 
+# what a car charging at OpenEVSE's least current (6 A) draws on one phase at 230 V
+LEAST_CAR_W = 6 * 230
+# the source keys that bring the meter's voltage (None: the source never does); the
+# telegram sources and HomeWizard bring it when the meter sends it
+VOLTAGE_KEYS = {
+    "mqtt_split": "phase_voltage_topics",
+    "mqtt_json": "phase_voltage_fields",
+    "mqtt_value": None,
+}
+
+
 def _config_warnings(settings: Settings) -> list[str]:
     warnings = []
     publish = settings.publish
@@ -213,11 +224,37 @@ def _config_warnings(settings: Settings) -> list[str]:
             f"{publish.mode}: {'they take' if len(steady_only) > 1 else 'it takes'} effect "
             "with mode steady only"
         )
+    elif publish.interval < 1:
+        warnings.append(
+            f"publish.interval {publish.interval:g} s: OpenEVSE's divert filter counts whole "
+            "seconds, so a value less than 1 s after the one before moves nothing"
+        )
     if publish.on_stale is StaleAction.NONE:
         warnings.append(
             "publish.on_stale is none: when the meter goes quiet OpenEVSE keeps its last "
             "charge rate indefinitely"
         )
+    if publish.on_stale is StaleAction.IMPORT and publish.failsafe_import_w < LEAST_CAR_W:
+        warnings.append(
+            f"publish.failsafe_import_w {publish.failsafe_import_w} W: less than a car draws "
+            f"at 6 A ({LEAST_CAR_W} W), so when the meter goes quiet divert winds the car "
+            "down slowly, or at 0 W not at all"
+        )
+    source = settings.source
+    polled = getattr(source, "interval", None) if source.type == "homewizard" else None
+    if polled is not None and publish.stale_after < 3 * polled:
+        warnings.append(
+            f"publish.stale_after {publish.stale_after:g} s is less than three of "
+            f"source.interval ({polled:g} s): one slow answer pauses the charger"
+        )
+    if settings.openevse.voltage and source.type in VOLTAGE_KEYS:
+        key = VOLTAGE_KEYS[source.type]
+        if key is None or not getattr(source, key):
+            how = "" if key is None else f" (set source.{key})"
+            warnings.append(
+                f"openevse.voltage is on, but the {source.type} source brings no voltage"
+                f"{how}: nothing is sent to the charger's vrms"
+            )
     mqtt = settings.mqtt
     if mqtt.password is not None and mqtt.tls is None and not is_loopback(mqtt.host):
         warnings.append(
