@@ -178,6 +178,23 @@ def test_a_rule_between_keys_names_where_the_keys_it_names_were_set(
     ]
 
 
+def test_a_secret_read_from_a_file_is_blamed_on_the_files_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was blamed on the section's line, or on a variable that set another key of
+    the section (P1EVSE_WEB__HOSTS)."""
+    token = tmp_path / "token"
+    token.write_text("")
+    monkeypatch.setenv("P1EVSE_WEB__HOSTS", "nas.local")
+    path = write(tmp_path, f"web:\n  listen: 127.0.0.1:8080\n  token_file: {token}\n")
+    [problem] = problems(path)
+    assert problem.startswith("web.token = '**********': a token needs at least 16 characters")
+    assert problem.endswith(f"({path} line 3)")
+    monkeypatch.setenv("P1EVSE_WEB__TOKEN_FILE", str(token))
+    [problem] = problems(None)
+    assert problem.endswith("(from environment variable P1EVSE_WEB__TOKEN_FILE)")
+
+
 def test_unknown_source_type(tmp_path: Path) -> None:
     path = write(tmp_path, "source:\n  type: zigbee\n")
     [problem] = problems(path)

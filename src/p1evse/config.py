@@ -496,14 +496,20 @@ def _origin(
     *,
     exact: bool = False,
 ) -> str:
-    """The variable or the file's line that set `loc`, else (unless `exact`) the
-    nearest section above it that was set."""
+    """The variable or the file's line that set `loc` (or `<key>_file`, for a secret
+    read from a file), else (unless `exact`) the nearest section above it that was set.
+    A variable that set another key of that section is not to blame."""
     for depth in range(len(loc), len(loc) - 1 if exact else 0, -1):
-        wanted = (ENV_PREFIX + ENV_DELIMITER.join(loc[:depth])).upper()
-        for name in environ:
-            # an unknown section is named by the variables below it too
-            if name.upper() == wanted or name.upper().startswith(wanted + ENV_DELIMITER):
-                return f" (from environment variable {name})"
-        if path is not None and loc[:depth] in lines:
-            return f" ({path} line {lines[loc[:depth]]})"
+        keys = [loc[:depth]]
+        if depth == len(loc) and loc:
+            keys.append((*loc[:-1], f"{loc[-1]}_file"))
+        for key in keys:
+            wanted = (ENV_PREFIX + ENV_DELIMITER.join(key)).upper()
+            for name in environ:
+                # an unknown section is named by the variables below it too
+                below = depth == len(loc) and name.upper().startswith(wanted + ENV_DELIMITER)
+                if name.upper() == wanted or below:
+                    return f" (from environment variable {name})"
+            if path is not None and key in lines:
+                return f" ({path} line {lines[key]})"
     return ""
