@@ -454,6 +454,17 @@ def test_names_and_addresses_are_accepted(listen: str) -> None:
     assert WebSettings(listen=listen).listen == listen
 
 
+@pytest.mark.parametrize(
+    ("listen", "authority"),
+    [("::1:8080", "[::1]:8080"), ("[::1]:8080", "[::1]:8080"), ("nas.lan:80", "nas.lan:80")],
+)
+def test_the_pages_address_is_written_as_a_url_has_it(listen: str, authority: str) -> None:
+    """`check` printed http://::1:8080/, which no browser opens."""
+    address = WebSettings(listen=listen).address
+    assert address is not None
+    assert address.authority == authority
+
+
 def test_a_page_open_to_the_network_without_a_token_is_warned_about() -> None:
     warning = exposure_warning(WebSettings(listen="0.0.0.0:8080"))
     assert warning is not None

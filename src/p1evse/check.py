@@ -180,11 +180,12 @@ def _say_outputs(settings: Settings, say: Say) -> None:
         prefix = settings.homeassistant.prefix
         say(f"  {prefix}/…/config  Home Assistant discovery, retained")
     web = settings.web
-    if web.listen is None:
+    if web.address is None:
         say("status page: off (web.listen is empty)")
     else:
         token = ", token required" if web.token is not None else ""
-        say(f"status page: http://{web.listen}/ (/api/state, /metrics, /healthz{token})")
+        page = f"http://{web.address.authority}/"
+        say(f"status page: {page} (/api/state, /metrics, /healthz{token})")
 
 
 def _print_warnings(say: Say, warnings: list[str]) -> None:

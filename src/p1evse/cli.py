@@ -213,10 +213,8 @@ def _positive(text: str) -> float:
 
 def healthz_url(address: ListenAddress) -> str:
     """Where the status server listening on `address` answers /healthz on this machine."""
-    host = LOOPBACK_FOR.get(address.host, address.host)
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{address.port}/healthz"
+    local = address._replace(host=LOOPBACK_FOR.get(address.host, address.host))
+    return f"http://{local.authority}/healthz"
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -191,8 +191,7 @@ class StatusServer:
 
     @property
     def url(self) -> str:
-        host, port = self._address
-        return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+        return f"http://{self._address.authority}/"
 
     async def run(self) -> None:
         """Serve the page until cancelled. A port it cannot have (in use by another

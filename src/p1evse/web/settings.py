@@ -34,6 +34,11 @@ class ListenAddress(NamedTuple):
     host: str  # to bind: an IPv6 literal without its brackets
     port: int
 
+    @property
+    def authority(self) -> str:
+        """`host:port` as a URL has it: an IPv6 literal in brackets."""
+        return f"{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
+
 
 class WebSettings(Section):
     listen: str | None = "127.0.0.1:8080"
