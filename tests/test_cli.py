@@ -251,3 +251,27 @@ def test_run_loads_none_of_the_simulators_models() -> None:
         "    pass"
     )
     assert loaded_after(code, "p1evse.sim") == []
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "inf", "3601"])
+def test_check_listens_for_a_time_it_can_keep(
+    seconds: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-1 and nan were taken as 0 ("not watched"), inf never returned."""
+    from p1evse.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["check", "--listen", seconds])
+    assert ended.value.code == 2
+    expected = f"argument --listen: expected seconds from 0 to 3600, got '{seconds}'"
+    assert expected in capsys.readouterr().err
+
+
+def test_a_log_level_is_taken_in_any_case_on_the_command_line_as_in_the_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from p1evse.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["run", "--log-level", "DEBUG", "--help"])
+    assert ended.value.code == 0

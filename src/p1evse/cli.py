@@ -28,6 +28,7 @@ EXIT_UNHEALTHY = 1
 LOG_LEVELS = get_args(LogSettings.model_fields["level"].annotation)
 # `health` is Docker's HEALTHCHECK: a short wait, within the image's 10 s limit
 HEALTH_TIMEOUT_S = 3.0
+MAX_LISTEN_S = 3600.0
 HEALTH_ANSWER_BYTES = 1024
 # an every-address bind is asked on the loopback of its family
 LOOPBACK_FOR = {"0.0.0.0": "127.0.0.1", "::": "::1"}
@@ -73,7 +74,7 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     config_help = "YAML config file (default: $P1EVSE_CONFIG, else built-in defaults)"
     run = commands.add_parser("run", help="run the bridge")
     run.add_argument("-c", "--config", type=Path, help=config_help)
-    run.add_argument("--log-level", choices=LOG_LEVELS, help="override log.level")
+    run.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="override log.level")
     run.add_argument(
         "--shard",
         type=_shard,
@@ -87,7 +88,7 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", type=Path, help=config_help)
     check.add_argument(
         "--listen",
-        type=float,
+        type=_listen_seconds,
         default=12.0,
         metavar="S",
         help="seconds to watch the source's data (0: don't), default %(default)g",
@@ -130,7 +131,7 @@ def _parser(simulate: bool = True) -> argparse.ArgumentParser:
         default="split",
         help="the meter as DSMR-reader's MQTT topics (default) or P1 telegrams over TCP",
     )
-    demo.add_argument("--log-level", choices=LOG_LEVELS, default="warning")
+    demo.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default="warning")
     demo.set_defaults(command=_demo)
     return parser
 
@@ -198,6 +199,19 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
     return port
+
+
+def _listen_seconds(text: str) -> float:
+    """`check --listen`: 0 (don't) up to an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_LISTEN_S:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds from 0 to {MAX_LISTEN_S:g}, got {text!r}"
+        )
+    return value
 
 
 def _positive(text: str) -> float:
