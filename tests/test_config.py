@@ -339,6 +339,7 @@ def test_wildcard_output_topic_is_refused(tmp_path: Path) -> None:
         "mqtt:\n  tls:\n    cert_file: /x\n",
         "mqtt:\n  password: a\n  password_file: /etc/hostname\n",
         "log:\n  level: loud\n",
+        'mqtt:\n  client_id: "a\\0b"\n',  # the broker never answered its CONNECT
     ],
 )
 def test_bad_values_are_refused(tmp_path: Path, text: str) -> None:

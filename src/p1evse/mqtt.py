@@ -68,6 +68,13 @@ class MqttSettings(Section):
     # retained JSON of the whole state (meter, value sent, charger, stale, counters)
     state_topic: PublishTopic | None = "p1evse/state"
 
+    @field_validator("client_id")
+    @classmethod
+    def _printable(cls, client_id: str) -> str:
+        if not client_id.isprintable():  # a NUL: the broker never answers the CONNECT
+            raise ValueError("a client id of letters, digits and signs, no control characters")
+        return client_id
+
     @model_validator(mode="before")
     @classmethod
     def _password_from_file(cls, data: Any) -> Any:
