@@ -4,6 +4,7 @@ source opens the slave's path like /dev/ttyUSB0) and a TCP gateway on loopback."
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +164,24 @@ async def test_a_gateway_that_disconnects_mid_telegram_and_comes_back(gateway: G
         assert (await intake.next_reading()).import_w == 801
     assert [r.import_w for r in intake.readings] == [800, 801]
     assert p1_source.stats.connects == 2
+
+
+async def test_a_gateway_that_drops_every_connection_is_logged_once_a_minute(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One telegram per connection, then closed: two log lines per reconnect before."""
+    caplog.set_level(logging.INFO, logger="p1evse.sources.p1")
+    async with source(gateway.url) as (p1_source, intake):
+        for second in range(5):
+            connection = await gateway.connection()
+            connection.write(telegrams.dsmr5(import_w=800, clock=telegrams.meter_clock(second)))
+            await intake.next_reading()
+            connection.close()
+        await gateway.connection()  # the fifth loss was logged, or left out, by now
+    assert p1_source.stats.connects == 6
+    lines = [record.getMessage() for record in caplog.records]
+    assert len([line for line in lines if "p1: connected to" in line]) == 1
+    assert len([line for line in lines if "connection lost" in line]) == 1
 
 
 async def test_a_burst_through_a_tcp_gateway_is_read_whole(gateway: Gateway) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -26,6 +27,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
 from p1evse.counts import Count, connection_counts
+from p1evse.ratelimit import RateLimiter
 from p1evse.settings import Section
 from p1evse.sources.framing import CipherStream, TelegramStream
 from p1evse.sources.telegram import (
@@ -165,6 +167,10 @@ class _Link(asyncio.Protocol):
             self.closed.set_result(exc)
 
 
+# how often a connection made or lost is logged, at most (each is counted in /metrics)
+SESSION_LOG_PERIOD_S = 60.0
+
+
 class P1Source:
     def __init__(
         self, settings: P1Settings, broker: MqttPort | None = None, backoff: Backoff | None = None
@@ -175,6 +181,8 @@ class P1Source:
         self.stats = LinkStats()
         self._failures_in_a_row = 0
         self._stream: TelegramStream | CipherStream | None = None  # once it runs
+        # a gateway that drops every connection after a telegram: two lines a minute
+        self._session_log = RateLimiter(SESSION_LOG_PERIOD_S, time.monotonic)
 
     def counts(self) -> list[Count]:
         stats = self.stats
@@ -221,11 +229,14 @@ class P1Source:
         try:
             self.stats.connects += 1
             self._failures_in_a_row = 0
-            log.info("p1: connected to %s", self._settings.url)
+            if (more := self._session_log.note("connected")) is not None:
+                log.info("p1: connected to %s%s", self._settings.url, more)
             exc = await self._until_closed_or_idle(link, transport, loop)
             stream.end()  # a telegram begun is cut off: counted as truncated
             self.stats.drops += 1
-            log.warning("p1: %s: connection lost (%s); reconnecting", self._settings.url, exc)
+            if (more := self._session_log.note("lost")) is not None:
+                url = self._settings.url
+                log.warning("p1: %s: connection lost (%s); reconnecting%s", url, exc, more)
         finally:
             transport.close()
 
