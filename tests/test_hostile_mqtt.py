@@ -248,6 +248,29 @@ async def test_a_broker_that_stops_reading_costs_bounded_memory() -> None:
         server.close()
 
 
+async def test_a_broker_shutting_down_is_not_taken_for_a_second_client(
+    one_broker: BrokerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broker stopped seconds after p1evse connected was logged as "is another client
+    connected with client id …?"; it is a lost connection, and the broker is then down."""
+    caplog.set_level(logging.INFO, logger="p1evse.mqtt")
+    broker = Broker(MqttSettings(port=one_broker.port), announce=False)
+    connected = asyncio.Event()
+    broker.on_connected(connected.set)
+    task = asyncio.create_task(broker.run())
+    try:
+        await asyncio.wait_for(connected.wait(), EVENT_TIMEOUT_S)
+        with log_event("; retrying") as retrying:  # the broker is down
+            one_broker.stop()
+            await asyncio.wait_for(retrying.wait(), EVENT_TIMEOUT_S)
+    finally:
+        await broker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert "lost MQTT broker 127.0.0.1:" in caplog.text
+    assert "another client" not in caplog.text
+
+
 async def test_two_connections_with_one_client_id_take_turns_slowly_and_say_why(
     one_broker: BrokerProcess,
 ) -> None:

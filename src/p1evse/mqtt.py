@@ -479,10 +479,12 @@ class Broker:
     async def run(self) -> None:
         """Stay connected until `close()`; never raises for network trouble."""
         reported_down = False
+        short_before = False  # the connection before this one was short too
         while not self._closing:
             try:
                 await self.connect_once()
             except BrokerUnavailable as exc:
+                short_before = False  # the broker went away: no other client took the id
                 self.stats.failed_attempts += 1
                 delay = self._backoff.next_delay()
                 if not reported_down:
@@ -501,25 +503,25 @@ class Broker:
             if self._closing:
                 break
             self.stats.drops += 1
-            if time.monotonic() - began >= STABLE_AFTER_S:
+            lasted = time.monotonic() - began
+            lost = "lost MQTT broker %s after %.1f s (%s); reconnecting"
+            if lasted >= STABLE_AFTER_S:
                 self._backoff.reset()
-                log.log(
-                    self._warning_level,
-                    "lost MQTT broker %s (%s); reconnecting",
-                    self.address,
-                    self._lost_reason,
-                )
+                short_before = False
+                log.log(self._warning_level, lost, self.address, lasted, self._lost_reason)
                 continue
             delay = self._backoff.next_delay()
-            more = self._short_log.note("short")
-            if more is not None:
+            if not short_before:  # once, a broker shutting down does it too
+                short_before = True
+                log.log(self._warning_level, lost, self.address, lasted, self._lost_reason)
+            elif (more := self._short_log.note("short")) is not None:
                 log.log(
                     self._warning_level,
-                    "MQTT broker %s closed the connection %.1f s after taking it (%s): is "
-                    "another client connected with client id %r? Of two with one id, a "
-                    "broker keeps only the newer. Next try in %.1f s%s",
+                    "MQTT broker %s closed the connection %.1f s after taking it (%s), "
+                    "twice in a row: is another client connected with client id %r? Of "
+                    "two with one id, a broker keeps only the newer. Next try in %.1f s%s",
                     self.address,
-                    time.monotonic() - began,
+                    lasted,
                     self._lost_reason,
                     self._client_id,
                     delay,
