@@ -43,6 +43,7 @@ from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
 from p1evse.sources.p1 import P1Settings
+from p1evse.sources.units import W_LOOKS_LIKE_KW
 
 Say = Callable[[str], None]
 
@@ -50,9 +51,6 @@ EXIT_READY = 0
 EXIT_BROKER = 1
 EXIT_NOT_READY = 3
 MAX_SITES_LISTED = 100_000  # a fleet's site ids kept while listening
-# DSMR-reader publishes kW with three decimals; a W-configured source seeing only
-# values below this (and fractional) is probably publishing kW.
-W_LOOKS_LIKE_KW = 50.0
 # What bytes that hold no telegram are refused as (anything else was a telegram).
 UNFRAMED = {Rejection.TRUNCATED, Rejection.OVERSIZED, Rejection.NO_TELEGRAM}
 # A meter clock this far from this machine's is worth a word (its readings still count).

@@ -17,6 +17,7 @@ from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import PhaseKind, Side
 from p1evse.settings import ReadTopic, Section
 from p1evse.sources import listen
+from p1evse.sources.units import KilowattsAsWatts
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -80,6 +81,7 @@ class MqttSplitSource:
     def handlers(self, intake: Intake) -> dict[str, PayloadHandler]:
         """What to do with a payload on each subscribed topic."""
         factor = UNIT_FACTORS[self._settings.unit]
+        unit_watch = KilowattsAsWatts(self._settings.unit, "mqtt_split")
 
         def handler(side: Side) -> PayloadHandler:
             def on_payload(payload: bytes | bytearray) -> None:
@@ -88,6 +90,7 @@ class MqttSplitSource:
                 except InputRejected as exc:
                     intake.reject(exc.reason, f"{side.value}: {exc.detail}", side)
                     return
+                unit_watch.observe(value)
                 intake.half(side, value * factor)
 
             return on_payload

@@ -13,6 +13,7 @@ from p1evse.inputs import UNIT_FACTORS, parse_number
 from p1evse.model import Reading
 from p1evse.settings import ReadTopic, Section
 from p1evse.sources import listen
+from p1evse.sources.units import KilowattsAsWatts
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -47,14 +48,16 @@ class MqttValueSource:
         """What to do with a payload; `clock` defaults to the running loop's."""
         now = clock or asyncio.get_running_loop().time
         factor = UNIT_FACTORS[self._settings.unit] * (-1.0 if self._settings.invert else 1.0)
+        unit_watch = KilowattsAsWatts(self._settings.unit, "mqtt_value")
 
         def on_payload(payload: bytes | bytearray) -> None:
             try:
-                watts = parse_number(payload) * factor
+                value = parse_number(payload)
             except InputRejected as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
-            intake.reading(signed_reading(now(), watts))
+            unit_watch.observe(value)
+            intake.reading(signed_reading(now(), value * factor))
 
         return on_payload
 
