@@ -601,3 +601,19 @@ def test_a_topic_the_charger_reads_is_kept_as_written(tmp_path: Path) -> None:
     )
     assert settings.openevse.grid_ie_topic == "DS220/POWER1/"
     assert settings.openevse.base_topic == "openevse"
+
+
+def test_a_key_merged_in_may_be_set_again_and_a_repeated_one_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """YAML's merge key: the mapping's own key wins; it was refused as set twice."""
+    text = "publish:\n  <<: {interval: 10, reserve_w: 50}\n  interval: 5\n"
+    settings = load(write(tmp_path, text))
+    assert (settings.publish.interval, settings.publish.reserve_w) == (5, 50)
+    path = write(tmp_path, "publish:\n  <<: {interval: 10}\n  reserve_w: x\n")
+    [problem] = problems(path)
+    assert problem.endswith(f"({path} line 3)")  # the key's own line
+    path = write(tmp_path, "publish:\n  <<: {interval: 10}\n  interval: 5\n  interval: 6\n")
+    assert problems(path) == [
+        f"{path} line 4: publish.interval is set twice (first on line 3); keep one"
+    ]

@@ -277,13 +277,18 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
 
 
 # a key at the top is text, or YAML's merge key (`<<: *defaults`)
-_SECTION_NAME_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:merge")
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_SECTION_NAME_TAGS = ("tag:yaml.org,2002:str", _MERGE_TAG)
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     loader = yaml.SafeLoader(_read_text(path))
+    lines: dict[tuple[str, ...], int] = {}
+    duplicates: list[str] = []
     try:
         node = loader.get_single_node()
+        # before the constructor merges `<<: *defaults` into the mappings that use it
+        _collect_lines(node, (), lines, duplicates, set())
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -310,9 +315,6 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
             raise ConfigError(
                 [f"{path} line {line}: {name!r} is not a section name (mqtt:, source:, …)"]
             )
-    lines: dict[tuple[str, ...], int] = {}
-    duplicates: list[str] = []
-    _collect_lines(node, (), lines, duplicates, set())
     # a section whose keys are all commented out is a section of defaults
     data = {key: {} if value is None else value for key, value in data.items()}
     if duplicates:
@@ -343,27 +345,38 @@ def _read_text(path: Path) -> str:
 
 
 def _collect_lines(
-    node: yaml.Node,
+    node: yaml.Node | None,
     prefix: tuple[str, ...],
     lines: dict[tuple[str, ...], int],
     duplicates: list[str],
     seen: set[int],
 ) -> None:
     """Each key's line; a key given twice in one mapping is a mistake YAML would hide
-    (the last one silently wins). A mapping used again by an alias is walked once: its
-    keys there are on its anchor's lines, and walking every use could take forever."""
-    if isinstance(node, yaml.MappingNode) and id(node) not in seen:
-        seen.add(id(node))
-        for key_node, value_node in node.value:
-            key = (*prefix, str(key_node.value))
-            line = key_node.start_mark.line + 1
-            if key in lines:
-                duplicates.append(
-                    f"line {line}: {'.'.join(key)} is set twice (first on line {lines[key]}); "
-                    "keep one"
-                )
-            lines[key] = line
-            _collect_lines(value_node, key, lines, duplicates, seen)
+    (the last one silently wins). A key merged in (`<<: *defaults`) is one the mapping
+    may set again: it only gives a line to a key the mapping does not set. A mapping
+    used again by an alias is walked once: its keys there are on its anchor's lines,
+    and walking every use could take forever."""
+    if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+        return
+    seen.add(id(node))
+    merged: list[yaml.Node] = []
+    for key_node, value_node in node.value:
+        if key_node.tag == _MERGE_TAG:
+            many = isinstance(value_node, yaml.SequenceNode)
+            merged += value_node.value if many else [value_node]
+            continue
+        key = (*prefix, str(key_node.value))
+        line = key_node.start_mark.line + 1
+        if key in lines:
+            duplicates.append(
+                f"line {line}: {'.'.join(key)} is set twice (first on line {lines[key]}); keep one"
+            )
+        lines[key] = line
+        _collect_lines(value_node, key, lines, duplicates, seen)
+    for mapping in merged:
+        if isinstance(mapping, yaml.MappingNode):
+            for key_node, _ in mapping.value:
+                lines.setdefault((*prefix, str(key_node.value)), key_node.start_mark.line + 1)
 
 
 _URL_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
