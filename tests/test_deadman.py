@@ -221,7 +221,7 @@ async def test_a_stop_while_the_meter_is_silent_leaves_the_charger_paused_for_th
         second = Service(one_broker, **silent).start()
         try:
             await second.said("stopped while its meter was silent and left the charger paused")
-            await second.said("released the pause left by the dead-man's switch's will")
+            await second.said("released the pause left by a run stopped while stale")
             await probe.wait_for_payload("openevse/claim", '{"state": "null"}')
             assert charger.mqtt_claim == {}
         finally:

@@ -223,4 +223,7 @@ class DeadmanSwitch:
             return
         if self._broker.publish(self._claim_topic, RELEASE, qos=1):
             self.will_may_have_fired = False
-            log.warning("released the pause left by the dead-man's switch's will: %s", claim)
+            left_by = (
+                "a run stopped while stale" if self._pause_left else "the dead-man's switch's will"
+            )
+            log.warning("released the pause left by %s: %s", left_by, claim)
