@@ -176,6 +176,29 @@ def test_a_column_without_a_value_is_refused(tmp_path: Path) -> None:
         read_csv(csv)
 
 
+def test_a_log_in_local_time_reads_the_hour_the_clocks_go_back_twice(tmp_path: Path) -> None:
+    """The meter's local time passes 02:00-02:59 twice on the last Sunday of October:
+    that was refused as "not after the line before"."""
+    times = ["01:30", "02:00", "02:30", "02:00", "02:30", "03:00"]
+    csv = tmp_path / "autumn.csv"
+    csv.write_text(
+        "time,solar_w\n" + "".join(f"2024-10-27 {t}:00,{n}\n" for n, t in enumerate(times))
+    )
+    day = read_csv(csv)
+    assert [sample.at for sample in day.samples] == [1800.0 * n for n in range(6)]
+
+
+def test_a_local_time_the_clocks_skip_is_refused_for_what_it_is(tmp_path: Path) -> None:
+    csv = tmp_path / "spring.csv"
+    csv.write_text("time,solar_w\n2024-03-31 01:30:00,0\n2024-03-31 02:30:00,0\n")
+    with pytest.raises(
+        DayFileError, match=r"line 3: time '2024-03-31 02:30:00' is not on the meter's clock"
+    ):
+        read_csv(csv)
+    csv.write_text("time,solar_w\n2024-03-31 01:30:00,0\n2024-03-31 03:00:00,0\n")
+    assert [sample.at for sample in read_csv(csv).samples] == [0.0, 1800.0]
+
+
 @pytest.mark.parametrize("first", ["253402300000", "9999-12-31T23:59:00+00:00"])
 def test_a_time_that_the_meters_zone_cannot_hold_is_refused(tmp_path: Path, first: str) -> None:
     """The end of year 9999 in UTC is the year 10000 in Amsterdam: it was a traceback."""

@@ -200,7 +200,12 @@ def _row(
         return None
     time = values[Column.TIME]
     try:
-        when = _instant(time)
+        when = _instant(time, after)
+    except _Skipped:
+        raise DayFileError(
+            f"{line}: time {_shown(time)} is not on the meter's clock: the clocks go "
+            f"forward an hour there ({METER_ZONE.key})"
+        ) from None
     except TIME_ERRORS:
         raise DayFileError(f"{line}: time {_shown(time)}: {EXPECTED_TIME}") from None
     if after is not None and when <= after:
@@ -240,18 +245,30 @@ def _samples(rows: list[_Row], columns: dict[Column, int]) -> list[Sample]:
     return samples
 
 
-def _instant(text: str) -> datetime:
+def _instant(text: str, after: datetime | None = None) -> datetime:
     """Epoch seconds, or ISO 8601: with an offset, or naive in the meter's local time.
-    Raises one of TIME_ERRORS for anything else, a time out of range included."""
+    Raises one of TIME_ERRORS for anything else, a time out of range included. A local
+    time the clocks skipped (spring) is refused; one they passed twice (autumn) is the
+    first time, or the second where the first is not after `after`."""
     try:
         seconds = float(text)
     except ValueError:
         when = datetime.fromisoformat(text)
         instant = (when if when.tzinfo else when.replace(tzinfo=METER_ZONE)).astimezone(UTC)
+        if when.tzinfo is None:
+            if instant.astimezone(METER_ZONE).replace(tzinfo=None) != when:
+                raise _Skipped from None
+            again = when.replace(tzinfo=METER_ZONE, fold=1).astimezone(UTC)
+            if after is not None and instant <= after < again:
+                instant = again
     else:
         instant = datetime.fromtimestamp(seconds, UTC)
     instant.astimezone(METER_ZONE)  # the day's local time is read too: out of range there
     return instant
+
+
+class _Skipped(ValueError):
+    """A local time the meter's clock never shows: the hour skipped in spring."""
 
 
 def _number(text: str, column: Column, line: str) -> float:
