@@ -267,8 +267,9 @@ def _instant(text: str, after: datetime | None = None) -> datetime:
     return instant
 
 
-class _Skipped(ValueError):
-    """A local time the meter's clock never shows: the hour skipped in spring."""
+class _Skipped(P1evseError, ValueError):
+    """A local time the meter's clock never shows: the hour skipped in spring (a
+    ValueError, as any time that cannot be read)."""
 
 
 def _number(text: str, column: Column, line: str) -> float:
