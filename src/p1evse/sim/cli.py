@@ -154,6 +154,12 @@ def add_parser(commands: Any, help: str) -> None:
     charger.add_argument(
         "--three-phase", action="store_true", help="a three-phase charger (default off: one phase)"
     )
+    charger.add_argument(
+        "--as-divert-sim",
+        action="store_true",
+        help="divert's loop sees a charge start one update late, as OpenEVSE's own simulator "
+        "(divert_sim) runs it (default off: at once, as on a charger)",
+    )
     _option(charger, "shaper_max_pwr", help="the current shaper on, with this cap, W", unset="off")
     house = simulate.add_argument_group("house and car")
     _option(
@@ -313,6 +319,7 @@ class Run(Section):
         grid = values["grid_voltage"]
         fixed = {
             "divert.three_phase": args.three_phase,
+            "divert.state_seen_next_update": args.as_divert_sim,
             "house.recorded_voltage": grid is None,
             "house.car_phases": 3 if args.three_phase else 1,
             "outage": _outage(args.outage),

@@ -88,6 +88,11 @@ class DivertSettings(Section):
         "s: the firmware polls it every second (and a real car takes seconds to follow "
         "its pilot)",
     )
+    state_seen_next_update: bool = Field(
+        False,
+        description="divert's loop sees the charger's state at the next update, as "
+        "OpenEVSE's own simulator (divert_sim) runs it; off: at once, as on a charger",
+    )
     eco: bool = True
     shaper: ShaperSettings | None = None  # the current shaper, off by default
 
@@ -152,6 +157,10 @@ class OpenEvseModel:
     # charger start charging, for whatever reason (_min_charge_end)
     _min_charge_end_s: float = 0.0
     _charging_seen: bool = False  # the charging state divert's loop last saw
+    # state_seen_next_update: the charger's state changed at the tick before (an event
+    # for divert's loop, which runs at the next one), and its state as the loop last saw
+    _loop_woken: bool = False
+    _loop_saw_charging: bool = False
     # the car's current as it changed: (since when, A), oldest first, for current_lag_s
     _drawn: deque[tuple[float, float]] = field(default_factory=deque)
     _vrms: tuple[float, float] | None = None  # (volts, when)
@@ -203,10 +212,17 @@ class OpenEvseModel:
         charger when its feed has been silent longer than its maximum interval."""
         self._record_amps(now_s)
         charging = self.amps() > 0
-        if charging != self._charging_seen:
-            self._charging_seen = charging
-            if charging:
+        changed = charging != self._charging_seen
+        self._charging_seen = charging
+        if not self.settings.state_seen_next_update:
+            if changed and charging:
                 self._min_charge_end_s = now_s + self.settings.min_charge_time_s
+        else:  # DivertTask::loop, woken by the change, as divert_sim runs it
+            if self._loop_woken and charging != self._loop_saw_charging:
+                self._loop_saw_charging = charging
+                if charging:
+                    self._min_charge_end_s = now_s + self.settings.min_charge_time_s
+            self._loop_woken = changed
         if self._shaper is not None:
             claim = self._shaper.check(now_s)
             if claim is not None:
