@@ -404,29 +404,18 @@ DIVERT_SIM = [
 ]
 
 
-@pytest.mark.parametrize(("day", "profile", "ev_kwh", "starts"), DIVERT_SIM)
-def test_as_divert_sim_runs_it_the_firmware_ci_figures(
-    day: str, profile: str, ev_kwh: float, starts: int
-) -> None:
-    path = SOLAR_DAYS / f"openevse-{day}_grid_ie.csv"
-    if not path.exists():
-        pytest.skip(f"OpenEVSE's recorded days are not beside the project ({SOLAR_DAYS})")
-    recorded = read_csv(path)
-    divert = DivertSettings(state_seen_next_update=True, **PROFILES[profile])
-    result = simulate(recorded, PublishSettings(), divert, recorded.period_s())
-    assert result.ev_kwh == pytest.approx(ev_kwh, rel=0.0025)
-    assert result.charge_starts == starts
-
-
-@pytest.mark.parametrize(("day", "profile", "ev_kwh", "starts"), FIRMWARE)
+@pytest.mark.parametrize(
+    ("day", "profile", "ev_kwh", "starts", "as_divert_sim"),
+    [(*row, False) for row in FIRMWARE] + [(*row, True) for row in DIVERT_SIM],
+)
 def test_the_firmwares_own_figures_on_its_recorded_days(
-    day: str, profile: str, ev_kwh: float, starts: int
+    day: str, profile: str, ev_kwh: float, starts: int, as_divert_sim: bool
 ) -> None:
     path = SOLAR_DAYS / f"openevse-{day}_grid_ie.csv"
     if not path.exists():
         pytest.skip(f"OpenEVSE's recorded days are not beside the project ({SOLAR_DAYS})")
     recorded = read_csv(path)
-    divert = DivertSettings(**PROFILES[profile])
+    divert = DivertSettings(state_seen_next_update=as_divert_sim, **PROFILES[profile])
     result = simulate(recorded, PublishSettings(), divert, recorded.period_s())
     assert result.ev_kwh == pytest.approx(ev_kwh, rel=0.005)
     assert result.charge_starts == starts
