@@ -333,6 +333,27 @@ async def test_a_failed_claim_is_retried_until_the_charger_has_it(broker: Broker
 
 
 @pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
+async def test_a_pause_that_failed_and_is_no_longer_wanted_leaves_nothing_failing(
+    broker: BrokerProcess,
+) -> None:
+    """The pause claim failed while the meter was silent, then the readings came back:
+    no claim is to be sent any more, yet it stayed "failing" (the charger shown
+    disconnected, /healthz 503) until the next silence."""
+    refusals = [500] * 1000
+    async with FakeOpenEvse(fail={("POST", CLAIM_PATH): refusals}) as charger:
+        publish = {"interval": 0, "stale_after": 0.3, "pair_window": 0.1}
+        settings = http_settings(broker, charger, publish=publish, poll_interval=1)
+        async with running(settings) as app, Probe(broker.port) as probe:
+            state = app.site.state
+            assert state is not None
+            await expect(charger, "POST", CLAIM_PATH)  # refused
+            await state_holds(state, lambda: "HTTP 500" in state.charger_link(0).detail)
+            probe.publish(DELIVERED, "0.100")  # fresh: the pause is no longer wanted
+            await state_holds(state, lambda: state.charger_link(0).state.value != "disconnected")
+    assert charger.claims == {}
+
+
+@pytest.mark.parametrize("broker", ["amqtt"], indirect=True)
 async def test_a_claim_answered_by_a_page_that_is_not_openevse_is_not_taken_as_held(
     broker: BrokerProcess,
 ) -> None:

@@ -272,7 +272,10 @@ class OpenEvseHttpSink:
             while True:
                 await self._claim_due.wait()
                 self._claim_due.clear()
-                if retry is not None or not self._claim_unsettled():
+                if not self._claim_unsettled():
+                    self._claims_moot()
+                    continue
+                if retry is not None:
                     continue
                 with contextlib.suppress(ChargerError):
                     await self._settle_claim()
@@ -286,6 +289,17 @@ class OpenEvseHttpSink:
 
     def _claim_unsettled(self) -> bool:
         return not self._leftover_checked or self.pause.wanted() != self.claim_sent
+
+    def _claims_moot(self) -> None:
+        """A claim request that failed is not failing any more once the claim is as
+        wanted without it (the pause came and went while the charger did not answer):
+        no request of that kind is to be sent, so none will answer it."""
+        path = self._claim_url.removeprefix(str(self._settings.url))
+        moot = [kind for kind in self._failing if kind.partition(" ")[2] == path]
+        for kind in moot:
+            del self._failing[kind]
+        if moot:
+            self._tell_failing()
 
     async def _poll(self) -> None:
         """Read the charger back: what the car draws, the divert mode (normal mode is
