@@ -501,6 +501,10 @@ def test_unknown_source_key_lists_the_source_keys(tmp_path: Path) -> None:
             "openevse:\n  transport: http\n  url: http://openevse.local/x?y=1\n",
             "has no '?' or '#' part",
         ),
+        ("openevse:\n  transport: http\n  url: htp://admin:pw@x\n", "put the login in"),
+        ("openevse:\n  transport: http\n  url: 'http://admin:pw#1@x'\n", "put the login in"),
+        ("openevse:\n  transport: http\n  url: http://admin:pw/1@x\n", "put the login in"),
+        ("openevse:\n  transport: http\n  url: http://openevse.local:abc\n", "a number from 1"),
         ("openevse:\n  claim_client_id: 0\n", "greater than or equal to 1"),
         # the firmware reads the id as a signed 32-bit number: past it every id is one
         ("openevse:\n  claim_client_id: 4294856753\n", "less than or equal to 2147483646"),
@@ -510,7 +514,7 @@ def test_openevse_http_settings_are_checked(tmp_path: Path, text: str, fragment:
     [problem] = problems(write(tmp_path, text))
     assert problem.startswith("openevse")
     assert fragment in problem
-    assert ":pw@" not in problem  # the password is not shown back
+    assert ":pw" not in problem  # the password is not shown back
 
 
 def test_openevse_http_settings(tmp_path: Path) -> None:

@@ -379,7 +379,8 @@ def _collect_lines(
                 lines.setdefault((*prefix, str(key_node.value)), key_node.start_mark.line + 1)
 
 
-_URL_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#@]*@")
+# the password of a URL's user info: up to its last '@' (a password may hold / ? #)
+_URL_PASSWORD = re.compile(r"(://[^/?#@:\s]*:)[^@\s]*@")
 
 
 def _describe(
@@ -411,13 +412,13 @@ def _describe(
     shown = "" if error["type"] in {"extra_forbidden", "missing"} else _show_input(error)
     if shown and loc and loc[-1] in SECRET_KEYS:
         shown = " = '**********'"
-    shown = _URL_PASSWORD.sub(r"\1**********@", shown)  # http://user:secret@host
     if error["type"] == "union_tag_invalid":
         ctx = error["ctx"]
         loc = (*loc, "type")
         key, shown = ".".join(loc), f" = {ctx['tag']!r}"
         message = f"unknown source type; expected one of {ctx['expected_tags']}"
-    return f"{key}{shown}: {message}{_error_origin(error, loc, message, path, lines, environ)}"
+    origin = _error_origin(error, loc, message, path, lines, environ)
+    return _URL_PASSWORD.sub(r"\1**********@", f"{key}{shown}: {message}{origin}")
 
 
 def _error_origin(

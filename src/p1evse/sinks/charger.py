@@ -72,21 +72,24 @@ class OpenevseSettings(Section):
     def _http_url(cls, url: str | None) -> str | None:
         if url is None:
             return None
-        parts = urlsplit(url.strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"expected the charger's address like http://openevse.local, got {url!r}"
-            )
-        if parts.username or parts.password:
+        text = url.strip()
+        parts = urlsplit(text)
+        if "@" in text:
             raise ValueError(
                 "put the login in openevse.username and openevse.password, not the url"
             )
-        if parts.query or parts.fragment:
+        try:
+            parts.port  # noqa: B018 - raises for a port that is no number or too large
+        except ValueError:
+            raise ValueError("the port after ':' is a number from 1 to 65535") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or " " in text:
+            raise ValueError("expected the charger's address like http://openevse.local")
+        if "?" in text or "#" in text:
             raise ValueError(
                 "the charger's address has no '?' or '#' part (p1evse adds /status, "
                 "/claims/… to it)"
             )
-        return url.strip().rstrip("/")
+        return text.rstrip("/")
 
     @model_validator(mode="after")
     def _transport_needs(self) -> OpenevseSettings:
