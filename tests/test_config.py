@@ -309,10 +309,15 @@ def test_feedback_loops_are_refused(tmp_path: Path, yaml_text: str, fragment: st
             "mqtt.availability_topic",
             "p1evse would read its own output",
         ),
-        (
-            "mqtt:\n  availability_topic: openevse/claim/set\n",
+        (  # the key the file set is blamed, not the one left at its default
+            "mqtt:\n  availability_topic: p1evse/state\n",
             "mqtt.availability_topic",
-            "under OpenEVSE's base topic",
+            "is mqtt.state_topic as well",
+        ),
+        (
+            "mqtt:\n  state_topic: p1evse/deadman\n",
+            "mqtt.state_topic",
+            "is openevse.deadman_topic as well",
         ),
     ],
 )
@@ -324,6 +329,19 @@ def test_outputs_that_share_a_topic_or_feed_an_input_are_refused(
     [problem] = problems(write(tmp_path, yaml_text))
     assert problem.startswith(f"{key} = ")
     assert fragment in problem
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # OpenEVSE: "if mqtt_live_pwr equals mqtt_grid_ie, one topic drives both"
+        "openevse:\n  shaper: true\n  grid_ie_topic: house/grid\n  live_pwr_topic: house/grid\n",
+        # online/offline is no feed: OpenEVSE reads nothing of it
+        "mqtt:\n  availability_topic: openevse/p1evse\n",
+    ],
+)
+def test_topics_that_may_be_shared_are_accepted(tmp_path: Path, text: str) -> None:
+    load(write(tmp_path, text))  # refused before
 
 
 def test_wildcard_output_topic_is_refused(tmp_path: Path) -> None:

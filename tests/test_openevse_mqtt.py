@@ -57,6 +57,21 @@ async def test_shaper_gets_the_same_value(broker: BrokerProcess) -> None:
         assert await probe.next_payload("p1evse/live_pwr") == "2500"
 
 
+async def test_one_topic_for_divert_and_the_shaper_gets_each_value_once(
+    broker: BrokerProcess,
+) -> None:
+    """OpenEVSE lets one topic drive both; sent twice, the charger took each value twice."""
+    openevse = {"shaper": True, "live_pwr_topic": GRID_IE}
+    settings = settings_for(broker, publish={"interval": 0}, openevse=openevse)
+    async with running(settings), Probe(broker.port) as probe:
+        await probe.subscribe(GRID_IE)
+        await ready(probe)
+        probe.publish(DELIVERED, "2.500")
+        assert await probe.next_payload(GRID_IE) == "2500"
+        probe.publish(DELIVERED, "1.500")
+        assert await probe.next_payload(GRID_IE) == "1500"  # not 2500 again
+
+
 async def test_the_charger_is_read_back_and_normal_mode_is_not_paused(
     broker: BrokerProcess,
 ) -> None:

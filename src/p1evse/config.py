@@ -239,18 +239,22 @@ def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> None:
             base[key] = value
 
 
+# Two outputs that may share a topic: OpenEVSE's shaper reads the same value as divert
+# ("if mqtt_live_pwr equals mqtt_grid_ie, one topic drives both"), sent once.
+SHARED_OUTPUTS = frozenset({"openevse.grid_ie_topic", "openevse.live_pwr_topic"})
+
+
 def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
     """Rule 8: never publish where p1evse or OpenEVSE would read it back in, nor two
     kinds of message on one topic (the charger would take a voltage or a JSON document
-    for grid power). Returns (key, problem) for every MQTT output topic that would."""
+    for grid power). Returns (key, problem) for every MQTT output topic that would: of
+    two on one topic, the one the configuration set."""
     problems = []
     base = settings.openevse.base_topic
-    outputs = {
-        "mqtt.availability_topic": settings.mqtt.availability_topic,
-        **settings.output_topics(),
-    }
+    availability = {"mqtt.availability_topic": settings.mqtt.availability_topic}
+    outputs = settings.output_topics()
     first_key: dict[str, str] = {}
-    for key, out in outputs.items():
+    for key, out in {**availability, **outputs}.items():
         problems += [
             (
                 key,
@@ -260,7 +264,7 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
             for subscribed in settings.source.subscriptions()
             if topic_matches_sub(subscribed, out)
         ]
-        if out == base or out.startswith(base + "/"):
+        if key in outputs and (out == base or out.startswith(base + "/")):
             problems.append(
                 (
                     key,
@@ -269,11 +273,18 @@ def feedback_loops(settings: Settings) -> list[tuple[str, str]]:
                 )
             )
         other = first_key.setdefault(out, key)
-        if other != key:
+        if other != key and {other, key} != SHARED_OUTPUTS:
+            blamed, named = (other, key) if _set_by_user(settings, other) else (key, other)
             problems.append(
-                (key, f"{out!r} is {other} as well; each output needs a topic of its own")
+                (blamed, f"{out!r} is {named} as well; each output needs a topic of its own")
             )
     return problems
+
+
+def _set_by_user(settings: Settings, key: str) -> bool:
+    """Whether the configuration set `section.key` (not left at its default)."""
+    section, _, name = key.partition(".")
+    return name in getattr(settings, section).model_fields_set
 
 
 # a key at the top is text, or YAML's merge key (`<<: *defaults`)

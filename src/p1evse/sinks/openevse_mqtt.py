@@ -69,8 +69,8 @@ class OpenEvseMqttSink:
         reconnect_settle_s: float = 0.0,
     ) -> None:
         self._value_topics = [settings.grid_ie_topic]
-        if settings.shaper:
-            self._value_topics.append(settings.live_pwr_topic)
+        if settings.shaper and settings.live_pwr_topic != settings.grid_ie_topic:
+            self._value_topics.append(settings.live_pwr_topic)  # one topic may drive both
         self._vrms_topic = settings.vrms_topic if settings.voltage else None
         self._claim_topic = settings.claim_topic
         self._broker = broker
