@@ -24,7 +24,8 @@ import pytest
 
 from p1evse.model import Rejection
 from p1evse.sources import p1
-from p1evse.sources.framing import MAX_TELEGRAM_BYTES, CipherStream
+from p1evse.sources.cipher import CipherStream
+from p1evse.sources.framing import MAX_TELEGRAM_BYTES
 from p1evse.sources.telegram import make_decoder
 from tests import telegrams
 from tests.gateways import Gateway, source
@@ -168,8 +169,12 @@ async def test_a_flood_of_tiny_telegrams_over_tcp(gateway: Gateway, link_calls: 
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"\xdb" * MB, telegrams.encrypted(b"x", KEY, KEY) * 25_000],
-    ids=["cipher-tags", "tiny-cipher-frames"],
+    [
+        b"\xdb" * MB,
+        telegrams.encrypted(b"x", KEY, KEY) * 25_000,
+        b"\xdb\x08SAGY\x00\x01\x02\x03\x82\x1f\x40\x30" * (MB // 14),  # 8,000 bytes each
+    ],
+    ids=["cipher-tags", "tiny-cipher-frames", "plausible-starts"],
 )
 async def test_a_flood_over_tcp_into_an_encrypted_meter(
     gateway: Gateway, link_calls: CpuTimes, garbage: bytes

@@ -275,17 +275,20 @@ async def test_an_encrypted_frame_that_is_cut_or_false_costs_only_itself(
     """dsmr-parser's buffer took a frame's length as it came: a frame that lost bytes on
     the way took the start of the next one with it, and a false start (any 0xDB with
     0x82 where its length byte puts it) waited for up to 64 kB, swallowing the frames
-    behind it."""
+    behind it. A false start that looks whole delayed every frame until its length had
+    come, then sent them all at once, stale."""
     authentication_key = bytes.fromhex("A1" * 16)
 
     def frame(watts: int, second: int) -> bytes:
         plain = telegrams.dsmr5(import_w=watts, clock=telegrams.meter_clock(second))
         return telegrams.encrypted(plain, KEY, authentication_key, counter=second)
 
-    cut = frame(9999, 1)
-    cut = cut[:200] + cut[220:]
-    false_start = b"\xdb\x03abc\x82\xff\xf0"  # was a frame of 65,520 bytes
-    plausible = b"\xdb\x08SAGY\x00\x01\x02\x03\x82\x05\xdc\x30"  # 1,500 bytes
+    def cut(whole: bytes) -> bytes:
+        return whole[:200] + whole[220:]  # 20 bytes lost on the way
+
+    def plausible(length: int) -> bytes:  # a header that could start a real frame
+        return b"\xdb\x08SAGY\x00\x01\x02\x03\x82" + length.to_bytes(2, "big") + b"\x30"
+
     async with source(
         gateway.url,
         dsmr_version="SAGEMCOM_T210_D_R",
@@ -293,10 +296,13 @@ async def test_an_encrypted_frame_that_is_cut_or_false_costs_only_itself(
         authentication_key=authentication_key.hex(),
     ) as (_, intake):
         connection = await gateway.connection()
-        connection.write(cut + frame(1111, 2) + false_start + frame(2222, 3))
+        connection.write(cut(frame(9999, 1)) + cut(frame(9998, 2)) + frame(1111, 3))
         assert (await intake.next_reading()).import_w == 1111
+        connection.write(b"\xdb\x03abc\x82\xff\xf0" + frame(2222, 4))  # was 65,520 bytes
         assert (await intake.next_reading()).import_w == 2222
-        # a start that looks whole is refused once its bytes are in, and gives them back
-        connection.write(plausible + frame(3333, 4) + frame(4444, 5) + frame(5555, 6))
-        assert [(await intake.next_reading()).import_w for _ in range(3)] == [3333, 4444, 5555]
-    assert [reason for reason, _ in intake.rejections] == [Rejection.DECRYPTION] * 2
+        connection.write(plausible(1500) + plausible(8000))
+        for second, watts in enumerate((3333, 4444, 5555), start=5):
+            connection.write(frame(watts, second))  # each read before the next is sent
+            assert (await intake.next_reading()).import_w == watts
+    reasons = [reason for reason, _ in intake.rejections]
+    assert reasons == [Rejection.DECRYPTION, Rejection.DECRYPTION, Rejection.TRUNCATED]

@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 # needed 3 kB+ in the field.
 MAX_TELEGRAM_BYTES = 8192
 MAX_TELEGRAMS_PER_FEED = 4
-_CIPHER_SLICE = 1024
 TELEGRAMS_HELP = "DSMR telegrams decoded into readings"
 # '!', 4 hex digits, a NUL, CR LF
 _MAX_TRAILER = len(b"!FFFF\x00\r\n")
@@ -57,7 +56,7 @@ def _telegram_pattern(max_bytes: int) -> re.Pattern[bytes]:
 
 
 # the start of a plain-text telegram: '/', a manufacturer's three letters, a baud digit
-_PLAIN_START = re.compile(rb"/[A-Za-z]{3}\d")
+PLAIN_START = re.compile(rb"/[A-Za-z]{3}\d")
 
 # a telegram up to its checksum with nothing after it: whole at the end of a message
 _UP_TO_CHECKSUM = re.compile(rb"/[^/!\x80-\xff]*+![0-9A-Fa-f]{0,4}\x00?")
@@ -211,115 +210,3 @@ def deliver(frame: bytes, decoder: Decoder, intake: Intake, clock: Callable[[], 
         intake.reject(problem.reason, problem.detail)
     intake.reading(reading)
     return True
-
-
-# A DLMS general-global-cipher frame as encrypted meters send it: the tag 0xDB, the
-# system title's length (8: GCM's 96-bit IV is the system title and a 4-byte invocation
-# counter), the system title, 0x82 and two bytes of length, then the body: the security
-# control byte, the invocation counter, the ciphertext and (authenticated) a 12-byte tag.
-_CIPHER_HEADER = re.compile(rb"\xdb\x08.{8}\x82", re.DOTALL)
-_CIPHER_HEADER_BYTES = 2 + 8 + 1 + 2
-_CIPHER_BODY_MIN = 1 + 4
-
-
-def _encrypting_security(control: int) -> bool:
-    """A security control byte an encrypted meter sends: encrypted (0x20), maybe
-    authenticated (0x10), neither broadcast nor compressed, security suite 0-2."""
-    return control & 0xE0 == 0x20 and control & 0x0F <= 2
-
-
-class CipherStream:
-    """The same for encrypted meters (`MSn`, `SAGEMCOM_T210_D_R`): binary DLMS
-    general-global-cipher frames, framed by the length they carry, then decrypted and
-    checked by the decoder. The framing is this module's, not dsmr-parser's buffer: that
-    took any 0xDB followed two bytes on by 0x82 for a frame of up to 64 kB, so a false
-    start (one byte in 65,536 of a frame joined in the middle) swallowed every good frame
-    behind it for minutes. Here a start must have an 8-byte system title, a plausible
-    security byte and a length within `max_bytes`, and a frame the decoder refuses after
-    a good one gives back all its bytes but the first: a frame that lost bytes, or a
-    false start, costs only itself (a second refusal in a row gives nothing back, so
-    garbage is decoded once, not once per start in it). The bytes go to the framing
-    `_CIPHER_SLICE` at a time, and a call decodes at most `MAX_TELEGRAMS_PER_FEED`
-    frames."""
-
-    def __init__(
-        self,
-        decoder: Decoder,
-        intake: Intake,
-        clock: Callable[[], float],
-        max_bytes: int = MAX_TELEGRAM_BYTES,
-    ) -> None:
-        self._decoder = decoder
-        self._intake = intake
-        self._clock = clock
-        self._max_bytes = max_bytes
-        self._framing = bytearray()  # bytes not yet taken as a frame
-        self._unread = bytearray()  # what the framing has not been given yet
-        self._unframed = 0  # bytes given since the last frame (or the start)
-        self._plain_seen = False  # a plain-text telegram's start among them
-        self._told = False  # this run of bytes without a frame was counted
-        self._give_back = True  # a refused frame's bytes are framed again
-        self.telegrams = 0
-
-    def counts(self) -> list[Count]:
-        return [Count("source_telegrams", TELEGRAMS_HELP, self.telegrams)]
-
-    def feed(self, data: bytes | bytearray) -> bool:
-        """As `TelegramStream.feed`: True if more may be waiting."""
-        unread = self._unread
-        unread += data
-        given = unread[:_CIPHER_SLICE]
-        self._framing += given
-        del unread[:_CIPHER_SLICE]
-        self._unframed += len(given)
-        self._plain_seen = self._plain_seen or _PLAIN_START.search(given) is not None
-        decoded = 0
-        while decoded < MAX_TELEGRAMS_PER_FEED and (frame := self._take_frame()) is not None:
-            decoded += 1
-            self._unframed = 0
-            self._plain_seen = self._told = False
-            if deliver(frame, self._decoder, self._intake, self._clock):
-                self.telegrams += 1
-                self._give_back = True
-            elif self._give_back:
-                self._give_back = False  # once per run of refused frames: linear work
-                self._framing[:0] = frame[1:]  # a frame may start within it
-        if self._unframed > self._max_bytes and not self._told:
-            self._told = True  # a run of bytes without a frame, counted once
-            detail = f"{self._unframed} bytes and no encrypted frame in them"
-            if self._plain_seen:
-                detail += (
-                    ": plain-text telegrams ('/' … '!') came, so this meter does not "
-                    "encrypt; set source.dsmr_version to its standard (5, 5B, 4, …)"
-                )
-            self._intake.reject(Rejection.NO_TELEGRAM, detail)
-        return bool(unread) or decoded == MAX_TELEGRAMS_PER_FEED
-
-    def _take_frame(self) -> bytes | None:
-        """The first whole frame in the framing, taken out of it; None if none is whole
-        yet. Bytes before a frame's start are dropped."""
-        framing = self._framing
-        while (start := _CIPHER_HEADER.search(framing)) is not None:
-            del framing[: start.start()]
-            if len(framing) <= _CIPHER_HEADER_BYTES:
-                return None  # the security byte is still to come
-            body = int.from_bytes(framing[_CIPHER_HEADER_BYTES - 2 : _CIPHER_HEADER_BYTES])
-            size = _CIPHER_HEADER_BYTES + body
-            plausible = body >= _CIPHER_BODY_MIN and size <= self._max_bytes
-            if not (plausible and _encrypting_security(framing[_CIPHER_HEADER_BYTES])):
-                del framing[:1]
-                continue
-            if len(framing) < size:
-                return None
-            frame = bytes(framing[:size])
-            del framing[:size]
-            return frame
-        del framing[: -(_CIPHER_HEADER_BYTES - 1)]  # keep a start still arriving
-        return None
-
-    def end(self) -> None:
-        self._framing.clear()
-        self._unread.clear()
-        self._unframed = 0
-        self._give_back = True
-        self._plain_seen = self._told = False

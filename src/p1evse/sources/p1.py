@@ -29,7 +29,8 @@ from p1evse.backoff import Backoff
 from p1evse.counts import Count, connection_counts
 from p1evse.ratelimit import RateLimiter
 from p1evse.settings import Section
-from p1evse.sources.framing import CipherStream, TelegramStream
+from p1evse.sources.cipher import CipherStream
+from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import (
     DSMR_VERSIONS,
     METER_SERIAL_SETTINGS,
