@@ -67,9 +67,10 @@ SETTLE_S = 2.0
 # for the car moves the meter by more than this (207 W at 230 V - 10 %), so a change of
 # the car's current is never held back
 MAX_BAND_W = 200.0
-# DSMR meters send a telegram every 1 s (DSMR 5) or 10 s (DSMR 4 and before): the meter
-# clock's step taken for its period until one is seen
-LONGEST_TELEGRAM_PERIOD_S = 10.0
+# DSMR meters send a telegram every 1 s (DSMR 5) or 10 s (DSMR 4 and before): until a
+# plain step of the meter's clock is seen, a step counts no more than the arrival gap and
+# the shortest period (a 10 s meter's first held-back reading counts a little short, once)
+SHORTEST_TELEGRAM_PERIOD_S = 1.0
 
 FeedMode = Literal["interval", "steady"]
 MAX_STALE_AFTER_S = 3600.0  # an hour: a longer silence is no meter's period
@@ -575,7 +576,7 @@ class Pipeline:
         back come together; each stands for the seconds the meter measured them apart,
         not for the moments between their arrivals (the first of them for all the wait).
         A step of the meter's clock longer than the arrivals' and the meter's period
-        (its last plain step; before one, the longest DSMR period) together is the clock
+        (its last plain step; before one, the shortest DSMR period) together is the clock
         set forward: it counts as that much, no more."""
         arrived = reading.at - self._previous_at
         meter_time = reading.meter_time
@@ -583,7 +584,7 @@ class Pipeline:
         if meter_time is not None and before is not None:
             seconds = (meter_time - before).total_seconds()
             if 0 < seconds <= self._settings.stale_after:
-                period = self._meter_period or LONGEST_TELEGRAM_PERIOD_S
+                period = self._meter_period or SHORTEST_TELEGRAM_PERIOD_S
                 if seconds > arrived + period:
                     return arrived + period  # the clock was set forward: not time measured
                 self._meter_period = seconds
