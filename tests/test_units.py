@@ -53,3 +53,13 @@ def test_the_split_topics_are_watched_too(caplog: pytest.LogCaptureFixture) -> N
         handlers[DELIVERED](b"1.234")
         handlers[RETURNED](b"0.000")
     assert WARNING in caplog.text
+
+
+def test_json_sources_are_watched_too(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.payloads import TASMOTA, json_source, tasmota_sml
+
+    caplog.set_level(logging.WARNING, logger="p1evse.sources")
+    _, handle = json_source(**TASMOTA, unit="W")
+    for _ in range(UNIT_SAMPLE):
+        handle(tasmota_sml(1.234, 0.0))
+    assert WARNING in caplog.text

@@ -21,6 +21,7 @@ from p1evse.model import Phases, Reading
 from p1evse.settings import ReadTopic, Section
 from p1evse.sources import listen
 from p1evse.sources.mqtt_value import signed_reading
+from p1evse.sources.units import KilowattsAsWatts
 
 if TYPE_CHECKING:
     from p1evse.counts import Count
@@ -93,6 +94,7 @@ class MqttJsonSource:
     def handler(self, intake: Intake, clock: Callable[[], float] | None = None) -> PayloadHandler:
         """What to do with a payload; `clock` defaults to the running loop's."""
         now = clock or asyncio.get_running_loop().time
+        unit_watch = KilowattsAsWatts(self._settings.unit, "mqtt_json")
 
         def on_payload(payload: bytes | bytearray) -> None:
             try:
@@ -100,6 +102,7 @@ class MqttJsonSource:
             except InputRejected as exc:
                 intake.reject(exc.reason, exc.detail)
                 return
+            unit_watch.observe(reading.import_w - reading.export_w)
             intake.reading(reading)
 
         return on_payload
