@@ -165,6 +165,10 @@ def test_steady_s_settings_without_mode_steady_are_warned_about() -> None:
     ("settings", "fragment"),
     [
         ({"publish": {"interval": 0.1}}, "a value less than 1 s after the one before"),
+        (  # told beside the other: it hung off the step_w warning's elif
+            {"publish": {"interval": 0.5, "step_w": 600}},
+            "a value less than 1 s after the one before",
+        ),
         (
             {"publish": {"on_stale": "import", "failsafe_import_w": 0}},
             "publish.failsafe_import_w 0 W: less than a car draws at 6 A (1380 W)",

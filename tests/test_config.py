@@ -185,7 +185,7 @@ def test_a_secret_read_from_a_file_is_blamed_on_the_files_key(
     """It was blamed on the section's line, or on a variable that set another key of
     the section (P1EVSE_WEB__HOSTS)."""
     token = tmp_path / "token"
-    token.write_text("")
+    token.write_text("short\n")
     monkeypatch.setenv("P1EVSE_WEB__HOSTS", "nas.local")
     path = write(tmp_path, f"web:\n  listen: 127.0.0.1:8080\n  token_file: {token}\n")
     [problem] = problems(path)
@@ -656,3 +656,33 @@ def test_a_key_merged_in_may_be_set_again_and_a_repeated_one_is_still_refused(
     assert problems(path) == [
         f"{path} line 4: publish.interval is set twice (first on line 3); keep one"
     ]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [("mqtt", "password"), ("web", "token"), ("openevse", "password")],
+)
+def test_an_empty_secret_file_is_refused(tmp_path: Path, section: str, key: str) -> None:
+    """An empty password file logged in with '' (an empty HomeWizard token file was
+    blamed on `api: 2`)."""
+    empty = tmp_path / "secret"
+    empty.write_text("\n")
+    path = write(tmp_path, f"{section}:\n  {key}_file: {empty}\n")
+    [problem] = problems(path)
+    assert (
+        problem
+        == f"{section}: {key}_file: {empty} is empty; it holds the {key} itself ({path} line 2)"
+    )
+
+
+@pytest.mark.parametrize(("text", "name"), [("mqtt:\n  yes: x\n", "yes"), ("mqtt:\n  ~: x\n", "~")])
+def test_a_key_that_is_not_text_in_a_section_is_named(tmp_path: Path, text: str, name: str) -> None:
+    """It was 'mqtt.1 = True: Keys should be strings' on the section's line."""
+    path = write(tmp_path, text)
+    assert problems(path) == [f"{path} line 2: {name!r} is not a key name of mqtt"]
+
+
+def test_an_emptied_fleet_section_is_no_fleet(tmp_path: Path) -> None:
+    """As the example file has it: every key commented out. It was refused as a fleet
+    section for a single meter."""
+    assert load(write(tmp_path, "fleet:\n  # max_sites: 5\n")) == Settings()

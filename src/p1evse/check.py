@@ -223,7 +223,7 @@ def _config_warnings(settings: Settings) -> list[str]:
             f"{publish.mode}: {'they take' if len(steady_only) > 1 else 'it takes'} effect "
             "with mode steady only"
         )
-    elif publish.interval < 1:
+    if 0 < publish.interval < 1:
         warnings.append(
             f"publish.interval {publish.interval:g} s: OpenEVSE's divert filter counts whole "
             "seconds, so a value less than 1 s after the one before moves nothing"

@@ -289,17 +289,18 @@ def _set_by_user(settings: Settings, key: str) -> bool:
 
 # a key at the top is text, or YAML's merge key (`<<: *defaults`)
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-_SECTION_NAME_TAGS = ("tag:yaml.org,2002:str", _MERGE_TAG)
+_TEXT_TAG = "tag:yaml.org,2002:str"
+SECTION_NAME = "a section name (mqtt:, source:, …)"
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
     loader = yaml.SafeLoader(_read_text(path))
     lines: dict[tuple[str, ...], int] = {}
-    duplicates: list[str] = []
+    problems: list[str] = []
     try:
         node = loader.get_single_node()
         # before the constructor merges `<<: *defaults` into the mappings that use it
-        _collect_lines(node, (), lines, duplicates, set())
+        _collect_lines(node, (), lines, problems, set())
         data = loader.construct_document(node) if node is not None else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -319,17 +320,10 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], int]]:
         raise ConfigError(
             [f"{path}: expected a mapping of sections (mqtt:, source:, …) at the top"]
         )
-    for key_node, _ in node.value:
-        if key_node.tag not in _SECTION_NAME_TAGS:  # `1:`, `~:`, `true:`, `[a]:`
-            line = key_node.start_mark.line + 1
-            name = key_node.value if isinstance(key_node.value, str) else "a collection"
-            raise ConfigError(
-                [f"{path} line {line}: {name!r} is not a section name (mqtt:, source:, …)"]
-            )
-    # a section whose keys are all commented out is a section of defaults
-    data = {key: {} if value is None else value for key, value in data.items()}
-    if duplicates:
-        raise ConfigError([f"{path} {duplicate}" for duplicate in duplicates])
+    # a section whose keys are all commented out is as if it were left out
+    data = {key: value for key, value in data.items() if value is not None}
+    if problems:
+        raise ConfigError([f"{path} {problem}" for problem in problems])
     return data, lines
 
 
@@ -359,7 +353,7 @@ def _collect_lines(
     node: yaml.Node | None,
     prefix: tuple[str, ...],
     lines: dict[tuple[str, ...], int],
-    duplicates: list[str],
+    problems: list[str],
     seen: set[int],
 ) -> None:
     """Each key's line; a key given twice in one mapping is a mistake YAML would hide
@@ -376,14 +370,19 @@ def _collect_lines(
             many = isinstance(value_node, yaml.SequenceNode)
             merged += value_node.value if many else [value_node]
             continue
-        key = (*prefix, str(key_node.value))
         line = key_node.start_mark.line + 1
+        if key_node.tag != _TEXT_TAG:  # `1:`, `~:`, `yes:`, `[a]:`
+            name = key_node.value if isinstance(key_node.value, str) else "a collection"
+            what = f"a key name of {'.'.join(prefix)}" if prefix else SECTION_NAME
+            problems.append(f"line {line}: {name!r} is not {what}")
+            continue
+        key = (*prefix, str(key_node.value))
         if key in lines:
-            duplicates.append(
+            problems.append(
                 f"line {line}: {'.'.join(key)} is set twice (first on line {lines[key]}); keep one"
             )
         lines[key] = line
-        _collect_lines(value_node, key, lines, duplicates, seen)
+        _collect_lines(value_node, key, lines, problems, seen)
     for mapping in merged:
         if isinstance(mapping, yaml.MappingNode):
             for key_node, _ in mapping.value:

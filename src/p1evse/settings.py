@@ -69,6 +69,8 @@ def secrets_from_files(data: Any, *keys: str) -> Any:
             raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ValueError(f"{key}_file: {path} is not UTF-8 text") from None
+        if not data[key].strip():
+            raise ValueError(f"{key}_file: {path} is empty; it holds the {key} itself")
     return data
 
 
