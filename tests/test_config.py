@@ -8,6 +8,7 @@ import pytest
 from p1evse.config import MAX_CONFIG_BYTES, Settings, load
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
+from p1evse.mqtt import MqttSettings
 
 
 @pytest.fixture(autouse=True)
@@ -459,8 +460,8 @@ def test_every_example_loads(path: Path) -> None:
         ),
         (
             "source:\n  type: homewizard\n  host: 192.168.1.50:8080\n",
-            "source.host = '192.168.1.50:8080': '192.168.1.50:8080': a host name or address, "
-            "without a port (the port is a key of its own: port) (line 3)",
+            "source.host = '192.168.1.50:8080': a host name or an address, without a port "
+            "(the port is a key of its own: port); brackets only around an IPv6 address (line 3)",
         ),
         (
             "source:\n  type: homewizard\n  host: hw.local\n  api: 2\n  token: ' '\n"
@@ -613,7 +614,10 @@ def test_a_section_whose_keys_are_all_commented_out_is_one_of_defaults(tmp_path:
     ("host", "fragment"),
     [
         ("192.168.1.10:1883", "without a port"),
-        ("mqtt://localhost", "without scheme or path"),
+        ("mqtt://localhost", "without scheme, login or path"),
+        ("user@broker", "without scheme, login or path"),
+        ("'[broker.lan]'", "brackets only around an IPv6 address"),
+        ("'[::1'", "brackets only around an IPv6 address"),
         ("' 127.0.0.1'", "no spaces"),
         ('"broker\\0"', "no spaces or control characters"),
     ],
@@ -627,9 +631,17 @@ def test_a_broker_host_with_more_than_the_host_is_refused(
     assert fragment in problem
 
 
-@pytest.mark.parametrize(("host", "stored"), [("'[::1]'", "::1"), ("'fe80::0001'", "fe80::1")])
+@pytest.mark.parametrize(
+    ("host", "stored"),
+    [("'[::1]'", "::1"), ("'fe80::0001'", "fe80::1"), ("'fe80::1%eth0'", "fe80::1%eth0")],
+)
 def test_an_ipv6_broker_address_may_be_in_brackets(tmp_path: Path, host: str, stored: str) -> None:
     assert load(write(tmp_path, f"mqtt:\n  host: {host}\n")).mqtt.host == stored
+
+
+def test_an_ipv6_broker_is_written_in_brackets_where_a_port_follows() -> None:
+    """`broker ::1:18870` in check's lines and `mqtt://::1:1883` in /metrics."""
+    assert MqttSettings(host="::1").endpoint == "mqtt://[::1]:1883"
 
 
 def test_a_topic_the_charger_reads_is_kept_as_written(tmp_path: Path) -> None:
@@ -640,6 +652,8 @@ def test_a_topic_the_charger_reads_is_kept_as_written(tmp_path: Path) -> None:
     )
     assert settings.openevse.grid_ie_topic == "DS220/POWER1/"
     assert settings.openevse.base_topic == "openevse"
+    [problem] = problems(write(tmp_path, "openevse:\n  base_topic: /\n"))
+    assert "a topic prefix needs a level" in problem  # it was '//claim/set'
 
 
 def test_a_key_merged_in_may_be_set_again_and_a_repeated_one_is_still_refused(

@@ -36,7 +36,14 @@ from p1evse.mqtt_packets import (
     qos0_publish,
 )
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import Host, PublishTopic, Section, check_tls_files, secrets_from_files
+from p1evse.settings import (
+    Host,
+    PublishTopic,
+    Section,
+    check_tls_files,
+    host_and_port,
+    secrets_from_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,7 @@ class MqttSettings(Section):
     @property
     def endpoint(self) -> str:
         """The broker as /metrics labels it."""
-        return f"mqtt://{self.host}:{self.port}"
+        return f"mqtt://{host_and_port(self.host, self.port)}"
 
     @field_validator("tls", mode="before")
     @classmethod
@@ -353,7 +360,7 @@ class Broker:
 
     @property
     def address(self) -> str:
-        return f"{self._settings.host}:{self._settings.port}"
+        return host_and_port(self._settings.host, self._settings.port)
 
     @property
     def endpoint(self) -> str:

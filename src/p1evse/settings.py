@@ -267,6 +267,8 @@ def _publish_topic(topic: str) -> str:
 
 
 def _topic_prefix(topic: str) -> str:
+    if topic and not topic.strip("/"):
+        raise ValueError("a topic prefix needs a level, e.g. openevse")
     return _topic(topic.rstrip("/") or topic, publish=True)
 
 
@@ -289,21 +291,25 @@ or one with a `+` level that captures a fleet's site id; within MQTT's limits.""
 
 def _host(host: str) -> str:
     if host != host.strip() or any(ch.isspace() or not ch.isprintable() for ch in host):
-        raise ValueError(f"{host!r}: a host name or address has no spaces or control characters")
-    if "/" in host:
-        raise ValueError(
-            f"{host!r}: write the host alone, without scheme or path (e.g. 192.168.1.50)"
-        )
-    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if ":" in bare:
+        raise ValueError("a host name or address has no spaces or control characters")
+    if any(ch in host for ch in "/?#@"):
+        raise ValueError("write the host alone, without scheme, login or path (e.g. 192.168.1.50)")
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    if bracketed or any(ch in bare for ch in ":[]"):
         try:
             return str(ipaddress.IPv6Address(bare))
         except ValueError:
             raise ValueError(
-                f"{host!r}: a host name or address, without a port (the port is a key of "
-                "its own: port)"
+                "a host name or an address, without a port (the port is a key of its "
+                "own: port); brackets only around an IPv6 address"
             ) from None
     return host
+
+
+def host_and_port(host: str, port: int) -> str:
+    """`host:port` as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 Host = Annotated[str, Field(min_length=1), AfterValidator(_host)]

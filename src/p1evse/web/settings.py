@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from p1evse.settings import Section, secrets_from_files
+from p1evse.settings import Section, host_and_port, secrets_from_files
 
 # A token guards the page from the network; a short one is guessed in minutes.
 MIN_TOKEN_CHARS = 16
@@ -37,7 +37,7 @@ class ListenAddress(NamedTuple):
     @property
     def authority(self) -> str:
         """`host:port` as a URL has it: an IPv6 literal in brackets."""
-        return f"{f'[{self.host}]' if ':' in self.host else self.host}:{self.port}"
+        return host_and_port(self.host, self.port)
 
 
 class WebSettings(Section):
