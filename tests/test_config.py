@@ -9,6 +9,7 @@ from p1evse.config import MAX_CONFIG_BYTES, Settings, load
 from p1evse.errors import ConfigError
 from p1evse.model import StaleAction
 from p1evse.mqtt import MqttSettings
+from p1evse.sources.p1 import P1Settings
 
 
 @pytest.fixture(autouse=True)
@@ -700,3 +701,13 @@ def test_an_emptied_fleet_section_is_no_fleet(tmp_path: Path) -> None:
     """As the example file has it: every key commented out. It was refused as a fleet
     section for a single meter."""
     assert load(write(tmp_path, "fleet:\n  # max_sites: 5\n")) == Settings()
+
+
+def test_an_encrypted_meters_keys_may_come_from_files(tmp_path: Path) -> None:
+    key = tmp_path / "p1-key"
+    key.write_text("00112233445566778899AABBCCDDEEFF\n")
+    text = "source:\n  type: p1\n  url: /dev/ttyUSB0\n  dsmr_version: MSn\n"
+    source = load(write(tmp_path, f"{text}  decryption_key_file: {key}\n")).source
+    assert isinstance(source, P1Settings)
+    assert source.decryption_key is not None
+    assert source.decryption_key.get_secret_value() == "00112233445566778899AABBCCDDEEFF"

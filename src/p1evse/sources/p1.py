@@ -21,14 +21,15 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from p1evse.backoff import Backoff
 from p1evse.counts import Count, connection_counts
 from p1evse.ratelimit import RateLimiter
-from p1evse.settings import Section
+from p1evse.settings import Section, secrets_from_files
 from p1evse.sources.cipher import CipherStream
 from p1evse.sources.framing import TelegramStream
 from p1evse.sources.telegram import (
@@ -59,8 +60,15 @@ class P1Settings(Section):
     dsmr_version: DsmrVersionName = "5"
     # encrypted meters only (MSn: Luxembourg Smarty, SAGEMCOM_T210_D_R: Austria)
     decryption_key: SecretStr | None = None
+    decryption_key_file: Path | None = None
     authentication_key: SecretStr | None = None
+    authentication_key_file: Path | None = None
     idle_timeout: float = Field(60.0, ge=5, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_from_files(cls, data: Any) -> Any:
+        return secrets_from_files(data, "decryption_key", "authentication_key")
 
     @field_validator("url")
     @classmethod
