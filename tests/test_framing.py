@@ -208,3 +208,28 @@ def test_bytes_with_no_encrypted_frame_are_counted_once_and_plain_text_is_named(
     assert reason is Rejection.NO_TELEGRAM
     assert "no encrypted frame" in detail
     assert ("plain-text telegrams" in detail) is plain
+
+
+def test_a_cut_frame_after_a_run_of_refused_ones_still_costs_only_itself() -> None:
+    """Line noise: 25 frames with a flipped bit each, then one that lost 20 bytes, then
+    good ones. The give-back stopped after 16 kB of refused frames, and the cut frame
+    took the good frame behind it."""
+    intake = RecordingIntake()
+    version = p1.DSMR_VERSIONS["SAGEMCOM_T210_D_R"]
+    stream = CipherStream(make_decoder(version, KEY.hex(), KEY.hex()), intake, lambda: 0.0)
+
+    def frame(watts: int, second: int) -> bytes:
+        plain = telegrams.dsmr5(import_w=watts, clock=telegrams.meter_clock(second))
+        return telegrams.encrypted(plain, KEY, KEY, counter=second + 1)
+
+    flipped = b""
+    for second in range(25):
+        noisy = bytearray(frame(9000 + second, second))
+        noisy[300] ^= 0x10
+        flipped += bytes(noisy)
+    cut = frame(8888, 25)
+    data = frame(500, 30) + flipped + cut[:200] + cut[220:] + frame(1111, 31) + frame(1112, 32)
+    more = stream.feed(data)
+    while more:
+        more = stream.feed(b"")
+    assert [reading.import_w for reading in intake.readings] == [500, 1111, 1112]

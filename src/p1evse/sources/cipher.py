@@ -19,8 +19,8 @@ minutes, and a frame that lost bytes took the next one's start with it. Here:
   decodes: that frame is read at once, and the bytes before it count as one cut-off
   frame (a false start costs nothing else, and no value waits for it);
 - a whole frame the decoder refuses gives back all its bytes but the first (a frame may
-  start within it), up to twice `max_bytes` between two good frames, so that garbage
-  costs work linear in its length.
+  start within it), up to `GIVE_BACK_BYTES` between two good frames (a noisy line
+  loses nothing, a flood costs bounded work).
 
 The bytes go to the framing `_SLICE` at a time, and a call decodes at most
 `MAX_TELEGRAMS_PER_FEED` frames (as `TelegramStream`, whose `feed` and `end` it mirrors).
@@ -52,6 +52,9 @@ _HEADER = re.compile(rb"\xdb\x08.{8}\x82", re.DOTALL)
 _HEADER_BYTES = 2 + 8 + 1 + 2
 _BODY_MIN = 1 + 4 + 12  # security byte, invocation counter, tag
 _SECURITY = (0x30, 0x20)  # suite 0: authenticated and encrypted, or encrypted only
+# refused frames' bytes framed again between two good frames, at most: ten minutes of a
+# 1 Hz meter whose every frame is refused, or 64 of the largest false frames
+GIVE_BACK_BYTES = 64 * MAX_TELEGRAM_BYTES
 
 
 def _starts(framing: bytearray, position: int, max_bytes: int) -> Iterator[tuple[int, int]]:
@@ -109,7 +112,7 @@ class CipherStream:
             if deliver(frame, self._decoder, self._intake, self._clock):
                 self.telegrams += 1
                 self._given_back = 0
-            elif self._given_back + len(frame) <= 2 * self._max_bytes:
+            elif self._given_back + len(frame) <= GIVE_BACK_BYTES:
                 self._given_back += len(frame)
                 self._framing[:0] = frame[1:]  # a frame may start within it
         if self._unframed > self._max_bytes and not self._told:
