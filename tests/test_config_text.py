@@ -67,6 +67,11 @@ COMPANIONS: dict[tuple[str, ...], dict[tuple[str, ...], str]] = {
         ("source", "verify"): "false",
     },
     ("source", "decryption_key"): {("source", "dsmr_version"): "MSn"},
+    ("source", "decryption_key_file"): {("source", "dsmr_version"): "MSn"},
+    ("source", "authentication_key_file"): {
+        ("source", "dsmr_version"): "MSn",
+        ("source", "decryption_key"): HEX_KEY,
+    },
     ("source", "authentication_key"): {
         ("source", "dsmr_version"): "MSn",
         ("source", "decryption_key"): HEX_KEY,
@@ -201,7 +206,8 @@ def test_every_key_can_be_set_from_the_environment(
     key: Key, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     file = tmp_path / "secret"
-    file.write_text(TOKEN + "\n")
+    secret_text = HEX_KEY if key.name.endswith("_key_file") else TOKEN  # a meter's keys
+    file.write_text(secret_text + "\n")
     if key.name in TLS_FILES:  # loaded when read: a certificate and its key, in one file
         cert_file, key_file = new_pki(tmp_path).issue("p1evse")
         file.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
@@ -223,7 +229,7 @@ def test_every_key_can_be_set_from_the_environment(
     if key.name.endswith("_file"):  # the secret's file: the secret holds its text
         secret = getattr(_parent(settings, key.path), key.name.removesuffix("_file"), None)
         if isinstance(secret, SecretStr):
-            assert secret.get_secret_value() == TOKEN
+            assert secret.get_secret_value() == secret_text
     if isinstance(node, SecretStr):
         node = node.get_secret_value()
     assert node == expected, key.variable
