@@ -43,7 +43,7 @@ from p1evse.sinks.charger import ChargerState, DivertMode
 from p1evse.sinks.openevse_http import get_json
 from p1evse.site import Ports, Role, build_site
 from p1evse.sources.p1 import P1Settings
-from p1evse.sources.units import W_LOOKS_LIKE_KW
+from p1evse.sources.units import looks_like_kilowatts
 
 Say = Callable[[str], None]
 
@@ -482,12 +482,7 @@ def _unit_warnings(settings: Settings, values: list[float]) -> list[str]:
             "source probably publishes W; set source.unit: W"
         ]
     nonzero = [value for value in finite if value]
-    if (
-        unit == "W"
-        and nonzero
-        and max(nonzero) < W_LOOKS_LIKE_KW
-        and any(value != int(value) for value in nonzero)
-    ):
+    if unit == "W" and looks_like_kilowatts(nonzero):
         return [
             f"only small fractional values arrived (largest {max(nonzero):g} W): the source "
             "probably publishes kW; set source.unit: kW"

@@ -287,7 +287,7 @@ def _set_by_user(settings: Settings, key: str) -> bool:
     return name in getattr(settings, section).model_fields_set
 
 
-# a key at the top is text, or YAML's merge key (`<<: *defaults`)
+# a key is text; YAML's merge key (`<<: *defaults`) brings in another mapping's keys
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _TEXT_TAG = "tag:yaml.org,2002:str"
 SECTION_NAME = "a section name (mqtt:, source:, …)"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -15,17 +16,24 @@ W_LOOKS_LIKE_KW = 50.0
 UNIT_SAMPLE = 10
 
 
+def looks_like_kilowatts(values: Sequence[float]) -> bool:
+    """Whether nonzero values in W are kW: all below `W_LOOKS_LIKE_KW`, one with a
+    fraction (DSMR-reader's 1.234)."""
+    return (
+        bool(values)
+        and max(abs(value) for value in values) < W_LOOKS_LIKE_KW
+        and any(value != int(value) for value in values)
+    )
+
+
 class KilowattsAsWatts:
     """Told the values of a source whose `unit` is W: once `UNIT_SAMPLE` nonzero ones
-    were all below `W_LOOKS_LIKE_KW` and one had a fraction, it warns once. Any larger
-    value ends the watch."""
+    look like kW, it warns once. Any larger value ends the watch."""
 
     def __init__(self, unit: str, source: str) -> None:
         self._watching = unit == "W"
         self._source = source
-        self._seen = 0
-        self._fraction = False
-        self._largest = 0.0
+        self._values: list[float] = []
 
     def observe(self, value: float) -> None:
         if not self._watching or not value or not math.isfinite(value):
@@ -33,13 +41,11 @@ class KilowattsAsWatts:
         if abs(value) >= W_LOOKS_LIKE_KW:
             self._watching = False
             return
-        self._fraction = self._fraction or value != int(value)
-        self._largest = max(self._largest, abs(value))
-        self._seen += 1
-        if self._seen < UNIT_SAMPLE:
+        self._values.append(value)
+        if len(self._values) < UNIT_SAMPLE:
             return
         self._watching = False
-        if self._fraction:
+        if looks_like_kilowatts(self._values):
             log.warning(
                 "%s: source.unit is W, but its first %d values were all below %g, with "
                 "fractions (largest %g): it probably publishes kW, and the charger gets "
@@ -47,5 +53,5 @@ class KilowattsAsWatts:
                 self._source,
                 UNIT_SAMPLE,
                 W_LOOKS_LIKE_KW,
-                self._largest,
+                max(abs(value) for value in self._values),
             )
