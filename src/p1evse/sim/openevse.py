@@ -156,11 +156,10 @@ class OpenEvseModel:
     # the end of the minimum charge time: set when divert's loop, on its tick, sees the
     # charger start charging, for whatever reason (_min_charge_end)
     _min_charge_end_s: float = 0.0
-    _charging_seen: bool = False  # the charging state divert's loop last saw
-    # state_seen_next_update: the charger's state changed at the tick before (an event
-    # for divert's loop, which runs at the next one), and its state as the loop last saw
+    _charging_seen: bool = False  # the charging state at the tick before
+    _loop_saw_charging: bool = False  # the charging state divert's loop last saw
+    # state_seen_next_update: the state changed at the tick before, so the loop runs now
     _loop_woken: bool = False
-    _loop_saw_charging: bool = False
     # the car's current as it changed: (since when, A), oldest first, for current_lag_s
     _drawn: deque[tuple[float, float]] = field(default_factory=deque)
     _vrms: tuple[float, float] | None = None  # (volts, when)
@@ -214,15 +213,15 @@ class OpenEvseModel:
         charging = self.amps() > 0
         changed = charging != self._charging_seen
         self._charging_seen = charging
-        if not self.settings.state_seen_next_update:
-            if changed and charging:
+        # DivertTask::loop, woken by the change: at once on a charger, at the next tick
+        # as divert_sim runs it (where it may find the state back where it last saw it)
+        woken = changed
+        if self.settings.state_seen_next_update:
+            woken, self._loop_woken = self._loop_woken, changed
+        if woken and charging != self._loop_saw_charging:
+            self._loop_saw_charging = charging
+            if charging:
                 self._min_charge_end_s = now_s + self.settings.min_charge_time_s
-        else:  # DivertTask::loop, woken by the change, as divert_sim runs it
-            if self._loop_woken and charging != self._loop_saw_charging:
-                self._loop_saw_charging = charging
-                if charging:
-                    self._min_charge_end_s = now_s + self.settings.min_charge_time_s
-            self._loop_woken = changed
         if self._shaper is not None:
             claim = self._shaper.check(now_s)
             if claim is not None:
