@@ -51,8 +51,20 @@ DSMR_22 = ["1-0:1.7.0(0001.50*kW)", "1-0:2.7.0(0000.00*kW)"]
         (without_line_end(telegrams.telegram("ISk5MT382", DSMR_22, crc=False)), "2.2", 1500),
         (lower_case_checksum(700), "5", None),
         (without_line_end(lower_case_checksum(700)), "5", None),
+        (without_line_end(telegrams.dsmr5(import_w=432)) + b"\n", "5", 432),
+        (without_line_end(telegrams.dsmr5(import_w=432)) + b"\r", "5", 432),
+        (without_line_end(telegrams.dsmr5(import_w=432)) + b" \n\r", "5", 432),
     ],
-    ids=["crc", "lf-only", "dsmr-2.2-bare-bang", "lower-case-crc", "lower-case-crc-no-line-end"],
+    ids=[
+        "crc",
+        "lf-only",
+        "dsmr-2.2-bare-bang",
+        "lower-case-crc",
+        "lower-case-crc-no-line-end",
+        "crlf-lines-lf-end",
+        "crlf-lines-cr-end",
+        "crlf-lines-odd-end",
+    ],
 )
 def test_a_message_that_is_one_whole_telegram_is_one_telegram(
     payload: bytes, version: str, watts: int | None

@@ -68,6 +68,9 @@ class MqttTelegramSource:
                 detail = f"{len(payload)} bytes, more than a telegram ({MAX_TELEGRAM_BYTES})"
                 intake.reject(Rejection.OVERSIZED, detail)
                 return
+            # whatever ends the message after the checksum is not the meter's (the CRC
+            # stops at '!'): a publisher that trimmed it, or added "\n", loses nothing
+            payload = payload.rstrip(b"\r\n\t \x00")
             if b"\r\n" not in payload:
                 # some publishers strip the CR: the CRC was computed over CR LF, so
                 # putting it back restores the meter's bytes (or the CRC says no)
