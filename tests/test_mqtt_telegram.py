@@ -54,6 +54,7 @@ DSMR_22 = ["1-0:1.7.0(0001.50*kW)", "1-0:2.7.0(0000.00*kW)"]
         (without_line_end(telegrams.dsmr5(import_w=432)) + b"\n", "5", 432),
         (without_line_end(telegrams.dsmr5(import_w=432)) + b"\r", "5", 432),
         (without_line_end(telegrams.dsmr5(import_w=432)) + b" \n\r", "5", 432),
+        (without_line_end(telegrams.dsmr5(import_w=432)) + b"\x00", "5", 432),
     ],
     ids=[
         "crc",
@@ -64,6 +65,7 @@ DSMR_22 = ["1-0:1.7.0(0001.50*kW)", "1-0:2.7.0(0000.00*kW)"]
         "crlf-lines-lf-end",
         "crlf-lines-cr-end",
         "crlf-lines-odd-end",
+        "nul-end",
     ],
 )
 def test_a_message_that_is_one_whole_telegram_is_one_telegram(

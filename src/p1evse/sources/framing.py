@@ -59,7 +59,8 @@ def _telegram_pattern(max_bytes: int) -> re.Pattern[bytes]:
 PLAIN_START = re.compile(rb"/[A-Za-z]{3}\d")
 
 # a telegram up to its checksum with nothing after it: whole at the end of a message
-_UP_TO_CHECKSUM = re.compile(rb"/[^/!\x80-\xff]*+![0-9A-Fa-f]{0,4}\x00?")
+# (whose source strips what follows the checksum)
+_UP_TO_CHECKSUM = re.compile(rb"/[^/!\x80-\xff]*+![0-9A-Fa-f]{0,4}")
 
 
 class TelegramStream:
